@@ -1,0 +1,233 @@
+"""Plumbing shared by the four stage apps: config preparation, run folders, meta.json, MLflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import io
+from pipeline.provenance import git_revision, machine, package_versions
+from pipeline.runkeys import config_digest, key_sections, run_key
+from pipeline.tracking import Tracker
+
+log = logging.getLogger("pifs")
+
+# Keys a params file (dvc.yaml's params.yaml) never overrides: they choose where and how a
+# run executes, not what it computes, and dvc.yaml sets them on the command line.
+_RUNTIME_KEYS = frozenset({"run_key", "params_file", "force", "progress"})
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot produce a valid run; raised before any work starts."""
+
+
+def image_resolution(cfg: Mapping[str, Any]) -> int:
+    ds = cfg.get("dataset") or {}
+    res = ds.get("resolution")
+    if res is None:
+        raise ConfigError(f"dataset '{ds.get('name')}' has no 'resolution'; set dataset.resolution=<pixels>")
+    return int(res)
+
+
+def validate_config(cfg: Mapping[str, Any]) -> None:
+    """Refuse configs that cannot work, naming the key and the fix (before any work starts)."""
+    res = image_resolution(cfg)
+    p = cfg.get("patch", {}).get("size")
+    if not isinstance(p, int) or isinstance(p, bool) or p <= 0:
+        raise ConfigError(f"patch.size must be a positive integer, got {p!r}")
+    if res % p != 0:
+        divisors = [d for d in range(1, res + 1) if res % d == 0]
+        raise ConfigError(
+            f"patch.size={p} does not divide the image size {res}x{res} (dataset.resolution={res}); "
+            f"choose patch.size from {divisors}"
+        )
+    model = cfg.get("model") or {}
+    block = model.get("block_size")
+    if model.get("kind") == "gaussian_oracle" and block is not None and res % int(block) != 0:
+        raise ConfigError(
+            f"model.block_size={block} does not divide the image size {res}; "
+            f"set model.block_size to a divisor of {res} (usually equal to patch.size)"
+        )
+    if int(cfg.get("num_seeds", 1)) < 1:
+        raise ConfigError(f"num_seeds must be >= 1, got {cfg.get('num_seeds')}")
+
+
+def prepare_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve the composed config to a plain dict, apply params_file, and validate it."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = {k: v for k, v in dict(cfg).items() if k != "hydra"}
+    params_file = cfg.get("params_file")
+    if params_file:
+        path = Path(params_file)
+        if not path.is_file():
+            raise ConfigError(f"params_file={params_file} does not exist; run from the project root")
+        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+        for k, v in loaded.items():
+            if k not in _RUNTIME_KEYS and k != "hydra":
+                cfg[k] = v
+    validate_config(cfg)
+    return cfg
+
+
+def resolve_device(name: str | None) -> str:
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} requested but CUDA is not available; use device=cpu or device=auto")
+    return name
+
+
+def outputs_root(cfg: Mapping[str, Any]) -> Path:
+    return Path(cfg.get("paths", {}).get("outputs", "outputs"))
+
+
+def stage_dir(stage: str, cfg: Mapping[str, Any]) -> Path:
+    """outputs/<stage>/<run-key>/ for this config."""
+    return outputs_root(cfg) / stage / run_key(stage, cfg)
+
+
+def read_meta(folder: Path) -> dict[str, Any] | None:
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        return None
+    import json
+
+    return json.loads(meta.read_text())
+
+
+def upstream_dir(stage: str, cfg: Mapping[str, Any], needed_by: str) -> Path:
+    """The completed output folder of an upstream stage, or a clear error saying what to run."""
+    folder = stage_dir(stage, cfg)
+    if read_meta(folder) is None:
+        raise FileNotFoundError(
+            f"{needed_by} needs the {stage} stage's outputs at {folder}, which do not exist; run "
+            f"`python -m stages.{stage}` with the same overrides first (or `dvc repro`)"
+        )
+    return folder
+
+
+@dataclass
+class StageContext:
+    """What a stage body gets: where to write, where to keep resumable work, the tracker."""
+
+    stage: str
+    cfg: dict[str, Any]
+    key: str
+    out_dir: Path  # scratch folder; becomes final_dir atomically when the body returns
+    final_dir: Path
+    work_dir: Path  # survives failures: per-unit checkpoints for resume
+    tracker: Tracker
+    metrics: dict[str, float] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def progress(self) -> bool:
+        return bool(self.cfg.get("progress", True))
+
+
+@dataclass
+class StageResult:
+    stage: str
+    out_dir: Path
+    run_id: str | None
+    skipped: bool
+    metrics: dict[str, float]
+    wall_time_s: float
+
+
+def run_stage(
+    stage: str,
+    cfg: Mapping[str, Any],
+    body: Callable[[StageContext], None],
+    artifacts: tuple[str, ...] = (),
+) -> StageResult:
+    """Run ``body`` for ``stage`` with an atomic output folder, meta.json and an MLflow run.
+
+    A complete folder for the same config is reused unless ``force``; a failed run leaves
+    no output folder, only its resumable work folder.
+    """
+    cfg = dict(cfg)
+    key = run_key(stage, cfg)
+    final = outputs_root(cfg) / stage / key
+    digest = config_digest(cfg, key_sections(stage))
+    meta = read_meta(final)
+    if meta is not None and meta.get("config_digest") == digest and not cfg.get("force"):
+        log.info("%s: %s is complete for this config; reusing it (force=true recomputes)", stage, final)
+        return StageResult(stage, final, meta.get("mlflow_run_id"), True, meta.get("metrics", {}), 0.0)
+
+    work = final.parent / f".work-{key}"
+    work.mkdir(parents=True, exist_ok=True)
+    tcfg = cfg.get("tracking", {})
+    rev = git_revision()
+    tags = {
+        "stage": stage,
+        "run_key": key,
+        "git_revision": rev,
+        "config_digest": digest,
+        "host": socket.gethostname(),
+    }
+    for env, tag in (("SLURM_JOB_ID", "slurm_job_id"), ("SLURM_ARRAY_JOB_ID", "slurm_array_job_id"),
+                     ("DVC_EXP_NAME", "dvc_experiment"), ("PIFS_SWEEP_ID", "sweep_id")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    tracker = Tracker.start(
+        enabled=bool(tcfg.get("enabled", True)),
+        uri=tcfg.get("uri"),
+        experiment=tcfg.get("experiment", "pifs-repro"),
+        run_name=f"{stage}:{key}",
+        tags=tags,
+        artifact_location=tcfg.get("artifact_location"),
+        parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
+    )
+    t0 = time.time()
+    try:
+        tracker.log_params(cfg)
+        with io.atomic_dir(final) as tmp:
+            ctx = StageContext(stage, cfg, key, tmp, final, work, tracker)
+            body(ctx)
+            wall = time.time() - t0
+            io.write_json(
+                tmp / "meta.json",
+                {
+                    "stage": stage,
+                    "run_key": key,
+                    "config_digest": digest,
+                    "config": cfg,
+                    "inputs": ctx.inputs,
+                    "metrics": ctx.metrics,
+                    "versions": package_versions(),
+                    "git_revision": rev,
+                    "machine": machine(),
+                    "wall_time_s": wall,
+                    "mlflow_run_id": tracker.run_id,
+                    "mlflow_tracking_uri": tracker.tracking_uri,
+                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
+        tracker.log_metrics({**ctx.metrics, "wall_time_s": wall})
+        for name in ("meta.json", *artifacts):
+            path = final / name
+            if path.exists():
+                tracker.log_artifact(path)
+        tracker.finish("FINISHED")
+    except BaseException as exc:
+        tracker.set_tags({"error": "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]})
+        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("%s: wrote %s in %.1f s (MLflow run %s)", stage, final, wall, tracker.run_id)
+    return StageResult(stage, final, tracker.run_id, False, ctx.metrics, wall)
