@@ -1,0 +1,86 @@
+"""Every preset composes; bad configs are refused before any work starts."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline.runkeys import run_key
+from stages.common import ConfigError, prepare_config
+from tests.conftest import CONF, compose_config
+
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def test_the_four_named_presets_exist():
+    assert {"default", "smoke", "cifar10_paper", "celebahq_paper"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_validates(preset):
+    cfg = compose_config([f"experiment={preset}"], return_hydra_config=True)
+    plain = prepare_config(cfg)
+    for group in ("dataset", "model", "schedule", "sampler", "patch", "measure", "tracking", "paths"):
+        assert group in plain, f"{preset}: group {group} missing"
+    assert plain["dataset"]["resolution"] % plain["patch"]["size"] == 0
+
+
+def test_paper_presets_follow_the_paper_protocols():
+    c = prepare_config(compose_config(["experiment=cifar10_paper"]))
+    # §7.1: 50k CIFAR-10 train images, 8x8 patches, 50-step DDIM, K_PI = 20, 8 seeds
+    assert (c["dataset"]["name"], c["dataset"]["num_images"], c["dataset"]["split"]) == ("cifar10", 50000, "train")
+    assert c["patch"]["size"] == 8 and c["sampler"]["num_steps"] == 50
+    assert c["measure"]["power_iters"] == 20 and c["num_seeds"] == 8
+    assert c["model"]["path"] == "google/ddpm-cifar10-32"
+    h = prepare_config(compose_config(["experiment=celebahq_paper"]))
+    # §7.7: 64x64, 16x16 patches, 200 images, 49-step DDIM, 8 trajectories
+    assert (h["dataset"]["resolution"], h["patch"]["size"], h["dataset"]["num_images"]) == (64, 16, 200)
+    assert h["sampler"]["num_steps"] == 49 and h["num_seeds"] == 8
+    assert h["model"]["path"] == "google/ddpm-celebahq-256"
+
+
+def test_default_is_the_offline_embedded_run():
+    c = prepare_config(compose_config([]))
+    assert c["dataset"]["name"] == "natural_crops" and c["dataset"]["resolution"] == 32
+    assert c["model"]["kind"] == "gaussian_oracle" and c["patch"]["size"] == 8
+    assert c["sampler"]["num_steps"] == 50
+
+
+@pytest.mark.parametrize("bad", [5, 3, 7])
+def test_patch_size_not_dividing_the_image_is_refused(bad):
+    with pytest.raises(ConfigError, match=rf"patch.size={bad} does not divide the image size 32"):
+        prepare_config(compose_config([f"patch.size={bad}"]))
+
+
+def test_patch_size_is_refused_before_any_stage_work(project):
+    from stages import covariance
+
+    with pytest.raises(ConfigError, match="does not divide"):
+        covariance.run(compose_config(["experiment=smoke", "patch.size=5", "tracking.enabled=false"]))
+    assert not (project / "outputs").exists()
+
+
+def test_params_yaml_is_in_sync_with_conf():
+    from stages.params import composed_params
+
+    committed = OmegaConf.load(CONF.parent / "params.yaml")
+    assert committed == OmegaConf.create(composed_params()), "run `python -m stages.params`"
+
+
+def test_params_file_overrides_sections_but_not_runtime_keys(tmp_path):
+    pf = tmp_path / "params.yaml"
+    pf.write_text("patch:\n  size: 4\nrun_key: null\n")
+    c = prepare_config(compose_config([f"params_file={pf}", "run_key=dvc"]))
+    assert c["patch"]["size"] == 4 and c["run_key"] == "dvc"
+
+
+def test_run_keys_separate_sweeps_and_share_upstream():
+    a = prepare_config(compose_config(["patch.size=8"]))
+    b = prepare_config(compose_config(["patch.size=4"]))
+    assert run_key("covariance", a) != run_key("covariance", b)
+    assert run_key("jacobian", a) != run_key("jacobian", b)
+    # a patch-size sweep reuses one set of trajectories
+    assert run_key("trajectories", a) == run_key("trajectories", b)
+    s1 = prepare_config(compose_config(["seed=1"]))
+    assert run_key("trajectories", a) != run_key("trajectories", s1)
+    assert run_key("covariance", a) == run_key("covariance", s1)
