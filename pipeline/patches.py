@@ -109,7 +109,9 @@ def patch_indices(image_shape: tuple[int, int, int], patch_size: int) -> np.ndar
     return np.ascontiguousarray(extract_patches(flat, patch_size)[0])
 
 
-def patch_blocks_from_full(full_cov: np.ndarray, image_shape: tuple[int, int, int], patch_size: int) -> np.ndarray:
+def patch_blocks_from_full(
+    full_cov: np.ndarray, image_shape: tuple[int, int, int], patch_size: int
+) -> np.ndarray:
     """Diagonal patch blocks [M, n_k, n_k] of a full covariance [n, n] given in (C, H, W) image order."""
     idx = patch_indices(image_shape, patch_size)
     return np.stack([full_cov[np.ix_(i, i)] for i in idx])
@@ -121,7 +123,9 @@ def full_from_patch_blocks(
     """Block-diagonal covariance [n, n] in (C, H, W) image order from patch blocks [M, n_k, n_k]."""
     idx = patch_indices(image_shape, patch_size)
     if blocks.shape != (idx.shape[0], idx.shape[1], idx.shape[1]):
-        raise ValueError(f"blocks must have shape {(idx.shape[0], idx.shape[1], idx.shape[1])}, got {blocks.shape}")
+        raise ValueError(
+            f"blocks must have shape {(idx.shape[0], idx.shape[1], idx.shape[1])}, got {blocks.shape}"
+        )
     n = idx.size
     full = np.zeros((n, n), dtype=blocks.dtype)
     for k, i in enumerate(idx):

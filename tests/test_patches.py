@@ -25,7 +25,9 @@ def _manual_patches(x, p):
     return np.stack(out, axis=1)
 
 
-@pytest.mark.parametrize("shape,p", [((2, 3, 32, 32), 8), ((1, 3, 64, 64), 16), ((3, 1, 12, 8), 4), ((1, 2, 6, 6), 1)])
+@pytest.mark.parametrize(
+    "shape,p", [((2, 3, 32, 32), 8), ((1, 3, 64, 64), 16), ((3, 1, 12, 8), 4), ((1, 2, 6, 6), 1)]
+)
 def test_extract_matches_slicing_and_roundtrips(shape, p):
     x = np.random.default_rng(0).standard_normal(shape)
     patches = extract_patches(x, p)
