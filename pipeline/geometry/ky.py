@@ -64,16 +64,19 @@ def expanded_spectrum(exponents_k: np.ndarray, n_k: np.ndarray | int) -> np.ndar
 class PatchKYResult:
     """Eq. (47) (or eq. (50) with Λ_eff): N+ + Σ_{k∈K+} n_k Λ_k / |Λ_{k*}|, or the Thm 26 lower bound."""
 
-    dimension: float  # eq. (47)/(50) value; the lower bound N+ + N+Λ+/|Λ_k*| when condition (46) fails
+    dimension: float  # eq. (47)/(50) value; the paper's bound N+ + N+Λ+/|Λ_k*| when condition (46) fails
     exact: bool  # True when condition (46) holds (or no patch contracts, or none expands)
     condition_46: bool
-    lower_bound: bool  # True when `dimension` is only the Thm 26 lower bound
+    lower_bound: bool  # True when `dimension` is only Thm 26's stated lower bound (see valid_lower_bound)
     n_plus: int  # N+ = Σ_{k∈K+} n_k (expanding directions)
     k_star: int | None  # contracting patch with the largest λ_k (None when every patch expands)
     lambda_minus: float | None  # Λ_{k*} < 0
     expanding: np.ndarray  # bool [M]: Λ_k > 0 (equivalently λ_k > λ** by Thm 25a)
     exponents: np.ndarray  # Λ_k [M]
     dimension_44: float  # eq. (44) on the expanded spectrum (always exact under Thm 26's hypotheses)
+    # When (46) fails, j* >= N+ + 1, so d_KY >= N+ + 1. Thm 26's stated bound N+ + N+Λ+/|Λ_k*| is NOT a
+    # lower bound in general (it can exceed n, and eq. (44) itself): k* has the least negative exponent.
+    valid_lower_bound: float
 
 
 def _patch_ky(exps: np.ndarray, lambdas: np.ndarray, n: np.ndarray) -> PatchKYResult:
@@ -81,9 +84,10 @@ def _patch_ky(exps: np.ndarray, lambdas: np.ndarray, n: np.ndarray) -> PatchKYRe
     n_plus = int(n[expanding].sum())
     d44 = ky_dimension(expanded_spectrum(exps, n)).dimension
     if not expanding.any():
-        return PatchKYResult(0.0, True, True, False, 0, None, None, expanding, exps, d44)
+        return PatchKYResult(0.0, True, True, False, 0, None, None, expanding, exps, d44, 0.0)
     if expanding.all():
-        return PatchKYResult(float(n.sum()), True, True, False, n_plus, None, None, expanding, exps, d44)
+        return PatchKYResult(float(n.sum()), True, True, False, n_plus, None, None, expanding, exps, d44,
+                             float(n.sum()))
     contracting = np.nonzero(~expanding)[0]
     # k* is the contracting patch of highest variance (Thm 26) — its exponent is the least negative one
     # when Λ is increasing in λ, which holds for the Gaussian exponents (f_t increasing, Thm 17c).
@@ -93,10 +97,13 @@ def _patch_ky(exps: np.ndarray, lambdas: np.ndarray, n: np.ndarray) -> PatchKYRe
     cond = total < abs(lam_minus)
     if cond:
         d = n_plus + total / abs(lam_minus)
+        valid = d
     else:
         lam_plus = float(exps[expanding].min())
         d = n_plus + n_plus * lam_plus / abs(lam_minus)
-    return PatchKYResult(float(d), cond, cond, not cond, n_plus, k_star, lam_minus, expanding, exps, d44)
+        valid = float(n_plus + 1)
+    return PatchKYResult(float(d), cond, cond, not cond, n_plus, k_star, lam_minus, expanding, exps, d44,
+                         float(valid))
 
 
 def patch_ky_dimension(
@@ -104,7 +111,9 @@ def patch_ky_dimension(
 ) -> PatchKYResult:
     """KY dimension from patch variances λ_k and sizes n_k, eq. (47) with condition (46) (Thm 26).
 
-    Λ_k = Λ(λ_k) on this chain; when (46) fails the result is the theorem's lower bound (lower_bound=True).
+    Λ_k = Λ(λ_k) on this chain. When (46) fails, `dimension` is the theorem's stated bound N+ + N+Λ+/|Λ_k*|
+    (lower_bound=True) — which does not bound eq. (44) from below in general; use dimension_44 (exact) or
+    valid_lower_bound (N+ + 1).
     """
     lam = np.asarray(lambdas, dtype=np.float64).reshape(-1)
     n = _as_counts(n_k, lam.size)
