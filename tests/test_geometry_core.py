@@ -174,3 +174,28 @@ def test_logsnr_shift_moves_logsnr_exactly():
     s = cosine_schedule()
     sh = shifted_schedule(s, -math.log(4.0))
     np.testing.assert_allclose(sh.log_snr[1:-1], s.log_snr[1:-1] - math.log(4.0), rtol=1e-9, atol=1e-9)
+
+
+def test_stride_chain_and_ddim49_preset():
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline.geometry import stride_chain
+
+    s = cosine_schedule()
+    ch = stride_chain(s, 20, start=980)
+    np.testing.assert_array_equal(ch.timesteps, np.arange(980, 0, -20))
+    assert ch.alpha_bar_prev[-1] == 1.0
+    # start = T, stride = T/N is the trailing grid
+    np.testing.assert_array_equal(stride_chain(s, 20).timesteps, strided_chain(s, 50, "trailing").timesteps)
+    root = Path(__file__).resolve().parents[1] / "conf"
+    cfg = yaml.safe_load((root / "sampler/ddim49.yaml").read_text())
+    np.testing.assert_array_equal(chain_from_config(s, cfg).timesteps, ch.timesteps)
+    # diffusers: trailing 50-step grid, loop from timesteps[1:]
+    diffusers = pytest.importorskip("diffusers")
+    sch = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing="trailing", steps_offset=0)
+    sch.set_timesteps(50)
+    np.testing.assert_array_equal(sch.timesteps.numpy()[1:] + 1, ch.timesteps)
+    with pytest.raises(ValueError, match="stride"):
+        stride_chain(s, 0)

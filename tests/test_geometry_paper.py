@@ -2,8 +2,9 @@
 
 Conventions that reproduce them (see /work/notes/geometry.md): float64 linear betas; cosine eq. (2)
 evaluated directly (no β clipping); CV = population std / mean; the 50-step chain is diffusers
-"trailing" spacing (paper t = 1000, 980, ..., 20) whose last step lands on ᾱ = 1. Where the paper is
-inconsistent with every convention, the test asserts what each convention gives instead.
+"trailing" spacing (paper t = 1000, 980, ..., 20) whose last step lands on ᾱ = 1; the Moran numbers of
+§7.4 / §7.7 use the same grid without its t = 1000 step (49 steps). Where the paper is inconsistent with
+every convention, the test asserts what each convention gives instead.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipeline.geometry import (
     lyapunov_exponent,
     moran_threshold,
     snr_crossing,
+    stride_chain,
     strided_chain,
 )
 
@@ -145,55 +147,69 @@ def test_sec72_linear_range_in_diffusers_indexing():
     assert ch.timesteps[m][np.argmax(ls[m])] - 1 == 1
 
 
+def ddim49(s):
+    return stride_chain(s, 20, start=980, final_alpha_bar=1.0)
+
+
 def test_sec62_ddim_chain_numbers():
-    # §6.2: 50-step chain min λ*(t) = 1.032 below its Moran threshold λ** = 1.050.
-    r = moran_threshold(ddim50(COS8), formula="literal")
-    check(r.min_lambda_star, "1.032")
-    check(r.lambda_starstar, "1.050")
+    # §6.2: 50-step chain min λ*(t) = 1.032 below its Moran threshold λ** = 1.050 (the §7.4 values).
+    check(moran_threshold(ddim50(COS8)).min_lambda_star, "1.032")
+    check(moran_threshold(ddim49(COS8)).lambda_starstar, "1.050")
+    # The 50-step chain itself, with its t = 1000 step, gives 1.0507 -> 1.051.
+    check(moran_threshold(ddim50(COS8)).lambda_starstar, "1.051")
 
 
-# --------------------------------------------------------------------------------- §7.4
+# --------------------------------------------------------------------------------- §7.4 / §7.7
 
-def test_sec74_moran_numbers_reproduce_with_the_printed_equations():
-    # §7.4: bisection yields λ** = 1.049681, min λ*(t) = 1.031664, margin 1.80e-2.
-    r = moran_threshold(ddim50(COS8), formula="literal")
+def test_sec74_moran_numbers_from_the_49_step_chain():
+    # §7.4: "bisection yields λ** = 1.049681, min λ*(t) = 1.031664, margin 1.80e-2" — reproduced by paper
+    # t = 980, 960, ..., 20 -> ᾱ = 1 on the cosine s_off = 0.008 (exact arithmetic). §7.7 calls the same
+    # chain "the 49-step DDIM schedule" with λ** = 1.0497.
+    r = moran_threshold(ddim49(COS8))
+    assert len(ddim49(COS8)) == 49
     check(r.lambda_starstar, "1.049681")
+    check(r.lambda_starstar, "1.0497")
     check(r.min_lambda_star, "1.031664")
     check(r.margin, "0.0180")
     assert r.argmin_t == 500
+    # β clipping only changes ᾱ_T, which this chain never visits.
+    clipped = moran_threshold(ddim49(cosine_schedule(s_off=0.008, max_beta=0.999)))
+    assert clipped.lambda_starstar == pytest.approx(r.lambda_starstar, abs=1e-12)
 
 
-def test_sec74_lambda_starstar_is_a_float64_cancellation_artefact():
-    # Evaluated as printed, eq. (26) at the t = 1000 step (ᾱ_T = cos²(π/2) ≈ 3.7e-33) returns exactly 1.0,
-    # while f_T(λ) = √(1 - ᾱ_980) ≈ 0.99951. Exact arithmetic gives λ** = 1.050702 (margin 1.90e-2); the
-    # paper's value equals the Moran root without that step.
-    from pipeline.geometry import Chain, expansion_function
+def test_sec74_with_the_t1000_step_exact_arithmetic_gives_1_050702():
+    # With the 50-step chain's t = 1000 step, f_T(λ) = √(1 - ᾱ_980) ≈ 0.99951 and λ** = 1.050702
+    # (margin 1.90e-2). Evaluating eq. (26) exactly as printed in float64 (ᾱ_T = cos²(π/2) ≈ 3.7e-33)
+    # returns f_T = 1.0 exactly — the same as dropping the step — so 1.049681 also appears that way.
+    from pipeline.geometry import expansion_function
 
     ch = ddim50(COS8)
-    assert expansion_function(ch, 1.05, "literal")[0] == 1.0
     assert expansion_function(ch, 1.05)[0] == pytest.approx(np.sqrt(1 - COS8.alpha_bar[980]), rel=1e-12)
     exact = moran_threshold(ch)
     check(exact.lambda_starstar, "1.050702")
     check(exact.margin, "0.0190")
     check(exact.min_lambda_star, "1.031664")
-    tail = Chain("no_T_step", ch.timesteps[1:], ch.alpha_bar_t[1:], ch.alpha_bar_prev[1:])
-    check(moran_threshold(tail).lambda_starstar, "1.049681")
+    assert expansion_function(ch, 1.05, "literal")[0] == 1.0
+    check(moran_threshold(ch, formula="literal").lambda_starstar, "1.049681")
 
 
 def test_sec74_other_conventions_do_not_give_1_049681():
-    # Clipped cosine, s_off = 0, the linear schedule of the CIFAR-10 model, and leading spacing all miss.
+    # s_off = 0, the linear schedule of the paper's DDPM models, the clipped cosine with its t = T step,
+    # and diffusers' leading grid all miss.
     got = {
-        "clipped": moran_threshold(ddim50(cosine_schedule(s_off=0.008, max_beta=0.999)), formula="literal"),
-        "s0": moran_threshold(ddim50(COS0), formula="literal"),
-        "linear": moran_threshold(ddim50(LIN), formula="literal"),
-        "leading": moran_threshold(strided_chain(COS8, 50, "leading"), formula="literal"),
+        "s0": moran_threshold(ddim49(COS0)),
+        "linear49": moran_threshold(ddim49(LIN)),
+        "linear50": moran_threshold(ddim50(LIN)),
+        "clipped50": moran_threshold(ddim50(cosine_schedule(s_off=0.008, max_beta=0.999))),
+        "leading": moran_threshold(strided_chain(COS8, 50, "leading")),
     }
     for r in got.values():
         assert not prints_as(r.lambda_starstar, "1.049681")
-    check(got["clipped"].lambda_starstar, "1.050698")
     check(got["s0"].lambda_starstar, "1.049573")
-    check(got["linear"].lambda_starstar, "1.075703")
-    check(got["linear"].min_lambda_star, "1.051388")
+    check(got["linear49"].lambda_starstar, "1.075703")
+    check(got["linear49"].min_lambda_star, "1.051388")
+    check(got["clipped50"].lambda_starstar, "1.050698")
+    check(got["leading"].lambda_starstar, "1.049340")
 
 
 def test_sec74_full_chain_lambda_starstar_is_not_1_0024_under_any_convention():
@@ -212,6 +228,9 @@ def test_sec74_lyapunov_range_not_reproduced_by_printed_patch_range():
     Lam = lyapunov_exponent(ddim50(COS8), np.array([18.7, 44.4]))
     check(Lam[0], "0.0282")
     check(Lam[1], "0.0363")
+    Lam49 = lyapunov_exponent(ddim49(COS8), np.array([18.7, 44.4]))
+    check(Lam49[0], "0.0288")
+    check(Lam49[1], "0.0370")
 
 
 def test_table4_step_labels_follow_diffusers_leading_grid():
@@ -247,3 +266,20 @@ def test_sec653_min_snr_transition():
     c = snr_crossing(COS8, 5.0)
     assert abs(c.t - 260) <= 5
     check(c.L_star, "0.41")
+
+
+# --------------------------------------------------------------------------------- Table 2 (§6.3)
+
+def test_table2_needs_the_measured_spectrum_and_printed_ordering_is_not_reached_in_printed_range():
+    # Table 2 (CV(IG_t) linear 1.107, cosine 0.867; CV(|Δd_t|) 0.836 / 0.570) uses the CIFAR-10 patch
+    # variances, which the paper does not list. With spectra inside the printed range λ_k ∈ [18.7, 44.4]
+    # (n_k = 192, M = 16) eq. (55)/(56) give CV(IG) ≈ 1.00-1.05 (linear) and 1.06-1.30 (cosine): cosine is
+    # the *less* IG-equalised schedule here, the opposite of Table 2's ordering.
+    from pipeline.geometry import information_equalisation
+
+    for lam in (np.full(16, 18.7), np.full(16, 44.4), np.linspace(18.7, 44.4, 16)):
+        lin = information_equalisation(full_chain(LIN), lam, 192)
+        cos = information_equalisation(full_chain(COS8), lam, 192)
+        assert 1.0 < lin.cv_ig < 1.06 and 1.05 < cos.cv_ig < 1.31
+        assert cos.cv_ig > lin.cv_ig
+        assert lin.n_plusplus == cos.n_plusplus == 3072  # "all patches above λ**"

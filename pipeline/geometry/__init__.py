@@ -11,6 +11,7 @@ from .chains import (
     chain_from_timesteps,
     diffusers_timesteps,
     full_chain,
+    stride_chain,
     strided_chain,
 )
 from .coefficients import (
@@ -82,6 +83,7 @@ __all__ = [
     "Chain",
     "full_chain",
     "strided_chain",
+    "stride_chain",
     "chain_from_timesteps",
     "chain_from_config",
     "diffusers_timesteps",

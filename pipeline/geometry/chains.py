@@ -15,9 +15,11 @@ our spacing           diffusers settings                           paper timeste
 ====================  ===========================================  ==========================================
 
 final_alpha_bar=1.0 is diffusers' set_alpha_to_one=True; set_alpha_to_one=False is final_alpha_bar=None
-(the target becomes alphas_cumprod[0] = ᾱ_1). The paper's 50-step stride-20 chain (Table 1 row 4, §6.2,
-§7.4) is "trailing" with final_alpha_bar=1.0, i.e. DDIMScheduler(timestep_spacing="trailing",
-steps_offset=0, set_alpha_to_one=True). diffusers' step() takes prev_timestep = t - T//N; that equals the
+(the target becomes alphas_cumprod[0] = ᾱ_1). The paper's 50-step stride-20 chain (Table 1 row 4, §6.2)
+is "trailing" with final_alpha_bar=1.0, i.e. DDIMScheduler(timestep_spacing="trailing", steps_offset=0,
+set_alpha_to_one=True). Its Moran numbers (§7.4 λ** = 1.049681, §7.7 "49-step" λ** = 1.0497) come from
+the same grid without the pure-noise step t = T: stride_chain(schedule, 20, start=980) = paper t
+980, 960, ..., 20 -> ᾱ = 1, i.e. the trailing 50-step diffusers loop started at timesteps[1:]. diffusers' step() takes prev_timestep = t - T//N; that equals the
 next grid point for "leading" and for "trailing" when N divides T, but not for "linspace" (diffusers#12633):
 prev="diffusers" reproduces that rule instead of the grid's next point.
 """
@@ -39,6 +41,7 @@ __all__ = [
     "chain_from_timesteps",
     "chain_from_config",
     "diffusers_timesteps",
+    "stride_chain",
     "SPACINGS",
 ]
 
@@ -184,12 +187,37 @@ def strided_chain(
     raise ValueError(f"prev must be 'grid' or 'diffusers', got {prev!r}")
 
 
+def stride_chain(
+    schedule: Schedule, stride: int, start: int | None = None, num_steps: int | None = None,
+    final_alpha_bar: float | None = 1.0, name: str | None = None,
+) -> Chain:
+    """Chain on paper t = start, start - stride, ... (> 0), optionally only its first num_steps steps.
+
+    start=None is T: then it equals diffusers "trailing" when stride = T/N. stride=20, start=980 is the
+    paper's 49-step Moran chain (§7.4, §7.7): the trailing 50-step grid without its t = T step; in diffusers,
+    DDIMScheduler(timestep_spacing="trailing", set_alpha_to_one=True), set_timesteps(50), loop over
+    timesteps[1:] (step() then takes prev_timestep = t - 20, the next grid point).
+    """
+    T = schedule.T
+    start = T if start is None else int(start)
+    if int(stride) != stride or stride < 1 or not 1 <= start <= T:
+        raise ValueError(f"stride_chain needs an integer stride >= 1 and 1 <= start <= T={T}, got {stride}, {start}")
+    ts = np.arange(start, 0, -int(stride), dtype=np.int64)
+    if num_steps is not None:
+        if not 1 <= int(num_steps) <= ts.size:
+            raise ValueError(f"num_steps={num_steps} exceeds the {ts.size} steps of stride {stride} from t={start}")
+        ts = ts[: int(num_steps)]
+    return chain_from_timesteps(schedule, ts, final_alpha_bar,
+                                name=name or f"{schedule.name}_stride{stride}_from{start}_{ts.size}")
+
+
 def chain_from_config(schedule: Schedule, cfg: Mapping[str, Any]) -> Chain:
     """Chain from the Hydra `sampler` group: {name, num_steps, spacing, final_alpha_bar, steps_offset, prev}.
 
     num_steps null or spacing=full gives the full stride-1 chain (num_steps = T with any spacing and
-    steps_offset 0 gives the same timesteps). spacing=explicit takes
-    `timesteps` (paper t, decreasing). spacing=optimal builds the Theorem 35 allocation chain.
+    steps_offset 0 gives the same timesteps). spacing=explicit takes `timesteps` (paper t, decreasing).
+    spacing=stride takes `stride` and `start` (paper t; default T) — see stride_chain. spacing=optimal builds
+    the Theorem 35 allocation chain.
     """
     cfg = dict(cfg)
     spacing = cfg.get("spacing", "leading")
@@ -204,6 +232,11 @@ def chain_from_config(schedule: Schedule, cfg: Mapping[str, Any]) -> Chain:
         if cfg.get("timesteps") is None:
             raise ValueError("sampler spacing=explicit needs `timesteps` (decreasing paper t)")
         return chain_from_timesteps(schedule, list(cfg["timesteps"]), final, name=full_name)
+    if spacing == "stride":
+        if cfg.get("stride") is None:
+            raise ValueError("sampler spacing=stride needs `stride` (and optionally `start`, paper t)")
+        return stride_chain(schedule, int(cfg["stride"]), cfg.get("start"), None if n is None else int(n),
+                            final, name=full_name)
     if spacing == "optimal":
         from .design import optimal_chain
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chains import Chain, full_chain, strided_chain
+from .chains import Chain, full_chain, stride_chain, strided_chain
 from .coefficients import contraction_threshold, expansion_threshold
 from .moran import moran_threshold
 from .schedules import cosine_schedule, linear_schedule
@@ -94,8 +94,9 @@ def geometry_table(rows: Iterable[RowSpec | Chain | tuple], formula: str = "stab
 
 
 def default_row_specs() -> Sequence[RowSpec]:
-    """Table 1's four rows, the §6.2 chains, the §7.4 50-step chain (exact and as the paper computed it),
-    and the two 50-step grids of the google/ddpm-cifar10-32 model's own linear schedule."""
+    """Table 1's four rows (rows 1-3 are also §6.2's chains), the §6.2 50-step cosine chain, the 49-step
+    Moran chain of §7.4/§7.7, and the linear schedule of the paper's models (ddpm-cifar10-32,
+    ddpm-celebahq-256) on that grid and on diffusers' default grid."""
     lin = linear_schedule()
     cos0 = cosine_schedule(s_off=0.0, name="cosine_s0")
     cos8 = cosine_schedule(s_off=0.008, name="cosine")
@@ -106,13 +107,13 @@ def default_row_specs() -> Sequence[RowSpec]:
         RowSpec("Cosine (impr., s_off=0.008)", full_chain(cos8), paper_ref="Table 1 row 3; §6.2"),
         RowSpec("50-step DDIM (cosine)", strided_chain(cos0, **ddim), paper_ref="Table 1 row 4 (s_off=0)"),
         RowSpec("50-step DDIM (cosine s_off=0.008)", strided_chain(cos8, **ddim),
-                paper_ref="§6.2 / §7.4 chain, exact arithmetic"),
-        RowSpec("50-step DDIM (cosine s_off=0.008), paper float64", strided_chain(cos8, **ddim), formula="literal",
-                paper_ref="§7.4: lambda** 1.049681, min lambda* 1.031664"),
-        RowSpec("50-step DDIM (linear, trailing)", strided_chain(lin, **ddim),
-                paper_ref="ddpm-cifar10-32 schedule, paper grid"),
-        RowSpec("50-step DDIM (linear, leading)", strided_chain(lin, 50, "leading", final_alpha_bar=1.0),
-                paper_ref="ddpm-cifar10-32 schedule, diffusers default grid (Table 4 labels)"),
+                paper_ref="§6.2 50-step chain (its lambda** is not §7.4's)"),
+        RowSpec("49-step DDIM (cosine s_off=0.008)", stride_chain(cos8, 20, start=980),
+                paper_ref="§7.4 lambda** 1.049681, min lambda* 1.031664; §7.7 lambda** 1.0497"),
+        RowSpec("49-step DDIM (linear)", stride_chain(lin, 20, start=980),
+                paper_ref="schedule of the paper's DDPM models on the paper's grid"),
+        RowSpec("50-step DDIM (linear, diffusers leading)", strided_chain(lin, 50, "leading", final_alpha_bar=1.0),
+                paper_ref="diffusers default grid (Table 4 step labels)"),
     ]
 
 
