@@ -231,3 +231,66 @@ def run_stage(
     shutil.rmtree(work, ignore_errors=True)
     log.info("%s: wrote %s in %.1f s (MLflow run %s)", stage, final, wall, tracker.run_id)
     return StageResult(stage, final, tracker.run_id, False, ctx.metrics, wall)
+
+
+def image_shape(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
+    res = image_resolution(cfg)
+    return (int(cfg["dataset"].get("channels", 3)), res, res)
+
+
+def build_model(cfg: Mapping[str, Any], needed_by: str):
+    """The configured noise predictor ε̂(x, t) and the covariance folder it was fitted from (or None).
+
+    Fails before any work on a bad path, an offline hub id, or a model/data shape mismatch.
+    """
+    from pipeline.geometry import schedule_from_config
+    from pipeline.models.oracle import GaussianOracle
+    from pipeline.models.unet import load_unet
+
+    mcfg = cfg["model"]
+    device = resolve_device(cfg.get("device"))
+    shape = image_shape(cfg)
+    kind = mcfg.get("kind")
+    if kind == "gaussian_oracle":
+        from pipeline.covariance import read_gaussian_fit
+
+        cov_dir = upstream_dir("covariance", cfg, needed_by)
+        if not (cov_dir / "gaussian_fit.npz").is_file():
+            raise ConfigError(
+                f"model=gaussian_oracle needs the full Gaussian fit {cov_dir / 'gaussian_fit.npz'}; "
+                "rerun the covariance stage with covariance.full_cov=true"
+            )
+        fit = read_gaussian_fit(cov_dir)
+        alpha_bar = schedule_from_config(cfg["schedule"]).alpha_bar
+        structure = mcfg.get("structure", "block_diagonal")
+        common = dict(alpha_bar=alpha_bar, image_shape=shape, dtype=mcfg.get("dtype", "float64"), device=device)
+        if structure == "block_diagonal":
+            model = GaussianOracle.block_diagonal(fit.mean, fit.cov, int(mcfg["block_size"]), **common)
+        elif structure == "full":
+            model = GaussianOracle(fit.mean, fit.cov, **common)
+        else:
+            raise ConfigError(f"model.structure={structure!r}; use block_diagonal or full")
+        return model, cov_dir
+    if kind == "unet":
+        schedule = schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None
+        model = load_unet(
+            mcfg["path"],
+            image_shape=shape,
+            dtype=mcfg.get("dtype", "float32"),
+            device=device,
+            allow_resolution_change=bool(mcfg.get("allow_resolution_change", False)),
+            schedule=schedule,
+        )
+        return model, None
+    raise ConfigError(f"model.kind={kind!r} is not known; use gaussian_oracle or unet")
+
+
+def build_chain(cfg: Mapping[str, Any], model):
+    """The sampler chain on the model's own ᾱ_t (its scheduler config) or the configured schedule."""
+    from pipeline.geometry import chain_from_config, schedule_from_alpha_bar, schedule_from_config
+
+    if getattr(model, "alpha_bar", None) is not None:
+        schedule = schedule_from_alpha_bar(model.alpha_bar, name=str(cfg["model"].get("name", "model")))
+    else:
+        schedule = schedule_from_config(cfg["schedule"])
+    return chain_from_config(schedule, cfg["sampler"])

@@ -1,12 +1,10 @@
 """Stage 1: per-patch covariance Σ_k, λ_k, v_k⁽¹⁾ (and Σ₀) of the dataset.
 
 python -m stages.covariance [overrides]   → outputs/covariance/<run-key>/
-  patches.csv, patch_stats.npz, gaussian_fit.npz, lambda_grid.png, meta.json
+  patches.csv, patch_stats.npz, gaussian_fit.npz (full Σ₀), lambda_k.png, meta.json
 """
 
 from __future__ import annotations
-
-import time
 
 import hydra
 from omegaconf import DictConfig
@@ -16,7 +14,7 @@ from stages.common import StageContext, StageResult, prepare_config, run_stage
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
-    from pipeline.covariance import compute_patch_statistics, plot_lambda_grid, write_covariance_outputs
+    from pipeline.covariance import compute_patch_statistics, summary_metrics, write_covariance_outputs
     from pipeline.data import dataset_from_config
 
     # Opening the source checks the data (root, archive, counts) before a run folder exists.
@@ -24,7 +22,6 @@ def run(cfg: DictConfig | dict) -> StageResult:
     ccfg = cfg["covariance"]
 
     def body(ctx: StageContext) -> None:
-        t0 = time.time()
         stats = compute_patch_statistics(
             source,
             cfg["patch"]["size"],
@@ -33,21 +30,10 @@ def run(cfg: DictConfig | dict) -> StageResult:
             checkpoint_path=ctx.work_dir / "accumulator.npz",
             progress=ctx.progress,
         )
-        elapsed = time.time() - t0
         write_covariance_outputs(ctx.out_dir, stats)
-        plot_lambda_grid(stats, ctx.out_dir / "lambda_grid.png")
-        lam = stats.lambda_k
-        ctx.metrics.update(
-            num_images=float(stats.count),
-            num_patches=float(len(lam)),
-            lambda_min=float(lam.min()),
-            lambda_max=float(lam.max()),
-            lambda_mean=float(lam.mean()),
-            trace_mean=float(stats.eigvals.sum(axis=1).mean()),
-            images_per_s=float(stats.count / max(elapsed, 1e-9)),
-        )
+        ctx.metrics.update(summary_metrics(stats))
 
-    return run_stage("covariance", cfg, body, artifacts=("patches.csv", "lambda_grid.png"))
+    return run_stage("covariance", cfg, body, artifacts=("patches.csv", "lambda_k.png"))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

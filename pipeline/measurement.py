@@ -1,0 +1,201 @@
+"""Measurement of a whole set of trajectories: loops pipeline.jacobian.measure_step over (seed, step).
+
+Writes the long-format tables of the jacobian stage (one row per seed and paper timestep t,
+per patch k, per block (k, j)); each (seed, step) is checkpointed so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import io
+
+# Keys of the `measure` config group read here, not by pipeline.jacobian.MeasureConfig.
+_SELECTION_KEYS = ("steps", "max_seeds")
+
+GLOBAL_PREFIX = ["seed", "step", "t", "t_prev", "alpha_bar_t", "alpha_bar_prev", "r_t", "b_t"]
+PATCH_PREFIX = ["seed", "step", "t", "k", "row", "col", "lambda_k", "f_t"]
+BLOCK_COLUMNS = ["seed", "step", "t", "k", "j", "chebyshev", "op_norm", "frob_norm"]
+
+
+@dataclass
+class MeasurementSummary:
+    metrics: dict[str, float] = field(default_factory=dict)
+    # metric name -> {paper t: value}, for per-timestep MLflow series
+    series: dict[str, dict[int, float]] = field(default_factory=dict)
+
+
+def selected_steps(timesteps: np.ndarray, steps: Any) -> list[int]:
+    """Chain step indices to measure: all (None), or those whose paper t is listed."""
+    if steps is None or steps == "all":
+        return list(range(len(timesteps)))
+    wanted = {int(t) for t in steps}
+    chosen = [i for i, t in enumerate(timesteps) if int(t) in wanted]
+    missing = sorted(wanted - {int(timesteps[i]) for i in chosen})
+    if missing:
+        raise ValueError(
+            f"measure.steps lists paper timesteps {missing} that are not in the sampler chain "
+            f"({int(timesteps[0])}..{int(timesteps[-1])}, {len(timesteps)} steps); pick t from the chain"
+        )
+    return chosen
+
+
+def _seed_files(trajectories_dir: Path) -> list[tuple[int, Path]]:
+    files = sorted(trajectories_dir.glob("seed-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+    if not files:
+        raise FileNotFoundError(f"no seed-<s>.npz trajectories in {trajectories_dir}; run the trajectories stage")
+    return [(int(p.stem.split("-")[1]), p) for p in files]
+
+
+def _measure_one(model, x, t, r, b, patch_size, v1, f_t, config, seed, step):
+    import torch
+
+    from pipeline.jacobian.measure import measure_step, measurement_seed
+
+    def eps_fn(z):
+        return model(z[None], t)[0]
+
+    x = torch.as_tensor(x, dtype=model.dtype, device=model.device)
+    return measure_step(
+        eps_fn, x, r, b, patch_size, v1=v1, expansion=f_t, config=config,
+        seed=measurement_seed(seed, step),
+    )
+
+
+def measure_trajectories(
+    model,
+    chain,
+    covariance_dir: Path,
+    trajectories_dir: Path,
+    patch_size: int,
+    measure_cfg: Mapping[str, Any],
+    out_dir: Path,
+    work_dir: Path,
+    progress: bool = True,
+) -> MeasurementSummary:
+    """Measure JΦ_t at every selected (seed, step) of the saved trajectories; write the CSV tables."""
+    from tqdm.auto import tqdm
+
+    from pipeline.covariance import read_patch_stats
+    from pipeline.geometry import expansion_function, step_coefficients
+    from pipeline.jacobian.measure import MeasureConfig
+    from pipeline.patches import patch_grid
+
+    mcfg = dict(measure_cfg)
+    selection = {k: mcfg.pop(k, None) for k in _SELECTION_KEYS}
+    config = MeasureConfig.from_dict(mcfg)
+    stats = read_patch_stats(covariance_dir, with_full=False)
+    if int(stats.patch_size) != int(patch_size):
+        raise ValueError(
+            f"patch.size={patch_size} but {covariance_dir} holds statistics for P={stats.patch_size}; "
+            "rerun the covariance stage with this patch.size"
+        )
+    if tuple(stats.image_shape) != tuple(model.image_shape):
+        raise ValueError(f"covariance image shape {tuple(stats.image_shape)} != model's {tuple(model.image_shape)}")
+    grid = patch_grid(model.image_shape[1], model.image_shape[2], patch_size)
+    lam = np.asarray(stats.lambda_k, dtype=np.float64)
+    v1 = np.asarray(stats.v1, dtype=np.float64)
+    coeffs = step_coefficients(chain)
+    f = expansion_function(chain, lam)  # [S, M]
+    ts = np.asarray(chain.timesteps)
+    t_prev = np.append(ts[1:], 0)
+    steps = selected_steps(ts, selection["steps"])
+    seeds = _seed_files(Path(trajectories_dir))
+    if selection["max_seeds"]:
+        seeds = seeds[: int(selection["max_seeds"])]
+
+    global_rows: list[dict] = []
+    patch_rows: list[dict] = []
+    block_rows: list[dict] = []
+    units = [(s, p, i) for s, p in seeds for i in steps]
+    bar = tqdm(units, desc="jacobian (seed, step)", unit="pt", disable=not progress)
+    cache: dict[int, np.ndarray] = {}
+    for seed, path, i in bar:
+        unit_file = work_dir / f"seed-{seed}" / f"step-{i:04d}.json"
+        if unit_file.exists():
+            unit = json.loads(unit_file.read_text())
+        else:
+            if seed not in cache:
+                cache.clear()
+                cache[seed] = io.load_npz(path)["x"]
+            x_traj = cache[seed]
+            t = int(ts[i])
+            m = _measure_one(model, x_traj[i], t, float(coeffs.r[i]), float(coeffs.b[i]), patch_size,
+                             v1, f[i], config, seed, i)
+            head = {"seed": seed, "step": i, "t": t, "t_prev": int(t_prev[i]),
+                    "alpha_bar_t": float(chain.alpha_bar_t[i]), "alpha_bar_prev": float(chain.alpha_bar_prev[i]),
+                    "r_t": float(coeffs.r[i]), "b_t": float(coeffs.b[i])}
+            g = m.global_row()
+            g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
+            prow = []
+            for row in m.patch_rows():
+                k = int(row["k"])
+                prow.append({"seed": seed, "step": i, "t": t, "k": k, "row": k // grid.cols, "col": k % grid.cols,
+                             "lambda_k": float(lam[k]), "f_t": float(f[i, k]), **row})
+            brow = [{"seed": seed, "step": i, "t": t, "k": r["k"], "j": r["j"], "chebyshev": r["distance"],
+                     "op_norm": r["op"], "frob_norm": r["frob"]}
+                    for r in m.block_rows((grid.rows, grid.cols))]
+            unit = {"global": {**head, **g}, "patches": prow, "blocks": brow}
+            io.write_text(unit_file, json.dumps(unit))
+        global_rows.append(unit["global"])
+        patch_rows.extend(unit["patches"])
+        block_rows.extend(unit["blocks"])
+
+    _write_table(out_dir / "global.csv", global_rows, GLOBAL_PREFIX)
+    _write_table(out_dir / "patches.csv", patch_rows, PATCH_PREFIX)
+    if block_rows:
+        io.write_csv(out_dir / "blocks.csv", block_rows, BLOCK_COLUMNS)
+    return _summarise(global_rows, patch_rows, len(seeds), len(steps))
+
+
+def _write_table(path: Path, rows: list[dict], prefix: list[str]) -> None:
+    if not rows:
+        io.write_csv(path, [], prefix)
+        return
+    rest = [c for c in rows[0] if c not in prefix]
+    io.write_csv(path, rows, prefix + rest)
+
+
+def _finite(vals) -> list[float]:
+    return [float(v) for v in vals if v is not None and math.isfinite(float(v))]
+
+
+def _summarise(global_rows, patch_rows, num_seeds, num_steps) -> MeasurementSummary:
+    out = MeasurementSummary()
+    out.metrics.update(num_seeds=float(num_seeds), num_steps_measured=float(num_steps))
+    by_t: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for g in global_rows:
+        for name in ("kappa_pi", "kappa_lanczos", "kappa_diag", "delta_cross", "kappa_pc", "suppression_mean"):
+            v = g.get(name)
+            if v is not None and math.isfinite(float(v)):
+                by_t[name][int(g["t"])].append(float(v))
+    for name, d in by_t.items():
+        out.series[f"{name}_by_t"] = {t: float(np.mean(v)) for t, v in d.items()}
+    sup = _finite(r.get("suppression") for r in patch_rows)
+    if sup:
+        out.metrics["suppression_abs_max"] = float(np.max(np.abs(sup)))
+        out.metrics["suppression_mean"] = float(np.mean(sup))
+    dev = _finite(abs(float(r["diag_norm"]) - float(r["f_t"])) for r in patch_rows
+                  if r.get("diag_norm") is not None and math.isfinite(float(r["diag_norm"])))
+    if dev:
+        out.metrics["diag_norm_minus_f_t_abs_max"] = float(np.max(dev))
+    kap = _finite(g.get("kappa_pi") for g in global_rows)
+    if kap:
+        out.metrics["kappa_pi_max"] = float(np.max(kap))
+        per_seed: dict[int, float] = defaultdict(float)
+        for g in global_rows:
+            if g.get("kappa_pi") is not None and math.isfinite(float(g["kappa_pi"])) and float(g["kappa_pi"]) > 0:
+                per_seed[int(g["seed"])] += math.log(float(g["kappa_pi"]))
+        out.metrics["log_s_hat_median"] = float(np.median(list(per_seed.values())))
+    cross = _finite(g.get("delta_cross") for g in global_rows)
+    if cross:
+        out.metrics["delta_cross_max"] = float(np.max(cross))
+    return out

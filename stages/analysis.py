@@ -1,0 +1,52 @@
+"""Stage 4: tables, figures and the report, beside the paper's numbers.
+
+python -m stages.analysis [overrides]   → outputs/analysis/<run-key>/
+  schedule_geometry.csv, table_<N>.csv, figures (*.png), report.html, report.md
+Reads whatever upstream outputs exist for this config and says what is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from stages.common import StageContext, StageResult, prepare_config, read_meta, run_stage, stage_dir
+
+
+def run(cfg: DictConfig | dict) -> StageResult:
+    cfg = prepare_config(cfg)
+    upstream = {}
+    for s in ("covariance", "trajectories", "jacobian"):
+        d = stage_dir(s, cfg)
+        upstream[s] = d if read_meta(d) is not None else None
+
+    def body(ctx: StageContext) -> None:
+        from pipeline import io
+        from pipeline.analysis import build_analysis, load_stage_outputs
+        from pipeline.geometry import default_geometry_rows
+
+        rows = default_geometry_rows()
+        io.write_csv(ctx.out_dir / "schedule_geometry.csv", rows)
+        inputs = load_stage_outputs(upstream["covariance"], upstream["trajectories"], upstream["jacobian"])
+        ctx.inputs.update({k: str(v) for k, v in upstream.items() if v is not None})
+        run_info = {
+            "config": cfg,
+            "run_key": ctx.key,
+            "upstream": {k: (read_meta(v) if v is not None else None) for k, v in upstream.items()},
+            "compare": [Path(p) for p in cfg["analysis"].get("compare", [])],
+        }
+        result = build_analysis(inputs, ctx.out_dir, run_info)
+        ctx.metrics.update(getattr(result, "metrics", {}) or {})
+
+    return run_stage("analysis", cfg, body, artifacts=("report.html", "report.md"))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
