@@ -164,7 +164,7 @@ def _diffusers_betas(cfg: Mapping[str, Any], float32: bool) -> np.ndarray:
     b0 = float(cfg.get("beta_start", 1e-4))
     b1 = float(cfg.get("beta_end", 0.02))
     if cfg.get("trained_betas") is not None:
-        return np.asarray(cfg["trained_betas"], dtype=np.float32 if float32 else np.float64)
+        return np.asarray(list(cfg["trained_betas"]), dtype=np.float32 if float32 else np.float64)
     if float32:
         # Replay diffusers' own float32 torch ops so ᾱ matches DDIMScheduler.alphas_cumprod bit for bit.
         import torch
