@@ -1,0 +1,264 @@
+"""Deterministic DDIM sampling along a geometry Chain: x_{s+1} = Φ_{t_s}(x_s) = r_s x_s + b_s ε̂(x_s, t_s) (eq. 4, 5).
+
+Trajectories store every point x_s and every prediction ε̂(x_s, t_s), so the measurement stage
+evaluates Jacobians exactly at the points the sampler visited. No clipping, no thresholding, no
+noise (η = 0): the chain is the operator Φ = Φ_{t_S} ∘ ... ∘ Φ_{t_1} the geometry module describes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.io import load_npz, save_npz
+from pipeline.models.base import ModelError, NoisePredictor
+
+__all__ = [
+    "Trajectory",
+    "ddim_sample",
+    "initial_noise",
+    "noise_batch",
+    "check_chain_fits_model",
+    "save_trajectory",
+    "load_trajectory",
+    "seed_path",
+    "sample_seeds",
+    "save_sample_grid",
+]
+
+
+@dataclass
+class Trajectory:
+    """One DDIM run over a batch of seeds.
+
+    t: int64 [S] paper timesteps of the steps; x: [S+1, B, C, H, W] with x[0] = x_T and x[s+1] = Φ_{t_s}(x[s])
+    (x[S] is the sample); eps: [S, B, C, H, W] with eps[s] = ε̂(x[s], t[s]). Tensors live on the CPU.
+    """
+
+    t: np.ndarray
+    x: torch.Tensor
+    eps: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def samples(self) -> torch.Tensor:
+        """The final points x_0 = Φ(x_T), [B, C, H, W]."""
+        return self.x[-1]
+
+    def select(self, b: int) -> Trajectory:
+        """The trajectory of batch member b (batch axis kept, size 1)."""
+        return Trajectory(self.t.copy(), self.x[:, b : b + 1].clone(), self.eps[:, b : b + 1].clone())
+
+
+def initial_noise(seed: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """x_T ~ N(0, I) of one seed, drawn on the CPU in float64 and cast to ``dtype``.
+
+    A fresh CPU generator per seed makes a seed's x_T independent of batch composition and of the
+    device the chain later runs on; drawing in float64 gives float32 and float64 runs the same x_T
+    up to rounding.
+    """
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    return torch.randn(tuple(int(s) for s in shape), generator=g, dtype=torch.float64).to(dtype)
+
+
+def noise_batch(
+    seeds: Iterable[int], shape: Sequence[int], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Stack initial_noise(seed, shape) over seeds -> [B, *shape]."""
+    return torch.stack([initial_noise(s, shape, dtype) for s in seeds])
+
+
+def check_chain_fits_model(model: NoisePredictor, chain) -> None:
+    """Refuse a chain whose ᾱ do not come from the model's own schedule (a silent mismatch would be wrong Φ_t)."""
+    ab = getattr(model, "alpha_bar", None)
+    if ab is None:
+        return
+    ts = np.asarray(chain.timesteps)
+    if ts.max() >= len(ab):
+        raise ModelError(
+            f"chain {chain.name!r} reaches t={int(ts.max())} but the model's schedule has T={len(ab) - 1}; "
+            "build the chain from the model's schedule (Schedule(alpha_bar=model.alpha_bar))"
+        )
+    if not np.allclose(np.asarray(chain.alpha_bar_t), ab[ts], rtol=1e-3, atol=0.0):
+        raise ModelError(
+            f"chain {chain.name!r} has ᾱ_t that differ from the model's own schedule at its timesteps; build "
+            "the chain from the model's schedule (model.alpha_bar), not from the config's schedule group"
+        )
+
+
+def ddim_sample(
+    model: NoisePredictor,
+    chain,
+    x_T: torch.Tensor,
+    progress: bool = True,
+    callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> Trajectory:
+    """Run the deterministic DDIM chain from x_T [B, C, H, W]; returns the full Trajectory.
+
+    Step s applies Φ_{t_s}(x) = r_s x + b_s ε̂(x, t_s) with (r_s, b_s) = step_coefficients(chain)
+    (eq. 4, 5), in the model's dtype on the model's device. ``callback(s, t_s, x_next, eps)`` is
+    called after each step (CPU tensors).
+    """
+    from pipeline.geometry import step_coefficients
+
+    if x_T.ndim != 4 or tuple(x_T.shape[1:]) != tuple(model.image_shape):
+        raise ModelError(
+            f"x_T must be [B, {', '.join(map(str, model.image_shape))}] for this model, got {tuple(x_T.shape)}"
+        )
+    check_chain_fits_model(model, chain)
+    coef = step_coefficients(chain)
+    # Φ_t(x) = r x + b ε̂ is applied as x + ((r - 1) x + b ε̂): same operator, but in float32 a rounded
+    # r ≈ 1 + 1e-4 (stride-1 chains) would carry a ~1e-3 relative error in its expansion r - 1 at
+    # every step; rounding the small increment instead keeps one rounding of x per step.
+    r_minus_1 = np.asarray(coef.r, dtype=np.float64) - 1.0
+    b = np.asarray(coef.b, dtype=np.float64)
+    ts = np.asarray(chain.timesteps, dtype=np.int64)
+    S = len(ts)
+    dtype, device = model.dtype, model.device
+    xs = torch.empty((S + 1, *x_T.shape), dtype=dtype)
+    eps_all = torch.empty((S, *x_T.shape), dtype=dtype)
+    x = x_T.to(device=device, dtype=dtype)
+    xs[0] = x.cpu()
+    with torch.no_grad():
+        for s in tqdm(range(S), desc=f"DDIM {getattr(chain, 'name', '')}", disable=not progress, leave=False):
+            eps = model(x, int(ts[s]))
+            x = x + (float(r_minus_1[s]) * x + float(b[s]) * eps)
+            xs[s + 1] = x.cpu()
+            eps_all[s] = eps.cpu()
+            if callback is not None:
+                callback(s, int(ts[s]), xs[s + 1], eps_all[s])
+    return Trajectory(t=ts.copy(), x=xs, eps=eps_all)
+
+
+def seed_path(out_dir: str | Path, seed: int) -> Path:
+    return Path(out_dir) / f"seed-{int(seed)}.npz"
+
+
+def save_trajectory(path: str | Path, traj: Trajectory, b: int = 0) -> None:
+    """Write batch member b as seed-<s>.npz: t [S] (paper t), x [S+1, C, H, W], eps [S, C, H, W] (atomic)."""
+    save_npz(
+        path,
+        t=np.asarray(traj.t, dtype=np.int64),
+        x=traj.x[:, b].numpy(),
+        eps=traj.eps[:, b].numpy(),
+    )
+
+
+def load_trajectory(path: str | Path) -> Trajectory:
+    """Read a seed-<s>.npz back as a batch-of-one Trajectory."""
+    d = load_npz(path)
+    missing = {"t", "x", "eps"} - set(d)
+    if missing:
+        raise ValueError(
+            f"{path} lacks {sorted(missing)}; it is not a trajectory file (rerun the trajectories stage)"
+        )
+    t, x, eps = d["t"], d["x"], d["eps"]
+    if x.shape[0] != t.shape[0] + 1 or eps.shape[0] != t.shape[0] or x.shape[1:] != eps.shape[1:]:
+        raise ValueError(
+            f"{path}: inconsistent shapes t {t.shape}, x {x.shape}, eps {eps.shape}; rerun the stage"
+        )
+    return Trajectory(
+        t=t.astype(np.int64), x=torch.from_numpy(x)[:, None], eps=torch.from_numpy(eps)[:, None]
+    )
+
+
+def _complete(path: Path, chain, image_shape: tuple[int, ...]) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        d = load_npz(path)
+    except Exception:
+        return False
+    S = len(chain.timesteps)
+    return (
+        set(d) >= {"t", "x", "eps"}
+        and np.array_equal(d["t"], np.asarray(chain.timesteps))
+        and d["x"].shape == (S + 1, *image_shape)
+        and d["eps"].shape == (S, *image_shape)
+    )
+
+
+def sample_seeds(
+    model: NoisePredictor,
+    chain,
+    seeds: Sequence[int],
+    out_dir: str | Path,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[Path]:
+    """Sample each seed's trajectory into out_dir/seed-<s>.npz, batched; seeds whose file is complete are skipped.
+
+    Resumable per seed: a run killed mid-way keeps every finished seed (files are written
+    atomically) and a rerun only samples the rest. A seed's x_T depends only on the seed.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    seeds = [int(s) for s in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    todo = [s for s in seeds if not _complete(seed_path(out_dir, s), chain, tuple(model.image_shape))]
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    for batch in tqdm(batches, desc="seed batches", disable=not progress or len(batches) < 2):
+        x_T = noise_batch(batch, model.image_shape, model.dtype)
+        traj = ddim_sample(model, chain, x_T, progress=progress)
+        for b, s in enumerate(batch):
+            save_trajectory(seed_path(out_dir, s), traj, b)
+    return [seed_path(out_dir, s) for s in seeds]
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    # pipeline.io has no public bytes writer; same temp-then-rename pattern.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def sample_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """[B, C, H, W] images in [-1, 1] -> uint8 grid [rows·(H+pad)+pad, cols·(W+pad)+pad, 3] (clipped for display)."""
+    x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"sample grid needs [B, 1 or 3, H, W] images, got shape {x.shape}")
+    B, C, H, W = x.shape
+    cols = int(nrow or int(np.ceil(np.sqrt(B))))
+    rows = int(np.ceil(B / cols))
+    img = np.clip((x.astype(np.float64) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    if C == 1:
+        img = np.repeat(img, 3, axis=1)
+    grid = np.full((rows * (H + pad) + pad, cols * (W + pad) + pad, 3), 255, dtype=np.uint8)
+    for i in range(B):
+        r, c = divmod(i, cols)
+        y0, x0 = pad + r * (H + pad), pad + c * (W + pad)
+        grid[y0 : y0 + H, x0 : x0 + W] = img[i].transpose(1, 2, 0)
+    return grid
+
+
+def save_sample_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None) -> Path:
+    """Write the final samples as one PNG grid (atomic); returns the path."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(sample_grid(images, nrow)).save(buf, format="PNG")
+    path = Path(path)
+    _write_bytes_atomic(path, buf.getvalue())
+    return path
