@@ -71,7 +71,7 @@ class PatchKYResult:
     n_plus: int  # N+ = Σ_{k∈K+} n_k (expanding directions)
     k_star: int | None  # contracting patch with the largest λ_k (None when every patch expands)
     lambda_minus: float | None  # Λ_{k*} < 0
-    expanding: np.ndarray  # bool [M]: Λ_k > 0 (equivalently λ_k > λ** by Thm 25a)
+    expanding: np.ndarray  # bool [M]: Λ_k >= 0 (λ_k >= λ**, Thm 25a)
     exponents: np.ndarray  # Λ_k [M]
     dimension_44: float  # eq. (44) on the expanded spectrum (always exact under Thm 26's hypotheses)
     # When (46) fails, j* >= N+ + 1, so d_KY >= N+ + 1. Thm 26's stated bound N+ + N+Λ+/|Λ_k*| is NOT a
@@ -80,7 +80,8 @@ class PatchKYResult:
 
 
 def _patch_ky(exps: np.ndarray, lambdas: np.ndarray, n: np.ndarray) -> PatchKYResult:
-    expanding = exps > 0.0
+    # Λ_k = 0 exactly counts as expanding: eq. (44)'s j* = max{j : Σ ℓ_i >= 0} takes zero exponents in.
+    expanding = exps >= 0.0
     n_plus = int(n[expanding].sum())
     d44 = ky_dimension(expanded_spectrum(exps, n)).dimension
     if not expanding.any():
