@@ -1,0 +1,274 @@
+"""Every statistic of the analysis against a hand-worked small case, plus an independent cross-check."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from pipeline.analysis import closed_form as cf
+from pipeline.analysis import paper_values as pv
+from pipeline.analysis import stats
+
+
+# ------------------------------------------------------------------------------------------- ranks
+def test_rank_average_gives_ties_the_mean_of_their_ranks():
+    # 20 occupies ranks 2, 3, 4 -> 3 each.
+    assert stats.rank_average([10, 20, 20, 30, 20]).tolist() == [1.0, 3.0, 3.0, 5.0, 3.0]
+
+
+# ---------------------------------------------------------------------------------------- Spearman
+def test_spearman_with_ties_hand_worked():
+    # x ranks (1, 2.5, 2.5, 4), y ranks (1, 3, 2, 4): centred products sum 4.5, sums of squares 4.5 and 5,
+    # so rho = 4.5 / sqrt(22.5) = 3/sqrt(10). With n - 2 = 2 df, t = rho sqrt(2/(1-rho^2)) = 3 sqrt(2) and
+    # the t(2) tail is P(|T| > t) = 1 - t/sqrt(t^2 + 2) = 1 - 3/sqrt(10).
+    r = stats.spearman([1, 2, 2, 3], [1, 3, 2, 4])
+    assert r.rho == pytest.approx(3 / math.sqrt(10), abs=1e-15)
+    assert r.p_value == pytest.approx(1 - 3 / math.sqrt(10), rel=1e-12)
+    assert r.n == 4
+
+
+def test_spearman_matches_scipy_on_tied_random_data():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 5, 40).astype(float)
+    y = x + rng.integers(0, 4, 40)
+    r = stats.spearman(x, y)
+    ref = sps.spearmanr(x, y)
+    assert r.rho == pytest.approx(ref.statistic, abs=1e-12)
+    assert r.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_spearman_is_undefined_for_a_constant_variable_and_drops_nan_pairs():
+    # S = 0 on every patch (the Gaussian oracle): no ranking, so no correlation.
+    r = stats.spearman([1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0])
+    assert math.isnan(r.rho) and math.isnan(r.p_value)
+    r2 = stats.spearman([1, 2, np.nan, 3, 4], [1, 2, 5, 3, 4])
+    assert r2.n == 4 and r2.rho == 1.0 and r2.p_value == 0.0
+    with pytest.raises(ValueError, match="equal length"):
+        stats.spearman([1, 2, 3], [1, 2])
+
+
+# ---------------------------------------------------------------------------- permutation p, n = 8
+def test_exact_permutation_p_perfect_ranking_n8():
+    # Only the identity and the reversal reach |rho| = 1 among 8! orderings.
+    r = stats.spearman_permutation_test(np.arange(8), np.arange(8) * 2.0)
+    assert r.exact and r.n_permutations == 40320
+    assert r.p_value == pytest.approx(2 / 40320, abs=1e-18)
+    assert r.rho == 1.0
+
+
+def test_exact_permutation_p_one_adjacent_swap_n8_hand_counted():
+    # rho = 1 - 6*2/(8*63) = 0.97619. |rho_perm| >= that iff sum d^2 <= 2 (or its mirror): the identity and
+    # the 7 adjacent transpositions, times 2 for the reversed orderings = 16 of 8! = 40320.
+    y = np.arange(8.0)
+    y[[2, 3]] = y[[3, 2]]
+    r = stats.spearman_permutation_test(np.arange(8), y)
+    assert r.rho == pytest.approx(1 - 12 / 504, abs=1e-15)
+    assert r.p_value == pytest.approx(16 / 40320, abs=1e-18)
+
+
+def test_exact_permutation_p_matches_scipy_permutation_test_with_ties():
+    # Independent route: scipy's exact permutation test (all 8! pairings) on the statistic |rho|.
+    x = np.array([1.0, 2.0, 2.0, 3.0, 5.0, 5.0, 7.0, 8.0])
+    y = np.array([2.0, 1.0, 4.0, 4.0, 3.0, 8.0, 6.0, 7.0])
+    rx = sps.rankdata(x)
+
+    def abs_rho(yy, axis=-1):
+        ry = sps.rankdata(yy, axis=axis)
+        dx, dy = rx - rx.mean(), ry - ry.mean(axis=axis, keepdims=True)
+        return np.abs((dy * dx).sum(axis=axis) / np.sqrt((dx * dx).sum() * (dy * dy).sum(axis=axis)))
+
+    ref = sps.permutation_test((y,), abs_rho, permutation_type="pairings", n_resamples=np.inf,
+                               alternative="greater", vectorized=True)
+    r = stats.spearman_permutation_test(x, y)
+    assert r.exact
+    assert r.p_value == pytest.approx(ref.pvalue, abs=1e-12)
+    assert 0.0 < r.p_value < 1.0
+
+
+def test_monte_carlo_permutation_p_is_seeded_and_never_zero():
+    x = np.arange(12.0)
+    a = stats.spearman_permutation_test(x, x, n_resamples=5000, seed=1)
+    b = stats.spearman_permutation_test(x, x, n_resamples=5000, seed=1)
+    assert not a.exact and a.p_value == b.p_value
+    # P(|rho| = 1 by chance) = 2/12! ~ 4e-9: no random permutation hits, so p = 1/(B + 1).
+    assert a.p_value == pytest.approx(1 / 5001)
+
+
+# --------------------------------------------------------------------------------------------- OLS
+def test_ols_hand_worked_with_t_interval():
+    # x = 0..3, y = (1, 3, 2, 5): Sxx = 5, Sxy = 5.5 -> slope 1.1, intercept 1.1; residuals
+    # (-0.1, 0.8, -1.3, 0.6), SSE = 2.7, s^2 = 1.35, se(slope) = sqrt(0.27); SST = 8.75,
+    # R^2 = Sxy^2/(Sxx SST) = 30.25/43.75. t(2) quantile in closed form: (2q - 1)/sqrt(2q(1 - q)).
+    fit = stats.ols_fit([0, 1, 2, 3], [1, 3, 2, 5])
+    q = 0.975
+    t975 = (2 * q - 1) / math.sqrt(2 * q * (1 - q))
+    assert fit.slope == pytest.approx(1.1, abs=1e-14)
+    assert fit.intercept == pytest.approx(1.1, abs=1e-14)
+    assert fit.slope_se == pytest.approx(math.sqrt(0.27), rel=1e-13)
+    assert fit.slope_ci[0] == pytest.approx(1.1 - t975 * math.sqrt(0.27), rel=1e-12)
+    assert fit.slope_ci[1] == pytest.approx(1.1 + t975 * math.sqrt(0.27), rel=1e-12)
+    assert fit.r2 == pytest.approx(30.25 / 43.75, rel=1e-13)
+    # H0 slope = 1: t = 0.1/sqrt(0.27); t(2) two-sided p = 1 - |t|/sqrt(t^2 + 2).
+    t = 0.1 / math.sqrt(0.27)
+    assert fit.p_slope_vs(1.0) == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-12)
+    assert fit.p_slope_vs(1.0, "less") + fit.p_slope_vs(1.0, "greater") == pytest.approx(1.0)
+
+
+def test_ols_matches_scipy_linregress():
+    rng = np.random.default_rng(0)
+    x = rng.random(30)
+    y = 2 - 0.7 * x + 0.1 * rng.standard_normal(30)
+    fit, ref = stats.ols_fit(x, y), sps.linregress(x, y)
+    assert fit.slope == pytest.approx(ref.slope, rel=1e-12)
+    assert fit.intercept == pytest.approx(ref.intercept, rel=1e-12)
+    assert fit.slope_se == pytest.approx(ref.stderr, rel=1e-10)
+    assert fit.intercept_se == pytest.approx(ref.intercept_stderr, rel=1e-10)
+    assert fit.r2 == pytest.approx(ref.rvalue ** 2, rel=1e-12)
+
+
+def test_ols_refuses_degenerate_input():
+    with pytest.raises(ValueError, match="at least 3"):
+        stats.ols_fit([1, 2], [1, 2])
+    with pytest.raises(ValueError, match="distinct x"):
+        stats.ols_fit([1, 1, 1], [1, 2, 3])
+
+
+def test_ols_on_the_papers_printed_table_10_reproduces_its_slope_and_intercept():
+    # §7.6: slope 0.95, intercept 3.10 for t >= 800. (The printed CI [0.88, 1.02] and R^2 = 0.994 are NOT
+    # what these printed means give: [0.928, 0.982] and 0.999; see notes/analysis.md.)
+    rows = [r for r in pv.TABLE_10.records() if r["t"] >= 800]
+    fit = stats.ols_fit(np.log([r["sqrt_alpha_bar"] for r in rows]), np.log([r["proxy"] for r in rows]))
+    assert round(fit.slope, 2) == 0.95
+    assert round(fit.intercept, 2) == 3.10
+    assert fit.n == 9
+
+
+# --------------------------------------------------------------------------------------- bootstrap
+def test_bootstrap_fixed_seed_is_reproducible_and_seed_dependent():
+    data = np.array([0.2, 0.9, 0.4, 0.7, 0.1, 0.5])
+    a = stats.bootstrap_ci(data, n_resamples=2000, seed=7)
+    b = stats.bootstrap_ci(data, n_resamples=2000, seed=7)
+    c = stats.bootstrap_ci(data, n_resamples=2000, seed=8)
+    assert a == b
+    assert a.ci != c.ci
+    assert a.estimate == pytest.approx(data.mean())
+
+
+def test_bootstrap_against_the_exact_bootstrap_distribution():
+    # Data (1, 2, 4): the 27 equally likely resamples give mean 1 and mean 4 each with probability 1/27 > 2.5%,
+    # so the exact 95% percentile interval is [1, 4]; the exact bootstrap SE is the plug-in sd / sqrt(3):
+    # plug-in variance ((4/3)^2 + (1/3)^2 + (5/3)^2)/3 = 14/9 -> SE = sqrt(14/27).
+    data = np.array([1.0, 2.0, 4.0])
+    exact = np.array([np.mean(data[list(i)]) for i in itertools.product(range(3), repeat=3)])
+    assert exact.std() == pytest.approx(math.sqrt(14 / 27))
+    r = stats.bootstrap_ci(data, n_resamples=40_000, seed=0)
+    assert r.ci == (1.0, 4.0)
+    assert r.se == pytest.approx(math.sqrt(14 / 27), rel=0.02)
+
+
+def test_bootstrap_resamples_whole_rows():
+    # Rows are trajectories: a row-wise statistic must see intact rows (row sums are 0 or 2 only).
+    data = np.array([[0.0, 0.0], [1.0, 1.0]])
+    r = stats.bootstrap_ci(data, lambda d: float(np.mean(d.sum(axis=1) % 2)), n_resamples=500, seed=0)
+    assert r.ci == (0.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------ outlier rule
+def test_outlier_rule_on_the_papers_table_4_seeds_flags_only_seed_8():
+    # §7.1 / Table 4: seeds 1-7 have s_hat 61, 48, 89, 45, 77, 17, 92 and seed 8 has 3386 (excluded by the paper).
+    s = list(pv.TABLE_4.scalars["s_hat_seeds_1_to_7"]) + [pv.TABLE_4.scalars["excluded_seed_s_hat"]]
+    out = stats.flag_log_outliers(s)
+    assert out.flagged.tolist() == [False] * 7 + [True]
+    # Hand: median of the 8 logs = (ln 61 + ln 77)/2; the MAD is the mean of the 4th and 5th absolute
+    # deviations, those of 92 and 48, = (ln 92 - ln 48)/2. z = 0.6745 (ln 3386 - median)/MAD.
+    med = (math.log(61) + math.log(77)) / 2
+    mad = (math.log(92) - math.log(48)) / 2
+    assert out.median_log == pytest.approx(med, rel=1e-14)
+    assert out.mad_log == pytest.approx(mad, rel=1e-14)
+    assert out.modified_z[-1] == pytest.approx(0.6745 * (math.log(3386) - med) / mad, rel=1e-13)
+    # seed 6 (s_hat = 17) is low but inside the rule: |z| = 0.6745 (med - ln 17)/MAD ~ 2.9 < 3.5.
+    assert abs(out.modified_z[5]) == pytest.approx(0.6745 * (med - math.log(17)) / mad, rel=1e-13)
+    assert abs(out.modified_z[5]) < 3.5
+
+
+def test_outlier_rule_refuses_non_positive_values():
+    with pytest.raises(ValueError, match="positive"):
+        stats.flag_log_outliers([1.0, 0.0, 2.0])
+
+
+def test_significance_marks():
+    assert [stats.significance_stars(p) for p in (0.001, 0.0099, 0.01, 0.049, 0.05, math.nan)] == [
+        "**", "**", "*", "*", "n.s.", "undefined"]
+
+
+# ------------------------------------------------------------------------------------ sign flip
+def test_sign_flip_on_the_papers_table_9_is_between_120_and_100():
+    rows = pv.TABLE_9.records()
+    f = stats.sign_flip([r["t"] for r in rows], [r["rho"] for r in rows])
+    assert f["sign_flip_t"] == 110.0  # the paper: "sign flip near t ~ 110"
+    # Linear zero between (120, -0.065) and (100, +0.438): 120 - 20 * 0.065 / 0.503.
+    assert f["sign_flip_t_interp"] == pytest.approx(120 - 20 * 0.065 / 0.503)
+    assert f["n_flips"] == 1
+
+
+def test_sign_flip_absent_and_last_of_several():
+    assert stats.sign_flip([30, 20, 10], [0.5, 0.6, 0.7])["sign_flip_t"] is None
+    f = stats.sign_flip([50, 40, 30, 20, 10], [-0.5, 0.2, -0.1, np.nan, 0.3])
+    assert f["n_flips"] == 2 and f["sign_flip_t"] == 20.0  # NaN at t=20 is skipped: crossing 30 -> 10
+
+
+# --------------------------------------------------------------------------- closed forms / Moran
+def _paper_chain():
+    g = pytest.importorskip("pipeline.geometry")
+    sched = g.schedule_from_config({"name": "cosine", "kind": "cosine", "num_train_timesteps": 1000,
+                                    "s_off": 0.008, "max_beta": None})
+    return g, g.chain_from_config(sched, {"name": "ddim50", "num_steps": 50, "spacing": "trailing",
+                                          "steps_offset": 0, "final_alpha_bar": 1.0})
+
+
+def test_closed_forms_agree_with_pipeline_geometry():
+    g, chain = _paper_chain()
+    lam = np.array([0.5, 1.0, 18.7, 44.4])
+    a, ap = np.asarray(chain.alpha_bar_t), np.asarray(chain.alpha_bar_prev)
+    np.testing.assert_allclose(cf.expansion_function(a, ap, lam), g.expansion_function(chain, lam), rtol=1e-10)
+    np.testing.assert_allclose(cf.expansion_threshold(a, ap), g.expansion_threshold(chain), rtol=1e-9)
+    r, b = cf.step_coefficients(a, ap)
+    np.testing.assert_allclose(b, g.step_coefficients(chain).b, rtol=1e-10)
+    # f_t(lambda*(t)) = 1 (eq. 26-27) at every step.
+    ls = cf.expansion_threshold(a, ap)
+    np.testing.assert_allclose(np.diagonal(cf.expansion_function(a, ap, ls)), 1.0, atol=1e-10)
+
+
+def test_moran_threshold_reproduces_section_7_4():
+    # §7.4: lambda** = 1.049681 on the DDIM chain t = 980, ..., 20 -> alpha_bar = 1 (the 50-step chain without
+    # its t = 1000 step, see notes/geometry.md); with that step, exact arithmetic gives 1.050702. Both are
+    # cross-checked against pipeline.geometry's independent solver.
+    g, chain = _paper_chain()
+    a, ap = np.asarray(chain.alpha_bar_t), np.asarray(chain.alpha_bar_prev)
+    sol49 = cf.moran_threshold(a[1:], ap[1:])
+    assert sol49.status == "root"
+    assert f"{sol49.value:.6f}" == "1.049681"
+    sol50 = cf.moran_threshold(a, ap)
+    assert sol50.value == pytest.approx(g.moran_threshold(chain).lambda_starstar, abs=1e-9)
+    assert f"{sol50.value:.6f}" == "1.050702"
+
+
+def test_corrected_moran_reports_no_root_instead_of_the_bracket_end():
+    # Suppression so strong that no lambda in the bracket expands: the answer is "above the bracket",
+    # never the bracket's upper end (the paper's lambda*** = 500 may be exactly that artefact).
+    _, chain = _paper_chain()
+    a, ap = np.asarray(chain.alpha_bar_t)[1:], np.asarray(chain.alpha_bar_prev)[1:]
+    # S_t >= r_t - 1 + 0.001 keeps every corrected factor f_t(lambda) - S_t < r_t - S_t < 1 for all lambda.
+    S = np.repeat((np.sqrt(ap / a) - 1.0 + 0.001)[:, None], 3, axis=1)
+    sol = cf.moran_threshold(a, ap, suppression=S,
+                             lambda_k=np.array([40.0, 100.0, 230.0]), bracket=(1.0, 500.0))
+    assert sol.status == "above_bracket" and math.isnan(sol.value)
+    assert "threshold is > 500" in sol.describe()
+    # Zero suppression reduces to the Gaussian lambda**.
+    assert sol.log_G_hi < 0
+    sol0 = cf.moran_threshold(a, ap, suppression=np.zeros((len(a), 3)), lambda_k=np.array([40.0, 100.0, 230.0]))
+    assert f"{sol0.value:.6f}" == "1.049681"
