@@ -278,6 +278,9 @@ def load_unet(
 
     from diffusers import UNet2DModel
 
-    unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
-    unet = unet.to(device=resolve_device(device), dtype=parse_dtype(dtype))
+    # low_cpu_mem_usage=False: the fast path needs `accelerate`, which the project does not depend on.
+    unet = UNet2DModel.from_pretrained(
+        str(unet_dir), local_files_only=True, torch_dtype=parse_dtype(dtype), low_cpu_mem_usage=False
+    )
+    unet = unet.to(device=resolve_device(device))
     return DiffusersNoisePredictor(unet, alpha_bar, image_shape, source=source, scheduler_config=sched_cfg)
