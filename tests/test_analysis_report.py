@@ -1,0 +1,306 @@
+"""The analysis entry point on synthetic stage outputs written in the real schemas (tmp_path).
+
+Oracle-like data (S = 0, diag_norm = f_t, coupling = 0) must give a report stating the closed form and
+the measurement agree; learned-like data must render every table; hand-made tiny tables check that
+each table computes what notes/analysis.md says it does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from pipeline.analysis import build_analysis, compare_runs, load_stage_outputs, write_sweep_report
+from pipeline.analysis.build import analyse
+from pipeline.analysis.inputs import read_table
+from pipeline.analysis.synthetic import write_synthetic_run
+from pipeline.analysis.verdicts import ORACLE, ORACLE_BAD
+from pipeline.io import read_csv, write_csv, write_json
+
+ORACLE_TABLES = ["table_3", "table_4", "table_5", "table_7", "table_8", "table_9", "release_times",
+                 "table_10", "table_11"]
+ALL_TABLES = ORACLE_TABLES + ["table_6"]
+FIGURES = ["kappa_t", "block_decomposition", "suppression_heatmap", "pc_slack_heatmap", "lambda_star",
+           "proxy_loglog", "lambda_grid", "release_times", "rho_vs_t", "samples"]
+
+
+@pytest.fixture(scope="module")
+def oracle_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("oracle")
+    run = write_synthetic_run(root / "stages", "gaussian_oracle")
+    inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)
+    res = build_analysis(inp, root / "analysis", {"mlflow_run_id": "run-analysis-1", "machine": "test box",
+                                                  "wall_time_s": 3.5})
+    return run, res
+
+
+@pytest.fixture(scope="module")
+def learned_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("learned")
+    run = write_synthetic_run(root / "stages", "learned")
+    inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)
+    return run, build_analysis(inp, root / "analysis", {"mlflow_run_id": "run-analysis-2"})
+
+
+def _html(res) -> str:
+    return res.report_html.read_text()
+
+
+def test_oracle_report_contains_every_table_and_figure(oracle_run):
+    _, res = oracle_run
+    out = res.out_dir
+    for key in ORACLE_TABLES:
+        rows = read_csv(out / f"{key}.csv")
+        assert rows, key
+    assert (out / "table_4_seeds.csv").exists() and (out / "comparison.csv").exists()
+    assert "table_6" in res.skipped and "attention" in res.skipped["table_6"]
+    html = _html(res)
+    for key in ORACLE_TABLES:
+        assert re.search(rf"<section data-table='{key}'>.*?<table class=\"ours\">", html, re.S), key
+    for name in FIGURES:
+        png = (out / "figures" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        img = imread(out / "figures" / f"{name}.png")
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        m = re.search(rf'<figure data-figure="{name}"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html)
+        assert m, name
+        assert base64.b64decode(m.group(1)) == png  # the embedded image is the written file
+    md = res.report_md.read_text()
+    for key in ORACLE_TABLES:
+        assert f"## {key}:" in md
+    for name in FIGURES:
+        assert f"(figures/{name}.png)" in md
+    # run info of every stage is in the report
+    for needle in ("run-analysis-1", "test box", "synthetic-jac-gaussian_oracle", "synthetic-cov", "synthetic-traj"):
+        assert needle in html and needle in md
+
+
+def test_oracle_report_states_closed_form_and_measurement_agree(oracle_run):
+    _, res = oracle_run
+    assert res.oracle is not None and res.oracle.structure == "block_diagonal"
+    assert res.oracle.all_agree
+    quantities = {r.quantity for r in res.oracle.rows}
+    assert {"S_k,t (eq. 30)", "kappa_k,t^diag (Thm. 17)", "C_k,t (eq. 16)"} <= quantities
+    assert "S_k,t = 0 exactly" in res.oracle.statement and "checks agree" in res.oracle.statement
+    html = _html(res)
+    assert "data-oracle-agree='yes'" in html and "closed form vs measured" in html
+    v = {x.key: x for x in res.verdicts}
+    assert v["P1"].status == ORACLE and "S = 0 exactly" in v["P1"].evidence
+    # S = 0 on every patch: the rank correlation of Table 3 is undefined, and said so.
+    t3 = read_csv(res.out_dir / "table_3.csv")
+    assert all(r["rho"] == "nan" for r in t3) and "identical on all patches" in t3[0]["note"]
+    s = json.loads((res.out_dir / "summary.json").read_text())
+    assert s["model_kind"] == "gaussian_oracle" and s["oracle"]["all_agree"] is True
+    assert res.metrics["oracle.all_agree"] == 1.0
+
+
+def test_report_files_are_byte_identical_on_rerun(oracle_run, tmp_path):
+    run, res = oracle_run
+    inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)
+    again = build_analysis(inp, tmp_path / "again", {"mlflow_run_id": "run-analysis-1", "machine": "test box",
+                                                     "wall_time_s": 3.5})
+    for p in sorted(res.out_dir.rglob("*")):
+        if p.is_file():
+            assert (again.out_dir / p.relative_to(res.out_dir)).read_bytes() == p.read_bytes(), p.name
+
+
+def test_learned_report_renders_every_table(learned_run):
+    _, res = learned_run
+    assert res.oracle is None and not res.skipped and not res.missing
+    html = _html(res)
+    for key in ALL_TABLES:
+        assert (res.out_dir / f"{key}.csv").exists()
+        assert f"<section data-table='{key}'>" in html
+    assert "Paper vs ours" in html and "agrees" in html and "differs" in html
+    assert {v.key for v in res.verdicts} == {"P1", "P2", "P3", "P4", "P5"}
+
+
+def test_outlier_seed_is_flagged_but_never_dropped(learned_run):
+    _, res = learned_run
+    seeds = read_csv(res.out_dir / "table_4_seeds.csv")
+    assert [r["outlier"] for r in seeds] == ["False", "False", "False", "True"]
+    t4 = read_table(res.out_dir / "table_4.csv")
+    assert np.all(t4["n_seeds"] == 4) and np.all(t4["n_seeds_unflagged"] == 3)
+    assert np.all(t4["mean"] > t4["mean_unflagged"])  # the flagged seed (x1.15) is inside the mean
+
+
+def test_oracle_check_catches_a_wrong_measurement(oracle_run, tmp_path):
+    run, _ = oracle_run
+    jac = tmp_path / "jacobian"
+    jac.mkdir()
+    for f in run.jacobian_dir.iterdir():
+        (jac / f.name).write_bytes(f.read_bytes())
+    rows = read_csv(jac / "patches.csv")
+    rows[5]["suppression"] = "0.001"
+    rows[7]["diag_norm"] = str(float(rows[7]["diag_norm"]) + 1e-3)
+    write_csv(jac / "patches.csv", rows)
+    inp = load_stage_outputs(run.covariance_dir, None, jac)
+    _, _, _, oracle, verdicts = analyse(inp)
+    bad = {r.quantity for r in oracle.rows if r.status == "differs"}
+    assert bad == {"S_k,t (eq. 30)", "kappa_k,t^diag (Thm. 17)"}
+    assert not oracle.all_agree and "DIFFER" in oracle.statement
+    assert verdicts[0].status == ORACLE_BAD
+
+
+def test_missing_inputs_are_recorded_and_the_rest_renders(oracle_run, tmp_path):
+    run, _ = oracle_run
+    jac = tmp_path / "jac_only_global"
+    jac.mkdir()
+    (jac / "global.csv").write_bytes((run.jacobian_dir / "global.csv").read_bytes())
+    inp = load_stage_outputs(None, tmp_path / "no_such_folder", jac)
+    assert any("covariance" in m and "no folder" in m for m in inp.missing)
+    assert any("no_such_folder" in m and "stages.trajectories" in m for m in inp.missing)
+    assert any(m.startswith("jacobian/patches.csv") for m in inp.missing)
+    res = build_analysis(inp, tmp_path / "out")
+    assert sorted(k for k in res.tables if k.startswith("table_")) == ["table_4", "table_4_seeds", "table_5"]
+    assert "table_3" in res.skipped and "patches.csv" in res.skipped["table_3"]
+    html = _html(res)
+    assert "Missing inputs" in html and "jacobian/patches.csv" in html
+    # Nothing at all: still a report that says so.
+    empty = build_analysis(load_stage_outputs(), tmp_path / "empty")
+    assert empty.report_html.exists() and not empty.tables and len(empty.missing) == 3
+
+
+def test_a_table_without_its_key_columns_is_refused(tmp_path):
+    jac = tmp_path / "jac"
+    write_csv(jac / "global.csv", [{"seed": 0, "t": 10, "kappa_pi": 1.0}])
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['step'\].*rerun"):
+        load_stage_outputs(jacobian_dir=jac)
+
+
+# --------------------------------------------------------------------- hand-made tiny stage outputs
+def _meta(folder, kind="unet"):
+    write_json(folder / "meta.json", {"config": {"model": {"kind": kind}, "patch": {"size": 1},
+                                                 "schedule": {"num_train_timesteps": 1000}},
+                                      "mlflow_run_id": "hand"})
+
+
+def test_table_4_and_5_hand_computed(tmp_path):
+    jac = tmp_path / "jac"
+    k = {0: [1.1, 1.2], 1: [1.3, 1.0], 2: [1.05, 1.1]}  # seed -> kappa at steps 0, 1
+    rows = []
+    for s, ks in k.items():
+        for step, (t, kap) in enumerate(zip((900, 100), ks, strict=True)):
+            rows.append({"seed": s, "step": step, "t": t, "alpha_bar_t": 0.1 if t == 900 else 0.9,
+                         "alpha_bar_prev": 0.2 if t == 900 else 1.0, "kappa_pi": kap, "kappa_diag": kap - 0.1,
+                         "delta_cross": 0.05 * (s + 1)})
+    write_csv(jac / "global.csv", rows)
+    _meta(jac)
+    _, tables, _, _, _ = analyse(load_stage_outputs(jacobian_dir=jac))
+    t4 = tables["table_4"]
+    step0 = t4.rows[0]
+    assert step0["t"] == 900 and step0["mean"] == pytest.approx((1.1 + 1.3 + 1.05) / 3)
+    assert step0["std"] == pytest.approx(np.std([1.1, 1.3, 1.05], ddof=1))
+    s_hat = {r["seed"]: r["s_hat"] for r in t4.extra["table_4_seeds"]}
+    assert s_hat == pytest.approx({0: 1.1 * 1.2, 1: 1.3 * 1.0, 2: 1.05 * 1.1})
+    assert t4.summary["median_s_hat"] == pytest.approx(1.3)
+    t5 = tables["table_5"]
+    assert t5.rows[1]["kappa_diag"] == pytest.approx(np.mean([1.1, 0.9, 1.0]))
+    assert t5.rows[1]["delta_cross"] == pytest.approx(0.1) and t5.rows[1]["delta_cross_std"] == pytest.approx(0.05)
+    assert t5.rows[1]["kappa_pc"] == pytest.approx(np.mean([1.15, 1.0, 1.15]))  # kappa_diag + delta_cross
+
+
+def test_table_7_symmetric_coupling_by_chebyshev_distance(tmp_path):
+    # 2x2 grid, one (seed, t): C_kj = (F_kj + F_jk)/2 per unordered pair; distances are all 1 on a 2x2 grid
+    # except none; use a 1x3 strip instead (k = 0, 1, 2 in a row): d(0,1) = d(1,2) = 1, d(0,2) = 2.
+    jac = tmp_path / "jac"
+    F = {(0, 1): 0.4, (1, 0): 0.2, (1, 2): 0.1, (2, 1): 0.3, (0, 2): 0.05, (2, 0): 0.15}
+    write_csv(jac / "blocks.csv", [{"seed": 0, "step": 0, "t": 500, "k": k, "j": j,
+                                    "chebyshev": abs(k - j), "op_norm": v / 2, "frob_norm": v}
+                                   for (k, j), v in F.items()])
+    _meta(jac)
+    _, tables, _, _, _ = analyse(load_stage_outputs(jacobian_dir=jac))
+    rows = {r["distance"]: r for r in tables["table_7"].rows}
+    assert rows[1]["mean"] == pytest.approx(np.mean([0.3, 0.2])) and rows[1]["n_pairs"] == 2
+    assert rows[1]["std"] == pytest.approx(np.std([0.3, 0.2], ddof=1))
+    assert rows[2]["mean"] == pytest.approx(0.1) and rows[2]["n_pairs"] == 1
+
+
+def _patch_rows(gamma: dict[int, list[float]], ts, lam):
+    # gamma = S - (f - 1) with f = 1.01: S = gamma + 0.01; diag_norm = rayleigh = f - S = 1 - gamma.
+    rows = []
+    for k, gs in gamma.items():
+        for step, (t, g) in enumerate(zip(ts, gs, strict=True)):
+            rows.append({"seed": 0, "step": step, "t": t, "k": k, "lambda_k": lam[k], "f_t": 1.01,
+                         "suppression": g + 0.01, "rayleigh": 1 - g, "diag_norm": 1 - g, "coupling": 0.0,
+                         "pc_slack": g})
+    return rows
+
+
+def test_release_times_sign_flip_and_pc_onset_hand_made(tmp_path):
+    jac = tmp_path / "jac"
+    ts = [400, 300, 200, 100]
+    lam = {0: 10.0, 1: 20.0, 2: 30.0}
+    # patch 0 (lowest lambda) releases (gamma <= 0) from t = 300, patch 1 from 200, patch 2 only at 100;
+    # patch 1 dips to gamma <= 0 at t = 400 too, so Def. 20 (largest t with gamma <= 0) gives 400 for it
+    # while the persistent release time is 200.
+    gamma = {0: [0.02, -0.01, -0.02, -0.01], 1: [-0.001, 0.01, -0.01, -0.02], 2: [0.03, 0.02, 0.01, -0.03]}
+    write_csv(jac / "patches.csv", _patch_rows(gamma, ts, lam))
+    _meta(jac)
+    _, tables, _, _, _ = analyse(load_stage_outputs(jacobian_dir=jac))
+    rel = {r["k"]: r for r in tables["release_times"].rows}
+    assert [rel[k]["t_rel"] for k in (0, 1, 2)] == [300.0, 400.0, 100.0]
+    assert [rel[k]["t_rel_persistent"] for k in (0, 1, 2)] == [300.0, 200.0, 100.0]
+    assert tables["release_times"].summary["observed_spread"] == 300.0
+    # (PC) slack = (1 - diag_norm) - coupling = gamma here: every patch violates at t = 100, so no onset.
+    assert tables["table_8"].summary["pc_onset_t"] is None
+    t8 = {r["t"]: r for r in tables["table_8"].rows}
+    assert t8[200]["n_violated"] == 2 and t8[200]["min_slack"] == pytest.approx(-0.02)
+    assert t8[400]["mean_slack"] == pytest.approx(np.mean([0.02, -0.001, 0.03]))
+    # Table 9: diag_norm = 1 - gamma. t = 400: (0.98, 1.001, 0.97), rank differences (-1, -1, 2),
+    # rho = 1 - 6*6/(3*8) = -0.5; t = 300, 200: reversed in lambda, rho = -1; t = 100: (1.01, 1.02, 1.03), +1.
+    t9 = {r["t"]: r["rho"] for r in tables["table_9"].rows}
+    assert [t9[t] for t in ts] == pytest.approx([-0.5, -1.0, -1.0, 1.0])
+    assert tables["table_9"].summary["sign_flip_t"] == 150.0
+
+
+def test_pc_onset_rule(tmp_path):
+    # Onset = the largest t from which no patch violates at any smaller measured t.
+    def onset(slacks):
+        jac = tmp_path / f"jac{len(list(tmp_path.iterdir()))}"
+        write_csv(jac / "patches.csv", [{"seed": 0, "step": i, "t": t, "k": k, "pc_slack": v}
+                                        for i, (t, vs) in enumerate(slacks.items()) for k, v in enumerate(vs)])
+        _meta(jac)
+        return analyse(load_stage_outputs(jacobian_dir=jac))[1]["table_8"].summary["pc_onset_t"]
+
+    assert onset({400: [-0.1, -0.1], 300: [0.1, -0.1], 200: [0.1, 0.1], 100: [0.2, 0.1]}) == 200
+    assert onset({400: [0.1, 0.1], 300: [0.1, -0.1], 200: [0.1, 0.1], 100: [0.2, 0.1]}) == 200
+    assert onset({400: [0.1, 0.1], 300: [0.1, 0.1], 200: [0.1, 0.1], 100: [0.2, -0.1]}) is None
+
+
+def test_table_6_exact_permutation_p_for_8_timesteps(tmp_path):
+    jac = tmp_path / "jac"
+    ts = [980, 840, 700, 560, 440, 300, 160, 20]
+    write_csv(jac / "global.csv", [{"seed": 0, "step": i, "t": t, "kappa_pi": 1.0, "delta_cross": 0.01 * (i + 1)}
+                                   for i, t in enumerate(ts)])
+    write_csv(jac / "attention.csv", [{"seed": 0, "step": i, "t": t, "entropy": 5.0 - 0.1 * i}
+                                      for i, t in enumerate(ts)])
+    _meta(jac)
+    _, tables, _, _, _ = analyse(load_stage_outputs(jacobian_dir=jac))
+    s = tables["table_6"].summary
+    assert s["spearman_rho"] == -1.0 and s["permutation_exact"] is True
+    assert s["permutation_p"] == pytest.approx(2 / math.factorial(8))
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+def test_sweep_comparison_across_runs(oracle_run, learned_run, tmp_path):
+    (o, _), (lrn, _) = oracle_run, learned_run
+    rows, varying = compare_runs([o.jacobian_dir, lrn.jacobian_dir])
+    assert "model.kind" in varying and len(rows) == 2
+    assert rows[0]["model.kind"] == "gaussian_oracle" and rows[1]["model.kind"] == "unet"
+    assert rows[0]["oracle_all_agree"] is True and rows[1]["P3"]
+    assert rows[0]["run"] != rows[1]["run"]
+    paths = write_sweep_report([o.jacobian_dir, lrn.jacobian_dir], tmp_path)
+    assert len(read_csv(paths["csv"])) == 2 and "model.kind" in paths["md"].read_text()
+    with pytest.raises(FileNotFoundError, match="outputs/jacobian"):
+        compare_runs([tmp_path / "nope"])
+    # The stage passes extra runs as run_info["compare"]: the report gets a sweep section.
+    inp = load_stage_outputs(o.covariance_dir, None, o.jacobian_dir)
+    res = build_analysis(inp, tmp_path / "with_sweep", {"compare": [str(lrn.jacobian_dir)]})
+    assert "sweep_comparison" in res.tables and "<section data-table='sweep'>" in _html(res)

@@ -1,0 +1,89 @@
+"""The report renders in a real browser: headless Chromium loads report.html, a script in the page counts
+rendered tables and images with naturalWidth 0, and the test reads those counts from the dumped DOM.
+
+Needs Debian's chromium package (`apt-get install -y chromium`); skipped with that reason when absent.
+Set PIFS_REPORT_SCREENSHOT=<path.png> to keep the screenshot taken here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from pipeline.analysis import build_analysis, load_stage_outputs
+from pipeline.analysis.synthetic import write_synthetic_run
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless Chromium not installed: `apt-get update && apt-get install -y chromium` (CI installs it)",
+)
+
+
+def _chromium(tmp_path: Path, *args: str) -> str:
+    profile = tmp_path / "chromium-profile"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+           f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _body_attrs(dom: str) -> dict[str, str]:
+    m = re.search(r"<body([^>]*)>", dom)
+    assert m, "no <body> in the dumped DOM"
+    return dict(re.findall(r'([\w-]+)="([^"]*)"', m.group(1)))
+
+
+@pytest.fixture(scope="module", params=["gaussian_oracle", "learned"])
+def report(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    run = write_synthetic_run(root / "stages", request.param)
+    inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)
+    return build_analysis(inp, root / "analysis", {"mlflow_run_id": f"browser-{request.param}"})
+
+
+def test_report_renders_every_table_and_image_in_chromium(report, tmp_path):
+    dom = _chromium(tmp_path, "--dump-dom", report.report_html.as_uri())
+    attrs = _body_attrs(dom)
+    assert attrs.get("data-checked") == "yes", "the page's load handler did not run"
+    tables = [k for k in report.table_results]
+    assert int(attrs["data-tables-rendered"]) == len(tables)
+    assert int(attrs["data-images"]) == len(report.figures)
+    assert attrs["data-broken-images"] == "0"
+    for key in tables:
+        assert re.search(rf'<section data-table="{key}">.*?<table class="ours">', dom, re.S), key
+    for name in report.figures:
+        assert f'<figure data-figure="{name}">' in dom, name
+    if report.oracle is not None:
+        assert 'data-oracle-agree="yes"' in dom
+
+
+def test_screenshot_shows_the_rendered_page(report, tmp_path):
+    shot = tmp_path / "report.png"
+    _chromium(tmp_path, "--window-size=1280,2400", f"--screenshot={shot}", report.report_html.as_uri())
+    img = imread(shot)
+    assert img.shape[0] >= 2000 and img.shape[1] >= 1200
+    assert float(np.std(img[..., :3])) > 0.05  # not a blank page
+    keep = os.environ.get("PIFS_REPORT_SCREENSHOT")
+    if keep and report.oracle is not None:
+        shutil.copyfile(shot, keep)
+
+
+def test_a_broken_image_is_detected(report, tmp_path):
+    # The check must be able to fail: corrupt one embedded image and expect a count of 1.
+    html = report.report_html.read_text()
+    bad = re.sub(r'src="data:image/png;base64,[^"]{0,40}', 'src="data:image/png;base64,AAAA', html, count=1)
+    page = tmp_path / "broken.html"
+    page.write_text(bad)
+    attrs = _body_attrs(_chromium(tmp_path, "--dump-dom", page.as_uri()))
+    assert attrs["data-broken-images"] == "1"
