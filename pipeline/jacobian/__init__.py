@@ -1,0 +1,53 @@
+"""Jacobian measurement engine (issue 6): operators and estimators on ε̂(·, t) at fixed paper timestep t.
+
+Everything acts on ``eps_fn: Tensor[C,H,W] -> Tensor[C,H,W]`` plus the DDIM step coefficients
+r_t, b_t, through JΦ_t = r_t I + b_t Jε̂ (eq. 7), never materialised for large n.
+"""
+
+from .blocks import (
+    BlockNorms,
+    block_power_norms,
+    dense_block_norms,
+    hutchinson_block_frobenius,
+    patch_rayleigh,
+)
+from .measure import (
+    MeasureConfig,
+    Plan,
+    StepMeasurement,
+    measure_step,
+    measurement_seed,
+    plan_measurement,
+)
+from .operators import JVP_METHODS, MatvecCounter, ScoreLinearization, StepJacobian, linearize_score
+from .patches import chebyshev_distance, embed_patches, patch_index, take_patches, to_patches
+from .spectral import LanczosResult, PowerIterationResult, golub_kahan, power_iteration, random_start
+
+__all__ = [
+    "BlockNorms",
+    "JVP_METHODS",
+    "LanczosResult",
+    "MatvecCounter",
+    "MeasureConfig",
+    "Plan",
+    "PowerIterationResult",
+    "ScoreLinearization",
+    "StepJacobian",
+    "StepMeasurement",
+    "block_power_norms",
+    "chebyshev_distance",
+    "dense_block_norms",
+    "embed_patches",
+    "golub_kahan",
+    "hutchinson_block_frobenius",
+    "linearize_score",
+    "measure_step",
+    "measurement_seed",
+    "patch_index",
+    "patch_rayleigh",
+    "plan_measurement",
+    "power_iteration",
+    "random_start",
+    "take_patches",
+    "to_patches",
+]

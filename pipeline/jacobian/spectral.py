@@ -1,0 +1,169 @@
+"""Largest singular value of a matrix-free operator: power iteration on AᵀA and Golub-Kahan-Lanczos.
+
+Both take ``matvec`` / ``rmatvec`` acting on a batch of vectors [B, *shape] (B independent
+problems: B = 1 for the global norm κ̂_t = ‖JΦ_t‖_op of Table 4, B = M² for the block norms of
+eq. 16-18). Scalars are accumulated in float64 whatever the operator's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+Operator = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class PowerIterationResult:
+    """σ_max estimates of B independent operators after `iterations` power steps on AᵀA."""
+
+    value: np.ndarray  # [B] sqrt(‖AᵀA v‖) at the last normalised iterate v (a lower bound on σ_max)
+    relative_change: np.ndarray  # [B] |σ_K − σ_{K−1}| / σ_K over the last two iterations
+    residual: np.ndarray  # [B] ‖AᵀAv − ⟨v,AᵀAv⟩v‖ / ‖AᵀAv‖: sine of the angle between v and AᵀAv
+    iterations: int
+    matvecs: int  # applications of A plus applications of Aᵀ, summed over the B problems
+    history: np.ndarray  # [iterations, B]
+    vector: torch.Tensor = field(repr=False)  # [B, *shape] final right-singular-vector estimates
+
+
+@dataclass
+class LanczosResult:
+    """σ_max of one operator from k steps of Golub-Kahan bidiagonalisation (full reorthogonalisation)."""
+
+    value: float  # largest singular value of the k x k bidiagonal B_k (a lower bound on σ_max)
+    residual: float  # β_k |x_k|: ‖Aᵀu − σv‖ of the Ritz triplet; some singular value of A lies within it
+    relative_change: float  # |σ(B_k) − σ(B_{k−1})| / σ(B_k)
+    iterations: int
+    matvecs: int
+    singular_values: np.ndarray  # all Ritz values of B_k, descending
+    history: np.ndarray  # σ_max(B_j), j = 1..k
+    breakdown: bool  # an invariant subspace was found (the Ritz values are then exact)
+    vector: torch.Tensor = field(repr=False)
+
+
+def _norms(v: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1).double(), dim=1)
+
+
+def _scale(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return v * s.to(v.dtype).reshape(-1, *([1] * (v.dim() - 1)))
+
+
+def random_start(shape: tuple[int, ...], generator: torch.Generator, dtype, device) -> torch.Tensor:
+    """Standard-normal start vectors drawn on the CPU in float64, so CPU and CUDA runs start identically."""
+    v = torch.randn(shape, generator=generator, dtype=torch.float64)
+    return v.to(device=device, dtype=dtype)
+
+
+def power_iteration(matvec: Operator, rmatvec: Operator, start: torch.Tensor, iters: int) -> PowerIterationResult:
+    """K power steps v ← AᵀAv/‖AᵀAv‖ on each of start.shape[0] problems (the paper's PowerIter(JΦ, K_PI), §7.1)."""
+    if iters < 1:
+        raise ValueError(f"power iteration needs iters >= 1, got {iters}")
+    B = start.shape[0]
+    norms = _norms(start)
+    if bool((norms == 0).any()):
+        raise ValueError("a power-iteration start vector is zero; draw it from a seeded normal generator")
+    v = _scale(start, 1.0 / norms)
+    history = np.zeros((iters, B))
+    residual = np.zeros(B)
+    for i in range(iters):
+        z = rmatvec(matvec(v))
+        zn = _norms(z)
+        history[i] = np.sqrt(zn.cpu().numpy())
+        coef = (v.reshape(B, -1).double() * z.reshape(B, -1).double()).sum(1)
+        perp = z.reshape(B, -1).double() - coef[:, None] * v.reshape(B, -1).double()
+        safe = torch.where(zn > 0, zn, torch.ones_like(zn))
+        residual = torch.where(zn > 0, torch.linalg.vector_norm(perp, dim=1) / safe, torch.zeros_like(zn))
+        residual = residual.cpu().numpy()
+        # A zero block (AᵀAv = 0) keeps its vector: its norm is exactly 0 and stays so.
+        v = torch.where((zn > 0).reshape(-1, *([1] * (v.dim() - 1))), _scale(z, 1.0 / safe), v)
+    value = history[-1]
+    prev = history[-2] if iters > 1 else np.zeros(B)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.where(value > 0, np.abs(value - prev) / value, 0.0)
+    if iters == 1:
+        change = np.full(B, np.nan)
+    return PowerIterationResult(value=value, relative_change=change, residual=residual, iterations=iters,
+                                matvecs=2 * iters * B, history=history, vector=v)
+
+
+def _orthogonalise(p: torch.Tensor, basis: list[torch.Tensor]) -> torch.Tensor:
+    if not basis:
+        return p
+    Q = torch.stack([q.reshape(-1) for q in basis]).double()
+    flat = p.reshape(-1).double()
+    for _ in range(2):  # twice is enough (Kahan-Parlett), once is not in float32
+        flat = flat - Q.T @ (Q @ flat)
+    return flat.to(p.dtype).reshape(p.shape)
+
+
+def golub_kahan(matvec: Operator, rmatvec: Operator, start: torch.Tensor, iters: int) -> LanczosResult:
+    """k-step Golub-Kahan-Lanczos bidiagonalisation A V_k = U_k B_k on one operator; σ_max(B_k) → ‖A‖.
+
+    ``start`` is one vector [*shape]; the budget is k applications of A and k of Aᵀ, the same as k
+    power steps. Converges much faster than power iteration when σ_1 and σ_2 are close (high noise).
+    """
+    if iters < 1:
+        raise ValueError(f"Lanczos needs iters >= 1, got {iters}")
+    shape = start.shape
+    sn = float(torch.linalg.vector_norm(start.double()))
+    if sn == 0:
+        raise ValueError("the Lanczos start vector is zero; draw it from a seeded normal generator")
+    v = start / sn
+    V, U = [v], []
+    alphas, betas, history = [], [], []
+    matvecs = 0
+    breakdown = False
+    p = matvec(v[None])[0]
+    matvecs += 1
+    tiny = 1e-13
+    for j in range(iters):
+        p = _orthogonalise(p, U)
+        alpha = float(torch.linalg.vector_norm(p.double()))
+        if alpha <= tiny * max(1.0, alphas[0] if alphas else 1.0):
+            breakdown = True
+            betas = betas[: len(alphas)]
+            break
+        u = p / alpha
+        U.append(u)
+        alphas.append(alpha)
+        r = rmatvec(u[None])[0] - alpha * V[-1]
+        matvecs += 1
+        r = _orthogonalise(r, V)
+        beta = float(torch.linalg.vector_norm(r.double()))
+        betas.append(beta)
+        history.append(_bidiag_svd(alphas, betas[:-1])[0][0])
+        if beta <= tiny * max(1.0, alphas[0]):
+            breakdown = True
+            break
+        v = r / beta
+        V.append(v)
+        if j + 1 < iters:
+            p = matvec(v[None])[0] - beta * u
+            matvecs += 1
+    k = len(alphas)
+    if k == 0:
+        return LanczosResult(0.0, 0.0, 0.0, 0, matvecs, np.zeros(1), np.zeros(1), True, torch.zeros_like(start))
+    sig, X, Y = _bidiag_svd(alphas, betas[: k - 1])
+    beta_k = betas[k - 1] if len(betas) >= k else 0.0
+    residual = abs(beta_k * X[k - 1, 0])
+    value = float(sig[0])
+    change = abs(value - history[-2]) / value if len(history) > 1 and value > 0 else float("nan")
+    Vk = torch.stack([q.reshape(-1).double() for q in V[:k]])
+    vec = (torch.as_tensor(Y[:, 0], dtype=torch.float64, device=Vk.device) @ Vk).to(start.dtype).reshape(shape)
+    return LanczosResult(value=value, residual=float(residual), relative_change=float(change), iterations=k,
+                         matvecs=matvecs, singular_values=sig, history=np.asarray(history),
+                         breakdown=breakdown, vector=vec)
+
+
+def _bidiag_svd(alphas: list[float], betas: list[float]):
+    k = len(alphas)
+    Bk = np.zeros((k, k))
+    Bk[np.arange(k), np.arange(k)] = alphas
+    if k > 1:
+        Bk[np.arange(k - 1), np.arange(1, k)] = betas[: k - 1]
+    X, s, Yt = np.linalg.svd(Bk)
+    return s, X, Yt.T
