@@ -201,22 +201,31 @@ def sample_seeds(
     """Sample each seed's trajectory into out_dir/seed-<s>.npz, batched; seeds whose file is complete are skipped.
 
     Resumable per seed: a run killed mid-way keeps every finished seed (files are written
-    atomically) and a rerun only samples the rest. A seed's x_T depends only on the seed.
+    atomically) and a rerun only samples the rest. A seed's x_T depends only on the seed. The
+    UNet's CPU kernels are chosen by batch size, which moves float32 results by ~1e-7 relative,
+    so every batch is run at the same size b = min(batch_size, len(seeds)) (a short last batch
+    is padded by repeating its last seed): a seed's trajectory is then a function of the seed
+    and b only, not of which other seeds share its batch or of how often the run was resumed.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     seeds = [int(s) for s in seeds]
+    if not seeds:
+        return []
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
+    b = min(int(batch_size), len(seeds))
     todo = [s for s in seeds if not _complete(seed_path(out_dir, s), chain, tuple(model.image_shape))]
-    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    batches = [todo[i : i + b] for i in range(0, len(todo), b)]
     for batch in tqdm(batches, desc="seed batches", disable=not progress or len(batches) < 2):
-        x_T = noise_batch(batch, model.image_shape, model.dtype)
-        traj = ddim_sample(model, chain, x_T, progress=progress)
-        for b, s in enumerate(batch):
-            save_trajectory(seed_path(out_dir, s), traj, b)
+        padded = batch + [batch[-1]] * (b - len(batch))
+        traj = ddim_sample(
+            model, chain, noise_batch(padded, model.image_shape, model.dtype), progress=progress
+        )
+        for i, s in enumerate(batch):
+            save_trajectory(seed_path(out_dir, s), traj, i)
     return [seed_path(out_dir, s) for s in seeds]
 
 
