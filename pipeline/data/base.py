@@ -32,6 +32,9 @@ class ImageSource(abc.ABC):
     """
 
     name: str = "source"
+    #: True when every image is U8_TO_UNIT[u] of uint8 pixels u that read_uint8 returns; statistics
+    #: can then be accumulated in exact integer arithmetic (pipeline.covariance).
+    quantized: bool = False
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -59,6 +62,22 @@ class ImageSource(abc.ABC):
         for i in range(start, stop, chunk_size):
             yield self._read(i, min(i + chunk_size, stop))
 
+    def read_uint8(self, start: int, stop: int) -> np.ndarray:
+        """uint8 pixels [stop-start, C, H, W] of images start..stop-1 (quantized sources only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no uint8 pixels (quantized is False)")
+
+    def iter_uint8_chunks(
+        self, chunk_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Like iter_chunks, but yields the uint8 pixels (quantized sources only)."""
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        stop = len(self) if stop is None else stop
+        if not 0 <= start <= stop <= len(self):
+            raise ValueError(f"image range {start}..{stop} is outside 0..{len(self)}")
+        for i in range(start, stop, chunk_size):
+            yield self.read_uint8(i, min(i + chunk_size, stop))
+
     def get(self, start: int, stop: int) -> np.ndarray:
         """Images start..stop-1 as one float32 array."""
         return self._read(start, stop)
@@ -84,21 +103,25 @@ def resolve_count(requested: int | None, available: int, what: str, key: str = "
 
 
 class ArraySource(ImageSource):
-    """Images already in memory, float [N, C, H, W] (tests, small experiments, generated samples).
+    """Images already in memory: float [N, C, H, W], or uint8 pixels [N, C, H, W] (then quantized).
 
-    Chunks keep the array's dtype (float64 stays float64) rather than the float32 other sources yield.
+    Float chunks keep the array's dtype (float64 stays float64) rather than the float32 other sources
+    yield; uint8 arrays yield float32 U8_TO_UNIT[u] like the file readers, and their raw pixels.
     """
 
     name = "array"
 
     def __init__(self, images: np.ndarray, name: str = "array") -> None:
         images = np.asarray(images)
-        if not np.issubdtype(images.dtype, np.floating):
-            raise ValueError(f"ArraySource expects float images in [-1, 1], got dtype {images.dtype}")
+        if not (np.issubdtype(images.dtype, np.floating) or images.dtype == np.uint8):
+            raise ValueError(
+                f"ArraySource expects float images in [-1, 1] or uint8 pixels, got {images.dtype}"
+            )
         if images.ndim != 4:
             raise ValueError(f"ArraySource expects [N, C, H, W], got shape {images.shape}")
         self.images = images
         self.name = name
+        self.quantized = images.dtype == np.uint8
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -112,7 +135,14 @@ class ArraySource(ImageSource):
         import hashlib
 
         digest = hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()[:16]
-        return {**super().describe(), "sha256_16": digest}
+        return {**super().describe(), "dtype": str(self.images.dtype), "sha256_16": digest}
+
+    def read_uint8(self, start: int, stop: int) -> np.ndarray:
+        if not self.quantized:
+            return super().read_uint8(start, stop)
+        return self.images[start:stop]
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        return self.images[start:stop]  # dtype kept: float64 inputs stay exact
+        if self.quantized:
+            return uint8_to_unit(self.images[start:stop])
+        return self.images[start:stop]

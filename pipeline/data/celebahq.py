@@ -71,6 +71,7 @@ class ImageFolderSource(ImageSource):
     """First ``num_images`` images of a folder, sorted by file name, as [C, resolution, resolution]."""
 
     name = "celebahq"
+    quantized = True
 
     def __init__(
         self,

@@ -253,6 +253,7 @@ class Cifar10Source(ImageSource):
     """The official CIFAR-10 train (50k) or test (10k) split, first ``num_images`` in file order."""
 
     name = "cifar10"
+    quantized = True
 
     def __init__(
         self,
@@ -350,6 +351,7 @@ class Cifar10Source(ImageSource):
             return rec[:, 1:], rec[:, 0].astype(np.int64)
         if self._cache is None or self._cache[0] != b:
             data, labels = load_python_batch(path)
+            data.setflags(write=False)  # slices of the cache are handed out as views
             self._cache = (b, data, labels)
         _, data, labels = self._cache
         return data[lo:hi], labels[lo:hi]
@@ -377,8 +379,8 @@ class Cifar10Source(ImageSource):
         return uint8_to_unit(pix).reshape(-1, *IMAGE_SHAPE)
 
     def read_uint8(self, start: int, stop: int) -> np.ndarray:
-        """Raw pixels uint8 [stop-start, 3, 32, 32]."""
-        return np.array(self._records(start, stop)[0]).reshape(-1, *IMAGE_SHAPE)
+        """Raw pixels uint8 [stop-start, 3, 32, 32] (a read-only view where possible: no copy)."""
+        return self._records(start, stop)[0].reshape(-1, *IMAGE_SHAPE)
 
     def labels(self) -> np.ndarray:
         """Class labels int64 [N] of the images this source yields."""

@@ -59,6 +59,7 @@ class NaturalCropsSource(ImageSource):
     """``num_images`` seeded crops [C, resolution, resolution] of scikit-image's colour photographs."""
 
     name = "natural_crops"
+    quantized = True
 
     def __init__(
         self,
