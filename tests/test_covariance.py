@@ -20,6 +20,18 @@ from pipeline.patches import extract_patches
 REL = 1e-10
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    # OpenBLAS's spinning worker threads crawl when the few cores are shared with other jobs.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # installed with mlflow (via scikit-learn); without it the tests only run slower
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def rel_err(a, b):
     return np.abs(a - b).max() / np.abs(b).max()
 
@@ -30,6 +42,11 @@ def np_cov_reference(x, p):
     cov = np.stack([np.cov(patches[:, k], rowvar=False) for k in range(patches.shape[1])])
     flat = x.reshape(len(x), -1).astype(np.float64)
     return patches.mean(0), cov, flat.mean(0), np.cov(flat, rowvar=False)
+
+
+def exact_images(src):
+    """The float64 values u / 127.5 - 1 a quantized source stands for (its float32 images round them)."""
+    return src.read_uint8(0, len(src)).astype(np.float64) / 127.5 - 1.0
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +71,7 @@ def shifted_gaussian():
 )
 def test_equals_np_cov(which, p, request):
     src = request.getfixturevalue(which)
-    x = src.load_all()
+    x = exact_images(src) if src.quantized else src.load_all()
     mean, cov, fmean, fcov = np_cov_reference(x, p)
     st = compute_patch_statistics(src, p, chunk_size=128, progress=False)
     assert st.count == len(src) and st.cov.shape == cov.shape
@@ -66,13 +83,14 @@ def test_equals_np_cov(which, p, request):
 
 
 def test_independent_of_chunk_size_and_image_order(crops):
-    ref = compute_patch_statistics(crops, 8, chunk_size=10_000, progress=False)
-    for chunk in (1, 7, 64):
-        st = compute_patch_statistics(crops, 8, chunk_size=chunk, progress=False)
+    """Float path: equal to rounding. Exact (uint8) path: the integer sums make it bit-identical."""
+    x = exact_images(crops)
+    perm = np.random.default_rng(0).permutation(len(x))
+    ref = compute_patch_statistics(ArraySource(x), 8, chunk_size=10_000, progress=False)
+    for chunk in (3, 7, 64):
+        st = compute_patch_statistics(ArraySource(x), 8, chunk_size=chunk, progress=False)
         assert rel_err(st.cov, ref.cov) < REL and rel_err(st.mean, ref.mean) < REL
         assert rel_err(st.eigvals, ref.eigvals) < REL
-    x = crops.load_all()
-    perm = np.random.default_rng(0).permutation(len(x))
     for chunk in (50, 600):
         st = compute_patch_statistics(
             ArraySource(x[perm]), 8, chunk_size=chunk, progress=False, full_cov=True
@@ -80,6 +98,45 @@ def test_independent_of_chunk_size_and_image_order(crops):
         assert rel_err(st.cov, ref.cov) < REL and rel_err(st.mean, ref.mean) < REL
         assert rel_err(st.lambda_k, ref.lambda_k) < REL
         assert np.abs(st.v1 - ref.v1).max() < 1e-8  # eigenvectors: conditioning 1/gap, sign convention fixed
+    exact = compute_patch_statistics(crops, 8, chunk_size=64, progress=False)
+    assert exact.timing["exact"] and rel_err(exact.cov, ref.cov) < REL and rel_err(exact.mean, ref.mean) < REL
+    u = crops.read_uint8(0, len(crops))
+    for chunk, order in ((3, perm), (7, None), (5000, perm[::-1])):
+        src = ArraySource(u if order is None else u[order])
+        assert src.quantized
+        st = compute_patch_statistics(src, 8, chunk_size=chunk, progress=False)
+        np.testing.assert_array_equal(st.cov, exact.cov)
+        np.testing.assert_array_equal(st.mean, exact.mean)
+    full = compute_patch_statistics(ArraySource(u[perm]), 8, chunk_size=100, full_cov=True, progress=False)
+    np.testing.assert_allclose(full.cov, exact.cov, rtol=0, atol=1e-15)
+
+
+def test_exact_path_is_exact_at_the_float32_limit():
+    """Extreme pixels (every centred value -128 or 127) in chunks larger than the 1024-image syrk block:
+    compare with the covariance computed in integers, rescaled once."""
+    rng = np.random.default_rng(5)
+    u = np.where(rng.uniform(size=(2500, 1, 8, 8)) < 0.7, 255, 0).astype(np.uint8)
+    u[:, :, :2] = 0  # a constant band too
+    st = compute_patch_statistics(ArraySource(u), 4, chunk_size=3000, progress=False)
+    v = extract_patches(u.astype(np.int64), 4)
+    n = len(u)
+    for k in range(4):
+        s1 = v[:, k].sum(0)
+        s2 = v[:, k].T @ v[:, k]  # int64, exact
+        num = n * s2 - np.outer(s1, s1)  # exact integers: cov_u = num / (n (n - 1))
+        expect = num / (n * (n - 1)) / 127.5**2
+        np.testing.assert_allclose(st.cov[k], expect, rtol=1e-14, atol=1e-16)
+        np.testing.assert_allclose(st.mean[k], s1 / n / 127.5 - 1.0, rtol=1e-14, atol=1e-16)
+
+
+def test_exact_and_float_paths_agree(crops):
+    """The float path sees float32-rounded images (relative error ~6e-8), the exact path the true values."""
+    exact = compute_patch_statistics(crops, 8, progress=False)
+    float32 = compute_patch_statistics(crops, 8, progress=False, exact=False)
+    assert not float32.timing["exact"]
+    assert rel_err(float32.cov, exact.cov) < 1e-6
+    with pytest.raises(ValueError, match="uint8"):
+        compute_patch_statistics(ArraySource(crops.load_all()), 8, progress=False, exact=True)
 
 
 def test_eigendecomposition_conventions(crops):
@@ -158,6 +215,7 @@ class FailAfter(ImageSource):
     def __init__(self, inner, k, exc=Interrupted):
         self.inner, self.k, self.exc = inner, k, exc
         self.name = inner.name
+        self.quantized = inner.quantized
 
     def __len__(self):
         return len(self.inner)
@@ -172,11 +230,20 @@ class FailAfter(ImageSource):
     def _read(self, start, stop):
         return self.inner._read(start, stop)
 
-    def iter_chunks(self, chunk_size, start=0, stop=None):
-        for i, c in enumerate(self.inner.iter_chunks(chunk_size, start, stop)):
+    def read_uint8(self, start, stop):
+        return self.inner.read_uint8(start, stop)
+
+    def _die_after_k(self, chunks):
+        for i, c in enumerate(chunks):
             if i == self.k:
                 raise self.exc("simulated kill")
             yield c
+
+    def iter_chunks(self, chunk_size, start=0, stop=None):
+        return self._die_after_k(self.inner.iter_chunks(chunk_size, start, stop))
+
+    def iter_uint8_chunks(self, chunk_size, start=0, stop=None):
+        return self._die_after_k(self.inner.iter_uint8_chunks(chunk_size, start, stop))
 
 
 @pytest.mark.parametrize("full", [False, True])
