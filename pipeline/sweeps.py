@@ -38,6 +38,7 @@ class SweepRun:
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     reused_run_id: str | None = None
+    slurm_job_id: str | None = None
     error: str | None = None
 
     def row(self, params: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -98,6 +99,7 @@ def runs_from_mlflow(sweep_id: str, tracking_uri: str | None = None) -> list[Swe
             metrics=dict(r.data.metrics),
             params=dict(r.data.params),
             reused_run_id=tags.get("reused_run_id"),
+            slurm_job_id=tags.get("slurm_job_id"),
             error=tags.get("error"),
         ))
     for run in runs:
@@ -146,6 +148,7 @@ def runs_from_sweep_dir(sweep_dir: str | Path) -> list[SweepRun]:
             sweep_id=rec.get("sweep_id", sweep_id), stage=rec["stage"], status=rec["status"],
             run_key=rec.get("run_key"), out_dir=rec.get("out_dir"), mlflow_run_id=rec.get("mlflow_run_id"),
             job_num=rec.get("job_num"), overrides=list(rec.get("overrides", [])), error=rec.get("error"),
+            slurm_job_id=rec.get("slurm_job_id"),
         )
         meta = Path(run.out_dir) / "meta.json" if run.out_dir else None
         if meta is not None and meta.is_file():
