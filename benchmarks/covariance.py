@@ -41,15 +41,18 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports kB
 
 
-def _naive(x_all: np.ndarray, p: int) -> np.ndarray:
+def _naive(x_all: np.ndarray, p: int) -> tuple[np.ndarray, float]:
+    """λ_k by one np.cov + eigh per patch of the in-memory images; also the seconds spent in eigh."""
     from pipeline.patches import extract_patches
 
     patches = extract_patches(x_all, p)  # [N, M, n_k] copy
-    lam = []
+    lam, eig_s = [], 0.0
     for k in range(patches.shape[1]):
         cov = np.cov(patches[:, k], rowvar=False)
+        t = time.perf_counter()
         lam.append(np.linalg.eigh(cov)[0][-1])
-    return np.asarray(lam)
+        eig_s += time.perf_counter() - t
+    return np.asarray(lam), eig_s
 
 
 def _celeba_images(n: int) -> np.ndarray:
@@ -71,7 +74,8 @@ def child(mode: str, folder: str, n: int) -> dict:
     elif mode == "naive":
         src = Cifar10Source(folder, split="train", num_images=n)
         x_all = src.load_all()  # float32 [N, 3, 32, 32]
-        out["lambda_k"] = _naive(x_all, 8).tolist()
+        lam, out["eig_s"] = _naive(x_all, 8)
+        out["lambda_k"] = lam.tolist()
     elif mode == "celeba_stream":
         x = _celeba_images(n)
         t0 = time.perf_counter()  # generated pixels are "on disk"; conversion to [-1, 1] is timed per chunk
@@ -81,7 +85,8 @@ def child(mode: str, folder: str, n: int) -> dict:
     elif mode == "celeba_naive":
         x = _celeba_images(n)
         t0 = time.perf_counter()
-        out["lambda_k"] = _naive(uint8_to_unit(x), 16).tolist()
+        lam, out["eig_s"] = _naive(uint8_to_unit(x), 16)
+        out["lambda_k"] = lam.tolist()
     elif mode == "png_reader":
         src = ImageFolderSource(folder, resolution=64, num_workers=2)
         for _ in src.iter_chunks(64):
@@ -147,6 +152,9 @@ def main() -> None:
         default=1,
         help="BLAS threads per child (0 = OpenBLAS default, one per core); 1 is fastest on a shared machine",
     )
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="stream/naive runs, interleaved; the best of each is reported"
+    )
     ap.add_argument("--child", nargs=3, metavar=("MODE", "FOLDER", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -164,9 +172,20 @@ def main() -> None:
         print(f"wrote {n} images in the CIFAR-10 binary layout in {time.perf_counter() - t:.1f} s")
         write_png_folder(tmp / "png", args.png_images)
 
-        stream = run_child("stream", tmp / "cifar", n, bt)
+        # Interleaved repeats: both methods see the same (shared, fluctuating) machine; best-of-k is the
+        # usual estimate of what each costs when it is not being preempted.
+        streams, naives = [], []
+        for _ in range(max(1, args.repeats)):
+            streams.append(run_child("stream", tmp / "cifar", n, bt))
+            naives.append(run_child("naive", tmp / "cifar", n, bt))
+        stream = min(streams, key=lambda r: r["seconds"])
+        naive = min(naives, key=lambda r: r["seconds"])
+        stream["peak_rss_mb"] = max(r["peak_rss_mb"] for r in streams)
+        naive["peak_rss_mb"] = max(r["peak_rss_mb"] for r in naives)
+        median_ratio = float(
+            np.median([r["seconds"] for r in naives]) / np.median([r["seconds"] for r in streams])
+        )
         stream_default = run_child("stream", tmp / "cifar", n, 0)
-        naive = run_child("naive", tmp / "cifar", n, bt)
         agree = float(
             np.max(np.abs(np.subtract(stream["lambda_k"], naive["lambda_k"])) / np.abs(naive["lambda_k"]))
         )
@@ -179,7 +198,13 @@ def main() -> None:
             f"{naive['images_per_s']:,.0f} img/s, peak RSS {naive['peak_rss_mb']:.0f} MB"
         )
         speedup = naive["seconds"] / stream["seconds"]
-        print(f"  speedup {speedup:.2f}x; λ_k agree to {agree:.1e} relative")
+        print(
+            f"  speedup {speedup:.2f}x (best of {len(streams)}; ratio of medians {median_ratio:.2f}x); "
+            f"λ_k agree to {agree:.1e} relative (the baseline sees float32-rounded images)"
+        )
+        print(
+            f"  stream times {[round(r['seconds'], 2) for r in streams]}, naive {[round(r['seconds'], 2) for r in naives]}"
+        )
         print(
             f"  stream with OpenBLAS's default thread count: {stream_default['images_per_s']:,.0f} img/s "
             f"(vs {stream['images_per_s']:,.0f} with {bt or 'default'} BLAS thread(s))"
@@ -192,10 +217,12 @@ def main() -> None:
         nc = args.celeba_images
         cs = run_child("celeba_stream", tmp, nc, bt)
         cn = run_child("celeba_naive", tmp, nc, bt)
+        cov_ratio = (cn["seconds"] - cn["eig_s"]) / (cs["seconds"] - cs["eig_s"])
         print(
             f"CelebA-style 64x64 P=16 (n_k=768), N={nc}: stream {cs['seconds']:.2f} s "
-            f"({cs['images_per_s']:,.0f} img/s, eigh {cs['eig_s']:.2f} s, RSS {cs['peak_rss_mb']:.0f} MB); "
-            f"naive {cn['seconds']:.2f} s (RSS {cn['peak_rss_mb']:.0f} MB); speedup {cn['seconds'] / cs['seconds']:.2f}x"
+            f"({cs['images_per_s']:,.0f} img/s, of which eigh {cs['eig_s']:.2f} s, RSS {cs['peak_rss_mb']:.0f} MB); "
+            f"naive {cn['seconds']:.2f} s (eigh {cn['eig_s']:.2f} s, RSS {cn['peak_rss_mb']:.0f} MB); "
+            f"speedup {cn['seconds'] / cs['seconds']:.2f}x overall, {cov_ratio:.2f}x without the common eigh"
         )
         png = run_child("png_reader", tmp / "png", args.png_images, bt)
         print(
@@ -209,11 +236,15 @@ def main() -> None:
         "naive_images_per_s": round(naive["images_per_s"], 1),
         "naive_peak_rss_mb": round(naive["peak_rss_mb"], 1),
         "speedup_vs_naive": round(speedup, 3),
+        "speedup_vs_naive_median": round(median_ratio, 3),
+        "repeats": len(streams),
         "lambda_rel_agreement": agree,
         "full_cov_50k_s" if n == 50_000 else "full_cov_s": round(full["seconds"], 2),
         "full_cov_peak_rss_mb": round(full["peak_rss_mb"], 1),
         "celeba64_p16_images_per_s": round(cs["images_per_s"], 1),
         "celeba64_p16_speedup_vs_naive": round(cn["seconds"] / cs["seconds"], 3),
+        "celeba64_p16_cov_speedup_vs_naive": round(cov_ratio, 3),
+        "celeba64_p16_eigh_s": round(cs["eig_s"], 2),
         "celeba64_p16_peak_rss_mb": round(cs["peak_rss_mb"], 1),
         "png_reader_images_per_s": round(png["images_per_s"], 1),
         "stream_default_blas_threads_images_per_s": round(stream_default["images_per_s"], 1),

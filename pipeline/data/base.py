@@ -122,6 +122,7 @@ class ArraySource(ImageSource):
         self.images = images
         self.name = name
         self.quantized = images.dtype == np.uint8
+        self._digest: str | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -131,11 +132,15 @@ class ArraySource(ImageSource):
         return tuple(int(s) for s in self.images.shape[1:])
 
     def describe(self) -> dict:
-        # The content hash ties a resume checkpoint to these exact pixels.
-        import hashlib
+        # The content hash ties a resume checkpoint to these exact pixels (computed once: the array is
+        # taken to be immutable while the source is in use).
+        if self._digest is None:
+            import hashlib
 
-        digest = hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()[:16]
-        return {**super().describe(), "dtype": str(self.images.dtype), "sha256_16": digest}
+            self._digest = hashlib.sha256(
+                memoryview(np.ascontiguousarray(self.images)).cast("B")
+            ).hexdigest()[:16]
+        return {**super().describe(), "dtype": str(self.images.dtype), "sha256_16": self._digest}
 
     def read_uint8(self, start: int, stop: int) -> np.ndarray:
         if not self.quantized:

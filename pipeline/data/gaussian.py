@@ -28,9 +28,11 @@ def random_orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def fix_eigenvector_signs(vecs: np.ndarray) -> np.ndarray:
     """Flip eigenvectors (columns, axis -2 holds entries) so each one's largest-|.| entry is positive."""
-    idx = np.argmax(np.abs(vecs), axis=-2)
-    picked = np.take_along_axis(vecs, idx[..., None, :], axis=-2)
-    return vecs * np.where(picked < 0, -1.0, 1.0)
+    cols = np.swapaxes(vecs, -1, -2)  # one eigenvector per row, so the search runs along memory
+    cols = np.ascontiguousarray(cols)
+    idx = np.argmax(np.abs(cols), axis=-1)
+    picked = np.take_along_axis(cols, idx[..., None], axis=-1)[..., 0]
+    return vecs * np.where(picked < 0, -1.0, 1.0)[..., None, :]
 
 
 def power_law_spectra(lambdas: np.ndarray, n_k: int, decay: float) -> np.ndarray:
