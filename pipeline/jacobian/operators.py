@@ -45,7 +45,7 @@ class ScoreLinearization:
     """ε̂(·, t) linearised at x: ε̂(x) plus u ↦ Jε̂ u and w ↦ Jε̂ᵀ w (the score part of eq. 7)."""
 
     def __init__(self, eps_fn: EpsFn, x: torch.Tensor, *, jvp_method: str = "double_vjp",
-                 chunk_size: int | None = 64):
+                 chunk_size: int | None = 64, with_vjp: bool = True):
         if jvp_method not in JVP_METHODS:
             raise ValueError(f"jvp_method={jvp_method!r} is unknown; use one of {JVP_METHODS}")
         if x.dim() != 3:
@@ -56,7 +56,14 @@ class ScoreLinearization:
         self.jvp_method = jvp_method
         self.chunk_size = chunk_size
         self.counter = MatvecCounter()
-        eps, self._vjp_closure = vjp(eps_fn, self.x)
+        if not with_vjp and jvp_method != "forward":
+            raise ValueError(f"with_vjp=False only works with jvp_method='forward' ({jvp_method!r} needs the vjp closure)")
+        if with_vjp:
+            eps, self._vjp_closure = vjp(eps_fn, self.x)
+        else:  # JVP-only use (Benettin QR): no reverse-mode graph is kept
+            with torch.no_grad():
+                eps = eps_fn(self.x)
+            self._vjp_closure = None
         self.counter.primal += 1
         if tuple(eps.shape) != self.image_shape:
             raise ValueError(
@@ -97,6 +104,8 @@ class ScoreLinearization:
 
     def vjp(self, w: torch.Tensor) -> torch.Tensor:
         """Jε̂ᵀ w for one cotangent [C,H,W] or a batch [B,C,H,W]."""
+        if self._vjp_closure is None:
+            raise RuntimeError("this linearisation was built with with_vjp=False; build it with with_vjp=True")
         self.counter.vjp += self._count(w)
         return self._apply(self._vjp_single, w.to(self.x.dtype))
 
