@@ -4,12 +4,23 @@ Everything acts on ``eps_fn: Tensor[C,H,W] -> Tensor[C,H,W]`` plus the DDIM step
 r_t, b_t, through JΦ_t = r_t I + b_t Jε̂ (eq. 7), never materialised for large n.
 """
 
+from .attention import AttentionEntropy, attention_entropy, patch_attention
 from .blocks import (
     BlockNorms,
     block_power_norms,
     dense_block_norms,
     hutchinson_block_frobenius,
     patch_rayleigh,
+)
+from .deviation import GaussianSurrogate, exact_suppression, score_deviation, score_deviation_proxy
+from .lyapunov import (
+    BenettinResult,
+    KYEstimate,
+    PatchExponents,
+    benettin_spectrum,
+    ky_dimension_partial,
+    rayleigh_exponents,
+    trajectory_rayleigh,
 )
 from .measure import (
     MeasureConfig,
@@ -24,6 +35,20 @@ from .patches import chebyshev_distance, embed_patches, patch_index, take_patche
 from .spectral import LanczosResult, PowerIterationResult, golub_kahan, power_iteration, random_start
 
 __all__ = [
+    "AttentionEntropy",
+    "BenettinResult",
+    "GaussianSurrogate",
+    "KYEstimate",
+    "PatchExponents",
+    "attention_entropy",
+    "benettin_spectrum",
+    "exact_suppression",
+    "ky_dimension_partial",
+    "patch_attention",
+    "rayleigh_exponents",
+    "score_deviation",
+    "score_deviation_proxy",
+    "trajectory_rayleigh",
     "BlockNorms",
     "JVP_METHODS",
     "LanczosResult",
