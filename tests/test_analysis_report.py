@@ -148,6 +148,29 @@ def test_oracle_check_catches_a_wrong_measurement(oracle_run, tmp_path):
     assert verdicts[0].status == ORACLE_BAD
 
 
+def test_oracle_check_tells_unconverged_power_iteration_from_a_wrong_value(oracle_run, tmp_path):
+    # With block norms from power iteration (a lower bound of the true norm), an estimate below f_t by more
+    # than the tolerance is "not converged"; one above f_t is impossible for the method and "differs".
+    run, _ = oracle_run
+    for shift, expected in ((-0.01, "not converged"), (+0.01, "differs")):
+        jac = tmp_path / f"jac{shift}"
+        jac.mkdir()
+        for f in run.jacobian_dir.iterdir():
+            (jac / f.name).write_bytes(f.read_bytes())
+        g = read_csv(jac / "global.csv")
+        for r in g:
+            r.update(block_method="power", block_iters="3", block_change_max="0.02")
+        write_csv(jac / "global.csv", g)
+        rows = read_csv(jac / "patches.csv")
+        rows[3]["diag_norm"] = str(float(rows[3]["diag_norm"]) + shift)
+        write_csv(jac / "patches.csv", rows)
+        oracle = analyse(load_stage_outputs(run.covariance_dir, None, jac))[3]
+        row = next(r for r in oracle.rows if r.quantity == "kappa_k,t^diag (Thm. 17)")
+        assert row.status == expected and row.max_abs_error == pytest.approx(0.01)
+        assert "block_method=power" in row.diagnostic and "K=3" in row.diagnostic
+        assert not oracle.all_agree
+
+
 def test_missing_inputs_are_recorded_and_the_rest_renders(oracle_run, tmp_path):
     run, _ = oracle_run
     jac = tmp_path / "jac_only_global"
@@ -286,6 +309,27 @@ def test_table_6_exact_permutation_p_for_8_timesteps(tmp_path):
     s = tables["table_6"].summary
     assert s["spearman_rho"] == -1.0 and s["permutation_exact"] is True
     assert s["permutation_p"] == pytest.approx(2 / math.factorial(8))
+
+
+def test_table_10_fit_with_alpha_bar_from_the_run_schedule(tmp_path):
+    # proxy.csv without alpha_bar: sqrt(alpha_bar_t) comes from the run's schedule config via pipeline.geometry.
+    g = pytest.importorskip("pipeline.geometry")
+    sched_cfg = {"name": "linear", "kind": "linear", "num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    ab = np.asarray(g.schedule_from_config(sched_cfg).alpha_bar)
+    ts = [999, 990, 980, 960, 940, 920, 900, 850, 800, 700, 600]
+    # exact power law at t >= 800 (slope 0.95, intercept 3.1), off the line below: only t >= 800 may be fitted
+    rows = [{"t": t, "proxy": math.exp(3.1) * math.sqrt(ab[t]) ** 0.95 * (1.0 if t >= 800 else 3.0),
+             "proxy_std": 0.1} for t in ts]
+    jac = tmp_path / "jac"
+    write_csv(jac / "proxy.csv", rows)
+    write_json(jac / "meta.json", {"config": {"model": {"kind": "unet"}, "schedule": sched_cfg}})
+    _, tables, _, _, verdicts = analyse(load_stage_outputs(jacobian_dir=jac))
+    t10 = tables["table_10"]
+    assert {r["t"]: r["sqrt_alpha_bar"] for r in t10.rows}[900] == pytest.approx(math.sqrt(ab[900]), rel=1e-12)
+    s = t10.summary
+    assert s["ols_n"] == 9 and s["ols_slope"] == pytest.approx(0.95, abs=1e-9)
+    assert s["ols_intercept"] == pytest.approx(3.1, abs=1e-8) and s["ols_r2"] == pytest.approx(1.0, abs=1e-12)
+    assert verdicts[4].key == "P5" and verdicts[4].status == "partly supported"  # CI collapses onto 0.95
 
 
 # ------------------------------------------------------------------------------------------ sweeps

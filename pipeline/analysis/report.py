@@ -25,7 +25,7 @@ td.txt,th.txt{text-align:left}
 .scroll{overflow:auto;display:inline-block;max-width:100%}.scroll.long{max-height:420px}
 nav a{margin-right:.8em;font-size:.85em}
 .agrees,.supported,.oracle-ok{background:#dff0d8}.differs,.not-supported,.oracle-bad{background:#f2dede}
-.partly-supported,.reference{background:#fcf8e3}.no-data,.not-testable{background:#eee}
+.partly-supported,.reference,.not-converged{background:#fcf8e3}.no-data,.not-testable{background:#eee}
 figure{margin:1em 0;display:inline-block;max-width:100%}figure img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.85em;color:#555;max-width:900px}
 .note{font-size:.85em;color:#555}.banner{padding:.6em 1em;border-left:5px solid #888;background:#f6f6f6}
@@ -93,8 +93,8 @@ def _is_num(v) -> bool:
 
 # ---------------------------------------------------------------------------------------------- HTML
 def _html_table(columns: Sequence[str], rows: Sequence[dict], cls: str, status_col: str | None = None) -> str:
-    head = "".join(f'<th class="{"" if c not in ("quantity", "note", "status", "claim", "evidence") else "txt"}">'
-                   f"{html.escape(c)}</th>" for c in columns)
+    first = rows[0] if rows else {}
+    head = "".join(f'<th class="{"" if _is_num(first.get(c)) else "txt"}">{html.escape(c)}</th>' for c in columns)
     body = []
     for r in rows:
         cells = []
@@ -110,6 +110,7 @@ def _html_table(columns: Sequence[str], rows: Sequence[dict], cls: str, status_c
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
+ORACLE_COLUMNS = ["quantity", "closed_form", "measured", "max_abs_error", "tolerance", "status", "diagnostic"]
 COMPARISON_COLUMNS = ["quantity", "paper", "ours", "difference", "tolerance", "status", "note"]
 
 
@@ -180,8 +181,7 @@ def render_html(content: ReportContent) -> str:
     if c.oracle is not None:
         parts.append("<h2 id='oracle'>Gaussian oracle: closed form vs measured</h2>")
         parts.append(f"<p data-oracle-agree='{'yes' if c.oracle.all_agree else 'no'}'>{html.escape(c.oracle.statement)}</p>")
-        parts.append(_html_table(["quantity", "closed_form", "measured", "max_abs_error", "tolerance", "status"],
-                                 [r.__dict__ for r in c.oracle.rows], "oracle", "status"))
+        parts.append(_html_table(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows], "oracle", "status"))
     parts.append("<h2 id='verdicts'>Predictions P1–P5 (§7)</h2>")
     parts.append(_html_table(["key", "status", "claim", "evidence"], [v.__dict__ for v in c.verdicts], "verdicts", "status"))
     if c.missing or c.skipped:
@@ -248,8 +248,7 @@ def render_markdown(content: ReportContent, figure_paths: dict[str, str]) -> str
         out.append("> Gaussian oracle run: the paper's (learned-model) numbers are shown for reference only.\n")
     if c.oracle is not None:
         out += ["## Gaussian oracle: closed form vs measured\n", c.oracle.statement + "\n",
-                _md_table(["quantity", "closed_form", "measured", "max_abs_error", "tolerance", "status"],
-                          [r.__dict__ for r in c.oracle.rows])]
+                _md_table(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows])]
     out += ["## Predictions P1–P5 (§7)\n", _md_table(["key", "status", "claim", "evidence"], [v.__dict__ for v in c.verdicts])]
     if c.missing or c.skipped:
         out.append("## Missing inputs\n")

@@ -62,6 +62,8 @@ class AnalysisContext:
     chain: cf.MeasuredChain | None
     lambda_k: dict[int, float]
     grid: dict[int, tuple[int, int]]
+    # |values| below this are floating-point round-off of a zero (float64 vs float32 models)
+    roundoff: float = 1e-10
 
     @property
     def reference_only(self) -> bool:
@@ -201,6 +203,8 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         note = ""
         if len(fin) and np.all(fin == fin[0]):
             note = f"S_k,t identical on all patches (= {fin[0]:.3g}): rank correlation undefined"
+        elif len(fin) and np.max(np.abs(fin)) <= ctx.roundoff:
+            note = f"S_k,t at round-off level (max |S| = {np.max(np.abs(fin)):.1e}): its ranks are noise"
         rows.append({
             "t": int(t), "regime": ctx.regime(t), "n_patches": r.n, "n_seeds": n_seeds,
             "rho": r.rho, "p_value": r.p_value, "sig": stats.significance_stars(r.p_value),
@@ -901,7 +905,8 @@ def make_context(inp: AnalysisInputs) -> AnalysisContext:
                 lam[int(k)] = float(np.nanmean(P["lambda_k"][idx]))
             if int(k) not in grid and has_values(P, "row") and has_values(P, "col"):
                 grid[int(k)] = (int(P["row"][idx][0]), int(P["col"][idx][0]))
-    return AnalysisContext(kind, T, chain, lam, grid)
+    dtype = str((cfg.get("model") or {}).get("dtype") or "float32")
+    return AnalysisContext(kind, T, chain, lam, grid, 1e-10 if "64" in dtype else 1e-6)
 
 
 def build_tables(inp: AnalysisInputs, ctx: AnalysisContext | None = None) -> tuple[dict[str, TableResult], dict[str, str]]:

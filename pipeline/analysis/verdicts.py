@@ -74,7 +74,7 @@ def p1(tables, ctx: AnalysisContext, inp, oracle: OracleCheck | None) -> Verdict
     ev = (f"lambda_k > lambda*(t) (f_t(lambda_k) > 1) at {expand:.1%} of measured (t, k); "
           f"seed-mean S_k,t > 0 at {pos:.1%} of {fin.size} (t, k); max |S| = {np.max(np.abs(fin)):.3g}")
     if oracle is not None:
-        zero = float(np.max(np.abs(fin))) <= 1e-6
+        zero = float(np.max(np.abs(fin))) <= ctx.roundoff
         return Verdict("P1", pv.PREDICTIONS["P1"], ORACLE if zero else ORACLE_BAD,
                        ev + ". On the Gaussian oracle S = 0 exactly is the predicted signature (the score IS the "
                             "Gaussian surrogate), so the S > 0 half of P1 is a learned-model claim.")
@@ -86,10 +86,15 @@ def p1(tables, ctx: AnalysisContext, inp, oracle: OracleCheck | None) -> Verdict
     return Verdict("P1", pv.PREDICTIONS["P1"], NOT_SUPPORTED, ev + "." + rule)
 
 
-def p2(tables, oracle) -> Verdict:
+def p2(tables, oracle, ctx: AnalysisContext) -> Verdict:
     t3: TableResult | None = tables.get("table_3")
     if t3 is None:
         return Verdict("P2", pv.PREDICTIONS["P2"], NOT_TESTABLE, "needs Table 3 (S_k,t and lambda_k)")
+    max_s = t3.summary.get("max_abs_S", math.nan)
+    if oracle is not None and math.isfinite(max_s) and max_s <= ctx.roundoff:
+        return Verdict("P2", pv.PREDICTIONS["P2"], ORACLE,
+                       f"max |S_k,t| = {max_s:.1e} (round-off of the oracle's S = 0): rho(lambda_k, S_k,t) is "
+                       "undefined or ranks noise, as the oracle predicts; (MM) is a learned-model property")
     rows = [r for r in t3.rows if math.isfinite(r["rho"])]
     if not rows:
         st = ORACLE if oracle is not None else NOT_TESTABLE
@@ -187,5 +192,5 @@ def p5(tables) -> Verdict:
 
 
 def all_verdicts(tables: dict[str, TableResult], ctx: AnalysisContext, inp, oracle: OracleCheck | None) -> list[Verdict]:
-    out = [p1(tables, ctx, inp, oracle), p2(tables, oracle), p3(tables), p4(tables, ctx), p5(tables)]
+    out = [p1(tables, ctx, inp, oracle), p2(tables, oracle, ctx), p3(tables), p4(tables, ctx), p5(tables)]
     return [_for_oracle(v, oracle) for v in out]
