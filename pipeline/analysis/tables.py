@@ -195,6 +195,8 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     if P is None or not has_values(P, "suppression") or not ctx.lambda_k:
         return None
     ts, ks, S, lam, n_seeds = _tk_matrix(ctx, P, "suppression")
+    # S measured against the full-Sigma Gaussian surrogate (eq. 29-30 literally), when the stage wrote it.
+    SX = _tk_matrix(ctx, P, "exact_suppression")[2] if has_values(P, "exact_suppression") else None
     rows = []
     for i, t in enumerate(ts):
         s = S[i]
@@ -211,8 +213,12 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
             "S_mean": float(np.nanmean(s)), "S_min": _nanmin(s), "S_max": _nanmax(s),
             "frac_S_positive": float(np.mean(fin > 0)) if len(fin) else math.nan, "note": note,
         })
+        if SX is not None:
+            rx = stats.spearman(lam, SX[i])
+            rows[-1].update(rho_exact=rx.rho, p_exact=rx.p_value)
     res = TableResult("table_3", "Spearman rho(lambda_k, S_k,t) per timestep",
-                      "jacobian/patches.csv: suppression (S_k,t eq. 30), lambda_k; seed-mean per (t, k)",
+                      "jacobian/patches.csv: suppression (S_k,t = f_t(lambda_k) - Rayleigh quotient, eq. 30-32), "
+                      "exact_suppression (against the full-Sigma surrogate) when present, lambda_k; seed-mean per (t, k)",
                       list(rows[0].keys()) if rows else [], rows, paper=pv.TABLE_3)
     finite = [r for r in rows if math.isfinite(r["rho"])]
     if finite:
