@@ -65,7 +65,13 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
 def prepare_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """Resolve the composed config to a plain dict, apply params_file, and validate it."""
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        # The hydra node (present under compose(return_hydra_config=True)) holds values that
+        # only resolve inside a running job; stages never read it.
+        cfg = {
+            k: (OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k])
+            for k in cfg
+            if k != "hydra"
+        }
     cfg = {k: v for k, v in dict(cfg).items() if k != "hydra"}
     params_file = cfg.get("params_file")
     if params_file:
@@ -77,6 +83,10 @@ def prepare_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
             if k not in _RUNTIME_KEYS and k != "hydra":
                 cfg[k] = v
     validate_config(cfg)
+    if cfg.get("torch_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg["torch_threads"]))
     return cfg
 
 
@@ -167,7 +177,7 @@ def run_stage(
     meta = read_meta(final)
     if meta is not None and meta.get("config_digest") == digest and not cfg.get("force"):
         log.info("%s: %s is complete for this config; reusing it (force=true recomputes)", stage, final)
-        return StageResult(stage, final, meta.get("mlflow_run_id"), True, meta.get("metrics", {}), 0.0)
+        return StageResult(stage, final.absolute(), meta.get("mlflow_run_id"), True, meta.get("metrics", {}), 0.0)
 
     work = final.parent / f".work-{key}"
     work.mkdir(parents=True, exist_ok=True)
@@ -230,7 +240,7 @@ def run_stage(
         raise
     shutil.rmtree(work, ignore_errors=True)
     log.info("%s: wrote %s in %.1f s (MLflow run %s)", stage, final, wall, tracker.run_id)
-    return StageResult(stage, final, tracker.run_id, False, ctx.metrics, wall)
+    return StageResult(stage, final.absolute(), tracker.run_id, False, ctx.metrics, wall)
 
 
 def image_shape(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -280,6 +290,8 @@ def build_model(cfg: Mapping[str, Any], needed_by: str):
             device=device,
             allow_resolution_change=bool(mcfg.get("allow_resolution_change", False)),
             schedule=schedule,
+            local_files_only=mcfg.get("local_files_only"),
+            revision=mcfg.get("revision"),
         )
         return model, None
     raise ConfigError(f"model.kind={kind!r} is not known; use gaussian_oracle or unet")

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -16,6 +17,9 @@ CONF = ROOT / "conf"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# The suite's models are tiny: one intra-op thread avoids contention on a 2-core CI machine.
+torch.set_num_threads(1)
 
 
 def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False):

@@ -30,6 +30,7 @@ def test_paper_presets_follow_the_paper_protocols():
     # §7.1: 50k CIFAR-10 train images, 8x8 patches, 50-step DDIM, K_PI = 20, 8 seeds
     assert (c["dataset"]["name"], c["dataset"]["num_images"], c["dataset"]["split"]) == ("cifar10", 50000, "train")
     assert c["patch"]["size"] == 8 and c["sampler"]["num_steps"] == 50
+    assert c["sampler"]["spacing"] == "leading"  # Table 4 labels: 980, ..., 20 in diffusers numbering
     assert c["measure"]["power_iters"] == 20 and c["num_seeds"] == 8
     assert c["model"]["path"] == "google/ddpm-cifar10-32"
     h = prepare_config(compose_config(["experiment=celebahq_paper"]))
