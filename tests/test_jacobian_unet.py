@@ -135,3 +135,27 @@ def test_lanczos_and_power_iteration_budgets(unet_point):
     pi = power_iteration(step.matvec, step.rmatvec, start[None], 12)
     assert pi.matvecs == 24 and pi.history.shape == (12, 1)
     assert np.all(np.diff(pi.history[:, 0]) >= -1e-12)  # ‖AᵀAv‖^½ is non-decreasing for PSD AᵀA
+
+
+def test_attention_unet_jvps_and_entropy():
+    """Forward-mode AD through attention (pipeline.models.attention's explicit-softmax processor)."""
+    from pipeline.jacobian import attention_entropy
+    from pipeline.models.attention import install_math_attention, recording
+
+    m = tiny_unet(attention=True)
+    procs = install_math_attention(m)
+    eps = lambda z: m(z[None], 300).sample[0]  # noqa: E731
+    x = torch.randn(SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    U = torch.randn(3, *SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    ref = ScoreLinearization(eps, x, jvp_method="forward").jvp(U)
+    for method in ("double_vjp", "linearize"):
+        torch.testing.assert_close(ScoreLinearization(eps, x, jvp_method=method).jvp(U), ref, rtol=1e-10, atol=1e-12)
+    m_ = measure_step(eps, x, R, B, P, config=MeasureConfig(blocks="dense", power_iters=3, lanczos_iters=20,
+                                                            rayleigh=False), seed=1)
+    assert m_.kappa_lanczos == pytest.approx(m_.kappa_dense, rel=1e-8)
+    with torch.no_grad(), recording(procs) as rec:
+        eps(x)
+    ent = attention_entropy(rec.last())
+    assert set(ent.per_layer) == set(procs)
+    for name, h in ent.per_layer.items():
+        assert 0.0 < h <= ent.max_entropy[name] + 1e-12
