@@ -146,6 +146,16 @@ def test_block_diagonal_oracle_block_power(block_oracle):
     np.testing.assert_allclose(np.diag(m.block_frob), fro, rtol=0.1)
 
 
+def test_block_diagonal_oracle_block_lanczos(block_oracle):
+    o = block_oracle
+    cfg = MeasureConfig(blocks="lanczos", block_power_iters=12, frob_probes=0, power_iters=3, global_lanczos=False)
+    m = measure_step(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=2)
+    assert m.block_method == "lanczos"
+    np.testing.assert_allclose(m.diag_norm, o["f_lam"], rtol=1e-6)
+    assert np.max(np.abs(m.block_op[~np.eye(4, dtype=bool)])) < 1e-10
+    assert np.max(np.abs(m.coupling)) < 1e-10
+
+
 def test_rayleigh_along_every_eigenvector_is_f_of_eigenvalue(block_oracle):
     o = block_oracle
     score = ScoreLinearization(o["eps"], o["x"])
@@ -217,7 +227,7 @@ def test_plan_picks_dense_for_cifar_and_power_for_celebahq():
     cfg = MeasureConfig(block_power_iters=10)
     assert plan_measurement(3072, 16, cfg, True).blocks == "dense"  # 3072 VJPs < 2·10·256 matvecs
     plan = plan_measurement(12288, 16, cfg, True)  # CelebA-HQ at 64x64, 16x16 patches
-    assert plan.blocks == "power" and plan.jvp_method == "linearize"
+    assert plan.blocks == "lanczos" and plan.jvp_method == "linearize"
     assert plan_measurement(3072, 16, MeasureConfig(blocks="off"), True).jvp_method == "double_vjp"
     with pytest.raises(ValueError, match="dense_max_n"):
         plan_measurement(50000, 16, MeasureConfig(blocks="dense"), True)

@@ -123,6 +123,11 @@ def test_block_power_iteration_converges_to_dense(unet_point, dense_measurement)
         errs[K] = np.max(np.abs(bp.op - m.block_op) / m.block_op)
     # slow: ~7% at K = 10 (the paper's Table 5 setting), ~1% at K = 60
     assert errs[60] < 2e-2 and errs[60] < errs[10]
+    # block Golub-Kahan on the same budget: ~5e-5 at K = 10, ~1e-8 at K = 15, exact by K = 20
+    for K, tol in ((10, 5e-4), (20, 1e-10)):
+        bl = block_power_norms(step, idx, K, torch.Generator().manual_seed(2), frob_probes=0, method="lanczos")
+        assert np.max(np.abs(bl.op - m.block_op) / m.block_op) < tol
+        assert np.all(bl.op <= m.block_op * (1 + 1e-10))
 
 
 def test_lanczos_and_power_iteration_budgets(unet_point):

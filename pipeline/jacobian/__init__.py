@@ -32,10 +32,20 @@ from .measure import (
 )
 from .operators import JVP_METHODS, MatvecCounter, ScoreLinearization, StepJacobian, linearize_score
 from .patches import chebyshev_distance, embed_patches, patch_index, take_patches, to_patches
-from .spectral import LanczosResult, PowerIterationResult, golub_kahan, power_iteration, random_start
+from .spectral import (
+    BatchedLanczosResult,
+    LanczosResult,
+    PowerIterationResult,
+    golub_kahan,
+    golub_kahan_batched,
+    power_iteration,
+    random_start,
+)
 
 __all__ = [
     "AttentionEntropy",
+    "BatchedLanczosResult",
+    "golub_kahan_batched",
     "BenettinResult",
     "GaussianSurrogate",
     "KYEstimate",

@@ -23,7 +23,7 @@ from .operators import JVP_METHODS, ScoreLinearization, StepJacobian
 from .patches import patch_index
 from .spectral import golub_kahan, power_iteration, random_start
 
-BLOCK_METHODS = ("auto", "dense", "power", "diag", "off")
+BLOCK_METHODS = ("auto", "dense", "power", "lanczos", "diag", "off")
 
 
 @dataclass
@@ -36,8 +36,8 @@ class MeasureConfig:
     global_lanczos: bool = True
     rayleigh: bool = True  # Rayleigh quotients along v_k and S_k,t (needs v1)
     rayleigh_via: str = "vjp"  # "vjp" or "jvp": ⟨v, Bv⟩ = ⟨Bᵀv, v⟩, same number
-    blocks: str = "auto"  # auto | dense | power | diag (diagonal blocks only, power) | off
-    block_power_iters: int = 10  # K_PI per block (paper Table 5: 10; Table 8: 30)
+    blocks: str = "auto"  # auto | dense | power | lanczos | diag (diagonal blocks only, power) | off
+    block_power_iters: int = 10  # K per block, power or Lanczos (paper Table 5: 10; Table 8: 30)
     frob_probes: int = 8  # Hutchinson probes for Frobenius block norms in power mode (0: skip)
     keep_block_matrices: bool = True  # return the [M, M] op / Frobenius matrices
     dense_max_n: int = 16384  # never build the dense Jacobian above this n
@@ -46,10 +46,10 @@ class MeasureConfig:
     jvp_method: str = "auto"  # auto | linearize | double_vjp | forward (see operators.py)
     # Costs in forward-pass equivalents per vector (benchmarks/jacobian.py measures them); only
     # the automatic choices of block method and JVP method use them.
-    cost_vjp: float = 0.7
-    cost_jvp_double_vjp: float = 1.6
-    cost_jvp_linearized: float = 0.75
-    cost_linearize_trace: float = 150.0
+    cost_vjp: float = 0.8
+    cost_jvp_double_vjp: float = 2.0
+    cost_jvp_linearized: float = 0.8
+    cost_linearize_trace: float = 80.0
 
     def __post_init__(self):
         if self.blocks not in BLOCK_METHODS:
@@ -279,12 +279,14 @@ def plan_measurement(n: int, M: int, cfg: MeasureConfig, have_v1: bool) -> Plan:
     p_jvps = Kb * M * M + cfg.frob_probes * M
     method, c = jvp_cost(global_jvps + ray_jvps + p_jvps)
     costs["power"] = (method, c + base_vjp + Kb * M * M * cfg.cost_vjp)
+    costs["lanczos"] = costs["power"]
     method, c = jvp_cost(global_jvps + ray_jvps + Kb * M)
     costs["diag"] = (method, c + base_vjp + Kb * M * cfg.cost_vjp)
     method, c = jvp_cost(global_jvps + ray_jvps)
     costs["dense"] = (method, c + base_vjp + n * cfg.cost_vjp) if n <= cfg.dense_max_n else (method, math.inf)
     if cfg.blocks == "auto":
-        blocks = "dense" if costs["dense"][1] <= costs["power"][1] else "power"
+        # Lanczos costs what power iteration costs and converges much faster, so auto never picks power.
+        blocks = "dense" if costs["dense"][1] <= costs["lanczos"][1] else "lanczos"
     else:
         blocks = cfg.blocks
     if blocks == "dense" and n > cfg.dense_max_n:
@@ -376,8 +378,9 @@ def measure_step(
                 out.kappa_dense = float(torch.linalg.matrix_norm(bn.dense, ord=2))
         else:
             bn = block_power_norms(step, index, cfg.block_power_iters, block_gen,
-                                   frob_probes=cfg.frob_probes if plan.blocks == "power" else 0,
-                                   diag_only=plan.blocks == "diag")
+                                   frob_probes=cfg.frob_probes if plan.blocks != "diag" else 0,
+                                   diag_only=plan.blocks == "diag",
+                                   method="lanczos" if plan.blocks == "lanczos" else "power")
         out.block_method = bn.method if plan.blocks != "diag" else "diag"
         out.block_iters = bn.iterations
         out.block_frob_probes = bn.frob_probes

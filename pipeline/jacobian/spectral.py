@@ -167,3 +167,86 @@ def _bidiag_svd(alphas: list[float], betas: list[float]):
         Bk[np.arange(k - 1), np.arange(1, k)] = betas[: k - 1]
     X, s, Yt = np.linalg.svd(Bk)
     return s, X, Yt.T
+
+
+@dataclass
+class BatchedLanczosResult:
+    """σ_max of B independent operators from k Golub-Kahan steps each (run as one batch)."""
+
+    value: np.ndarray  # [B]
+    residual: np.ndarray  # [B] β_k |x_k| per problem
+    relative_change: np.ndarray  # [B]
+    iterations: int
+    matvecs: int
+
+
+def golub_kahan_batched(matvec: Operator, rmatvec: Operator, start: torch.Tensor, iters: int) -> BatchedLanczosResult:
+    """`golub_kahan` on start.shape[0] independent problems at once (e.g. all M² patch blocks).
+
+    A problem whose Krylov space is exhausted (α or β ≈ 0: a zero block, or an invariant subspace) stops
+    contributing: its later vectors are zero, so its bidiagonal only gains zero rows and columns.
+    """
+    if iters < 1:
+        raise ValueError(f"Lanczos needs iters >= 1, got {iters}")
+    B = start.shape[0]
+    shape = start.shape
+    norms = _norms(start)
+    if bool((norms == 0).any()):
+        raise ValueError("a Lanczos start vector is zero; draw it from a seeded normal generator")
+    v = _scale(start, 1.0 / norms).reshape(B, -1).double()
+    V, U = [v], []
+    alphas = np.zeros((B, iters))
+    betas = np.zeros((B, iters))
+    active = torch.ones(B, dtype=torch.bool)
+    scale = None
+    tiny = 1e-13
+
+    def op(fn, w):
+        return fn(w.to(start.dtype).reshape(shape)).reshape(B, -1).double()
+
+    def orth(p, basis):
+        if not basis:
+            return p
+        Q = torch.stack(basis, dim=1)  # [B, j, n]
+        for _ in range(2):
+            p = p - torch.einsum("bjn,bj->bn", Q, torch.einsum("bjn,bn->bj", Q, p))
+        return p
+
+    p = op(matvec, v)
+    matvecs = B
+    for j in range(iters):
+        p = orth(p, U)
+        alpha = torch.linalg.vector_norm(p, dim=1)
+        if scale is None:
+            scale = torch.clamp(alpha, min=1.0)
+        active &= alpha > tiny * scale
+        alpha = torch.where(active, alpha, torch.zeros_like(alpha))
+        u = torch.where(active[:, None], p / torch.where(active, alpha, 1.0)[:, None], torch.zeros_like(p))
+        U.append(u)
+        alphas[:, j] = alpha.cpu().numpy()
+        r = orth(op(rmatvec, u) - alpha[:, None] * V[-1], V)
+        matvecs += B
+        beta = torch.where(active, torch.linalg.vector_norm(r, dim=1), torch.zeros_like(alpha))
+        betas[:, j] = beta.cpu().numpy()
+        active &= beta > tiny * scale
+        v = torch.where(active[:, None], r / torch.where(active, beta, 1.0)[:, None], torch.zeros_like(r))
+        V.append(v)
+        if j + 1 < iters:
+            p = op(matvec, v) - beta[:, None] * u
+            matvecs += B
+    k = iters
+    Bk = np.zeros((B, k, k))
+    Bk[:, np.arange(k), np.arange(k)] = alphas
+    if k > 1:
+        Bk[:, np.arange(k - 1), np.arange(1, k)] = betas[:, : k - 1]
+    X, s, _ = np.linalg.svd(Bk)
+    value = s[:, 0]
+    residual = np.abs(betas[:, k - 1] * X[:, k - 1, 0])
+    if k > 1:
+        prev = np.linalg.svd(Bk[:, : k - 1, : k - 1], compute_uv=False)[:, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            change = np.where(value > 0, np.abs(value - prev) / value, 0.0)
+    else:
+        change = np.full(B, np.nan)
+    return BatchedLanczosResult(value=value, residual=residual, relative_change=change, iterations=k,
+                                matvecs=matvecs)
