@@ -56,6 +56,29 @@ def test_a_single_run_is_not_a_sweep(monkeypatch):
     assert SWEEP_ENV not in os.environ
 
 
+@pytest.mark.parametrize("preset, dataclass_name", [("slurm", "SlurmQueueConf"), ("local", "LocalQueueConf")])
+def test_launcher_presets_compose_with_released_keys_only(preset, dataclass_name, monkeypatch):
+    """hydra-submitit-launcher 1.2.0 rejects unknown keys (srun_args, python are unreleased)."""
+    import dataclasses
+
+    from hydra_plugins.hydra_submitit_launcher import config as launcher_config
+
+    from tests.conftest import compose_config
+
+    monkeypatch.setenv("PIFS_SLURM_PARTITION", "gpu-test")
+    cfg = compose_config([f"hydra/launcher={preset}"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    fields = {f.name for f in dataclasses.fields(getattr(launcher_config, dataclass_name))}
+    assert set(launcher) <= fields
+    assert launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"  # fresh per sweep
+    if preset == "slurm":
+        assert launcher.partition == "gpu-test"  # from the environment
+        assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)
+        assert launcher.timeout_min > 0 and launcher.mem_gb > 0 and launcher.cpus_per_task > 0
+    else:
+        assert launcher.gpus_per_node == 0
+
+
 def test_sweep_dir_listing_names_the_fix_for_a_wrong_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a sweep folder"):
         runs_from_sweep_dir(tmp_path)
