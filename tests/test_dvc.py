@@ -1,0 +1,134 @@
+"""DVC end to end on a fresh clone: `dvc repro` of the four stages on the smoke preset, the
+no-op rerun, a parameter change that reruns only the stages downstream of it, and a DVC
+experiment with Hydra composition (`dvc exp run -S ...`, enabled in .dvc/config).
+
+The clone is of this repository's HEAD (committed files only, as a new user gets them). In it,
+`python -m stages.params experiment=smoke` writes the smoke preset into params.yaml, which
+is committed, and then DVC drives everything. Which stages ran is read from DVC's own
+output ("Running stage '<name>'"), and what they computed from their output files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("covariance", "trajectories", "jacobian", "analysis")
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "PIFS_SWEEP_ID", "PIFS_PARENT_RUN_ID", "PYTHONPATH")
+           and not k.startswith("DVC_")}
+    # dvc.yaml's commands say `python`: the interpreter running these tests
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(HF_HUB_OFFLINE="1", MPLBACKEND="Agg", DVC_NO_ANALYTICS="1",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return env
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 900) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{out[-6000:]}"
+    return out
+
+
+def _dvc(args: list[str], cwd: Path) -> tuple[set[str], str]:
+    """Run a dvc command; return the stages it ran and its output."""
+    out = _run([sys.executable, "-m", "dvc", *args], cwd)
+    ran = set(re.findall(r"Running stage '([\w-]+)'", out))
+    # a stage restored from DVC's run-cache did not run with the new parameters
+    restored = set(re.findall(r"Stage '([\w-]+)' is cached - skipping run", out))
+    return ran | {f"{s}(run-cache)" for s in restored}, out
+
+
+def _set_param(params: Path, section: str, key: str, value) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(params)
+    cfg[section][key] = value
+    params.write_text(OmegaConf.to_yaml(cfg))
+
+
+def _commit(repo: Path, msg: str) -> None:
+    _run(["git", "add", "params.yaml", "dvc.lock"], repo)
+    _run(["git", "commit", "-q", "-m", msg], repo)
+
+
+def _mtimes(repo: Path) -> dict[str, float]:
+    return {str(p.relative_to(repo)): p.stat().st_mtime_ns
+            for s in STAGES for p in (repo / "outputs" / s / "dvc").rglob("*") if p.is_file()}
+
+
+def _patch_size(repo: Path) -> int:
+    with np.load(repo / "outputs" / "covariance" / "dvc" / "patch_stats.npz") as z:
+        return int(z["patch_size"])
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_dvc_repro_noop_downstream_rerun_and_hydra_experiment_on_a_fresh_clone(tmp_path):
+    repo = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(ROOT), str(repo)], tmp_path)
+    _run([sys.executable, "-m", "stages.params", "experiment=smoke"], repo)
+    _run(["git", "add", "params.yaml"], repo)
+    _run(["git", "commit", "-q", "--allow-empty", "-m", "smoke preset as DVC parameters"], repo)
+
+    # 1. everything runs, in order, and the report exists
+    ran, out = _dvc(["repro"], repo)
+    assert ran == set(STAGES), out[-3000:]
+    assert (repo / "outputs" / "analysis" / "dvc" / "report.html").is_file()
+    assert _patch_size(repo) == 4
+    _commit(repo, "first repro")
+
+    # 2. nothing changed: nothing runs, no output is touched
+    before = _mtimes(repo)
+    ran, out = _dvc(["repro"], repo)
+    assert ran == set() and "Data and pipelines are up to date" in out, out[-3000:]
+    assert _mtimes(repo) == before
+
+    # 3. a Jacobian-measurement setting reruns the Jacobian stage (and analysis, which reads
+    #    its tables) but neither covariance nor trajectories
+    _set_param(repo / "params.yaml", "measure", "power_iters", 9)
+    ran, out = _dvc(["repro"], repo)
+    assert "jacobian" in ran and ran <= {"jacobian", "analysis"}, out[-3000:]
+    meta = json.loads((repo / "outputs" / "jacobian" / "dvc" / "meta.json").read_text())
+    assert meta["config"]["measure"]["power_iters"] == 9
+    _commit(repo, "power_iters 9")
+
+    # 4. a DVC experiment through Hydra composition: -S overrides compose conf/ into
+    #    params.yaml. A patch-size change reruns covariance, jacobian and analysis but not
+    #    trajectories, whose only data dependency (the P-independent Gaussian fit) has the
+    #    same bytes; and the new P really is in the outputs (not restored from the run-cache).
+    ran, out = _dvc(["exp", "run", "-S", "experiment=smoke", "-S", "patch.size=2"], repo)
+    assert ran == {"covariance", "jacobian", "analysis"}, out[-3000:]
+    assert _patch_size(repo) == 2
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.load(repo / "params.yaml")
+    assert params.patch.size == 2 and params.measure.power_iters == 8  # composed afresh from conf/
+    name = re.search(r"Ran experiment\(s\): ([\w-]+)", out).group(1)
+    shown = json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo))
+    exps = [e for rev in shown for e in (rev.get("experiments") or []) if e.get("name") == name]
+    assert exps, f"experiment {name} not in `dvc exp show`"
+    exp_params = exps[0]["revs"][0]["data"]["params"]["params.yaml"]["data"]
+    assert exp_params["patch"]["size"] == 2
+
+    # every stage run of the experiment is tracked in MLflow under its DVC experiment name
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string=f"tags.dvc_experiment = '{name}'")
+    assert sorted(r.data.tags["stage"] for r in runs) == ["analysis", "covariance", "jacobian"]
