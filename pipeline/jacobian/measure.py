@@ -42,7 +42,7 @@ class MeasureConfig:
     keep_block_matrices: bool = True  # return the [M, M] op / Frobenius matrices
     dense_max_n: int = 16384  # never build the dense Jacobian above this n
     dense_global_max_n: int = 4096  # exact ‖JΦ‖ from the dense matrix (an n x n SVD) up to this n
-    chunk_size: int | None = 64  # vectors per vmapped call (memory bound)
+    chunk_size: int | None = 16  # vectors per vmapped call (memory bound; CPU cost per vector flat in it)
     jvp_method: str = "auto"  # auto | linearize | double_vjp | forward (see operators.py)
     # Costs in forward-pass equivalents per vector (benchmarks/jacobian.py measures them); only
     # the automatic choices of block method and JVP method use them.
