@@ -10,7 +10,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 from pipeline import io
 
 # Keys of the `measure` config group read here, not by pipeline.jacobian.MeasureConfig.
-_SELECTION_KEYS = ("steps", "max_seeds")
+_SELECTION_KEYS = ("steps", "max_seeds", "block_steps")
 
 GLOBAL_PREFIX = ["seed", "step", "t", "t_prev", "alpha_bar_t", "alpha_bar_prev", "r_t", "b_t"]
 PATCH_PREFIX = ["seed", "step", "t", "k", "row", "col", "lambda_k", "f_t"]
@@ -108,6 +108,10 @@ def measure_trajectories(
     ts = np.asarray(chain.timesteps)
     t_prev = np.append(ts[1:], 0)
     steps = selected_steps(ts, selection["steps"])
+    # The full M² block decomposition is the expensive part: measure it at block_steps only and
+    # the diagonal blocks everywhere else (null = the configured method at every step).
+    block_steps = set(steps if selection["block_steps"] is None else selected_steps(ts, selection["block_steps"]))
+    light = replace(config, blocks="diag") if config.blocks not in ("off", "diag") else config
     seeds = _seed_files(Path(trajectories_dir))
     if selection["max_seeds"]:
         seeds = seeds[: int(selection["max_seeds"])]
@@ -129,7 +133,7 @@ def measure_trajectories(
             x_traj = cache[seed]
             t = int(ts[i])
             m = _measure_one(model, x_traj[i], t, float(coeffs.r[i]), float(coeffs.b[i]), patch_size,
-                             v1, f[i], config, seed, i)
+                             v1, f[i], config if i in block_steps else light, seed, i)
             head = {"seed": seed, "step": i, "t": t, "t_prev": int(t_prev[i]),
                     "alpha_bar_t": float(chain.alpha_bar_t[i]), "alpha_bar_prev": float(chain.alpha_bar_prev[i]),
                     "r_t": float(coeffs.r[i]), "b_t": float(coeffs.b[i])}
