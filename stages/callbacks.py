@@ -68,12 +68,14 @@ class SweepTracking(Callback):
         self.tracking_uri: str | None = None
         self.sweep_dir: str | None = None
         self._closed = False
+        self._saved_env: dict[str, str | None] = {}
 
     # -- submitting process -------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
             return
         # an outer driver (e.g. a script running several sweeps as one) may fix the id
+        self._saved_env = {k: os.environ.get(k) for k in (SWEEP_ENV, PARENT_ENV)}
         self.sweep_id = os.environ.get(SWEEP_ENV) or new_sweep_id()
         self.sweep_dir = str(Path(str(config.hydra.sweep.dir)).resolve())
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
@@ -120,8 +122,15 @@ class SweepTracking(Callback):
                  self.sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.enabled:
-            self._close_parent(None)
+        if not self.enabled:
+            return
+        self._close_parent(None)
+        # a later run in this process must not join this sweep
+        for k, v in self._saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
     def _close_parent(self, status: str | None) -> None:
         """Close the parent run once; status None: derive it from the children's statuses."""

@@ -48,6 +48,22 @@ def test_callback_state_survives_pickling_and_reaches_a_job_without_the_environm
     assert "MLFLOW_TRACKING_URI" not in os.environ
 
 
+def test_a_sweep_without_tracking_still_gets_an_id_and_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.delenv(SWEEP_ENV, raising=False)
+    monkeypatch.setenv(PARENT_ENV, "outer")
+    cfg = OmegaConf.create({"tracking": {"enabled": False}, "hydra": {
+        "sweep": {"dir": str(tmp_path / "sw")}, "overrides": {"task": ["seed=0,1"]}, "job": {"name": "covariance"}}})
+    cb = SweepTracking()
+    cb.on_multirun_start(config=cfg)
+    record = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert record["sweep_id"] == cb.sweep_id == os.environ[SWEEP_ENV] and record["parent_run_id"] is None
+    assert record["overrides"] == ["seed=0,1"]
+    cb.on_multirun_end(config=cfg)
+    assert SWEEP_ENV not in os.environ and os.environ[PARENT_ENV] == "outer"
+
+
 def test_a_single_run_is_not_a_sweep(monkeypatch):
     from omegaconf import OmegaConf
 
