@@ -8,7 +8,8 @@ and every job writes ``<sweep dir>/<job num>/pifs_job.json``. Either record is e
     runs_from_sweep_dir("multirun/2026-...")   # from the files, no MLflow needed
     latest_sweep_id(tracking_uri)              # the most recent sweep in a store
 
-``python -m pipeline.sweeps [SWEEP_ID|SWEEP_DIR] [--uri URI] [--csv PATH]`` prints the table.
+``python -m pipeline.sweeps [SWEEP_ID|SWEEP_DIR] [--uri URI] [--csv PATH]`` prints the table;
+``--dirs`` prints the finished jobs' folders as a Hydra list for ``analysis.compare=...``.
 """
 
 from __future__ import annotations
@@ -162,6 +163,17 @@ def runs_from_sweep_dir(sweep_dir: str | Path) -> list[SweepRun]:
     return runs
 
 
+def completed_out_dirs(runs: list[SweepRun], stage: str | None = None) -> list[str]:
+    """Output folders of the jobs that finished (optionally of one stage), in job order."""
+    ok = {"FINISHED", "COMPLETED"}
+    return [r.out_dir for r in runs if r.out_dir and r.status in ok and (stage is None or r.stage == stage)]
+
+
+def hydra_list(items: list[str]) -> str:
+    """A Hydra override value for a list of paths, e.g. for ``analysis.compare=...``."""
+    return "[" + ",".join(f"'{i}'" for i in items) + "]"
+
+
 def sweep_table(runs: list[SweepRun], params: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Rows for pipeline.io.write_csv: one per job, the union of metric columns."""
     rows = [r.row(params) for r in runs]
@@ -180,6 +192,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--params", default="", help="comma-separated config keys to show, e.g. patch.size,seed")
     ap.add_argument("--csv", default=None, help="also write the table to this CSV file")
     ap.add_argument("--json", action="store_true", help="print the runs as JSON")
+    ap.add_argument("--dirs", action="store_true",
+                    help="print only the finished jobs' output folders as a Hydra list, e.g. for "
+                         "python -m stages.analysis \"analysis.compare=$(python -m pipeline.sweeps SWEEP --dirs)\"")
     a = ap.parse_args(argv)
     if a.sweep and Path(a.sweep).is_dir():
         runs = runs_from_sweep_dir(a.sweep)
@@ -189,6 +204,9 @@ def main(argv: list[str]) -> int:
             print("no sweep found in the tracking store; run a stage with -m first", file=sys.stderr)
             return 1
         runs = runs_from_mlflow(sweep_id, a.uri)
+    if a.dirs:
+        print(hydra_list(completed_out_dirs(runs)))
+        return 0
     params = tuple(p for p in a.params.split(",") if p)
     rows = sweep_table(runs, params)
     if a.json:

@@ -95,6 +95,24 @@ def test_launcher_presets_compose_with_released_keys_only(preset, dataclass_name
         assert launcher.gpus_per_node == 0
 
 
+def test_a_jacobian_sweep_feeds_the_analysis_compare_list(tmp_path):
+    """Finished jobs' folders, in job order, round-trip through a Hydra override."""
+    from pipeline.io import write_json
+    from pipeline.sweeps import completed_out_dirs, hydra_list
+    from tests.conftest import compose_config
+
+    write_json(tmp_path / "sweep.json", {"sweep_id": "s"})
+    for num, status in ((1, "COMPLETED"), (0, "COMPLETED"), (2, "FAILED")):
+        write_json(tmp_path / str(num) / "pifs_job.json", {
+            "sweep_id": "s", "job_num": num, "stage": "jacobian", "status": status,
+            "out_dir": None if status == "FAILED" else f"outputs/jacobian/natural_crops-P{4 * (num + 1)}-ab12",
+            "overrides": [f"patch.size={4 * (num + 1)}"]})
+    dirs = completed_out_dirs(runs_from_sweep_dir(tmp_path), stage="jacobian")
+    assert dirs == ["outputs/jacobian/natural_crops-P4-ab12", "outputs/jacobian/natural_crops-P8-ab12"]
+    cfg = compose_config([f"analysis.compare={hydra_list(dirs)}"])
+    assert list(cfg.analysis.compare) == dirs
+
+
 def test_sweep_dir_listing_names_the_fix_for_a_wrong_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a sweep folder"):
         runs_from_sweep_dir(tmp_path)
