@@ -536,10 +536,14 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     rows = []
     for i, t in enumerate(ts):
         s = SL[i][np.isfinite(SL[i])]
+        if not len(s):  # coupling not measured at this t (measure.block_steps)
+            continue
         rows.append({"t": int(t), "regime": ctx.regime(t), "mean_slack": float(s.mean()), "min_slack": float(s.min()),
                      "n_violated": int(np.count_nonzero(s < 0)), "n_patches": len(s),
                      "frac_violated": float(np.mean(s < 0)), "frac_violated_seed_patch": seedwise.get(t, math.nan),
                      "n_seeds": n_seeds})
+    if not rows:
+        return None
     res = TableResult("table_8", "Per-patch (PC) margin slack (1 - kappa_k,t^diag) - C_k,t",
                       "jacobian/patches.csv: pc_slack (or 1 - diag_norm - coupling); seed-mean per (t, k)",
                       list(rows[0].keys()), rows, paper=pv.TABLE_8)
