@@ -122,6 +122,7 @@ def measure_trajectories(
     units = [(s, p, i) for s, p in seeds for i in steps]
     bar = tqdm(units, desc="jacobian (seed, step)", unit="pt", disable=not progress)
     cache: dict[int, np.ndarray] = {}
+    measure_seconds: list[float] = []
     for seed, path, i in bar:
         unit_file = work_dir / f"seed-{seed}" / f"step-{i:04d}.json"
         if unit_file.exists():
@@ -139,6 +140,8 @@ def measure_trajectories(
                     "r_t": float(coeffs.r[i]), "b_t": float(coeffs.b[i])}
             g = m.global_row()
             g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
+            # wall-clock time is not a measurement: kept out of the tables (byte-identical reruns)
+            seconds = float(g.pop("seconds", math.nan))
             prow = []
             for row in m.patch_rows():
                 k = int(row["k"])
@@ -147,9 +150,10 @@ def measure_trajectories(
             brow = [{"seed": seed, "step": i, "t": t, "k": r["k"], "j": r["j"], "chebyshev": r["distance"],
                      "op_norm": r["op"], "frob_norm": r["frob"]}
                     for r in m.block_rows((grid.rows, grid.cols))]
-            unit = {"global": {**head, **g}, "patches": prow, "blocks": brow}
+            unit = {"global": {**head, **g}, "patches": prow, "blocks": brow, "seconds": seconds}
             io.write_text(unit_file, json.dumps(unit))
         global_rows.append(unit["global"])
+        measure_seconds.append(float(unit.get("seconds", math.nan)))
         patch_rows.extend(unit["patches"])
         block_rows.extend(unit["blocks"])
 
@@ -157,7 +161,12 @@ def measure_trajectories(
     _write_table(out_dir / "patches.csv", patch_rows, PATCH_PREFIX)
     if block_rows:
         io.write_csv(out_dir / "blocks.csv", block_rows, BLOCK_COLUMNS)
-    return _summarise(global_rows, patch_rows, len(seeds), len(steps))
+    summary = _summarise(global_rows, patch_rows, len(seeds), len(steps))
+    finite = [v for v in measure_seconds if math.isfinite(v)]
+    if finite:
+        summary.metrics["seconds_per_point_mean"] = float(np.mean(finite))
+        summary.metrics["seconds_measuring_total"] = float(np.sum(finite))
+    return summary
 
 
 def _write_table(path: Path, rows: list[dict], prefix: list[str]) -> None:

@@ -55,8 +55,9 @@ def run(cfg: DictConfig | dict) -> StageResult:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def main(cfg: DictConfig) -> StageResult:
+    # returned so Hydra/submitit callers get the output folder and MLflow run id
+    return run(cfg)
 
 
 if __name__ == "__main__":
