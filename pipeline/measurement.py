@@ -19,11 +19,14 @@ import numpy as np
 from pipeline import io
 
 # Keys of the `measure` config group read here, not by pipeline.jacobian.MeasureConfig.
-_SELECTION_KEYS = ("steps", "max_seeds", "block_steps")
+_SELECTION_KEYS = ("steps", "max_seeds", "block_steps", "proxy_images", "proxy_timesteps", "proxy_seed")
 
 GLOBAL_PREFIX = ["seed", "step", "t", "t_prev", "alpha_bar_t", "alpha_bar_prev", "r_t", "b_t"]
 PATCH_PREFIX = ["seed", "step", "t", "k", "row", "col", "lambda_k", "f_t"]
 BLOCK_COLUMNS = ["seed", "step", "t", "k", "j", "chebyshev", "op_norm", "frob_norm"]
+ATTENTION_COLUMNS = ["seed", "step", "t", "entropy", "entropy_token_weighted", "max_entropy"]
+LYAPUNOV_COLUMNS = ["seed", "k", "lambda_k", "lyap_hat", "lyap_pred", "nonpositive_steps", "steps"]
+PROXY_COLUMNS = ["t", "sqrt_alpha_bar", "proxy", "proxy_std", "exact_deviation", "exact_deviation_std", "num_images"]
 
 
 @dataclass
@@ -116,6 +119,7 @@ def measure_trajectories(
     if selection["max_seeds"]:
         seeds = seeds[: int(selection["max_seeds"])]
 
+    attention_rows: list[dict] = []
     global_rows: list[dict] = []
     patch_rows: list[dict] = []
     block_rows: list[dict] = []
@@ -150,23 +154,103 @@ def measure_trajectories(
             brow = [{"seed": seed, "step": i, "t": t, "k": r["k"], "j": r["j"], "chebyshev": r["distance"],
                      "op_norm": r["op"], "frob_norm": r["frob"]}
                     for r in m.block_rows((grid.rows, grid.cols))]
-            unit = {"global": {**head, **g}, "patches": prow, "blocks": brow, "seconds": seconds}
+            unit = {"global": {**head, **g}, "patches": prow, "blocks": brow, "seconds": seconds,
+                    "attention": _attention_row(model, x_traj[i], t, head)}
             io.write_text(unit_file, json.dumps(unit))
         global_rows.append(unit["global"])
         measure_seconds.append(float(unit.get("seconds", math.nan)))
         patch_rows.extend(unit["patches"])
         block_rows.extend(unit["blocks"])
+        if unit.get("attention"):
+            attention_rows.append(unit["attention"])
 
     _write_table(out_dir / "global.csv", global_rows, GLOBAL_PREFIX)
     _write_table(out_dir / "patches.csv", patch_rows, PATCH_PREFIX)
     if block_rows:
         io.write_csv(out_dir / "blocks.csv", block_rows, BLOCK_COLUMNS)
+    if attention_rows:
+        io.write_csv(out_dir / "attention.csv", attention_rows, ATTENTION_COLUMNS)
+    if len(steps) == len(ts):  # exponents are averages over the whole chain
+        io.write_csv(out_dir / "lyapunov.csv", lyapunov_rows(patch_rows, lam, f), LYAPUNOV_COLUMNS)
     summary = _summarise(global_rows, patch_rows, len(seeds), len(steps))
     finite = [v for v in measure_seconds if math.isfinite(v)]
     if finite:
         summary.metrics["seconds_per_point_mean"] = float(np.mean(finite))
         summary.metrics["seconds_measuring_total"] = float(np.sum(finite))
     return summary
+
+
+def _attention_row(model, x, t: int, head: dict) -> dict | None:
+    """Mean attention entropy (nats) of one plain forward pass at x_t (Table 6); None without attention."""
+    if not hasattr(model, "record_attention"):
+        return None
+    import torch
+
+    from pipeline.jacobian.attention import attention_entropy
+
+    xt = torch.as_tensor(x, dtype=model.dtype, device=model.device)[None]
+    with torch.no_grad(), model.record_attention() as rec:
+        model(xt, t)
+    weights = rec.last()
+    if not weights:
+        return None
+    ent = attention_entropy(weights)
+    return {"seed": head["seed"], "step": head["step"], "t": head["t"], "entropy": ent.mean,
+            "entropy_token_weighted": ent.token_weighted, "max_entropy": max(ent.max_entropy.values())}
+
+
+def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> list[dict]:
+    """Per (seed, k): Λ̂_k = mean_t log|ρ_k,t| (eq. 49 with eq. 32's quotient) beside the Gaussian
+    Λ(λ_k) = mean_t log f_t(λ_k) over the same chain (§5.1, Table 11)."""
+    from pipeline.jacobian.lyapunov import rayleigh_exponents
+
+    lyap_pred = np.log(f).mean(axis=0)  # [M]
+    by_seed: dict[int, dict[tuple[int, int], float]] = defaultdict(dict)
+    for r in patch_rows:
+        by_seed[int(r["seed"])][(int(r["step"]), int(r["k"]))] = float(r["rayleigh"])
+    rows = []
+    M = len(lam)
+    for seed, d in sorted(by_seed.items()):
+        steps = sorted({s for s, _ in d})
+        rq = np.array([[d[(s, k)] for k in range(M)] for s in steps])
+        ex = rayleigh_exponents(rq, step_axis=0)
+        for k in range(M):
+            rows.append({"seed": seed, "k": k, "lambda_k": float(lam[k]), "lyap_hat": float(ex.exponents[k]),
+                         "lyap_pred": float(lyap_pred[k]), "nonpositive_steps": int(ex.nonpositive_steps[k]),
+                         "steps": int(ex.steps)})
+    return rows
+
+
+def measure_proxy(model, alpha_bar: np.ndarray, x0, timesteps, seed: int, surrogate=None) -> list[dict]:
+    """Table 10: the eq. 65 paired-difference proxy E‖ε̂(x_t^real) − ε̂(x_t^noise)‖ over real images, and,
+    where the Gaussian surrogate exists, the exact ‖Δ_t‖ = ‖ε̂ − ε^N‖ (eq. 28) at the same x_t^real."""
+    import math
+
+    import torch
+
+    from pipeline.jacobian.deviation import score_deviation, score_deviation_proxy
+
+    x0 = torch.as_tensor(x0, dtype=model.dtype, device=model.device)
+    rows = []
+    for t in timesteps:
+        t = int(t)
+        a = float(alpha_bar[t])
+        gen = torch.Generator().manual_seed(int(seed) * 100003 + t)
+        proxy = score_deviation_proxy(model, x0, t, a, gen)
+        row = {"t": t, "sqrt_alpha_bar": math.sqrt(a), "proxy": float(proxy.mean()),
+               "proxy_std": float(proxy.std(ddof=1)) if len(proxy) > 1 else math.nan,
+               "exact_deviation": math.nan, "exact_deviation_std": math.nan, "num_images": len(proxy)}
+        if surrogate is not None:
+            gen = torch.Generator().manual_seed(int(seed) * 100003 + t)  # the same ε as the proxy's x_real
+            eps = torch.randn(x0.shape, generator=gen, dtype=torch.float32).to(x0.device, x0.dtype)
+            xr = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
+            with torch.no_grad():
+                dev = np.concatenate([score_deviation(model(xr[i:i + 64], t), xr[i:i + 64], surrogate, a)
+                                      for i in range(0, len(xr), 64)])
+            row["exact_deviation"] = float(dev.mean())
+            row["exact_deviation_std"] = float(dev.std(ddof=1)) if len(dev) > 1 else math.nan
+        rows.append(row)
+    return rows
 
 
 def _write_table(path: Path, rows: list[dict], prefix: list[str]) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from pipeline import io
+from pipeline.measurement import PROXY_COLUMNS, measure_proxy
 from stages.common import (
     StageContext,
     StageResult,
@@ -23,6 +25,26 @@ from stages.common import (
     run_stage,
     upstream_dir,
 )
+
+
+def _proxy(cfg: dict, model, cov_dir, n_images: int) -> list[dict]:
+    """Table 10 on the first n real images of the configured dataset."""
+    import numpy as np
+
+    from pipeline.data import dataset_from_config
+    from pipeline.jacobian.deviation import GaussianSurrogate
+
+    source = dataset_from_config({**cfg["dataset"], "num_images": n_images})
+    x0 = np.concatenate(list(source.iter_chunks(n_images)))[:n_images]
+    surrogate = None
+    if (cov_dir / "gaussian_fit.npz").is_file():
+        from pipeline.covariance import read_gaussian_fit
+
+        fit = read_gaussian_fit(cov_dir)
+        surrogate = GaussianSurrogate(fit.mean, fit.cov, model.image_shape)
+    T = len(model.alpha_bar) - 1
+    ts = [int(t) for t in cfg["measure"]["proxy_timesteps"] if 1 <= int(t) <= T]
+    return measure_proxy(model, model.alpha_bar, x0, ts, int(cfg["measure"].get("proxy_seed") or 0), surrogate)
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
@@ -48,6 +70,11 @@ def run(cfg: DictConfig | dict) -> StageResult:
             progress=ctx.progress,
         )
         ctx.metrics.update(summary.metrics)
+        n_proxy = int(cfg["measure"].get("proxy_images") or 0)
+        if n_proxy > 0:
+            rows = _proxy(cfg, model, cov_dir, n_proxy)
+            io.write_csv(ctx.out_dir / "proxy.csv", rows, PROXY_COLUMNS)
+            ctx.tracker.log_metric_series("proxy_by_t", {r["t"]: r["proxy"] for r in rows})
         for name, series in summary.series.items():
             ctx.tracker.log_metric_series(name, series)
 
