@@ -31,14 +31,6 @@ SHAPE = (3, 8, 8)
 P = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a machine shared by many jobs, 2 OpenMP threads contend and run tiny models ~100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def alpha_bar_linear(T: int = 1000) -> np.ndarray:
     """Paper-indexed ᾱ[0..T] of the linear schedule (β from 1e-4 to 0.02), ᾱ_0 = 1."""

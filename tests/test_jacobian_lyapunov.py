@@ -30,14 +30,6 @@ from tests.test_jacobian import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def chain_oracle():
     ab = alpha_bar_linear()

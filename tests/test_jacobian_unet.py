@@ -25,14 +25,6 @@ P = 4
 R, B = 1.05, -0.3  # a mid-chain DDIM step: r > 1, b < 0 (Prop. 3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a machine shared by many jobs, 2 OpenMP threads contend and run tiny models ~100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny_unet(attention: bool = False):
     torch.manual_seed(0)

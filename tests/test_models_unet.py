@@ -29,14 +29,6 @@ from pipeline.models import (  # noqa: E402
 CONF = os.path.join(os.path.dirname(__file__), "..", "conf", "model")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On the shared 2-core machine, OpenMP threads spin against other jobs (small ops ~100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny_unet(sample_size: int = 8, channels: int = 3, seed: int = 0):
     from diffusers import UNet2DModel

@@ -22,14 +22,6 @@ SCHED = linear_schedule(1000)
 AB = SCHED.alpha_bar
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On the shared 2-core machine, OpenMP threads spin against other jobs (small matmuls ~100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _gaussian(n: int, seed: int, lam_lo: float = 0.05, lam_hi: float = 1.5):
     """Random μ and Σ = Q diag(λ) Qᵀ with known spectrum in [lam_lo, lam_hi]."""

@@ -34,15 +34,6 @@ from pipeline.sampler import (  # noqa: E402
 from tests.test_models_unet import save_tiny_unet  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On the shared 2-core machine, OpenMP threads spin against other jobs (small ops ~100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def ckpt_mild(tmp_path_factory):
     # Linear β from 1e-4 to 2e-3: ᾱ_T ≈ 0.35. A random-weight UNet does not denoise, so with DDPM's
