@@ -147,3 +147,37 @@ def exact_moments(jac: np.ndarray | torch.Tensor, image_shape: tuple[int, int, i
         m2 += p * c * c * (2.0 * off2 + tr * tr)
     return EstimatorMoments(exact=offdiag_frobenius_exact(J, image_shape, patch_size), mean=m1,
                             variance=m2 - m1 * m1)
+
+
+def collage_profile(
+    unet: torch.nn.Module,
+    x0: torch.Tensor,
+    alpha_bar: np.ndarray,
+    timesteps: list[int] | tuple[int, ...],
+    patch_size: int,
+    *,
+    probes: int = 2,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> dict[int, tuple[float, float]]:
+    """Σ_{k, j≠k} ‖[J_x ε̂]_kj‖_F² / n at x_t = √ᾱ_t x_0 + √v_t ε per paper t -> {t: (mean, standard error)}.
+
+    The regulariser's own quantity on held-out images (seeded noise and probes); ``unet`` is a diffusers
+    UNet2DModel called with index t − 1.
+    """
+    ab = np.asarray(alpha_bar, dtype=np.float64)
+    n = float(np.prod(x0.shape[1:]))
+    out = {}
+    for t in timesteps:
+        g = torch.Generator().manual_seed(int(seed) * 100003 + int(t))
+        vals = []
+        for i in range(0, x0.shape[0], batch_size):
+            xb = x0[i:i + batch_size]
+            noise = torch.randn(xb.shape, generator=g, dtype=xb.dtype)
+            xt = (float(np.sqrt(ab[t])) * xb + float(np.sqrt(1 - ab[t])) * noise).requires_grad_(True)
+            idx = torch.full((xb.shape[0],), int(t) - 1, dtype=torch.long)
+            eps = unet(xt, idx, return_dict=False)[0]
+            vals.append(collage_penalty(eps, xt, patch_size, g, probes=probes, create_graph=False).detach() / n)
+        v = torch.cat(vals).double().numpy()
+        out[int(t)] = (float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))))
+    return out

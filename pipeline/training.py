@@ -76,6 +76,9 @@ class TrainConfig:
     attention_head_dim: int = 16
     norm_num_groups: int = 8
     max_wall_s: float | None = None
+    # end the run at this step while the LR schedule still follows `steps` (a truncated cosine): lets a run be
+    # shortened on resume without changing the update rule of the steps already taken
+    stop_at: int | None = None
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
@@ -301,7 +304,9 @@ def train(
     state = new_state(cfg, tuple(data.shape[1:]))
     if work_dir is not None:
         load_checkpoint(state, work_dir)
-    target = cfg.steps if stop_after is None else min(cfg.steps, state.step + int(stop_after))
+    target = cfg.steps if cfg.stop_at is None else min(cfg.steps, int(cfg.stop_at))
+    if stop_after is not None:
+        target = min(target, state.step + int(stop_after))
     acc: dict[str, list[float]] = {}
     t0 = time.time() - state.wall_s
     bar = tqdm(total=target, initial=state.step, desc="train", disable=not progress)
@@ -394,3 +399,23 @@ def plot_loss_curve(history: list[dict[str, float]], path: str | Path, title: st
     plt.close(fig)
     io.write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def patch_covariance_distance(samples: np.ndarray, data: np.ndarray, patch_size: int) -> dict[str, float]:
+    """Sample-quality proxy: per-patch mean and covariance of samples vs data (both [N, C, H, W]).
+
+    Returns the mean over patches k of ‖Σ_k^samples − Σ_k^data‖_F / ‖Σ_k^data‖_F (``cov_rel``), of
+    ‖μ_k^s − μ_k^d‖ / √tr Σ_k^d (``mean_rel``) and the ratio of total variances (``var_ratio``).
+    """
+    from pipeline.patches import extract_patches
+
+    ps = extract_patches(np.asarray(samples, dtype=np.float64), patch_size)
+    pd = extract_patches(np.asarray(data, dtype=np.float64), patch_size)
+    cov_rel, mean_rel, var_s, var_d = [], [], 0.0, 0.0
+    for k in range(ps.shape[1]):
+        cs, cd = np.cov(ps[:, k].T), np.cov(pd[:, k].T)
+        cov_rel.append(np.linalg.norm(cs - cd) / np.linalg.norm(cd))
+        mean_rel.append(np.linalg.norm(ps[:, k].mean(0) - pd[:, k].mean(0)) / np.sqrt(np.trace(cd)))
+        var_s += np.trace(cs)
+        var_d += np.trace(cd)
+    return {"cov_rel": float(np.mean(cov_rel)), "mean_rel": float(np.mean(mean_rel)), "var_ratio": var_s / var_d}

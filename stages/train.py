@@ -59,7 +59,7 @@ def model_card(summary: dict) -> str:
   {t['reg_batch']} samples per batch).
 - Optimiser: AdamW lr {t['lr']} (warm-up {t['warmup_steps']}, cosine to 10 %), batch {t['batch_size']},
   grad clip {t['grad_clip']}, EMA {t['ema_decay']} (the weights shipped are the EMA); seed {t['seed']}.
-- Steps: {summary['steps']}; wall time {summary['wall_s'] / 60:.1f} min on {summary['machine']}
+- Steps: {summary['steps']} (LR cosine horizon {t['steps']} steps, stop_at {t['stop_at']}); wall time {summary['wall_s'] / 60:.1f} min on {summary['machine']}
   ({summary['threads']} torch thread(s)).
 - Final running DSM loss: {summary['final']['dsm']:.4f}.
 
