@@ -100,7 +100,7 @@ class StepMeasurement:
     kappa_dense: float = math.nan
     rayleigh: np.ndarray | None = None
     expansion: np.ndarray | None = None
-    diag_norm: np.ndarray | None = None
+    diag_norm: np.ndarray | None = None  # ‖[JΦ_t]_kk‖_op: exact (dense) or the best of two lower bounds
     coupling: np.ndarray | None = None
     block_op: np.ndarray | None = None
     block_frob: np.ndarray | None = None
@@ -387,6 +387,10 @@ def measure_step(
         out.block_iters = bn.iterations
         out.block_frob_probes = bn.frob_probes
         out.diag_norm = np.diag(bn.op).copy()
+        if out.rayleigh is not None and bn.method != "dense":
+            # Both the K-step Krylov value and |⟨v_k,[JΦ_t]_kk v_k⟩| are lower bounds of ‖[JΦ_t]_kk‖;
+            # keep the better one (v_k is Σ_k's top direction, exact for the Gaussian score, Thm 17).
+            out.diag_norm = np.maximum(out.diag_norm, np.abs(out.rayleigh))
         if plan.blocks != "diag":
             off = bn.op.copy()
             np.fill_diagonal(off, 0.0)
