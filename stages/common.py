@@ -283,8 +283,13 @@ def build_model(cfg: Mapping[str, Any], needed_by: str):
         return model, cov_dir
     if kind == "unet":
         schedule = schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None
+        from pipeline.training import resolve_asset_path
+
+        if not mcfg.get("path"):
+            raise ConfigError("model.path is empty; set it to a hub id (owner/name) or a local checkpoint folder")
+        path = mcfg["path"]
         model = load_unet(
-            mcfg["path"],
+            str(resolve_asset_path(path)) if str(path).startswith("pkg://") else path,
             image_shape=shape,
             dtype=mcfg.get("dtype", "float32"),
             device=device,
