@@ -160,3 +160,20 @@ def test_unet_estimator_mean_matches_its_dense_offdiag_sum():
     est = collage_penalty(unet(x, t.expand(draws)).sample, x, P, torch.Generator().manual_seed(5),
                           create_graph=False).detach().numpy()
     assert abs(est.mean() - mom.exact) < 5 * mom.std_of_mean(draws)
+
+
+def test_collage_profile_of_a_linear_map_is_its_offdiag_sum_over_n():
+    from pipeline.collage import collage_profile
+    from pipeline.geometry import linear_schedule
+
+    A = random_map(6)
+
+    class Linear(torch.nn.Module):
+        def forward(self, x, index, return_dict=False):
+            return (linear_eps(A)(x),)
+
+    x0 = torch.zeros((400, *SHAPE), dtype=torch.float64)
+    prof = collage_profile(Linear(), x0, linear_schedule().alpha_bar, [10, 900], P, probes=2, batch_size=100)
+    want = offdiag_frobenius_exact(A.numpy(), SHAPE, P) / N
+    for mean, se in prof.values():  # J does not depend on x or t here
+        assert abs(mean - want) < 5 * se

@@ -164,3 +164,15 @@ def test_train_entry_point_writes_a_loadable_model_folder(project):
     assert summary["steps"] == 4 and len(summary["history"]) == 2
     assert load_unet(folder, device="cpu").image_shape == (3, 8, 8)
     assert not (folder.parent / f".work-{folder.name}").exists()
+
+
+def test_patch_covariance_distance_closed_forms():
+    from pipeline.training import patch_covariance_distance
+
+    data = np.random.default_rng(0).normal(0.1, 0.3, size=(500, *SHAPE))
+    same = patch_covariance_distance(data, data, 4)
+    assert same["cov_rel"] == pytest.approx(0, abs=1e-12) and same["var_ratio"] == pytest.approx(1.0)
+    doubled = patch_covariance_distance(2 * data, data, 4)  # Σ -> 4Σ: ‖4Σ − Σ‖/‖Σ‖ = 3
+    assert doubled["cov_rel"] == pytest.approx(3.0) and doubled["var_ratio"] == pytest.approx(4.0)
+    shifted = patch_covariance_distance(data + 0.5, data, 4)
+    assert shifted["cov_rel"] == pytest.approx(0, abs=1e-9) and shifted["mean_rel"] > 0
