@@ -254,52 +254,24 @@ def build_model(cfg: Mapping[str, Any], needed_by: str):
     Fails before any work on a bad path, an offline hub id, or a model/data shape mismatch.
     """
     from pipeline.geometry import schedule_from_config
-    from pipeline.models.oracle import GaussianOracle
-    from pipeline.models.unet import load_unet
+    from pipeline.models import model_from_config
 
     mcfg = cfg["model"]
-    device = resolve_device(cfg.get("device"))
-    shape = image_shape(cfg)
-    kind = mcfg.get("kind")
-    if kind == "gaussian_oracle":
-        from pipeline.covariance import read_gaussian_fit
-
+    common = dict(image_shape=image_shape(cfg), device=resolve_device(cfg.get("device")))
+    if mcfg.get("kind") == "gaussian_oracle":
         cov_dir = upstream_dir("covariance", cfg, needed_by)
         if not (cov_dir / "gaussian_fit.npz").is_file():
             raise ConfigError(
                 f"model=gaussian_oracle needs the full Gaussian fit {cov_dir / 'gaussian_fit.npz'}; "
                 "rerun the covariance stage with covariance.full_cov=true"
             )
-        fit = read_gaussian_fit(cov_dir)
-        alpha_bar = schedule_from_config(cfg["schedule"]).alpha_bar
-        structure = mcfg.get("structure", "block_diagonal")
-        common = dict(alpha_bar=alpha_bar, image_shape=shape, dtype=mcfg.get("dtype", "float64"), device=device)
-        if structure == "block_diagonal":
-            model = GaussianOracle.block_diagonal(fit.mean, fit.cov, int(mcfg["block_size"]), **common)
-        elif structure == "full":
-            model = GaussianOracle(fit.mean, fit.cov, **common)
-        else:
-            raise ConfigError(f"model.structure={structure!r}; use block_diagonal or full")
-        return model, cov_dir
-    if kind == "unet":
+        schedule = schedule_from_config(cfg["schedule"])
+        return model_from_config(mcfg, schedule=schedule, gaussian=cov_dir / "gaussian_fit.npz", **common), cov_dir
+    if mcfg.get("kind") == "unet":
+        # the schedule group is used only by checkpoints without a scheduler config of their own
         schedule = schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None
-        from pipeline.training import resolve_asset_path
-
-        if not mcfg.get("path"):
-            raise ConfigError("model.path is empty; set it to a hub id (owner/name) or a local checkpoint folder")
-        path = mcfg["path"]
-        model = load_unet(
-            str(resolve_asset_path(path)) if str(path).startswith("pkg://") else path,
-            image_shape=shape,
-            dtype=mcfg.get("dtype", "float32"),
-            device=device,
-            allow_resolution_change=bool(mcfg.get("allow_resolution_change", False)),
-            schedule=schedule,
-            local_files_only=mcfg.get("local_files_only"),
-            revision=mcfg.get("revision"),
-        )
-        return model, None
-    raise ConfigError(f"model.kind={kind!r} is not known; use gaussian_oracle or unet")
+        return model_from_config(mcfg, schedule=schedule, **common), None
+    raise ConfigError(f"model.kind={mcfg.get('kind')!r} is not known; use gaussian_oracle or unet")
 
 
 def build_chain(cfg: Mapping[str, Any], model):

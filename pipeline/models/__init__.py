@@ -83,8 +83,13 @@ def model_from_config(
     if kind == "unet":
         if not cfg.get("path"):
             raise ModelError("model kind=unet needs model.path (a local checkpoint folder or a hub id)")
+        path = cfg["path"]
+        if str(path).startswith("pkg://"):  # a checkpoint shipped inside the package (model=pifs_ddpm16)
+            from pipeline.training import resolve_asset_path
+
+            path = str(resolve_asset_path(path))
         return load_unet(
-            cfg["path"],
+            path,
             image_shape=image_shape,
             dtype=dtype,
             device=device,
