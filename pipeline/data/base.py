@@ -54,13 +54,17 @@ class ImageSource(abc.ABC):
 
     def iter_chunks(self, chunk_size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         """Yield float32 [b, C, H, W] chunks of images start..stop-1 in order (b <= chunk_size)."""
+        for i, j in self._chunk_bounds(chunk_size, start, stop):
+            yield self._read(i, j)
+
+    def _chunk_bounds(self, chunk_size: int, start: int, stop: int | None) -> list[tuple[int, int]]:
+        """[(i, j), ...] covering images start..stop-1 in chunks of at most chunk_size (validated)."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         stop = len(self) if stop is None else stop
         if not 0 <= start <= stop <= len(self):
             raise ValueError(f"image range {start}..{stop} is outside 0..{len(self)}")
-        for i in range(start, stop, chunk_size):
-            yield self._read(i, min(i + chunk_size, stop))
+        return [(i, min(i + chunk_size, stop)) for i in range(start, stop, chunk_size)]
 
     def read_uint8(self, start: int, stop: int) -> np.ndarray:
         """uint8 pixels [stop-start, C, H, W] of images start..stop-1 (quantized sources only)."""
@@ -70,13 +74,8 @@ class ImageSource(abc.ABC):
         self, chunk_size: int, start: int = 0, stop: int | None = None
     ) -> Iterator[np.ndarray]:
         """Like iter_chunks, but yields the uint8 pixels (quantized sources only)."""
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        stop = len(self) if stop is None else stop
-        if not 0 <= start <= stop <= len(self):
-            raise ValueError(f"image range {start}..{stop} is outside 0..{len(self)}")
-        for i in range(start, stop, chunk_size):
-            yield self.read_uint8(i, min(i + chunk_size, stop))
+        for i, j in self._chunk_bounds(chunk_size, start, stop):
+            yield self.read_uint8(i, j)
 
     def get(self, start: int, stop: int) -> np.ndarray:
         """Images start..stop-1 as one float32 array."""
