@@ -53,6 +53,20 @@ def _eigh_sorted(cov: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(lam), np.ascontiguousarray(vec)
 
 
+def _full_gaussian(mean, cov, image_shape, who: str, hint: str = ""):
+    """(image_shape, mean [n], cov [n, n]) as float64, or a ModelError naming the expected shapes."""
+    image_shape = tuple(int(s) for s in image_shape)
+    n = int(np.prod(image_shape))
+    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    cov = np.asarray(cov, dtype=np.float64)
+    if mean.shape != (n,) or cov.shape != (n, n):
+        raise ModelError(
+            f"{who} needs the full mean [n] and cov [n, n] with n = C·H·W = {n} for image_shape "
+            f"{image_shape}; got mean {mean.shape}, cov {cov.shape}{hint}"
+        )
+    return image_shape, mean, cov
+
+
 class GaussianOracle:
     """ε*(x, t) = √v_t (ᾱ_t Σ + v_t I)⁻¹ (x − √ᾱ_t μ), v_t = 1 − ᾱ_t: the exact ε* = −√v_t ∇log p_t of N(μ, Σ).
 
@@ -74,15 +88,7 @@ class GaussianOracle:
         dtype: str | torch.dtype = torch.float64,
         device: str | torch.device | None = "cpu",
     ) -> None:
-        image_shape = tuple(int(s) for s in image_shape)
-        n = int(np.prod(image_shape))
-        mean = np.asarray(mean, dtype=np.float64).reshape(-1)
-        cov = np.asarray(cov, dtype=np.float64)
-        if mean.shape != (n,) or cov.shape != (n, n):
-            raise ModelError(
-                f"GaussianOracle needs mean [n] and cov [n, n] with n = C·H·W = {n} for image_shape "
-                f"{image_shape}; got mean {mean.shape}, cov {cov.shape}"
-            )
+        image_shape, mean, cov = _full_gaussian(mean, cov, image_shape, "GaussianOracle")
         self._setup(mean[None], cov[None], None, None, alpha_bar, image_shape, dtype, device)
 
     @classmethod
@@ -97,15 +103,10 @@ class GaussianOracle:
         device: str | torch.device | None = "cpu",
     ) -> GaussianOracle:
         """Keep only Σ's diagonal P×P patch blocks (Theorem 17's independent-patch Gaussian)."""
-        image_shape = tuple(int(s) for s in image_shape)
-        n = int(np.prod(image_shape))
-        mean = np.asarray(mean, dtype=np.float64).reshape(-1)
-        cov = np.asarray(cov, dtype=np.float64)
-        if mean.shape != (n,) or cov.shape != (n, n):
-            raise ModelError(
-                f"block_diagonal needs the full mean [n] and cov [n, n], n = {n}; got {mean.shape}, {cov.shape} "
-                "(for per-patch blocks [M, n_k, n_k] use GaussianOracle.from_patch_blocks)"
-            )
+        image_shape, mean, cov = _full_gaussian(
+            mean, cov, image_shape, "block_diagonal",
+            hint=" (for per-patch blocks [M, n_k, n_k] use GaussianOracle.from_patch_blocks)",
+        )
         perm = patch_permutation(image_shape, patch_size)
         n_k = image_shape[0] * patch_size * patch_size
         groups = perm.reshape(-1, n_k)
