@@ -135,6 +135,10 @@ def build_analysis(
             tab = pio.read_csv(p)
             if tab:
                 extra[f"{name} (schedule geometry, Tables 1-2)"] = (list(tab[0].keys()), tab)
+    if inputs.covariance_dir is not None and (inputs.covariance_dir / "patches.csv").exists():
+        tab = pio.read_csv(inputs.covariance_dir / "patches.csv")
+        if tab:
+            extra["patches.csv (covariance stage: λ_k and trace per patch, §7.2)"] = (list(tab[0].keys()), tab)
     run_info = _plain(dict(run_info or {}))
     sweep = None
     compare = [Path(p) for p in run_info.get("compare") or []]
