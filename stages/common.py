@@ -90,17 +90,6 @@ def prepare_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def resolve_device(name: str | None) -> str:
-    import torch
-
-    name = (name or "auto").lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} requested but CUDA is not available; use device=cpu or device=auto")
-    return name
-
-
 def outputs_root(cfg: Mapping[str, Any]) -> Path:
     return Path(cfg.get("paths", {}).get("outputs", "outputs"))
 
@@ -255,6 +244,7 @@ def build_model(cfg: Mapping[str, Any], needed_by: str):
     """
     from pipeline.geometry import schedule_from_config
     from pipeline.models import model_from_config
+    from pipeline.models.base import resolve_device
 
     mcfg = cfg["model"]
     common = dict(image_shape=image_shape(cfg), device=resolve_device(cfg.get("device")))

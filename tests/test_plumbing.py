@@ -97,3 +97,15 @@ def test_failed_stage_marks_the_run_failed_and_keeps_work(tmp_path):
 
 def test_flatten_gives_dotted_keys():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": 1, "a.c.d": [1, 2], "e": None}
+
+
+def test_cuda_device_without_cuda_is_refused_with_the_fix():
+    import torch
+
+    from pipeline.models.base import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available on this machine: nothing to refuse")
+    with pytest.raises(ValueError, match="CUDA is not available; use device=cpu or device=auto"):
+        resolve_device("cuda:0")

@@ -81,10 +81,13 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None or 'auto' -> cuda when available, else cpu."""
-    if device is None or str(device) == "auto":
+    """None or 'auto' -> cuda when available, else cpu; a cuda device without CUDA is refused."""
+    if device is None or str(device).lower() == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    out = torch.device(device)
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device={device} requested but CUDA is not available; use device=cpu or device=auto")
+    return out
 
 
 def check_input(x: torch.Tensor, image_shape: tuple[int, int, int], who: str) -> None:
