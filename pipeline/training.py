@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline import io
+from pipeline.models.prediction import check_prediction_type, eps_from_prediction
 
 PKG_PREFIX = "pkg://"
 
@@ -59,6 +60,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     min_snr_gamma: float | None = None
+    # what the UNet outputs (diffusers' scheduler key): epsilon | v_prediction | sample; the ε̂ of eq. (4) is
+    # derived from it (pipeline.models.prediction), so the sampler and the measurement see the same operator
+    prediction_type: str = "epsilon"
     mu_reg: float = 0.0
     reg_probes: int = 1
     reg_scheme: str = "partition"
@@ -90,6 +94,7 @@ class TrainConfig:
             raise ValueError(f"train.steps={self.steps} and train.batch_size={self.batch_size} must be >= 1")
         if self.mu_reg < 0:
             raise ValueError(f"train.mu_reg={self.mu_reg} must be >= 0 (0 turns the collage term off)")
+        check_prediction_type(self.prediction_type, "train")
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
             raise ValueError(f"train.min_snr_gamma={self.min_snr_gamma} must be > 0, or null for plain DSM")
 
@@ -133,11 +138,12 @@ def build_unet(cfg: TrainConfig, image_shape: tuple[int, int, int]):
     return unet
 
 
-def diffusers_scheduler_config(schedule_cfg: Mapping[str, Any]) -> dict[str, Any]:
+def diffusers_scheduler_config(schedule_cfg: Mapping[str, Any], prediction_type: str = "epsilon") -> dict[str, Any]:
     """scheduler_config.json (DDPMScheduler) for the `schedule` group, so load_unet recovers the same ᾱ_t."""
     kind = schedule_cfg.get("kind", "linear")
     T = int(schedule_cfg.get("num_train_timesteps", 1000))
-    base = {"_class_name": "DDPMScheduler", "num_train_timesteps": T, "prediction_type": "epsilon",
+    base = {"_class_name": "DDPMScheduler", "num_train_timesteps": T,
+            "prediction_type": check_prediction_type(prediction_type),
             "clip_sample": False}
     if kind == "linear":
         return {**base, "beta_schedule": "linear", "beta_start": float(schedule_cfg.get("beta_start", 1e-4)),
@@ -157,20 +163,32 @@ def dsm_loss(
     alpha_bar: torch.Tensor,
     min_snr_gamma: float | None = None,
     keep_input_grad: bool = False,
+    prediction_type: str = "epsilon",
+    weighted: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample DSM loss ‖ε̂(x_t, t) − ε‖²/n (§2.1) with optional Min-SNR-γ weight; returns (loss, ε̂, x_t).
+    """Per-sample DSM loss ‖ε̂(x_t, t) − ε‖²/n (§2.1), weighted for training; returns (loss, ε̂, x_t).
 
-    ``t`` holds paper timesteps (1..T); ``alpha_bar`` is float [T+1] with alpha_bar[0] = 1.
+    ``t`` holds paper timesteps (1..T); ``alpha_bar`` is float [T+1] with alpha_bar[0] = 1. The network
+    output is turned into ε̂ by its prediction type. With ``weighted`` the loss is the training objective:
+    in x_0-error terms ‖x̂_0 − x_0‖² = ‖ε̂ − ε‖²/SNR_t, plain ε-prediction weighs it by SNR_t, v-prediction
+    (the MSE of v̂) by SNR_t + 1, and Min-SNR-γ (§6.5) by min(SNR_t, γ) for either; ``weighted=False`` gives
+    the bare ‖ε̂ − ε‖²/n (the held-out quality proxy, comparable across prediction types).
     """
     ab = alpha_bar[t].to(x0.dtype).view(-1, 1, 1, 1)
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
     if keep_input_grad:
         xt = xt.detach().requires_grad_(True)
-    eps = unet(xt, t - 1, return_dict=False)[0]
+    out = unet(xt, t - 1, return_dict=False)[0]
+    eps = eps_from_prediction(out, xt, ab, prediction_type)
     loss = (eps - noise).pow(2).flatten(1).mean(1)
-    if min_snr_gamma is not None:
+    if weighted:
         snr = (ab / (1 - ab)).flatten()
-        loss = loss * torch.clamp(snr, max=float(min_snr_gamma)) / snr
+        if min_snr_gamma is not None:
+            loss = loss * torch.clamp(snr, max=float(min_snr_gamma)) / snr
+        elif prediction_type == "v_prediction":
+            loss = loss * (snr + 1) / snr
+        elif prediction_type == "sample":
+            loss = loss / snr
     return loss, eps, xt
 
 
@@ -247,16 +265,17 @@ def train_step(state: TrainState, cfg: TrainConfig, data: torch.Tensor, alpha_ba
     x0 = data[idx]
     state.unet.train()
     use_reg = cfg.mu_reg > 0
-    loss, _, xt = dsm_loss(state.unet, x0, t, noise, alpha_bar, cfg.min_snr_gamma)
-    dsm = loss.mean()
-    total = dsm
-    out = {"dsm": float(dsm.detach())}
+    loss, eps, xt = dsm_loss(state.unet, x0, t, noise, alpha_bar, cfg.min_snr_gamma,
+                             prediction_type=cfg.prediction_type)
+    total = loss.mean()
+    out = {"dsm": float((eps.detach() - noise).pow(2).mean()), "objective": float(total.detach())}
     if use_reg:
         rb = min(cfg.reg_batch or cfg.batch_size, cfg.batch_size)
         # the collage term at the first rb samples' x_t: a separate forward keeps the double backward
         # (the costly part) on rb samples instead of the whole batch
         xr = xt[:rb].detach().requires_grad_(True)
-        er = state.unet(xr, t[:rb] - 1, return_dict=False)[0]
+        ab_r = alpha_bar[t[:rb]].to(xr.dtype).view(-1, 1, 1, 1)
+        er = eps_from_prediction(state.unet(xr, t[:rb] - 1, return_dict=False)[0], xr, ab_r, cfg.prediction_type)
         pen = collage_penalty(er, xr, cfg.patch_size, g, probes=cfg.reg_probes, scheme=cfg.reg_scheme)
         n = float(np.prod(data.shape[1:]))
         reg = pen.mean() / n
@@ -351,6 +370,7 @@ def heldout_dsm(
     timesteps: list[int] | tuple[int, ...],
     seed: int = 0,
     batch_size: int = 256,
+    prediction_type: str = "epsilon",
 ) -> dict[int, tuple[float, float]]:
     """Quality proxy: held-out DSM loss ‖ε̂ − ε‖²/n per paper t with fixed noise -> {t: (mean, std error)}."""
     ab = torch.from_numpy(np.array(alpha_bar, dtype=np.float64))
@@ -363,7 +383,7 @@ def heldout_dsm(
             xb = x0[i:i + batch_size]
             noise = torch.randn(xb.shape, generator=g)
             tt = torch.full((xb.shape[0],), int(t), dtype=torch.long)
-            loss, _, _ = dsm_loss(unet, xb, tt, noise, ab)
+            loss, _, _ = dsm_loss(unet, xb, tt, noise, ab, prediction_type=prediction_type, weighted=False)
             losses.append(loss)
         v = torch.cat(losses).double().numpy()
         out[int(t)] = (float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))))

@@ -49,12 +49,14 @@ def model_card(summary: dict) -> str:
 - Architecture: diffusers UNet2DModel, block_out_channels {t['block_out_channels']}, layers_per_block
   {t['layers_per_block']}, blocks {t['down_block_types']} / {t['up_block_types']}, attention head dim
   {t['attention_head_dim']}; {summary['num_parameters']:,} parameters ({summary['weights_bytes'] / 1e6:.2f} MB
-  safetensors), ε-prediction.
+  safetensors), {t.get('prediction_type', 'epsilon')} output (converted to the ε̂ of eq. (4) on load:
+  pipeline/models/prediction.py).
 - Data: {ds['num_images']} seeded crops ({ds['resolution']}x{ds['resolution']}, RGB, [-1, 1]) of scikit-image's
   photographs {ds.get('photographs')} (dataset natural_crops, seed {ds.get('seed')}, scale {ds.get('scale')}).
 - Schedule: {summary['scheduler_config']['beta_schedule']} β, T = {summary['scheduler_config']['num_train_timesteps']}
   (scheduler_config.json; paper t = diffusers index + 1).
-- Objective: DSM ‖ε̂ − ε‖²/n, t ~ U{{1..T}} (paper §2.1), Min-SNR γ = {t['min_snr_gamma']};
+- Objective: DSM ‖ε̂ − ε‖²/n, t ~ U{{1..T}} (paper §2.1), weighted as the prediction type's own MSE
+  (pipeline.training.dsm_loss), Min-SNR γ = {t['min_snr_gamma']};
   collage regulariser μ_reg = {t['mu_reg']} (Theorem 15; scheme {t['reg_scheme']}, {t['reg_probes']} probe(s) on
   {t['reg_batch']} samples per batch).
 - Optimiser: AdamW lr {t['lr']} (warm-up {t['warmup_steps']}, cosine to 10 %), batch {t['batch_size']},
@@ -98,7 +100,7 @@ def run(cfg: DictConfig | dict) -> Path:
     if tc.patch_size != int(cfg["patch"]["size"]):
         log.info("train.patch_size=%d (collage blocks) differs from patch.size=%d", tc.patch_size, cfg["patch"]["size"])
     schedule = schedule_from_config(cfg["schedule"])
-    sched_json = diffusers_scheduler_config(cfg["schedule"])
+    sched_json = diffusers_scheduler_config(cfg["schedule"], tc.prediction_type)
     # the checkpoint must carry exactly the ᾱ_t it was trained with
     diff = np.abs(schedule_from_diffusers_config(sched_json).alpha_bar - schedule.alpha_bar).max()
     if diff > 1e-6:
@@ -124,7 +126,8 @@ def run(cfg: DictConfig | dict) -> Path:
         state = train(tc, data, schedule.alpha_bar, work, progress=bool(cfg.get("progress", True)),
                       log_fn=lambda step, m: tracker.log_metrics({f"train/{k}": v for k, v in m.items()}, step))
         eval_ts = [int(t) for t in tcfg.get("eval_timesteps", [1, 10, 50, 100, 250, 500, 750, 1000])]
-        held_res = heldout_dsm(state.ema, held, schedule.alpha_bar, eval_ts, seed=0)
+        held_res = heldout_dsm(state.ema, held, schedule.alpha_bar, eval_ts, seed=0,
+                               prediction_type=tc.prediction_type)
         for t, (m, _) in held_res.items():
             tracker.log_metrics({"heldout_dsm": m}, step=t)
         with io.atomic_dir(final) as tmp:

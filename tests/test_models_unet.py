@@ -47,13 +47,15 @@ def tiny_unet(sample_size: int = 8, channels: int = 3, seed: int = 0):
     )
 
 
-def save_tiny_unet(path, layout: str = "flat", beta_end: float = 0.02, scheduler: bool = True, **kw):
+def save_tiny_unet(path, layout: str = "flat", beta_end: float = 0.02, scheduler: bool = True,
+                   prediction_type: str = "epsilon", **kw):
     """Write a tiny checkpoint: 'flat' = config.json + scheduler_config.json in one folder (the layout of
     google/ddpm-cifar10-32); 'pipeline' = unet/ and scheduler/ subfolders (DDPMPipeline.save_pretrained)."""
     from diffusers import DDPMScheduler
 
     unet = tiny_unet(**kw)
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=beta_end)
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=beta_end,
+                          prediction_type=prediction_type)
     if layout == "flat":
         unet.save_pretrained(path)
         if scheduler:
@@ -209,9 +211,9 @@ def test_scheduler_config_is_required_unless_a_schedule_is_given(tmp_path):
     sched = linear_schedule(1000, 1e-4, 0.01)
     m = load_unet(tmp_path, schedule=sched)
     assert np.array_equal(m.alpha_bar, sched.alpha_bar)
-    cfg = {"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "prediction_type": "v_prediction"}
+    cfg = {"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "prediction_type": "x_start"}
     (tmp_path / "scheduler_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelError, match="ε-prediction"):
+    with pytest.raises(ModelError, match="prediction_type='x_start'.*supported"):
         load_unet(tmp_path)
 
 

@@ -106,6 +106,27 @@ def test_float32_ddim_matches_diffusers_ddimscheduler(ckpt_mild, name):
     assert (ours.samples - ref).abs().max().item() <= 1e-5 * scale
 
 
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_v_and_x0_prediction_checkpoints_step_like_diffusers(tmp_path, prediction_type):
+    """A v- or x_0-prediction network enters eq. (4) through its ε̂ (pipeline.models.prediction); diffusers'
+    DDIMScheduler converts the same output its own way (pred_original_sample first): same chain, ≤ 1e-5."""
+    ckpt = save_tiny_unet(tmp_path, beta_end=2e-3, prediction_type=prediction_type)
+    spec, dd_kwargs = CHAINS["ddim50_trailing"]
+    model = load_unet(ckpt)
+    assert model.prediction_type == prediction_type
+    chain = _chain(schedule_from_alpha_bar(model.alpha_bar), spec)
+    x_T = noise_batch([0, 1], model.image_shape, torch.float32)
+    ours = ddim_sample(model, chain, x_T, progress=False).samples
+    _, ref = _diffusers_ddim(ckpt, model.scheduler_config, dd_kwargs, 50, x_T, torch.float32)
+    assert (ours - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    # and the conversion is the closed form: ε̂ = √ᾱ v̂ + √(1−ᾱ) x, or (x − √ᾱ x̂_0)/√(1−ᾱ)
+    x, t = x_T[:1], 700
+    raw = model.unet(x, torch.tensor(t - 1), return_dict=False)[0].double()
+    a, s = np.sqrt(model.alpha_bar[t]), np.sqrt(1 - model.alpha_bar[t])
+    expect = a * raw + s * x.double() if prediction_type == "v_prediction" else (x.double() - a * raw) / s
+    assert torch.allclose(model(x, t).double(), expect, rtol=1e-5, atol=1e-6)
+
+
 def test_float32_ddim_matches_diffusers_on_the_ddpm_schedule(ckpt_ddpm):
     spec, dd_kwargs = CHAINS["ddim50_trailing"]
     model = load_unet(ckpt_ddpm)

@@ -159,9 +159,14 @@ class GaussianOracle:
         self.eigvals, self.eigvecs = _eigh_sorted(cov_g, "Σ" if perm is None else "a patch block of Σ")
         self.mean_groups = mean_g  # float64 [G, m], in group (patch) order
         tt = dict(dtype=self.dtype, device=self.device)
-        self._U = torch.as_tensor(self.eigvecs, **tt)
-        self._Ut = self._U.transpose(-1, -2).contiguous()
-        self._mean = torch.as_tensor(mean_g, **tt)
+        U = torch.as_tensor(self.eigvecs, **tt)
+        G, m = self.eigvals.shape
+        # The per-group products Uᵀy and Uz as grouped 1x1 convolutions, not batched matmuls: under
+        # torch.func.vmap a matmul with an unbatched [G, m, m] operand copies it once per vector (92 ms for
+        # 16 vectors at n = 3072 on one core), while conv1d folds the vmapped vectors into its batch (3.8 ms).
+        self._w_project = U.transpose(1, 2).reshape(G * m, m, 1).contiguous()
+        self._w_back = U.reshape(G * m, m, 1).contiguous()
+        self._mean = torch.as_tensor(mean_g, **tt).reshape(G * m)
         self._lam = self.eigvals
         if perm is None:
             self._perm = self._inv_perm = None
@@ -187,10 +192,10 @@ class GaussianOracle:
         y = x.to(dtype=self.dtype).reshape(B, -1)
         if self._perm is not None:
             y = y[:, self._perm]
-        # [G, B, m]: one batched matmul per group (a single group for full Σ).
-        y = y.reshape(B, G, m).transpose(0, 1) - float(np.sqrt(self.alpha_bar[t])) * self._mean[:, None, :]
-        z = torch.matmul(y, self._U) * self._scale(t)[:, None, :]
-        out = torch.matmul(z, self._Ut).transpose(0, 1).reshape(B, -1)
+        # [B, G·m, 1] in group (patch) order: ε* = U diag(scale) Uᵀ (y − √ᾱ μ) one group at a time
+        y = (y - float(np.sqrt(self.alpha_bar[t])) * self._mean)[:, :, None]
+        z = torch.nn.functional.conv1d(y, self._w_project, groups=G) * self._scale(t).reshape(G * m, 1)
+        out = torch.nn.functional.conv1d(z, self._w_back, groups=G)[:, :, 0]
         if self._inv_perm is not None:
             out = out[:, self._inv_perm]
         return out.reshape(B, *self.image_shape)

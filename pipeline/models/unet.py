@@ -21,6 +21,7 @@ from pipeline.models.base import (
     parse_dtype,
     resolve_device,
 )
+from pipeline.models.prediction import PREDICTION_TYPES, check_prediction_type, eps_from_prediction
 
 # owner/name as the hub spells repository ids (no leading dot or slash, exactly one slash).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -45,6 +46,7 @@ class DiffusersNoisePredictor:
     ``alpha_bar`` is the checkpoint's own schedule (from its scheduler config) in the project
     convention (float64 [T+1], alpha_bar[0] = 1). The UNet's attention runs through
     MathAttnProcessor, so torch.func.jvp / linearize / vjp pass through; parameters are frozen.
+    A v- or x_0-prediction network (scheduler ``prediction_type``) is converted to ε̂ (pipeline.models.prediction).
     """
 
     def __init__(
@@ -54,7 +56,9 @@ class DiffusersNoisePredictor:
         image_shape: tuple[int, int, int],
         source: str = "",
         scheduler_config: dict | None = None,
+        prediction_type: str = "epsilon",
     ) -> None:
+        self.prediction_type = check_prediction_type(prediction_type, source)
         self.unet = unet.eval().requires_grad_(False)
         self.alpha_bar = check_alpha_bar(alpha_bar, what="the checkpoint's alpha_bar")
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -69,7 +73,8 @@ class DiffusersNoisePredictor:
         check_input(x, self.image_shape, "DiffusersNoisePredictor")
         t = check_timestep(t, self.alpha_bar)
         index = torch.tensor(t - 1, dtype=torch.long, device=x.device)
-        return self.unet(x, index, return_dict=False)[0]
+        out = self.unet(x, index, return_dict=False)[0]
+        return eps_from_prediction(out, x, self.alpha_bar[t], self.prediction_type)
 
     @contextlib.contextmanager
     def record_attention(self) -> Iterator[AttentionRecord]:
@@ -260,12 +265,13 @@ def load_unet(
     check_unet_fits(config, image_shape, allow_resolution_change=allow_resolution_change, source=source)
 
     sched_cfg = find_scheduler_config(root, unet_dir)
+    pred = "epsilon"
     if sched_cfg is not None:
         pred = sched_cfg.get("prediction_type", "epsilon")
-        if pred != "epsilon":
+        if pred not in PREDICTION_TYPES:
             raise ModelError(
-                f"{source}: scheduler prediction_type={pred!r}; the DDIM operator of eq. (4) needs an "
-                "ε-prediction model (prediction_type='epsilon')"
+                f"{source}: scheduler prediction_type={pred!r} cannot be turned into the ε̂ of eq. (4); "
+                f"supported: {list(PREDICTION_TYPES)}"
             )
         alpha_bar = alpha_bar_from_scheduler_config(sched_cfg)
     elif schedule is not None:
@@ -283,4 +289,6 @@ def load_unet(
         str(unet_dir), local_files_only=True, torch_dtype=parse_dtype(dtype), low_cpu_mem_usage=False
     )
     unet = unet.to(device=resolve_device(device))
-    return DiffusersNoisePredictor(unet, alpha_bar, image_shape, source=source, scheduler_config=sched_cfg)
+    return DiffusersNoisePredictor(
+        unet, alpha_bar, image_shape, source=source, scheduler_config=sched_cfg, prediction_type=pred
+    )
