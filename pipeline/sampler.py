@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from pipeline.io import load_npz, save_npz
 from pipeline.models.base import ModelError, NoisePredictor
+from pipeline.models.prediction import eps_from_prediction
 
 __all__ = [
     "Trajectory",
@@ -104,14 +105,23 @@ def ddim_sample(
     x_T: torch.Tensor,
     progress: bool = True,
     callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
+    update: str = "exact",
 ) -> Trajectory:
     """Run the deterministic DDIM chain from x_T [B, C, H, W]; returns the full Trajectory.
 
     Step s applies Φ_{t_s}(x) = r_s x + b_s ε̂(x, t_s) with (r_s, b_s) = step_coefficients(chain)
     (eq. 4, 5), in the model's dtype on the model's device. ``callback(s, t_s, x_next, eps)`` is
-    called after each step (CPU tensors).
+    called after each step (CPU tensors). ``update="diffusers_float32"`` instead replays diffusers'
+    DDIMScheduler.step (η = 0) arithmetic for a diffusers checkpoint: ᾱ rounded to float32 and its square
+    roots taken in float32 (see diffusers_float32_update); the stored eps is still the model's ε̂.
     """
     from pipeline.geometry import step_coefficients
+
+    if update not in UPDATES:
+        raise ValueError(f"sampler update={update!r} is unknown; use one of {list(UPDATES)}")
+    if update == "diffusers_float32" and not hasattr(model, "raw"):
+        raise ModelError("update='diffusers_float32' replays diffusers' DDIMScheduler and needs a diffusers "
+                         "checkpoint (model kind=unet); use update='exact' for this model")
 
     if x_T.ndim != 4 or tuple(x_T.shape[1:]) != tuple(model.image_shape):
         raise ModelError(
@@ -131,15 +141,63 @@ def ddim_sample(
     eps_all = torch.empty((S, *x_T.shape), dtype=dtype)
     x = x_T.to(device=device, dtype=dtype)
     xs[0] = x.cpu()
+    compat = None
+    if update == "diffusers_float32":
+        from pipeline.geometry import schedule_from_diffusers_config
+
+        sched_cfg = getattr(model, "scheduler_config", None)
+        ab32 = schedule_from_diffusers_config(sched_cfg, float32=True).alpha_bar if sched_cfg else None
+        compat = diffusers_float32_update(chain, model.alpha_bar, ab32)
     with torch.no_grad():
         for s in tqdm(range(S), desc=f"DDIM {getattr(chain, 'name', '')}", disable=not progress, leave=False):
-            eps = model(x, int(ts[s]))
-            x = x + (float(r_minus_1[s]) * x + float(b[s]) * eps)
+            if compat is None:
+                eps = model(x, int(ts[s]))
+                x = x + (float(r_minus_1[s]) * x + float(b[s]) * eps)
+            else:
+                out = model.raw(x, int(ts[s]))
+                eps = eps_from_prediction(out, x, float(model.alpha_bar[int(ts[s])]), model.prediction_type)
+                x = compat(s, x, out, model.prediction_type)
             xs[s + 1] = x.cpu()
             eps_all[s] = eps.cpu()
             if callback is not None:
                 callback(s, int(ts[s]), xs[s + 1], eps_all[s])
     return Trajectory(t=ts.copy(), x=xs, eps=eps_all)
+
+
+UPDATES = ("exact", "diffusers_float32")
+
+
+def diffusers_float32_update(
+    chain, alpha_bar: np.ndarray | None = None, alpha_bar_float32: np.ndarray | None = None
+) -> Callable[[int, torch.Tensor, torch.Tensor, str], torch.Tensor]:
+    """DDIMScheduler.step (η = 0, no clipping) as diffusers computes it: √ᾱ_t, √(1−ᾱ_t), √ᾱ_prev, √(1−ᾱ_prev)
+    from float32 ᾱ in float32, x̂_0 and ε from the raw output by the prediction type, x_prev = √ᾱ_prev x̂_0 +
+    √(1−ᾱ_prev) ε. On a 1000-step chain these float32 roundings alone move x_0 by ~1e-5 to 1e-4 from the
+    exact operator of eq. (4) (tests/test_sampler.py), so this exists to reproduce diffusers, not the paper.
+
+    ``alpha_bar`` (the chain's float64 schedule [T+1]) and ``alpha_bar_float32`` (diffusers' float32 cumprod of
+    the same schedule, schedule_from_diffusers_config(float32=True)) replace each chain ᾱ by diffusers' own
+    float32 value; without them the chain's ᾱ are rounded to float32.
+    """
+    at, ap = np.asarray(chain.alpha_bar_t, dtype=np.float64), np.asarray(chain.alpha_bar_prev, dtype=np.float64)
+    if alpha_bar is not None and alpha_bar_float32 is not None:
+        index = {float(v): t for t, v in enumerate(np.asarray(alpha_bar, dtype=np.float64))}
+        ab32 = np.asarray(alpha_bar_float32, dtype=np.float64)
+        at, ap = (np.array([ab32[index[float(v)]] if float(v) in index else v for v in arr]) for arr in (at, ap))
+    a = torch.tensor(at, dtype=torch.float32)
+    p = torch.tensor(ap, dtype=torch.float32)
+    sa, sb, sp, sbp = (v.to(torch.float64).numpy() for v in (a ** 0.5, (1 - a) ** 0.5, p ** 0.5, (1 - p) ** 0.5))
+
+    def step(s: int, x: torch.Tensor, out: torch.Tensor, prediction_type: str) -> torch.Tensor:
+        if prediction_type == "epsilon":
+            x0, eps = (x - float(sb[s]) * out) / float(sa[s]), out
+        elif prediction_type == "v_prediction":
+            x0, eps = float(sa[s]) * x - float(sb[s]) * out, float(sa[s]) * out + float(sb[s]) * x
+        else:  # "sample"
+            x0, eps = out, (x - float(sa[s]) * out) / float(sb[s])
+        return float(sp[s]) * x0 + float(sbp[s]) * eps
+
+    return step
 
 
 def seed_path(out_dir: str | Path, seed: int) -> Path:
@@ -197,6 +255,7 @@ def sample_seeds(
     out_dir: str | Path,
     batch_size: int = 8,
     progress: bool = True,
+    update: str = "exact",
 ) -> list[Path]:
     """Sample each seed's trajectory into out_dir/seed-<s>.npz, batched; seeds whose file is complete are skipped.
 
@@ -222,7 +281,7 @@ def sample_seeds(
     for batch in tqdm(batches, desc="seed batches", disable=not progress or len(batches) < 2):
         padded = batch + [batch[-1]] * (b - len(batch))
         traj = ddim_sample(
-            model, chain, noise_batch(padded, model.image_shape, model.dtype), progress=progress
+            model, chain, noise_batch(padded, model.image_shape, model.dtype), progress=progress, update=update
         )
         for i, s in enumerate(batch):
             save_trajectory(seed_path(out_dir, s), traj, i)

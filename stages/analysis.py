@@ -36,6 +36,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
             "run_key": ctx.key,
             "upstream": {k: (read_meta(v) if v is not None else None) for k, v in upstream.items()},
             "compare": [Path(p) for p in cfg["analysis"].get("compare", [])],
+            "companions": [Path(p) for p in cfg["analysis"].get("companions") or []],
         }
         result = build_analysis(inputs, ctx.out_dir, run_info)
         ctx.metrics.update(getattr(result, "metrics", {}) or {})

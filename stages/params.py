@@ -1,7 +1,9 @@
-"""Write params.yaml: the resolved default config, the parameters DVC tracks for `dvc repro`.
+"""Write params.yaml and params_learned.yaml: the resolved configs DVC tracks for `dvc repro`.
 
-`dvc exp run -S key=value` recomposes conf/ itself and overwrites params.yaml (DVC's Hydra
-composition); this command does the same for a plain `dvc repro` after conf/ changes.
+params.yaml is the default chain (the Gaussian oracle on natural crops, or whatever overrides are
+given); params_learned.yaml is the companion chain on the shipped learned model (experiment=learned16),
+whose report the default report embeds. `dvc exp run -S key=value` recomposes conf/ itself and
+overwrites params.yaml only (DVC's Hydra composition); this command does it for a plain `dvc repro`.
 Usage: python -m stages.params [overrides ...] [--check]
 """
 
@@ -14,9 +16,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# the companion chain of `dvc repro`: the learned model of issue 9 next to the oracle
+LEARNED_OVERRIDES = ("experiment=learned16",)
+PARAMS_FILES = {"params.yaml": None, "params_learned.yaml": LEARNED_OVERRIDES}
 
 
-def composed_params(overrides: list[str] | None = None) -> str:
+def composed_params(overrides: list[str] | tuple[str, ...] | None = None) -> str:
     """The YAML text DVC would write for these overrides (resolved, without the hydra node)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides or []))
@@ -26,18 +31,21 @@ def composed_params(overrides: list[str] | None = None) -> str:
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     overrides = [a for a in argv if a != "--check"]
-    text = composed_params(overrides)
-    target = Path("params.yaml")
+    texts = {name: composed_params(overrides if fixed is None else list(fixed))
+             for name, fixed in PARAMS_FILES.items()}
     if check:
-        if not target.is_file() or OmegaConf.create(target.read_text()) != OmegaConf.create(text):
-            print("params.yaml is out of date with conf/; run `python -m stages.params`", file=sys.stderr)
+        stale = [name for name, text in texts.items()
+                 if not Path(name).is_file() or OmegaConf.create(Path(name).read_text()) != OmegaConf.create(text)]
+        if stale:
+            print(f"{', '.join(stale)} out of date with conf/; run `python -m stages.params`", file=sys.stderr)
             return 1
-        print("params.yaml matches conf/")
+        print(f"{', '.join(texts)} match conf/")
         return 0
     from pipeline.io import write_text
 
-    write_text(target, text)
-    print(f"wrote {target}")
+    for name, text in texts.items():
+        write_text(Path(name), text)
+        print(f"wrote {name}")
     return 0
 
 

@@ -348,3 +348,51 @@ def test_sweep_comparison_across_runs(oracle_run, learned_run, tmp_path):
     inp = load_stage_outputs(o.covariance_dir, None, o.jacobian_dir)
     res = build_analysis(inp, tmp_path / "with_sweep", {"compare": [str(lrn.jacobian_dir)]})
     assert "sweep_comparison" in res.tables and "<section data-table='sweep'>" in _html(res)
+
+
+def test_pc_geometry_rows_mean_and_standard_error_by_hand():
+    from pipeline.analysis.companions import pc_geometry_rows
+
+    rows = [{"t": 20, "kappa_lanczos": 1.2, "kappa_pi": 1.1, "kappa_diag": 0.9, "delta_cross": 0.1,
+             "suppression_mean": 0.01},
+            {"t": 20, "kappa_lanczos": "nan", "kappa_pi": 1.0, "kappa_diag": 1.0, "delta_cross": 0.3,
+             "suppression_mean": 0.03}]
+    (r,) = pc_geometry_rows(rows)
+    # margins 1 − 0.9 − 0.1 = 0 and 1 − 1.0 − 0.3 = −0.3: mean −0.15, SE = (0.3/√2)/√2 = 0.15;
+    # κ̂ falls back to power iteration where Lanczos is missing: (1.2 + 1.0)/2, SE 0.1
+    assert r["pc_margin"] == "-0.1500 ± 0.1500" and r["kappa_t"] == "1.1000 ± 0.1000"
+    assert r["seeds"] == 2 and r["delta_cross"] == "0.2000 ± 0.1000"
+
+
+def test_report_embeds_a_companion_run_and_says_when_one_is_missing(oracle_run, learned_run, tmp_path):
+    (o, _), (lrn, lres) = oracle_run, learned_run
+    # the stage writes meta.json beside the analysis; here by hand, naming the companion's upstream folders
+    write_json(lres.out_dir / "meta.json", {"config": {"model": {"kind": "unet", "name": "tiny", "path": "x"},
+                                                       "dataset": {"name": "synthetic", "resolution": 8}},
+                                            "inputs": {"jacobian": str(lrn.jacobian_dir),
+                                                       "trajectories": str(lrn.trajectories_dir)}})
+    inp = load_stage_outputs(o.covariance_dir, o.trajectories_dir, o.jacobian_dir)
+    res = build_analysis(inp, tmp_path / "with_companion",
+                         {"companions": [str(lres.out_dir), str(tmp_path / "never_run")]})
+    page = _html(res)
+    assert "data-companion='tiny'" in page and "data-companion='missing'" in page
+    assert "never_run has no finished analysis" in page
+    # the companion's own verdicts, unchanged
+    part = page.split("data-companion='tiny'")[1].split("</div>")[0]
+    verdicts = json.loads((lres.out_dir / "summary.json").read_text())["verdicts"]
+    assert re.findall(r'<td class="txt">(P\d)</td>', part) == [v["key"] for v in verdicts]
+    assert "data-figure='companion-samples'" not in page  # the synthetic companion has no samples.png yet
+    from pipeline.sampler import save_sample_grid
+
+    save_sample_grid(np.zeros((4, 3, 8, 8), dtype=np.float32), tmp_path / "samples.png", nrow=2)
+    write_json(lres.out_dir / "meta.json", {"config": {"model": {"name": "tiny"}},
+                                            "inputs": {"trajectories": str(tmp_path)}})
+    res2 = build_analysis(inp, tmp_path / "with_samples", {"companions": [str(lres.out_dir)]})
+    b64 = base64.b64encode((tmp_path / "samples.png").read_bytes()).decode("ascii")
+    assert f"data-figure='companion-samples'><img alt='samples of tiny' src='data:image/png;base64,{b64}'" in _html(res2)
+    link = re.search(r"<a href='([^']+)'>its report</a>", page).group(1)
+    assert (res.out_dir / link).resolve() == (lres.out_dir / "report.html").resolve()
+    summary = json.loads(res.summary_json.read_text())
+    assert [c["found"] for c in summary["companions"]] == [True, False]
+    n_t = len({r["t"] for r in read_csv(lrn.jacobian_dir / "global.csv")})
+    assert len(summary["companions"][0]["pc_geometry"]) == n_t

@@ -62,10 +62,12 @@ def test_patch_size_is_refused_before_any_stage_work(project):
 
 
 def test_params_yaml_is_in_sync_with_conf():
-    from stages.params import composed_params
+    from stages.params import PARAMS_FILES, composed_params
 
-    committed = OmegaConf.load(CONF.parent / "params.yaml")
-    assert committed == OmegaConf.create(composed_params()), "run `python -m stages.params`"
+    for name, overrides in PARAMS_FILES.items():
+        committed = OmegaConf.load(CONF.parent / name)
+        assert committed == OmegaConf.create(composed_params(overrides)), f"{name}: run `python -m stages.params`"
+    assert OmegaConf.load(CONF.parent / "params_learned.yaml").model.name == "pifs_ddpm16"
 
 
 def test_params_file_overrides_sections_but_not_runtime_keys(tmp_path):

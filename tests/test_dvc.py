@@ -23,6 +23,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("covariance", "trajectories", "jacobian", "analysis")
+LEARNED = tuple(f"{s}_learned" for s in STAGES)
+# the companion chain (params_learned.yaml) cut to seconds: one seed, two points of a 10-step chain
+LEARNED_SMOKE = ["experiment=learned16", "num_seeds=1", "sampler.num_steps=10", "measure.steps=[1000,100]",
+                 "dataset.num_images=512", "measure.proxy_images=16", "measure.proxy_timesteps=[999,500]"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,14 +85,21 @@ def _patch_size(repo: Path) -> int:
 def test_dvc_repro_noop_downstream_rerun_and_hydra_experiment_on_a_fresh_clone(tmp_path):
     repo = tmp_path / "clone"
     _run(["git", "clone", "-q", str(ROOT), str(repo)], tmp_path)
-    _run([sys.executable, "-m", "stages.params", "experiment=smoke"], repo)
-    _run(["git", "add", "params.yaml"], repo)
+    _run([sys.executable, "-m", "stages.params", "experiment=smoke",
+          "analysis.companions=[outputs/analysis/dvc_learned]"], repo)
+    from stages.params import composed_params
+
+    (repo / "params_learned.yaml").write_text(composed_params(LEARNED_SMOKE))
+    _run(["git", "add", "params.yaml", "params_learned.yaml"], repo)
     _run(["git", "commit", "-q", "--allow-empty", "-m", "smoke preset as DVC parameters"], repo)
 
-    # 1. everything runs, in order, and the report exists
+    # 1. everything runs, in order (the learned companion chain too), and the report embeds the companion
     ran, out = _dvc(["repro"], repo)
-    assert ran == set(STAGES), out[-3000:]
+    assert ran == set(STAGES) | set(LEARNED), out[-3000:]
     assert (repo / "outputs" / "analysis" / "dvc" / "report.html").is_file()
+    assert (repo / "outputs" / "analysis" / "dvc_learned" / "report.html").is_file()
+    report = (repo / "outputs" / "analysis" / "dvc" / "report.html").read_text()
+    assert "data-companion='pifs_ddpm16'" in report and "href='../dvc_learned/report.html'" in report
     assert _patch_size(repo) == 4
     _commit(repo, "first repro")
 

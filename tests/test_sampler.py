@@ -99,11 +99,42 @@ def test_float32_ddim_matches_diffusers_ddimscheduler(ckpt_mild, name):
     model = load_unet(ckpt_mild)  # float32
     chain = _chain(schedule_from_alpha_bar(model.alpha_bar), spec)
     x_T = noise_batch([0, 1], model.image_shape, torch.float32)
-    ours = ddim_sample(model, chain, x_T, progress=False)
+    # 50-step chains: the exact operator of eq. (4). On the 1000-step chain diffusers' float32 √ᾱ roundings
+    # add up to more than 1e-5 (see the next test), so there its own arithmetic is replayed.
+    update = "diffusers_float32" if name == "stride1_full" else "exact"
+    ours = ddim_sample(model, chain, x_T, progress=False, update=update)
     steps, ref = _diffusers_ddim(ckpt_mild, model.scheduler_config, dd_kwargs, len(chain), x_T, torch.float32)
     assert np.array_equal(steps + 1, chain.timesteps)  # same grid, paper t = index + 1
     scale = max(1.0, ref.abs().max().item())
     assert (ours.samples - ref).abs().max().item() <= 1e-5 * scale
+
+
+@pytest.mark.slow
+def test_stride1_chain_on_the_shipped_model_and_where_diffusers_departs_from_eq4():
+    """The shipped v-prediction model (samples O(1), |x_0| < 1): on the stride-1 chain diffusers' DDIMScheduler
+    takes √ᾱ and √(1−ᾱ) in float32 at every step, and over 1000 steps those roundings alone move x_0 by more than
+    1e-5, in float64 samples as much as in float32. Replaying them (update='diffusers_float32') reproduces
+    diffusers to float64 round-off; our exact sampler in float32 stays within 1e-5 of the exact float64 chain."""
+    from pipeline.training import resolve_asset_path
+
+    ckpt = resolve_asset_path("pkg://pipeline/assets/pifs_ddpm16")
+    spec, dd_kwargs = CHAINS["stride1_full"]
+    m32, m64 = load_unet(ckpt), load_unet(ckpt, dtype="float64")
+    chain = _chain(schedule_from_alpha_bar(m64.alpha_bar), spec)
+    x_T = noise_batch([0], m32.image_shape, torch.float64)
+    exact64 = ddim_sample(m64, chain, x_T, progress=False).samples
+    replay64 = ddim_sample(m64, chain, x_T, progress=False, update="diffusers_float32").samples
+    _, ref64 = _diffusers_ddim(ckpt, m64.scheduler_config, dd_kwargs, len(chain), x_T, torch.float64)
+    assert exact64.abs().max().item() < 2.0
+    assert (replay64 - ref64).abs().max().item() <= 1e-12
+    coefficient_gap = (exact64 - ref64).abs().max().item()
+    assert coefficient_gap > 1e-5  # diffusers' own rounding, not sampling precision: both runs are float64
+    x32 = x_T.float()
+    exact32 = ddim_sample(m32, chain, x32, progress=False).samples
+    replay32 = ddim_sample(m32, chain, x32, progress=False, update="diffusers_float32").samples
+    _, ref32 = _diffusers_ddim(ckpt, m32.scheduler_config, dd_kwargs, len(chain), x32, torch.float32)
+    assert (replay32 - ref32).abs().max().item() <= 1e-5
+    assert (exact32.double() - exact64).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
@@ -265,6 +296,10 @@ def test_bad_inputs_are_refused():
         ddim_sample(oracle, strided_chain(cosine_schedule(1000), 5, "trailing"), torch.zeros(1, 1, 2, 2))
     with pytest.raises(ValueError, match="distinct"):
         sample_seeds(oracle, chain, [1, 1], "unused", progress=False)
+    with pytest.raises(ValueError, match="update='fast' is unknown; use one of"):
+        ddim_sample(oracle, chain, torch.zeros(1, 1, 2, 2), progress=False, update="fast")
+    with pytest.raises(ModelError, match="needs a diffusers checkpoint.*update='exact'"):
+        ddim_sample(oracle, chain, torch.zeros(1, 1, 2, 2), progress=False, update="diffusers_float32")
     with pytest.raises(ValueError, match="not a trajectory file"):
         from pipeline.io import save_npz
 

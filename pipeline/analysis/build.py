@@ -152,10 +152,13 @@ def build_analysis(
         table_paths["sweep_comparison"] = out / "sweep_comparison.csv"
         sweep = (cols, rows, f"{len(rows)} jacobian runs (this run first); config keys that differ: "
                              f"{', '.join(varying) or 'none'}.")
+    from pipeline.analysis.companions import load_companion
+
+    companions = [load_companion(p, out) for p in run_info.get("companions") or []]
     metas = {"covariance": inputs.covariance_meta, "trajectories": inputs.trajectories_meta,
              "jacobian": inputs.jacobian_meta}
     content = ReportContent(title, ctx.model_kind, tables, skipped, figures, verdicts, oracle, inputs.missing,
-                            run_info, metas, extra, sweep)
+                            run_info, metas, extra, sweep, companions)
     html_path, md_path = out / "report.html", out / "report.md"
     pio.write_text(html_path, render_html(content))
     pio.write_text(md_path, render_markdown(content, {k: str(v.relative_to(out)) for k, v in fig_paths.items()}))
@@ -170,6 +173,8 @@ def build_analysis(
         "oracle": None if oracle is None else {"structure": oracle.structure, "all_agree": oracle.all_agree,
                                                "max_abs_error": oracle.max_error, "statement": oracle.statement},
         "metrics": metrics,
+        "companions": [{"folder": str(c.folder), "found": c.found, "label": c.label, "reason": c.reason,
+                        "verdicts": c.verdicts, "pc_geometry": c.geometry} for c in companions],
     }
     pio.write_json(out / "summary.json", summary)
     steps.update()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipeline.analysis import paper_values as pv
+from pipeline.analysis.companions import GEOMETRY_COLUMNS, Companion
 from pipeline.analysis.figures import FigureResult
 from pipeline.analysis.oracle import OracleCheck
 from pipeline.analysis.tables import ComparisonRow, TableResult
@@ -60,6 +61,49 @@ class ReportContent:
     metas: dict[str, dict | None]
     extra_tables: dict[str, tuple[list[str], list[dict]]] = field(default_factory=dict)
     sweep: tuple[list[str], list[dict], str] | None = None
+    companions: list[Companion] = field(default_factory=list)
+
+
+COMPANION_INTRO = ("Another model measured by the same four stages on its own chain (dvc.yaml's *_learned stages); its "
+                   "full report is linked. pc_margin = 1 − κ̂^diag − δ̂^cross per seed (Theorem 15, eq. 19); "
+                   "mean ± standard error over seeds.")
+
+
+def _companions_html(comps: list[Companion]) -> list[str]:
+    parts = ["<h2 id='companions'>Companion runs: the learned model beside this one</h2>",
+             f"<p class='note'>{html.escape(COMPANION_INTRO)}</p>"]
+    for c in comps:
+        if not c.found:
+            parts.append(f"<p class='note' data-companion='missing'>{html.escape(c.reason)}</p>")
+            continue
+        parts.append(f"<div data-companion='{html.escape(c.label)}'><h3>{html.escape(c.label)} "
+                     f"(<a href='{html.escape(c.report_link)}'>its report</a>)</h3>"
+                     f"<p class='note'>{html.escape(c.model)}; {html.escape(c.setting)}.</p>")
+        parts.append(_html_table(["key", "status", "claim", "evidence"], c.verdicts, "companion", "status"))
+        if c.geometry:
+            parts.append(_html_table(GEOMETRY_COLUMNS, c.geometry, "companion"))
+        if c.samples_png:
+            b64 = base64.b64encode(c.samples_png).decode("ascii")
+            parts.append(f"<figure data-figure='companion-samples'><img alt='samples of {html.escape(c.label)}' "
+                         f"src='data:image/png;base64,{b64}'><figcaption>{html.escape(c.samples_note)}</figcaption>"
+                         "</figure>")
+        parts.append("</div>")
+    return parts
+
+
+def _companions_md(comps: list[Companion]) -> list[str]:
+    out = ["## Companion runs: the learned model beside this one\n", COMPANION_INTRO + "\n"]
+    for c in comps:
+        if not c.found:
+            out.append(f"- {c.reason}\n")
+            continue
+        out += [f"### {c.label} ([its report]({c.report_link}))\n", f"{c.model}; {c.setting}.\n",
+                _md_table(["key", "status", "claim", "evidence"], c.verdicts)]
+        if c.geometry:
+            out.append(_md_table(GEOMETRY_COLUMNS, c.geometry))
+        if c.samples_png:
+            out.append(f"Samples: {c.samples_note}.\n")
+    return out
 
 
 def fmt(v) -> str:
@@ -171,7 +215,8 @@ def render_html(content: ReportContent) -> str:
     parts.append(f"<p class='banner'>Model kind: <b>{html.escape(c.model_kind)}</b>. Tables built: "
                  f"{len(c.tables)}; figures: {len(c.figures)}. MLflow run ids: {html.escape(', '.join(ids) or 'none')}. "
                  f"Paper: {html.escape(pv.PAPER)}. All t are the paper's 1-based timesteps.</p>")
-    toc = ([("oracle", "oracle check")] if c.oracle is not None else []) + [("verdicts", "P1–P5")] + [
+    toc = ([("oracle", "oracle check")] if c.oracle is not None else []) + [("verdicts", "P1–P5")] + (
+        [("companions", "learned model")] if c.companions else []) + [
         (k, k) for k in c.tables] + ([("sweep", "sweep")] if c.sweep else []) + [("run", "run info")]
     parts.append("<nav>" + "".join(f"<a href='#{html.escape(a)}'>{html.escape(b)}</a>" for a, b in toc) + "</nav>")
     if c.model_kind == "gaussian_oracle":
@@ -184,6 +229,8 @@ def render_html(content: ReportContent) -> str:
         parts.append(_html_table(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows], "oracle", "status"))
     parts.append("<h2 id='verdicts'>Predictions P1–P5 (§7)</h2>")
     parts.append(_html_table(["key", "status", "claim", "evidence"], [v.__dict__ for v in c.verdicts], "verdicts", "status"))
+    if c.companions:
+        parts += _companions_html(c.companions)
     if c.missing or c.skipped:
         parts.append("<h2 id='missing'>Missing inputs</h2><ul>")
         parts += [f"<li>{html.escape(m)}</li>" for m in c.missing]
@@ -250,6 +297,8 @@ def render_markdown(content: ReportContent, figure_paths: dict[str, str]) -> str
         out += ["## Gaussian oracle: closed form vs measured\n", c.oracle.statement + "\n",
                 _md_table(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows])]
     out += ["## Predictions P1–P5 (§7)\n", _md_table(["key", "status", "claim", "evidence"], [v.__dict__ for v in c.verdicts])]
+    if c.companions:
+        out += _companions_md(c.companions)
     if c.missing or c.skipped:
         out.append("## Missing inputs\n")
         out += [f"- {m}" for m in c.missing] + [f"- {k} not built: {v}" for k, v in c.skipped.items()]

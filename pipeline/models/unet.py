@@ -72,9 +72,14 @@ class DiffusersNoisePredictor:
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
         check_input(x, self.image_shape, "DiffusersNoisePredictor")
         t = check_timestep(t, self.alpha_bar)
+        return eps_from_prediction(self.raw(x, t), x, self.alpha_bar[t], self.prediction_type)
+
+    def raw(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """The network's own output (ε, v or x̂_0 by ``prediction_type``) at paper t (UNet index t − 1)."""
+        check_input(x, self.image_shape, "DiffusersNoisePredictor")
+        t = check_timestep(t, self.alpha_bar)
         index = torch.tensor(t - 1, dtype=torch.long, device=x.device)
-        out = self.unet(x, index, return_dict=False)[0]
-        return eps_from_prediction(out, x, self.alpha_bar[t], self.prediction_type)
+        return self.unet(x, index, return_dict=False)[0]
 
     @contextlib.contextmanager
     def record_attention(self) -> Iterator[AttentionRecord]:

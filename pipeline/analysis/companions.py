@@ -1,0 +1,101 @@
+"""Companion runs in a report: another model's complete analysis (e.g. the shipped learned DDPM beside the
+Gaussian oracle), embedded as its P1–P5 verdicts, its per-t block geometry and its sample grid, with a link."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import io
+
+# per-t columns of the companion's (PC) geometry table (eq. 16-19, Theorem 15)
+GEOMETRY_COLUMNS = ["t", "seeds", "kappa_t", "kappa_diag", "delta_cross", "pc_margin", "suppression_mean"]
+
+
+@dataclass
+class Companion:
+    """What the report shows of one companion analysis folder (``found`` False: only ``reason``)."""
+
+    folder: Path
+    found: bool
+    reason: str = ""
+    label: str = ""
+    model: str = ""
+    setting: str = ""
+    report_link: str = ""
+    verdicts: list[dict] = field(default_factory=list)
+    geometry: list[dict] = field(default_factory=list)
+    samples_png: bytes | None = None
+    samples_note: str = ""
+
+
+def _mean_se(values: list[float]) -> str:
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return "n/a"
+    se = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else float("nan")
+    return f"{v.mean():.4f} ± {se:.4f}" if math.isfinite(se) else f"{v.mean():.4f}"
+
+
+def pc_geometry_rows(global_rows: list[dict]) -> list[dict]:
+    """Per paper t: κ̂_t (Lanczos, else power), κ̂^diag, δ̂^cross and the (PC) margin 1 − κ̂^diag − δ̂^cross
+    (Theorem 15 / eq. 19), as mean ± standard error over seeds."""
+    by_t: dict[int, list[dict]] = {}
+    for r in global_rows:
+        by_t.setdefault(int(r["t"]), []).append(r)
+
+    def num(r, k):
+        try:
+            return float(r.get(k, "nan"))
+        except (TypeError, ValueError):
+            return float("nan")
+
+    out = []
+    for t in sorted(by_t, reverse=True):
+        rows = by_t[t]
+        kappa = [num(r, "kappa_lanczos") if math.isfinite(num(r, "kappa_lanczos")) else num(r, "kappa_pi")
+                 for r in rows]
+        diag = [num(r, "kappa_diag") for r in rows]
+        cross = [num(r, "delta_cross") for r in rows]
+        out.append({"t": t, "seeds": len(rows), "kappa_t": _mean_se(kappa), "kappa_diag": _mean_se(diag),
+                    "delta_cross": _mean_se(cross), "pc_margin": _mean_se([1 - a - b for a, b in zip(diag, cross, strict=True)]),
+                    "suppression_mean": _mean_se([num(r, "suppression_mean") for r in rows])})
+    return out
+
+
+def load_companion(folder: str | Path, report_dir: str | Path) -> Companion:
+    """Read a finished analysis folder (summary.json, meta.json) and its upstream jacobian/trajectories."""
+    folder = Path(folder)
+    summary_path, meta_path = folder / "summary.json", folder / "meta.json"
+    if not summary_path.is_file() or not meta_path.is_file():
+        return Companion(folder, False, reason=(
+            f"{folder} has no finished analysis (summary.json + meta.json); `dvc repro` builds it (the *_learned "
+            "stages), or run the four stages with experiment=learned16 and list that analysis folder in "
+            "analysis.companions"))
+    summary = json.loads(summary_path.read_text())
+    meta = json.loads(meta_path.read_text())
+    cfg = meta.get("config") or {}
+    model = cfg.get("model") or {}
+    ds, sampler = cfg.get("dataset") or {}, cfg.get("sampler") or {}
+    res = ds.get("resolution")
+    setting = (f"{ds.get('name')} {res}x{res}, P = {(cfg.get('patch') or {}).get('size')}, "
+               f"{sampler.get('name', 'sampler')} ({sampler.get('num_steps', '?')} steps), "
+               f"{cfg.get('num_seeds')} seeds, measured t = {(cfg.get('measure') or {}).get('steps')}")
+    comp = Companion(folder, True, label=str(model.get("name") or summary.get("model_kind")),
+                     model=f"{model.get('kind')}: {model.get('path', model.get('name', ''))}", setting=setting,
+                     report_link=os.path.relpath(folder / "report.html", Path(report_dir)),
+                     verdicts=list(summary.get("verdicts") or []))
+    inputs = meta.get("inputs") or {}
+    jac = Path(inputs["jacobian"]) if inputs.get("jacobian") else None
+    if jac is not None and (jac / "global.csv").is_file():
+        comp.geometry = pc_geometry_rows(io.read_csv(jac / "global.csv"))
+    traj = Path(inputs["trajectories"]) if inputs.get("trajectories") else None
+    if traj is not None and (traj / "samples.png").is_file():
+        comp.samples_png = (traj / "samples.png").read_bytes()
+        comp.samples_note = f"final DDIM samples x_0 of the companion's trajectories ({traj / 'samples.png'})"
+    return comp
