@@ -396,3 +396,18 @@ def test_report_embeds_a_companion_run_and_says_when_one_is_missing(oracle_run, 
     assert [c["found"] for c in summary["companions"]] == [True, False]
     n_t = len({r["t"] for r in read_csv(lrn.jacobian_dir / "global.csv")})
     assert len(summary["companions"][0]["pc_geometry"]) == n_t
+
+
+def test_pair_rows_difference_and_z_by_hand():
+    from pipeline.analysis.pair import pair_markdown, pair_rows
+
+    a = [{"t": 20, "kappa_diag": 0.9, "delta_cross": 0.2}, {"t": 20, "kappa_diag": 0.9, "delta_cross": 0.4}]
+    b = [{"t": 20, "kappa_diag": 1.0, "delta_cross": 0.1}, {"t": 20, "kappa_diag": 1.0, "delta_cross": 0.1},
+         {"t": 500, "kappa_diag": 1.0, "delta_cross": 0.1}]
+    (r,) = pair_rows(a, b)  # t = 500 is only in B
+    # δ̂: A mean 0.3, SE 0.1; B mean 0.1, SE 0 -> Δ = −0.2, z = −2. margin: A 1−0.9−{0.2,0.4} = {−0.1,−0.3}
+    # (mean −0.2, SE 0.1); B −0.1 -> Δ = +0.1, z = +1
+    assert (r["t"], r["seeds_a"], r["seeds_b"]) == (20, 2, 2)
+    assert r["delta_cross_diff"] == pytest.approx(-0.2) and r["delta_cross_z"] == pytest.approx(-2.0)
+    assert r["pc_margin_a"] == pytest.approx(-0.2) and r["pc_margin_z"] == pytest.approx(1.0)
+    assert "| 20 | 2/2 | 0.3000 ± 0.1000 | 0.1000 ± 0.0000 | -0.2000 (-2.0) |" in pair_markdown([r])

@@ -261,3 +261,21 @@ def test_alpha_bar_comes_from_geometry_reading_of_the_scheduler_config(ckpt):
     m = load_unet(ckpt)
     cfg = json.loads((ckpt / "scheduler_config.json").read_text())
     assert np.array_equal(m.alpha_bar, schedule_from_diffusers_config(cfg).alpha_bar)
+
+
+@pytest.mark.parametrize("preset", ["pifs_ddpm16", "pifs_ddpm16_collage"])
+def test_shipped_models_load_offline_from_their_presets(preset):
+    from pipeline.models import model_from_config
+    from pipeline.training import resolve_asset_path
+
+    cfg = OmegaConf.to_container(OmegaConf.load(os.path.join(CONF, f"{preset}.yaml")))
+    m = model_from_config(cfg, image_shape=(3, 16, 16), device="cpu")
+    assert m.prediction_type == "v_prediction" and m.image_shape == (3, 16, 16)
+    folder = resolve_asset_path(cfg["path"])
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 10e6  # issue 9: at most 10 MB in the repo
+    for name in ("MODEL_CARD.md", "samples.png", "loss_curve.png", "train_summary.json"):
+        assert (folder / name).is_file()
+    x = torch.zeros(1, 3, 16, 16)
+    raw = m.raw(x, 1000)
+    a = m.alpha_bar[1000]
+    assert torch.allclose(m(x, 1000), np.sqrt(a) * raw, atol=1e-6)  # ε̂ = √ᾱ v̂ + √(1−ᾱ) x at x = 0
