@@ -10,7 +10,8 @@ Prints human-readable lines, then one JSON line. Every cost is given in forward-
 (b) all 256 block norms (M = 16) at one point: vmapped block power iteration vs a Python loop over
     blocks (same reused closures), vs a paper-style loop (torch.func.jvp/vjp per call, primal
     recomputed), and the exact dense route (3072 vmapped VJPs); timed on a subset and extrapolated;
-(c) projected cost of the cifar10_paper protocol (8 seeds x 50 steps, K_PI = 20) from those costs.
+(c) projected cost of the cifar10_paper protocol (8 seeds x 50 steps, K_PI = 20) from those costs;
+(d) the Gaussian oracle's vmapped JVPs (the default run's model): grouped 1x1 convolutions vs batched matmuls.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import math
 import time
 
+import numpy as np
 import torch
 
 from pipeline.jacobian import MeasureConfig, ScoreLinearization, StepJacobian, plan_measurement
@@ -277,10 +279,46 @@ def main(argv=None) -> dict:
     out["projected"] = proj
     out["projected_naive_global_hours"] = round(naive_global, 2)
     out["projected_paper_style_blocks_hours"] = round(paper_blocks, 2)
+    out.update(oracle_products(reps))
     out["benchmark_seconds"] = round(time.perf_counter() - t_start, 1)
     print(f"total benchmark time {out['benchmark_seconds']:.0f} s")
     print(json.dumps(out))
     return out
+
+
+def oracle_products(reps: int) -> dict:
+    """(d) The Gaussian oracle's 16 vmapped JVPs at the default size (n = 3072, 16 patch blocks of 192, float64):
+    pipeline.models.GaussianOracle (grouped 1x1 convolutions) vs the same products as batched matmuls with the
+    unbatched [G, m, m] eigenvectors, which vmap copies once per vector (the oracle's form before this change)."""
+    from pipeline.geometry import linear_schedule
+    from pipeline.models import GaussianOracle
+
+    g = torch.Generator().manual_seed(0)
+    G, m = 16, 192
+    blocks = torch.randn(G, m, m, generator=g, dtype=torch.float64)
+    cov = (blocks @ blocks.transpose(1, 2) / m + 0.1 * torch.eye(m, dtype=torch.float64)).numpy()
+    mean = np.zeros((G, m))
+    oracle = GaussianOracle.from_patch_blocks(mean, cov, 8, linear_schedule(1000).alpha_bar, (3, 32, 32))
+    U = torch.as_tensor(oracle.eigvecs)
+    scale = oracle._scale(500)
+    perm, inv = oracle._perm, oracle._inv_perm
+
+    def matmul_form(x):  # x [1, 3, 32, 32]
+        y = x.reshape(1, -1)[:, perm].reshape(1, G, m).transpose(0, 1)
+        z = torch.matmul(torch.matmul(y, U) * scale[:, None, :], U.transpose(1, 2))
+        return z.transpose(0, 1).reshape(1, -1)[:, inv].reshape(1, 3, 32, 32)
+
+    x0 = torch.randn(1, 3, 32, 32, generator=g, dtype=torch.float64)
+    tang = torch.randn(16, 1, 3, 32, 32, generator=g, dtype=torch.float64)
+    conv = torch.func.vmap(lambda v: torch.func.jvp(lambda z: oracle(z, 500), (x0,), (v,))[1])
+    mm = torch.func.vmap(lambda v: torch.func.jvp(matmul_form, (x0,), (v,))[1])
+    assert torch.allclose(conv(tang), mm(tang), rtol=1e-10, atol=1e-12)  # the same operator
+    t = race({"conv": lambda: conv(tang), "matmul": lambda: mm(tang)}, rounds=max(2, reps))
+    print(f"(d) Gaussian oracle, 16 vmapped JVPs at n = 3072: grouped conv {1e3 * t['conv']:.1f} ms, batched matmul "
+          f"{1e3 * t['matmul']:.1f} ms ({t['matmul'] / t['conv']:.1f}x)")
+    return {"oracle_vmapped_jvp16_ms": round(1e3 * t["conv"], 2),
+            "oracle_vmapped_jvp16_matmul_ms": round(1e3 * t["matmul"], 2),
+            "oracle_conv_speedup": round(t["matmul"] / t["conv"], 1)}
 
 
 if __name__ == "__main__":
