@@ -11,7 +11,8 @@ Prints human-readable lines, then one JSON line. Every cost is given in forward-
     blocks (same reused closures), vs a paper-style loop (torch.func.jvp/vjp per call, primal
     recomputed), and the exact dense route (3072 vmapped VJPs); timed on a subset and extrapolated;
 (c) projected cost of the cifar10_paper protocol (8 seeds x 50 steps, K_PI = 20) from those costs;
-(d) the Gaussian oracle's vmapped JVPs (the default run's model): grouped 1x1 convolutions vs batched matmuls.
+(d) the Gaussian oracle's vmapped JVPs (the default run's model): grouped 1x1 convolutions vs batched matmuls;
+(e) points of several seeds at one step measured one at a time vs stacked through the model's batch dimension.
 """
 
 from __future__ import annotations
@@ -116,9 +117,15 @@ def main(argv=None) -> dict:
     t_fwd = timeit(fwd, reps=3)
     with torch.no_grad():
         xb = torch.randn(8, 3, 32, 32, generator=g)
-        t_fwd8 = timeit(lambda: model(xb, t).sample, reps=reps) / 8
-    print(f"forward pass: {1e3 * t_fwd:.0f} ms at batch 1, {1e3 * t_fwd8:.0f} ms per image at batch 8 "
-          f"({args.threads} thread(s))")
+        xb16 = torch.randn(16, 3, 32, 32, generator=g)
+        tf = race({"b1": fwd, "b8": lambda: model(xb, t).sample, "b16": lambda: model(xb16, t).sample}, rounds=reps)
+    t_fwd8 = tf["b8"] / 8
+    # No batching of the same products (vmap or the model's own batch dimension) can beat the gain of
+    # a batched forward pass over batch 1: the ceiling for (b)'s vmapped-vs-loop ratio on this machine.
+    batch_ceiling = tf["b1"] / (tf["b16"] / 16)
+    print(f"forward pass: {1e3 * t_fwd:.0f} ms at batch 1, {1e3 * t_fwd8:.0f} ms per image at batch 8, "
+          f"{1e3 * tf['b16'] / 16:.0f} at batch 16 (batching gain {batch_ceiling:.2f}x; {args.threads} thread(s))")
+    out["forward_batch16_gain"] = round(batch_ceiling, 2)
 
     # ---------------- (a) one power-iteration step ----------------
     u = torch.randn(shape, generator=g)
@@ -236,6 +243,9 @@ def main(argv=None) -> dict:
     print(f"    Python loop over blocks (same ops):   {cost_loop:7.0f}  ({c_loop_step:.2f} per block step + trace)")
     print(f"    paper-style loop (primal recomputed): {cost_paper:7.0f}  ({c_paper_step:.2f} per block step)")
     print(f"    exact dense Jacobian ({n} VJP rows): {cost_dense:7.0f}  ({c_row:.2f} per row)")
+    print(f"    vmapped block PI vs loop {cost_loop / cost_vm:.2f}x (ceiling: the batched forward's gain "
+          f"{batch_ceiling:.2f}x); the engine's choice at n = {n} (measure.blocks=auto -> dense, vmapped VJPs) vs "
+          f"loop {cost_loop / cost_dense:.2f}x, vs paper-style loop {cost_paper / cost_dense:.2f}x")
     crossover_M16 = (K * M * M * c_vm_step + c_trace) / c_row
     print(f"    dense-vs-block crossover: dense costs ≈ {c_row:.2f}·n, block power ≈ {K * c_vm_step:.1f}·M² "
           f"(+ trace); at M = 16 dense is cheaper below n ≈ {crossover_M16:.0f} (CIFAR-10 n = 3072: dense; "
@@ -279,11 +289,42 @@ def main(argv=None) -> dict:
     out["projected"] = proj
     out["projected_naive_global_hours"] = round(naive_global, 2)
     out["projected_paper_style_blocks_hours"] = round(paper_blocks, 2)
+    out.update(seed_batching(model, t, r, b, reps))
     out.update(oracle_products(reps))
     out["benchmark_seconds"] = round(time.perf_counter() - t_start, 1)
     print(f"total benchmark time {out['benchmark_seconds']:.0f} s")
     print(json.dumps(out))
     return out
+
+
+def seed_batching(model, t: int, r: float, b: float, reps: int, S: int = 4) -> dict:
+    """(e) measure_step at S points of one step, one at a time vs stacked through the model's batch
+    dimension (measure.seed_batch, pipeline.jacobian.points): global PI + Lanczos + Rayleigh, no blocks."""
+    from pipeline.jacobian import measure_step
+    from pipeline.jacobian.points import measure_points
+
+    g = torch.Generator().manual_seed(5)
+    xs = torch.randn(S, 3, 32, 32, generator=g)
+    v1 = torch.nn.functional.normalize(torch.randn(16, 192, generator=g), dim=1)
+    cfg = MeasureConfig(blocks="off", power_iters=4, lanczos_iters=4, jvp_method="double_vjp")
+    seeds = list(range(S))
+
+    def one_at_a_time():
+        return [measure_step(lambda z: model(z[None], t).sample[0], xs[s], r, b, 8, v1=v1, config=cfg, seed=seeds[s])
+                for s in range(S)]
+
+    def stacked():
+        return measure_points(lambda z: model(z, t).sample, xs, r, b, 8, seeds, v1=v1, config=cfg)
+
+    a, c = one_at_a_time(), stacked()
+    worst = max(max(abs(p.kappa_pi / q.kappa_pi - 1), float(np.max(np.abs(p.rayleigh - q.rayleigh))))
+                for p, q in zip(a, c, strict=True))
+    tt = race({"loop": one_at_a_time, "stacked": stacked}, rounds=max(1, reps - 1))
+    print(f"(e) {S} seeds at one step (PI 4 + Lanczos 4 + 16 Rayleigh products each): one at a time "
+          f"{tt['loop']:.1f} s, stacked {tt['stacked']:.1f} s ({tt['loop'] / tt['stacked']:.2f}x; "
+          f"largest difference {worst:.1e}, float32)")
+    return {"seed_batch_points": S, "seed_batch_speedup": round(tt["loop"] / tt["stacked"], 2),
+            "seed_batch_max_difference": float(f"{worst:.2e}")}
 
 
 def oracle_products(reps: int) -> dict:

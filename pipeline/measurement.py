@@ -19,7 +19,8 @@ import numpy as np
 from pipeline import io
 
 # Keys of the `measure` config group read here, not by pipeline.jacobian.MeasureConfig.
-_SELECTION_KEYS = ("steps", "max_seeds", "block_steps", "proxy_images", "proxy_timesteps", "proxy_seed")
+_SELECTION_KEYS = ("steps", "max_seeds", "block_steps", "seed_batch", "proxy_images", "proxy_timesteps",
+                   "proxy_seed")
 
 GLOBAL_PREFIX = ["seed", "step", "t", "t_prev", "alpha_bar_t", "alpha_bar_prev", "r_t", "b_t"]
 PATCH_PREFIX = ["seed", "step", "t", "k", "row", "col", "lambda_k", "f_t"]
@@ -73,6 +74,19 @@ def _measure_one(model, x, t, r, b, patch_size, v1, f_t, config, seed, step):
     )
 
 
+def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step):
+    import torch
+
+    from pipeline.jacobian.measure import measurement_seed
+    from pipeline.jacobian.points import measure_points
+
+    xs = torch.as_tensor(xs, dtype=model.dtype, device=model.device)
+    return measure_points(
+        lambda z: model(z, t), xs, r, b, patch_size, [measurement_seed(s, step) for s in seeds],
+        v1=v1, expansion=f_t, config=config,
+    )
+
+
 def measure_trajectories(
     model,
     chain,
@@ -123,40 +137,66 @@ def measure_trajectories(
     global_rows: list[dict] = []
     patch_rows: list[dict] = []
     block_rows: list[dict] = []
+    seed_batch = int(selection["seed_batch"] or 1)
+    if seed_batch < 1:
+        raise ValueError(f"measure.seed_batch must be >= 1, got {seed_batch}")
+
+    def unit_file_of(seed: int, i: int) -> Path:
+        return work_dir / f"seed-{seed}" / f"step-{i:04d}.json"
+
+    def write_unit(m, seed: int, i: int, x_point) -> None:
+        t = int(ts[i])
+        head = {"seed": seed, "step": i, "t": t, "t_prev": int(t_prev[i]),
+                "alpha_bar_t": float(chain.alpha_bar_t[i]), "alpha_bar_prev": float(chain.alpha_bar_prev[i]),
+                "r_t": float(coeffs.r[i]), "b_t": float(coeffs.b[i])}
+        g = m.global_row()
+        g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
+        # wall-clock time is not a measurement: kept out of the tables (byte-identical reruns)
+        seconds = float(g.pop("seconds", math.nan))
+        prow = []
+        for row in m.patch_rows():
+            k = int(row["k"])
+            prow.append({"seed": seed, "step": i, "t": t, "k": k, "row": k // grid.cols, "col": k % grid.cols,
+                         "lambda_k": float(lam[k]), "f_t": float(f[i, k]), **row})
+        brow = [{"seed": seed, "step": i, "t": t, "k": r["k"], "j": r["j"], "chebyshev": r["distance"],
+                 "op_norm": r["op"], "frob_norm": r["frob"]}
+                for r in m.block_rows((grid.rows, grid.cols))]
+        unit = {"global": {**head, **g}, "patches": prow, "blocks": brow, "seconds": seconds,
+                "attention": _attention_row(model, x_point, t, head)}
+        io.write_text(unit_file_of(seed, i), json.dumps(unit))
+
+    if seed_batch > 1:
+        # Points of several seeds at one step share t, r_t, b_t: measure them as one stack through the
+        # model's batch dimension (pipeline.jacobian.points), then the loop below only reads the units.
+        trajs = {seed: io.load_npz(path)["x"] for seed, path in seeds}
+        groups = []
+        for i in steps:
+            todo = [seed for seed, _ in seeds if not unit_file_of(seed, i).exists()]
+            groups += [(i, todo[a:a + seed_batch]) for a in range(0, len(todo), seed_batch)]
+        for i, group in tqdm(groups, desc=f"jacobian (step, {seed_batch} seeds)", unit="group",
+                             disable=not progress):
+            xs = np.stack([trajs[seed][i] for seed in group])
+            ms = _measure_group(model, xs, int(ts[i]), float(coeffs.r[i]), float(coeffs.b[i]), patch_size, v1,
+                                f[i], config if i in block_steps else light, group, i)
+            for seed, m in zip(group, ms, strict=True):
+                write_unit(m, seed, i, trajs[seed][i])
+        trajs.clear()
+
     units = [(s, p, i) for s, p in seeds for i in steps]
-    bar = tqdm(units, desc="jacobian (seed, step)", unit="pt", disable=not progress)
+    bar = tqdm(units, desc="jacobian (seed, step)", unit="pt", disable=not progress or seed_batch > 1)
     cache: dict[int, np.ndarray] = {}
     measure_seconds: list[float] = []
     for seed, path, i in bar:
-        unit_file = work_dir / f"seed-{seed}" / f"step-{i:04d}.json"
-        if unit_file.exists():
-            unit = json.loads(unit_file.read_text())
-        else:
+        unit_file = unit_file_of(seed, i)
+        if not unit_file.exists():
             if seed not in cache:
                 cache.clear()
                 cache[seed] = io.load_npz(path)["x"]
             x_traj = cache[seed]
-            t = int(ts[i])
-            m = _measure_one(model, x_traj[i], t, float(coeffs.r[i]), float(coeffs.b[i]), patch_size,
+            m = _measure_one(model, x_traj[i], int(ts[i]), float(coeffs.r[i]), float(coeffs.b[i]), patch_size,
                              v1, f[i], config if i in block_steps else light, seed, i)
-            head = {"seed": seed, "step": i, "t": t, "t_prev": int(t_prev[i]),
-                    "alpha_bar_t": float(chain.alpha_bar_t[i]), "alpha_bar_prev": float(chain.alpha_bar_prev[i]),
-                    "r_t": float(coeffs.r[i]), "b_t": float(coeffs.b[i])}
-            g = m.global_row()
-            g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
-            # wall-clock time is not a measurement: kept out of the tables (byte-identical reruns)
-            seconds = float(g.pop("seconds", math.nan))
-            prow = []
-            for row in m.patch_rows():
-                k = int(row["k"])
-                prow.append({"seed": seed, "step": i, "t": t, "k": k, "row": k // grid.cols, "col": k % grid.cols,
-                             "lambda_k": float(lam[k]), "f_t": float(f[i, k]), **row})
-            brow = [{"seed": seed, "step": i, "t": t, "k": r["k"], "j": r["j"], "chebyshev": r["distance"],
-                     "op_norm": r["op"], "frob_norm": r["frob"]}
-                    for r in m.block_rows((grid.rows, grid.cols))]
-            unit = {"global": {**head, **g}, "patches": prow, "blocks": brow, "seconds": seconds,
-                    "attention": _attention_row(model, x_traj[i], t, head)}
-            io.write_text(unit_file, json.dumps(unit))
+            write_unit(m, seed, i, x_traj[i])
+        unit = json.loads(unit_file.read_text())
         global_rows.append(unit["global"])
         measure_seconds.append(float(unit.get("seconds", math.nan)))
         patch_rows.extend(unit["patches"])

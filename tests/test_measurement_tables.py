@@ -59,3 +59,38 @@ def test_exact_deviation_vanishes_when_the_model_is_the_surrogate(tmp_path):
     rows = io.read_csv(out / "proxy.csv")
     dev = np.array([float(r["exact_deviation"]) for r in rows])
     assert np.max(dev) < 1e-9
+
+
+def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatch):
+    """measure.seed_batch=2 stacks both seeds' points per step (pipeline.jacobian.points): same tables."""
+    from pipeline.jacobian import points
+
+    stacks = []
+    original = points.measure_points
+
+    def counted(eps_fn, xs, *args, **kwargs):
+        stacks.append(int(xs.shape[0]))
+        return original(eps_fn, xs, *args, **kwargs)
+
+    monkeypatch.setattr(points, "measure_points", counted)
+    common = ["measure.steps=[1000,500,100]", "measure.proxy_images=0"]
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = _run(tmp_path / "one", [*common, "measure.seed_batch=1"])
+    assert stacks == []
+    two = _run(tmp_path / "two", [*common, "measure.seed_batch=2"])
+    assert stacks == [2, 2, 2]  # one stack of both seeds per measured step
+    for table in ("global.csv", "patches.csv", "blocks.csv"):
+        a, b = io.read_csv(one / table), io.read_csv(two / table)
+        assert len(a) == len(b) > 0, table
+        assert [list(r) for r in a] == [list(r) for r in b]
+        for ra, rb in zip(a, b, strict=True):
+            for key, va in ra.items():
+                try:
+                    x, y = float(va), float(rb[key])
+                except ValueError:
+                    assert va == rb[key], (table, key)
+                    continue
+                assert (np.isnan(x) and np.isnan(y)) or y == pytest.approx(x, rel=1e-9, abs=1e-12), (table, key, ra)
+    seeds = {int(r["seed"]) for r in io.read_csv(two / "global.csv")}
+    assert seeds == {0, 1}

@@ -298,6 +298,32 @@ def plan_measurement(n: int, M: int, cfg: MeasureConfig, have_v1: bool) -> Plan:
     return Plan(blocks=blocks, jvp_method=method, estimated_cost=cost, costs={k: v[1] for k, v in costs.items()})
 
 
+def block_krylov_method(blocks: str) -> str:
+    """Krylov method of the block modes: diagonal blocks have clustered spectra (Thm 17: f_t(μ_k,i)
+    all near 1), where K power steps fall visibly short and Golub-Kahan does not."""
+    return "power" if blocks == "power" else "lanczos"
+
+
+def record_blocks(out: StepMeasurement, bn: BlockNorms, blocks: str, cfg: MeasureConfig) -> None:
+    """Diagonal norms, coupling C_k,t (eq. 17) and block matrices of one point into ``out``."""
+    out.block_method = bn.method if blocks != "diag" else "diag"
+    out.block_iters = bn.iterations
+    out.block_frob_probes = bn.frob_probes
+    out.diag_norm = np.diag(bn.op).copy()
+    if out.rayleigh is not None and bn.method != "dense":
+        # Both the K-step Krylov value and |⟨v_k,[JΦ_t]_kk v_k⟩| are lower bounds of ‖[JΦ_t]_kk‖;
+        # keep the better one (v_k is Σ_k's top direction, exact for the Gaussian score, Thm 17).
+        out.diag_norm = np.maximum(out.diag_norm, np.abs(out.rayleigh))
+    if blocks != "diag":
+        off = bn.op.copy()
+        np.fill_diagonal(off, 0.0)
+        out.coupling = off.sum(1)
+    if cfg.keep_block_matrices:
+        out.block_op = bn.op
+        out.block_frob = bn.frob
+    out.block_change = bn.relative_change
+
+
 def measure_step(
     eps_fn: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -379,28 +405,8 @@ def measure_step(
         else:
             bn = block_power_norms(step, index, cfg.block_power_iters, block_gen,
                                    frob_probes=cfg.frob_probes if plan.blocks != "diag" else 0,
-                                   diag_only=plan.blocks == "diag",
-                                   # diagonal blocks have clustered spectra (Thm 17: f_t(μ_k,i) all near 1),
-                                   # where K power steps fall visibly short; Golub-Kahan does not
-                                   method="power" if plan.blocks == "power" else "lanczos")
-        out.block_method = bn.method if plan.blocks != "diag" else "diag"
-        out.block_iters = bn.iterations
-        out.block_frob_probes = bn.frob_probes
-        out.diag_norm = np.diag(bn.op).copy()
-        if out.rayleigh is not None and bn.method != "dense":
-            # Both the K-step Krylov value and |⟨v_k,[JΦ_t]_kk v_k⟩| are lower bounds of ‖[JΦ_t]_kk‖;
-            # keep the better one (v_k is Σ_k's top direction, exact for the Gaussian score, Thm 17).
-            out.diag_norm = np.maximum(out.diag_norm, np.abs(out.rayleigh))
-        if plan.blocks != "diag":
-            off = bn.op.copy()
-            np.fill_diagonal(off, 0.0)
-            out.coupling = off.sum(1)
-        if cfg.keep_block_matrices:
-            out.block_op = bn.op
-            out.block_frob = bn.frob
-            out.block_change = bn.relative_change
-        else:
-            out.block_change = bn.relative_change
+                                   diag_only=plan.blocks == "diag", method=block_krylov_method(plan.blocks))
+        record_blocks(out, bn, plan.blocks, cfg)
         seconds["blocks"] = time.perf_counter() - t0
 
     out.jvps = score.counter.jvp

@@ -14,6 +14,10 @@ VJP) and one of three tangent maps:
 
 Every map accepts one vector [C,H,W] or a batch [B,C,H,W]; batches go through `torch.func.vmap`
 in chunks of ``chunk_size`` to bound memory.
+
+``stacked=True`` linearises S points at once: x is [S,C,H,W], eps_fn is the model's own batched call,
+and a "vector" is [S,C,H,W] (one vector per point; the Jacobian is block-diagonal over points), so
+the S points ride the model's batch dimension and vmap adds the vectors on top (pipeline.jacobian.points).
 """
 
 from __future__ import annotations
@@ -45,11 +49,14 @@ class ScoreLinearization:
     """ε̂(·, t) linearised at x: ε̂(x) plus u ↦ Jε̂ u and w ↦ Jε̂ᵀ w (the score part of eq. 7)."""
 
     def __init__(self, eps_fn: EpsFn, x: torch.Tensor, *, jvp_method: str = "double_vjp",
-                 chunk_size: int | None = 64, with_vjp: bool = True):
+                 chunk_size: int | None = 64, with_vjp: bool = True, stacked: bool = False):
         if jvp_method not in JVP_METHODS:
             raise ValueError(f"jvp_method={jvp_method!r} is unknown; use one of {JVP_METHODS}")
-        if x.dim() != 3:
-            raise ValueError(f"x must be one image [C,H,W], got shape {tuple(x.shape)}; loop or vmap over batches")
+        if stacked and x.dim() != 4:
+            raise ValueError(f"stacked=True needs points [S,C,H,W], got shape {tuple(x.shape)}")
+        if not stacked and x.dim() != 3:
+            raise ValueError(f"x must be one image [C,H,W], got shape {tuple(x.shape)}; "
+                             "for several points use stacked=True with the model's batched call")
         self.eps_fn = eps_fn
         self.x = x.detach()
         self.image_shape = tuple(self.x.shape)
@@ -67,7 +74,8 @@ class ScoreLinearization:
         self.counter.primal += 1
         if tuple(eps.shape) != self.image_shape:
             raise ValueError(
-                f"eps_fn must map [C,H,W] -> [C,H,W]; got {tuple(eps.shape)} for input {self.image_shape}"
+                f"eps_fn must map {'[S,C,H,W] -> [S,C,H,W]' if stacked else '[C,H,W] -> [C,H,W]'}; "
+                f"got {tuple(eps.shape)} for input {self.image_shape}"
             )
         self.eps = eps.detach()
         self._vjp_single = lambda w: self._vjp_closure(w)[0]
@@ -85,17 +93,17 @@ class ScoreLinearization:
     def _apply(self, fn, v: torch.Tensor) -> torch.Tensor:
         if tuple(v.shape) == self.image_shape:
             return fn(v)
-        if tuple(v.shape[1:]) != self.image_shape or v.dim() != 4:
-            raise ValueError(f"vectors must be [C,H,W] or [B,C,H,W] with [C,H,W]={self.image_shape}, got {tuple(v.shape)}")
+        if tuple(v.shape[1:]) != self.image_shape or v.dim() != len(self.image_shape) + 1:
+            raise ValueError(f"vectors must be {list(self.image_shape)} or [B, *{list(self.image_shape)}], "
+                             f"got {tuple(v.shape)}")
         if v.shape[0] == 0:
             return v.clone()
         if v.shape[0] == 1:
             return fn(v[0])[None]
         return vmap(fn, chunk_size=self.chunk_size)(v)
 
-    @staticmethod
-    def _count(v: torch.Tensor) -> int:
-        return 1 if v.dim() == 3 else int(v.shape[0])
+    def _count(self, v: torch.Tensor) -> int:
+        return 1 if v.dim() == len(self.image_shape) else int(v.shape[0])
 
     def jvp(self, u: torch.Tensor) -> torch.Tensor:
         """Jε̂ u for one tangent [C,H,W] or a batch [B,C,H,W]."""
@@ -121,7 +129,8 @@ class StepJacobian:
 
     @property
     def n(self) -> int:
-        c, h, w = self.image_shape
+        """Pixels of one point (of each point when stacked)."""
+        c, h, w = self.image_shape[-3:]
         return c * h * w
 
     def matvec(self, u: torch.Tensor) -> torch.Tensor:
