@@ -44,20 +44,28 @@ def patch_rayleigh(step: StepJacobian, v1: torch.Tensor, index: torch.Tensor, *,
 
     ⟨v, B v⟩ = ⟨Bᵀ v, v⟩, so the VJP (cheaper, no tangent map needed) gives the same number as the
     paper's directional JVP; ``via="jvp"`` uses the JVP.
+    On a stacked linearisation (S points, pipeline.jacobian.points) every point gets the same M
+    vectors in one stacked batch and the result is [S, M].
     """
     M = index.shape[0]
+    stacked = len(step.image_shape) == 4
+    S = step.image_shape[0] if stacked else 1
+    image = tuple(step.image_shape[-3:])
     v = v1.to(device=step.score.x.device, dtype=step.score.x.dtype)
     rows = torch.arange(M, device=v.device)
-    T = embed_patches(v, index, step.image_shape, rows)
+    T = embed_patches(v, index, image, rows)
+    if stacked:
+        T = T[:, None].expand(M, S, *image).contiguous()
     if via == "vjp":
         Y = step.rmatvec(T)
     elif via == "jvp":
         Y = step.matvec(T)
     else:
         raise ValueError(f"via={via!r} is unknown; use 'vjp' or 'jvp'")
-    Yk = take_patches(Y, index, rows).double()
-    vd = v.double()
-    return ((Yk * vd).sum(1) / (vd * vd).sum(1)).cpu().numpy()
+    Yk = take_patches(Y.reshape(M * S, *image), index, rows.repeat_interleave(S)).double().reshape(M, S, -1)
+    vd = v.double()[:, None, :]
+    q = ((Yk * vd).sum(-1) / (vd * vd).sum(-1)).T.cpu().numpy()  # [S, M]
+    return q if stacked else q[0]
 
 
 def dense_step_jacobian_rows(step: StepJacobian, rows_idx: torch.Tensor) -> torch.Tensor:
@@ -94,15 +102,17 @@ def dense_block_norms(step: StepJacobian, index: torch.Tensor, *, keep_dense: bo
                       matvecs=step.n, frob_probes=0, dense=dense)
 
 
+def block_problems(M: int, diag_only: bool, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row patch k and column patch j of every block problem: the M diagonal ones or all M² (row-major)."""
+    if diag_only:
+        k_of = torch.arange(M, device=device)
+        return k_of, k_of
+    return torch.arange(M, device=device).repeat_interleave(M), torch.arange(M, device=device).repeat(M)
+
+
 def _block_operators(step: StepJacobian, index: torch.Tensor, diag_only: bool):
     M, nk = index.shape
-    x = step.score.x
-    if diag_only:
-        k_of = torch.arange(M, device=x.device)
-        j_of = k_of
-    else:
-        k_of = torch.arange(M, device=x.device).repeat_interleave(M)  # row patch of problem (k, j)
-        j_of = torch.arange(M, device=x.device).repeat(M)  # column patch
+    k_of, j_of = block_problems(M, diag_only, step.score.x.device)
 
     def matvec(u):  # [B, n_k] in patch j -> [B, n_k] in patch k
         return take_patches(step.matvec(embed_patches(u, index, step.image_shape, j_of)), index, k_of)

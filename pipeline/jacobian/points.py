@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .blocks import BlockNorms
+from .blocks import BlockNorms, block_problems, patch_rayleigh
 from .measure import (
     MeasureConfig,
     StepMeasurement,
@@ -61,25 +61,6 @@ def _interleave(per_point: list[torch.Tensor]) -> torch.Tensor:
     return stacked.reshape(-1, *stacked.shape[2:])
 
 
-def stacked_rayleigh(step: StepJacobian, v1: torch.Tensor, index: torch.Tensor, *, via: str = "vjp") -> np.ndarray:
-    """`patch_rayleigh` for every point: [S, M] from M stacked products."""
-    S, C, H, W = step.image_shape
-    M = index.shape[0]
-    v = v1.to(device=step.score.x.device, dtype=step.score.x.dtype)
-    T = embed_patches(v, index, (C, H, W), torch.arange(M, device=v.device))
-    T = T[:, None].expand(M, S, C, H, W).contiguous()
-    if via == "vjp":
-        Y = step.rmatvec(T)
-    elif via == "jvp":
-        Y = step.matvec(T)
-    else:
-        raise ValueError(f"via={via!r} is unknown; use 'vjp' or 'jvp'")
-    rows = torch.arange(M, device=v.device).repeat_interleave(S)
-    Yk = take_patches(Y.reshape(M * S, C, H, W), index, rows).double().reshape(M, S, -1)
-    vd = v.double()[:, None, :]
-    return ((Yk * vd).sum(-1) / (vd * vd).sum(-1)).T.cpu().numpy()
-
-
 def stacked_dense_block_norms(step: StepJacobian, index: torch.Tensor, *, keep_dense: bool = False) -> list[BlockNorms]:
     """`dense_block_norms` for every point: one stacked cotangent per pixel gives that row at all S points."""
     S, C, H, W = step.image_shape
@@ -109,12 +90,7 @@ def stacked_block_krylov_norms(step: StepJacobian, index: torch.Tensor, iters: i
     S = step.image_shape[0]
     M, nk = index.shape
     x = step.score.x
-    if diag_only:
-        k_of = torch.arange(M, device=x.device)
-        j_of = k_of
-    else:
-        k_of = torch.arange(M, device=x.device).repeat_interleave(M)
-        j_of = torch.arange(M, device=x.device).repeat(M)
+    k_of, j_of = block_problems(M, diag_only, x.device)
     B = len(k_of)
     matvec, rmatvec = _problem_operators(step, index, k_of, j_of)
     start = _interleave([torch.randn(B, nk, generator=g, dtype=torch.float64) for g in generators]).to(x.device, x.dtype)
@@ -229,7 +205,7 @@ def measure_points(
         v = torch.as_tensor(np.asarray(v1) if not torch.is_tensor(v1) else v1)
         if tuple(v.shape) != tuple(index.shape):
             raise ValueError(f"v1 must be [M, n_k] = {tuple(index.shape)} for patch size {patch_size}, got {tuple(v.shape)}")
-        ray = stacked_rayleigh(step, v, index, via=cfg.rayleigh_via)
+        ray = patch_rayleigh(step, v, index, via=cfg.rayleigh_via)  # [S, M]
         for s, out in enumerate(outs):
             out.rayleigh = ray[s]
         seconds["rayleigh"] = time.perf_counter() - t0
