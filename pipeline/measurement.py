@@ -173,11 +173,15 @@ def measure_trajectories(
         for i in steps:
             todo = [seed for seed, _ in seeds if not unit_file_of(seed, i).exists()]
             groups += [(i, todo[a:a + seed_batch]) for a in range(0, len(todo), seed_batch)]
-        for i, group in tqdm(groups, desc=f"jacobian (step, {seed_batch} seeds)", unit="group",
-                             disable=not progress):
-            xs = np.stack([trajs[seed][i] for seed in group])
+        # Every stack has one size, b: CPU kernels are chosen by batch size (~1e-7 relative in float32),
+        # so a short group is padded with copies of its last point and a point's numbers depend on
+        # (seed, step, b) only, not on which seeds a resume left to share its stack.
+        b = min(seed_batch, len(seeds))
+        for i, group in tqdm(groups, desc=f"jacobian (step, {b} seeds)", unit="group", disable=not progress):
+            padded = group + [group[-1]] * (b - len(group))
+            xs = np.stack([trajs[seed][i] for seed in padded])
             ms = _measure_group(model, xs, int(ts[i]), float(coeffs.r[i]), float(coeffs.b[i]), patch_size, v1,
-                                f[i], config if i in block_steps else light, group, i)
+                                f[i], config if i in block_steps else light, padded, i)[: len(group)]
             for seed, m in zip(group, ms, strict=True):
                 write_unit(m, seed, i, trajs[seed][i])
         trajs.clear()

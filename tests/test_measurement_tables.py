@@ -62,7 +62,8 @@ def test_exact_deviation_vanishes_when_the_model_is_the_surrogate(tmp_path):
 
 
 def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatch):
-    """measure.seed_batch=2 stacks both seeds' points per step (pipeline.jacobian.points): same tables."""
+    """measure.seed_batch=2 stacks the seeds' points per step (pipeline.jacobian.points): same tables.
+    Three seeds: the second stack of each step holds one point, padded to two."""
     from pipeline.jacobian import points
 
     stacks = []
@@ -73,13 +74,13 @@ def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatc
         return original(eps_fn, xs, *args, **kwargs)
 
     monkeypatch.setattr(points, "measure_points", counted)
-    common = ["measure.steps=[1000,500,100]", "measure.proxy_images=0"]
+    common = ["measure.steps=[1000,500,100]", "measure.proxy_images=0", "num_seeds=3"]
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     one = _run(tmp_path / "one", [*common, "measure.seed_batch=1"])
     assert stacks == []
     two = _run(tmp_path / "two", [*common, "measure.seed_batch=2"])
-    assert stacks == [2, 2, 2]  # one stack of both seeds per measured step
+    assert stacks == [2] * 6  # two stacks per measured step, the short one padded
     for table in ("global.csv", "patches.csv", "blocks.csv"):
         a, b = io.read_csv(one / table), io.read_csv(two / table)
         assert len(a) == len(b) > 0, table
@@ -93,4 +94,4 @@ def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatc
                     continue
                 assert (np.isnan(x) and np.isnan(y)) or y == pytest.approx(x, rel=1e-9, abs=1e-12), (table, key, ra)
     seeds = {int(r["seed"]) for r in io.read_csv(two / "global.csv")}
-    assert seeds == {0, 1}
+    assert seeds == {0, 1, 2}
