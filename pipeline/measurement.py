@@ -144,7 +144,7 @@ def measure_trajectories(
     def unit_file_of(seed: int, i: int) -> Path:
         return work_dir / f"seed-{seed}" / f"step-{i:04d}.json"
 
-    def write_unit(m, seed: int, i: int, x_point) -> None:
+    def write_unit(m, seed: int, i: int, x_point) -> dict:
         t = int(ts[i])
         head = {"seed": seed, "step": i, "t": t, "t_prev": int(t_prev[i]),
                 "alpha_bar_t": float(chain.alpha_bar_t[i]), "alpha_bar_prev": float(chain.alpha_bar_prev[i]),
@@ -164,6 +164,7 @@ def measure_trajectories(
         unit = {"global": {**head, **g}, "patches": prow, "blocks": brow, "seconds": seconds,
                 "attention": _attention_row(model, x_point, t, head)}
         io.write_text(unit_file_of(seed, i), json.dumps(unit))
+        return unit
 
     if seed_batch > 1:
         # Points of several seeds at one step share t, r_t, b_t: measure them as one stack through the
@@ -192,15 +193,16 @@ def measure_trajectories(
     measure_seconds: list[float] = []
     for seed, path, i in bar:
         unit_file = unit_file_of(seed, i)
-        if not unit_file.exists():
+        if unit_file.exists():
+            unit = json.loads(unit_file.read_text())
+        else:
             if seed not in cache:
                 cache.clear()
                 cache[seed] = io.load_npz(path)["x"]
             x_traj = cache[seed]
             m = _measure_one(model, x_traj[i], int(ts[i]), float(coeffs.r[i]), float(coeffs.b[i]), patch_size,
                              v1, f[i], config if i in block_steps else light, seed, i)
-            write_unit(m, seed, i, x_traj[i])
-        unit = json.loads(unit_file.read_text())
+            unit = write_unit(m, seed, i, x_traj[i])
         global_rows.append(unit["global"])
         measure_seconds.append(float(unit.get("seconds", math.nan)))
         patch_rows.extend(unit["patches"])

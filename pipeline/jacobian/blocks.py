@@ -123,6 +123,15 @@ def _block_operators(step: StepJacobian, index: torch.Tensor, diag_only: bool):
     return k_of, j_of, matvec, rmatvec
 
 
+def block_krylov(matvec, rmatvec, start: torch.Tensor, iters: int, method: str):
+    """Top singular value of every block problem in the batch: K power steps or K Golub-Kahan steps."""
+    if method == "power":
+        return power_iteration(matvec, rmatvec, start, iters)
+    if method == "lanczos":
+        return golub_kahan_batched(matvec, rmatvec, start, iters)
+    raise ValueError(f"block method {method!r} is unknown; use 'power' or 'lanczos'")
+
+
 def block_power_norms(step: StepJacobian, index: torch.Tensor, iters: int, generator: torch.Generator, *,
                       frob_probes: int = 8, diag_only: bool = False, method: str = "power") -> BlockNorms:
     """‖[JΦ_t]_kj‖_op of all M² blocks (or the M diagonal ones), every block's iteration run in one
@@ -132,12 +141,7 @@ def block_power_norms(step: StepJacobian, index: torch.Tensor, iters: int, gener
     x = step.score.x
     k_of, j_of, matvec, rmatvec = _block_operators(step, index, diag_only)
     start = torch.randn(len(k_of), nk, generator=generator, dtype=torch.float64).to(x.device, x.dtype)
-    if method == "power":
-        res = power_iteration(matvec, rmatvec, start, iters)
-    elif method == "lanczos":
-        res = golub_kahan_batched(matvec, rmatvec, start, iters)
-    else:
-        raise ValueError(f"block method {method!r} is unknown; use 'power' or 'lanczos'")
+    res = block_krylov(matvec, rmatvec, start, iters, method)
     op = np.full((M, M), np.nan)
     change = np.full((M, M), np.nan)
     op[k_of.cpu().numpy(), j_of.cpu().numpy()] = res.value

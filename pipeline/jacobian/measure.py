@@ -298,6 +298,22 @@ def plan_measurement(n: int, M: int, cfg: MeasureConfig, have_v1: bool) -> Plan:
     return Plan(blocks=blocks, jvp_method=method, estimated_cost=cost, costs={k: v[1] for k, v in costs.items()})
 
 
+def checked_expansion(expansion, M: int) -> np.ndarray:
+    """f_t(λ_k) of eq. (26) as float64 [M], refused if it does not have one value per patch."""
+    f = np.asarray(expansion, dtype=np.float64).reshape(-1)
+    if f.shape[0] != M:
+        raise ValueError(f"expansion has {f.shape[0]} values but the image has M={M} patches")
+    return f
+
+
+def checked_v1(v1, index: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """The patch covariances' top eigenvectors as a tensor [M, n_k], refused if the shape is not the patch grid's."""
+    v = torch.as_tensor(np.asarray(v1) if not torch.is_tensor(v1) else v1)
+    if tuple(v.shape) != tuple(index.shape):
+        raise ValueError(f"v1 must be [M, n_k] = {tuple(index.shape)} for patch size {patch_size}, got {tuple(v.shape)}")
+    return v
+
+
 def block_krylov_method(blocks: str) -> str:
     """Krylov method of the block modes: diagonal blocks have clustered spectra (Thm 17: f_t(μ_k,i)
     all near 1), where K power steps fall visibly short and Golub-Kahan does not."""
@@ -384,15 +400,10 @@ def measure_step(
         seconds["lanczos"] = time.perf_counter() - t0
 
     if expansion is not None:
-        out.expansion = np.asarray(expansion, dtype=np.float64).reshape(-1)
-        if out.expansion.shape[0] != M:
-            raise ValueError(f"expansion has {out.expansion.shape[0]} values but the image has M={M} patches")
+        out.expansion = checked_expansion(expansion, M)
     if cfg.rayleigh and have_v1:
         t0 = time.perf_counter()
-        v = torch.as_tensor(np.asarray(v1) if not torch.is_tensor(v1) else v1)
-        if tuple(v.shape) != tuple(index.shape):
-            raise ValueError(f"v1 must be [M, n_k] = {tuple(index.shape)} for patch size {patch_size}, got {tuple(v.shape)}")
-        out.rayleigh = patch_rayleigh(step, v, index, via=cfg.rayleigh_via)
+        out.rayleigh = patch_rayleigh(step, checked_v1(v1, index, patch_size), index, via=cfg.rayleigh_via)
         seconds["rayleigh"] = time.perf_counter() - t0
 
     if plan.blocks != "off":

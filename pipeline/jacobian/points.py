@@ -20,11 +20,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .blocks import BlockNorms, block_problems, patch_rayleigh
+from .blocks import BlockNorms, block_krylov, block_problems, patch_rayleigh
 from .measure import (
     MeasureConfig,
     StepMeasurement,
     block_krylov_method,
+    checked_expansion,
+    checked_v1,
     plan_measurement,
     record_blocks,
 )
@@ -94,12 +96,7 @@ def stacked_block_krylov_norms(step: StepJacobian, index: torch.Tensor, iters: i
     B = len(k_of)
     matvec, rmatvec = _problem_operators(step, index, k_of, j_of)
     start = _interleave([torch.randn(B, nk, generator=g, dtype=torch.float64) for g in generators]).to(x.device, x.dtype)
-    if method == "power":
-        res = power_iteration(matvec, rmatvec, start, iters)
-    elif method == "lanczos":
-        res = golub_kahan_batched(matvec, rmatvec, start, iters)
-    else:
-        raise ValueError(f"block method {method!r} is unknown; use 'power' or 'lanczos'")
+    res = block_krylov(matvec, rmatvec, start, iters, method)
     value = np.asarray(res.value).reshape(B, S)
     change = np.asarray(res.relative_change).reshape(B, S)
     kk, jj = k_of.cpu().numpy(), j_of.cpu().numpy()
@@ -188,24 +185,20 @@ def measure_points(
     if cfg.global_lanczos:
         t0 = time.perf_counter()
         gk = golub_kahan_batched(step.matvec, step.rmatvec, start_gk, cfg.lanczos_steps)
-        vals = [(float(gk.value[s]), float(gk.residual[s]), float(gk.relative_change[s]), gk.iterations)
-                for s in range(S)]
-        for out, (value, residual, change, iters) in zip(outs, vals, strict=True):
-            out.kappa_lanczos, out.lanczos_residual, out.lanczos_change, out.lanczos_iters = value, residual, change, iters
+        for s, out in enumerate(outs):
+            out.kappa_lanczos = float(gk.value[s])
+            out.lanczos_residual = float(gk.residual[s])
+            out.lanczos_change = float(gk.relative_change[s])
+            out.lanczos_iters = gk.iterations
         seconds["lanczos"] = time.perf_counter() - t0
 
     if expansion is not None:
-        expansion = np.asarray(expansion, dtype=np.float64).reshape(-1)
-        if expansion.shape[0] != M:
-            raise ValueError(f"expansion has {expansion.shape[0]} values but the image has M={M} patches")
+        f = checked_expansion(expansion, M)
         for out in outs:
-            out.expansion = expansion
+            out.expansion = f
     if cfg.rayleigh and have_v1:
         t0 = time.perf_counter()
-        v = torch.as_tensor(np.asarray(v1) if not torch.is_tensor(v1) else v1)
-        if tuple(v.shape) != tuple(index.shape):
-            raise ValueError(f"v1 must be [M, n_k] = {tuple(index.shape)} for patch size {patch_size}, got {tuple(v.shape)}")
-        ray = patch_rayleigh(step, v, index, via=cfg.rayleigh_via)  # [S, M]
+        ray = patch_rayleigh(step, checked_v1(v1, index, patch_size), index, via=cfg.rayleigh_via)  # [S, M]
         for s, out in enumerate(outs):
             out.rayleigh = ray[s]
         seconds["rayleigh"] = time.perf_counter() - t0
