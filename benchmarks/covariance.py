@@ -203,7 +203,8 @@ def main() -> None:
             f"λ_k agree to {agree:.1e} relative (the baseline sees float32-rounded images)"
         )
         print(
-            f"  stream times {[round(r['seconds'], 2) for r in streams]}, naive {[round(r['seconds'], 2) for r in naives]}"
+            f"  stream times {[round(r['seconds'], 2) for r in streams]}, "
+            f"naive {[round(r['seconds'], 2) for r in naives]}"
         )
         print(
             f"  stream with OpenBLAS's default thread count: {stream_default['images_per_s']:,.0f} img/s "

@@ -33,6 +33,7 @@ def _schedules(n: int = 100):
 
 # ---------------------------------------------------------------- naive baseline (pure Python loops)
 
+
 def _naive_f(a: float, p: float, lam: float) -> float:
     v = 1.0 - a
     return (lam * math.sqrt(p * a) + math.sqrt((1.0 - p) * v)) / (lam * a + v)
@@ -64,12 +65,20 @@ def _naive_row(ab: list[float]) -> dict:
         b = math.sqrt(1 - p) - math.sqrt(p) * math.sqrt(1 - a) / math.sqrt(a)
         L.append((math.sqrt(p / a) - 1) / abs(b))
         v, w = 1 - a, 1 - p
-        ls.append(math.sqrt(v) * (math.sqrt(v) - math.sqrt(w)) / ((math.sqrt(p) - math.sqrt(a)) * math.sqrt(a)))
+        ls.append(
+            math.sqrt(v) * (math.sqrt(v) - math.sqrt(w)) / ((math.sqrt(p) - math.sqrt(a)) * math.sqrt(a))
+        )
     mean = sum(L) / T
     sd = math.sqrt(sum((x - mean) ** 2 for x in L) / T)
     i = min(range(T), key=ls.__getitem__)
-    return {"mean_L": mean, "cv_L": sd / mean, "L_finest": L[-1], "min_lambda_star": ls[i], "argmin_t": T - i,
-            "lambda_starstar": _naive_moran(ab)}
+    return {
+        "mean_L": mean,
+        "cv_L": sd / mean,
+        "L_finest": L[-1],
+        "min_lambda_star": ls[i],
+        "argmin_t": T - i,
+        "lambda_starstar": _naive_moran(ab),
+    }
 
 
 def _best(fn, repeat: int) -> float:
@@ -98,16 +107,20 @@ def main() -> dict:
     for r, n in zip(rows[:naive_subset:2], naive_rows[::2], strict=True):
         assert abs(r["lambda_starstar"] - n["lambda_starstar"]) < 1e-10, (r, n)
         assert abs(r["cv_L"] - n["cv_L"]) < 1e-9
-    print(f"table, 100 schedules of T=1000: best {table_best * 1e3:.1f} ms (median {table_med * 1e3:.1f} ms); "
-          f"pure-Python loop baseline {naive_table:.2f} s (20 timed, x5) -> {naive_table / table_best:.0f}x")
+    print(
+        f"table, 100 schedules of T=1000: best {table_best * 1e3:.1f} ms (median {table_med * 1e3:.1f} ms); "
+        f"pure-Python loop baseline {naive_table:.2f} s (20 timed, x5) -> {naive_table / table_best:.0f}x"
+    )
 
     ch = full_chain(linear_schedule())
     moran_best, moran_med = _best(lambda: moran_threshold(ch), 50)
     ab = linear_schedule().alpha_bar.tolist()
     naive_best, _ = _best(lambda: _naive_moran(ab), 3)
     assert abs(_naive_moran(ab) - moran_threshold(ch).lambda_starstar) < 2e-12
-    print(f"lambda** for one T=1000 chain: best {moran_best * 1e3:.3f} ms (median {moran_med * 1e3:.3f} ms); "
-          f"pure-Python bisection baseline {naive_best * 1e3:.1f} ms -> {naive_best / moran_best:.0f}x")
+    print(
+        f"lambda** for one T=1000 chain: best {moran_best * 1e3:.3f} ms (median {moran_med * 1e3:.3f} ms); "
+        f"pure-Python bisection baseline {naive_best * 1e3:.1f} ms -> {naive_best / moran_best:.0f}x"
+    )
     res = {
         "table_100_schedules_s": round(table_best, 5),
         "table_100_schedules_median_s": round(table_med, 5),

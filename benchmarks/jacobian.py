@@ -29,11 +29,23 @@ from pipeline.jacobian import MeasureConfig, ScoreLinearization, StepJacobian, p
 from pipeline.jacobian.patches import embed_patches, patch_index, take_patches
 
 CIFAR_UNET = dict(
-    sample_size=32, in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(128, 256, 256, 256),
+    sample_size=32,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=2,
+    block_out_channels=(128, 256, 256, 256),
     down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), attention_head_dim=None,
-    norm_eps=1e-6, norm_num_groups=32, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1,
-    center_input_sample=False, time_embedding_type="positional", act_fn="silu", mid_block_scale_factor=1,
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=None,
+    norm_eps=1e-6,
+    norm_num_groups=32,
+    downsample_padding=0,
+    flip_sin_to_cos=False,
+    freq_shift=1,
+    center_input_sample=False,
+    time_embedding_type="positional",
+    act_fn="silu",
+    mid_block_scale_factor=1,
 )
 
 
@@ -47,7 +59,9 @@ def build_model():
     try:
         from pipeline.models.attention import install_math_attention
     except ImportError as e:  # the models helper's processor is the supported path
-        raise SystemExit(f"pipeline.models.attention is needed for forward-mode AD through attention: {e}") from e
+        raise SystemExit(
+            f"pipeline.models.attention is needed for forward-mode AD through attention: {e}"
+        ) from e
     procs = install_math_attention(model)
     return model, procs
 
@@ -88,8 +102,12 @@ def race(fns: dict, rounds: int = 3) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: on a shared machine 2 contending threads are ~5-10x slower)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared machine 2 contending threads are ~5-10x slower)",
+    )
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -100,8 +118,10 @@ def main(argv=None) -> dict:
     model, procs = build_model()
     nparams = sum(p.numel() for p in model.parameters())
     attn = attention_resolutions(model, procs)
-    print(f"model: ddpm-cifar10-32 architecture, random weights, {nparams / 1e6:.1f}M parameters; "
-          f"attention tokens per layer: {attn}")
+    print(
+        f"model: ddpm-cifar10-32 architecture, random weights, {nparams / 1e6:.1f}M parameters; "
+        f"attention tokens per layer: {attn}"
+    )
     out["params_millions"] = round(nparams / 1e6, 2)
     out["attention_tokens"] = sorted(set(attn.values()))
     # DDPM (Ho et al. 2020) puts self-attention at 16x16 (plus the 4x4 middle block).
@@ -118,13 +138,17 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         xb = torch.randn(8, 3, 32, 32, generator=g)
         xb16 = torch.randn(16, 3, 32, 32, generator=g)
-        tf = race({"b1": fwd, "b8": lambda: model(xb, t).sample, "b16": lambda: model(xb16, t).sample}, rounds=reps)
+        tf = race(
+            {"b1": fwd, "b8": lambda: model(xb, t).sample, "b16": lambda: model(xb16, t).sample}, rounds=reps
+        )
     t_fwd8 = tf["b8"] / 8
     # No batching of the same products (vmap or the model's own batch dimension) can beat the gain of
     # a batched forward pass over batch 1: the ceiling for (b)'s vmapped-vs-loop ratio on this machine.
     batch_ceiling = tf["b1"] / (tf["b16"] / 16)
-    print(f"forward pass: {1e3 * t_fwd:.0f} ms at batch 1, {1e3 * t_fwd8:.0f} ms per image at batch 8, "
-          f"{1e3 * tf['b16'] / 16:.0f} at batch 16 (batching gain {batch_ceiling:.2f}x; {args.threads} thread(s))")
+    print(
+        f"forward pass: {1e3 * t_fwd:.0f} ms at batch 1, {1e3 * t_fwd8:.0f} ms per image at batch 8, "
+        f"{1e3 * tf['b16'] / 16:.0f} at batch 16 (batching gain {batch_ceiling:.2f}x; {args.threads} thread(s))"
+    )
     out["forward_batch16_gain"] = round(batch_ceiling, 2)
 
     # ---------------- (a) one power-iteration step ----------------
@@ -145,15 +169,28 @@ def main(argv=None) -> dict:
     lstep = StepJacobian(lin, r, b)
     U8 = torch.randn(8, *shape, generator=g)
     U16 = torch.randn(16, *shape, generator=g)
-    ta = race({
-        "fwd": fwd, "naive": naive_step,
-        "dv1": lambda: step.gram(u), "dv8": lambda: step.gram(U8),
-        "lin1": lambda: lstep.gram(u), "lin8": lambda: lstep.gram(U8),
-    }, rounds=reps)
-    tp = race({
-        "fwd": fwd, "vjp1": lambda: score.vjp(u), "vjp16": lambda: score.vjp(U16),
-        "jvp_dv1": lambda: score.jvp(u), "jvp_lin1": lambda: lin.jvp(u), "jvp_lin16": lambda: lin.jvp(U16),
-    }, rounds=reps)
+    ta = race(
+        {
+            "fwd": fwd,
+            "naive": naive_step,
+            "dv1": lambda: step.gram(u),
+            "dv8": lambda: step.gram(U8),
+            "lin1": lambda: lstep.gram(u),
+            "lin8": lambda: lstep.gram(U8),
+        },
+        rounds=reps,
+    )
+    tp = race(
+        {
+            "fwd": fwd,
+            "vjp1": lambda: score.vjp(u),
+            "vjp16": lambda: score.vjp(U16),
+            "jvp_dv1": lambda: score.jvp(u),
+            "jvp_lin1": lambda: lin.jvp(u),
+            "jvp_lin16": lambda: lin.jvp(U16),
+        },
+        rounds=reps,
+    )
     fa, fp = ta["fwd"], tp["fwd"]
     c_naive = ta["naive"] / fa
     c_step1 = ta["dv1"] / fa
@@ -162,19 +199,28 @@ def main(argv=None) -> dict:
     c_step8_lin = ta["lin8"] / fa / 8
     c_vjp1, c_vjp16 = tp["vjp1"] / fp, tp["vjp16"] / fp / 16
     c_jvp1_dv, c_jvp1_lin, c_jvp16_lin = tp["jvp_dv1"] / fp, tp["jvp_lin1"] / fp, tp["jvp_lin16"] / fp / 16
-    print("(a) one power-iteration step JΦᵀJΦv, forward-pass equivalents per vector (best of "
-          f"{reps}, interleaved):")
+    print(
+        "(a) one power-iteration step JΦᵀJΦv, forward-pass equivalents per vector (best of "
+        f"{reps}, interleaved):"
+    )
     print(f"    naive autograd.functional jvp+vjp (primal recomputed): {c_naive:.2f}")
-    print(f"    ours, batch 1, double-vjp JVP + reused vjp closure:    {c_step1:.2f}   (setup {c_setup_dv:.2f})")
-    print(f"    ours, batch 1, linearized JVP + reused vjp closure:    {c_step1_lin:.2f}   (trace {c_trace:.0f})")
+    print(
+        f"    ours, batch 1, double-vjp JVP + reused vjp closure:    {c_step1:.2f}   (setup {c_setup_dv:.2f})"
+    )
+    print(
+        f"    ours, batch 1, linearized JVP + reused vjp closure:    {c_step1_lin:.2f}   (trace {c_trace:.0f})"
+    )
     print(f"    ours, 8 vectors vmapped, double-vjp:                   {c_step8_dv:.2f}")
     print(f"    ours, 8 vectors vmapped, linearized:                   {c_step8_lin:.2f}")
-    print(f"    parts: vjp {c_vjp1:.2f} (x16 vmapped {c_vjp16:.2f}); jvp double-vjp {c_jvp1_dv:.2f}; "
-          f"jvp linearized {c_jvp1_lin:.2f} (x16 vmapped {c_jvp16_lin:.2f})")
+    print(
+        f"    parts: vjp {c_vjp1:.2f} (x16 vmapped {c_vjp16:.2f}); jvp double-vjp {c_jvp1_dv:.2f}; "
+        f"jvp linearized {c_jvp1_lin:.2f} (x16 vmapped {c_jvp16_lin:.2f})"
+    )
     best_batched = min(c_step8_dv, c_step8_lin)
     best_b1 = min(c_step1, c_step1_lin)
     out.update(
-        forward_ms=round(1e3 * t_fwd, 1), forward_b8_per_image_ms=round(1e3 * t_fwd8, 1),
+        forward_ms=round(1e3 * t_fwd, 1),
+        forward_b8_per_image_ms=round(1e3 * t_fwd8, 1),
         pi_step_forward_equivalents=round(best_batched, 3),
         pi_step_forward_equivalents_b1_double_vjp=round(c_step1, 3),
         pi_step_forward_equivalents_b1_linearized=round(c_step1_lin, 3),
@@ -183,9 +229,12 @@ def main(argv=None) -> dict:
         naive_pi_step_forward_equivalents=round(c_naive, 3),
         pi_speedup_vs_naive=round(c_naive / best_batched, 2),
         pi_speedup_vs_naive_b1=round(c_naive / best_b1, 2),
-        cost_vjp_b1=round(c_vjp1, 3), cost_vjp_vmapped=round(c_vjp16, 3),
-        cost_jvp_double_vjp=round(c_jvp1_dv, 3), cost_jvp_linearized_b1=round(c_jvp1_lin, 3),
-        cost_jvp_linearized_vmapped=round(c_jvp16_lin, 3), cost_linearize_trace=round(c_trace, 1),
+        cost_vjp_b1=round(c_vjp1, 3),
+        cost_vjp_vmapped=round(c_vjp16, 3),
+        cost_jvp_double_vjp=round(c_jvp1_dv, 3),
+        cost_jvp_linearized_b1=round(c_jvp1_lin, 3),
+        cost_jvp_linearized_vmapped=round(c_jvp16_lin, 3),
+        cost_linearize_trace=round(c_trace, 1),
         cost_setup_double_vjp=round(c_setup_dv, 2),
     )
 
@@ -206,7 +255,7 @@ def main(argv=None) -> dict:
 
     def loop_iteration():  # the same reused closures, one block vector at a time
         for i in range(nloop):
-            tang = embed_patches(w0[i:i + 1], index, shape, jj[i:i + 1])[0]
+            tang = embed_patches(w0[i : i + 1], index, shape, jj[i : i + 1])[0]
             yk = lstep.matvec(tang).reshape(-1)[index[kk[i]]]
             cot = torch.zeros(3 * 32 * 32)
             cot[index[kk[i]]] = yk
@@ -226,7 +275,10 @@ def main(argv=None) -> dict:
     cot16[torch.arange(len(rows)), rows] = 1
     cot16 = cot16.reshape(-1, *shape)
     tb = race({"fwd": fwd, "vm": vmapped_iteration, "loop": loop_iteration}, rounds=reps)
-    tc = race({"fwd": fwd, "paper": paper_loop_iteration, "dense": lambda: score.vjp(cot16)}, rounds=max(1, reps - 1))
+    tc = race(
+        {"fwd": fwd, "paper": paper_loop_iteration, "dense": lambda: score.vjp(cot16)},
+        rounds=max(1, reps - 1),
+    )
     c_vm_step = tb["vm"] / nsub / tb["fwd"]
     c_loop_step = tb["loop"] / nloop / tb["fwd"]
     c_paper_step = tc["paper"] / tc["fwd"]
@@ -236,21 +288,31 @@ def main(argv=None) -> dict:
     cost_loop = K * M * M * c_loop_step + c_trace
     cost_paper = K * M * M * c_paper_step
     cost_dense = n * c_row
-    print(f"(b) all {M * M} block norms at one point, K = {K} (timed: {nsub} vmapped block steps, {nloop} looped, "
-          "1 paper-style, 16 dense rows; extrapolated), forward-pass equivalents:")
-    print(f"    vmapped block power iteration:        {cost_vm:7.0f}  ({c_vm_step:.2f} per block step + trace; "
-          "block Golub-Kahan-Lanczos costs the same)")
-    print(f"    Python loop over blocks (same ops):   {cost_loop:7.0f}  ({c_loop_step:.2f} per block step + trace)")
+    print(
+        f"(b) all {M * M} block norms at one point, K = {K} (timed: {nsub} vmapped block steps, {nloop} looped, "
+        "1 paper-style, 16 dense rows; extrapolated), forward-pass equivalents:"
+    )
+    print(
+        f"    vmapped block power iteration:        {cost_vm:7.0f}  ({c_vm_step:.2f} per block step + trace; "
+        "block Golub-Kahan-Lanczos costs the same)"
+    )
+    print(
+        f"    Python loop over blocks (same ops):   {cost_loop:7.0f}  ({c_loop_step:.2f} per block step + trace)"
+    )
     print(f"    paper-style loop (primal recomputed): {cost_paper:7.0f}  ({c_paper_step:.2f} per block step)")
     print(f"    exact dense Jacobian ({n} VJP rows): {cost_dense:7.0f}  ({c_row:.2f} per row)")
-    print(f"    vmapped block PI vs loop {cost_loop / cost_vm:.2f}x (ceiling: the batched forward's gain "
-          f"{batch_ceiling:.2f}x); the engine's choice at n = {n} (measure.blocks=auto -> dense, vmapped VJPs) vs "
-          f"loop {cost_loop / cost_dense:.2f}x, vs paper-style loop {cost_paper / cost_dense:.2f}x")
+    print(
+        f"    vmapped block PI vs loop {cost_loop / cost_vm:.2f}x (ceiling: the batched forward's gain "
+        f"{batch_ceiling:.2f}x); the engine's choice at n = {n} (measure.blocks=auto -> dense, vmapped VJPs) vs "
+        f"loop {cost_loop / cost_dense:.2f}x, vs paper-style loop {cost_paper / cost_dense:.2f}x"
+    )
     crossover_M16 = (K * M * M * c_vm_step + c_trace) / c_row
-    print(f"    dense-vs-block crossover: dense costs ≈ {c_row:.2f}·n, block power ≈ {K * c_vm_step:.1f}·M² "
-          f"(+ trace); at M = 16 dense is cheaper below n ≈ {crossover_M16:.0f} (CIFAR-10 n = 3072: dense; "
-          "CelebA-HQ 64x64 n = 12288: block power); at fixed 8x8 patches block power cost grows as n² and "
-          "dense always wins")
+    print(
+        f"    dense-vs-block crossover: dense costs ≈ {c_row:.2f}·n, block power ≈ {K * c_vm_step:.1f}·M² "
+        f"(+ trace); at M = 16 dense is cheaper below n ≈ {crossover_M16:.0f} (CIFAR-10 n = 3072: dense; "
+        "CelebA-HQ 64x64 n = 12288: block power); at fixed 8x8 patches block power cost grows as n² and "
+        "dense always wins"
+    )
     out.update(
         block_vmap_speedup_vs_loop=round(cost_loop / cost_vm, 2),
         block_vmap_speedup_vs_paper_loop=round(cost_paper / cost_vm, 2),
@@ -264,8 +326,12 @@ def main(argv=None) -> dict:
     )
 
     # ---------------- (c) projected protocol cost ----------------
-    costs = dict(cost_vjp=c_vjp16, cost_jvp_double_vjp=c_jvp1_dv, cost_jvp_linearized=c_jvp16_lin,
-                 cost_linearize_trace=c_trace)
+    costs = dict(
+        cost_vjp=c_vjp16,
+        cost_jvp_double_vjp=c_jvp1_dv,
+        cost_jvp_linearized=c_jvp16_lin,
+        cost_linearize_trace=c_trace,
+    )
     out["measured_costs"] = {k: round(v, 3) for k, v in costs.items()}
     points = 8 * 50
     proj = {}
@@ -277,15 +343,23 @@ def main(argv=None) -> dict:
     }.items():
         plan = plan_measurement(n, M, cfg, True)
         hours = points * (plan.estimated_cost + 1) * t_fwd / 3600
-        proj[name] = dict(blocks=plan.blocks, jvp=plan.jvp_method, fwd_per_point=round(plan.estimated_cost),
-                          cpu_hours=round(hours, 2))
-        print(f"(c) cifar10_paper, 8 seeds x 50 steps, {name}: {plan.blocks}/{plan.jvp_method}, "
-              f"{plan.estimated_cost:.0f} forward passes per point, ≈ {hours:.1f} h on this CPU "
-              f"({args.threads} thread(s))")
+        proj[name] = dict(
+            blocks=plan.blocks,
+            jvp=plan.jvp_method,
+            fwd_per_point=round(plan.estimated_cost),
+            cpu_hours=round(hours, 2),
+        )
+        print(
+            f"(c) cifar10_paper, 8 seeds x 50 steps, {name}: {plan.blocks}/{plan.jvp_method}, "
+            f"{plan.estimated_cost:.0f} forward passes per point, ≈ {hours:.1f} h on this CPU "
+            f"({args.threads} thread(s))"
+        )
     naive_global = points * 20 * c_naive * t_fwd / 3600
     paper_blocks = points * (20 * c_naive + cost_paper) * t_fwd / 3600
-    print(f"    naive (autograd.functional, K = 20, global only): ≈ {naive_global:.1f} h; "
-          f"paper-style with block loop: ≈ {paper_blocks:.1f} h")
+    print(
+        f"    naive (autograd.functional, K = 20, global only): ≈ {naive_global:.1f} h; "
+        f"paper-style with block loop: ≈ {paper_blocks:.1f} h"
+    )
     out["projected"] = proj
     out["projected_naive_global_hours"] = round(naive_global, 2)
     out["projected_paper_style_blocks_hours"] = round(paper_blocks, 2)
@@ -310,21 +384,32 @@ def seed_batching(model, t: int, r: float, b: float, reps: int, S: int = 4) -> d
     seeds = list(range(S))
 
     def one_at_a_time():
-        return [measure_step(lambda z: model(z[None], t).sample[0], xs[s], r, b, 8, v1=v1, config=cfg, seed=seeds[s])
-                for s in range(S)]
+        return [
+            measure_step(
+                lambda z: model(z[None], t).sample[0], xs[s], r, b, 8, v1=v1, config=cfg, seed=seeds[s]
+            )
+            for s in range(S)
+        ]
 
     def stacked():
         return measure_points(lambda z: model(z, t).sample, xs, r, b, 8, seeds, v1=v1, config=cfg)
 
     a, c = one_at_a_time(), stacked()
-    worst = max(max(abs(p.kappa_pi / q.kappa_pi - 1), float(np.max(np.abs(p.rayleigh - q.rayleigh))))
-                for p, q in zip(a, c, strict=True))
+    worst = max(
+        max(abs(p.kappa_pi / q.kappa_pi - 1), float(np.max(np.abs(p.rayleigh - q.rayleigh))))
+        for p, q in zip(a, c, strict=True)
+    )
     tt = race({"loop": one_at_a_time, "stacked": stacked}, rounds=max(1, reps - 1))
-    print(f"(e) {S} seeds at one step (PI 4 + Lanczos 4 + 16 Rayleigh products each): one at a time "
-          f"{tt['loop']:.1f} s, stacked {tt['stacked']:.1f} s ({tt['loop'] / tt['stacked']:.2f}x; "
-          f"largest difference {worst:.1e}, float32)")
-    return {"seed_batch_points": S, "seed_batch_speedup": round(tt["loop"] / tt["stacked"], 2),
-            "seed_batch_max_difference": float(f"{worst:.2e}")}
+    print(
+        f"(e) {S} seeds at one step (PI 4 + Lanczos 4 + 16 Rayleigh products each): one at a time "
+        f"{tt['loop']:.1f} s, stacked {tt['stacked']:.1f} s ({tt['loop'] / tt['stacked']:.2f}x; "
+        f"largest difference {worst:.1e}, float32)"
+    )
+    return {
+        "seed_batch_points": S,
+        "seed_batch_speedup": round(tt["loop"] / tt["stacked"], 2),
+        "seed_batch_max_difference": float(f"{worst:.2e}"),
+    }
 
 
 def oracle_products(reps: int) -> dict:
@@ -355,11 +440,15 @@ def oracle_products(reps: int) -> dict:
     mm = torch.func.vmap(lambda v: torch.func.jvp(matmul_form, (x0,), (v,))[1])
     assert torch.allclose(conv(tang), mm(tang), rtol=1e-10, atol=1e-12)  # the same operator
     t = race({"conv": lambda: conv(tang), "matmul": lambda: mm(tang)}, rounds=max(2, reps))
-    print(f"(d) Gaussian oracle, 16 vmapped JVPs at n = 3072: grouped conv {1e3 * t['conv']:.1f} ms, batched matmul "
-          f"{1e3 * t['matmul']:.1f} ms ({t['matmul'] / t['conv']:.1f}x)")
-    return {"oracle_vmapped_jvp16_ms": round(1e3 * t["conv"], 2),
-            "oracle_vmapped_jvp16_matmul_ms": round(1e3 * t["matmul"], 2),
-            "oracle_conv_speedup": round(t["matmul"] / t["conv"], 1)}
+    print(
+        f"(d) Gaussian oracle, 16 vmapped JVPs at n = 3072: grouped conv {1e3 * t['conv']:.1f} ms, batched matmul "
+        f"{1e3 * t['matmul']:.1f} ms ({t['matmul'] / t['conv']:.1f}x)"
+    )
+    return {
+        "oracle_vmapped_jvp16_ms": round(1e3 * t["conv"], 2),
+        "oracle_vmapped_jvp16_matmul_ms": round(1e3 * t["matmul"], 2),
+        "oracle_conv_speedup": round(t["matmul"] / t["conv"], 1),
+    }
 
 
 if __name__ == "__main__":

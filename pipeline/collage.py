@@ -92,14 +92,16 @@ def collage_penalty(
     for p in range(probes):
         w, outside, scale = draw_probe(labels, B, scheme, generator)
         w, outside = w.to(device=eps.device, dtype=eps.dtype), outside.to(eps.device)
-        (g,) = torch.autograd.grad(eps, x, grad_outputs=w, create_graph=create_graph,
-                                   retain_graph=create_graph or p < probes - 1)
+        (g,) = torch.autograd.grad(
+            eps, x, grad_outputs=w, create_graph=create_graph, retain_graph=create_graph or p < probes - 1
+        )
         total = total + scale * (g * outside).pow(2).flatten(1).sum(1)
     return total / probes
 
 
-def offdiag_frobenius_exact(jac: np.ndarray | torch.Tensor, image_shape: tuple[int, int, int],
-                            patch_size: int) -> float:
+def offdiag_frobenius_exact(
+    jac: np.ndarray | torch.Tensor, image_shape: tuple[int, int, int], patch_size: int
+) -> float:
     """Σ_{k, j≠k} ‖J_kj‖_F² of a dense Jacobian J [n_out, n_in] (pixels flattened as [C, H, W])."""
     J = np.asarray(jac, dtype=np.float64)
     lab = patch_labels(image_shape, patch_size).flatten().numpy()
@@ -119,8 +121,12 @@ class EstimatorMoments:
         return float(np.sqrt(self.variance / num_probes))
 
 
-def exact_moments(jac: np.ndarray | torch.Tensor, image_shape: tuple[int, int, int], patch_size: int,
-                  scheme: str = "partition") -> EstimatorMoments:
+def exact_moments(
+    jac: np.ndarray | torch.Tensor,
+    image_shape: tuple[int, int, int],
+    patch_size: int,
+    scheme: str = "partition",
+) -> EstimatorMoments:
     """Exact E and Var of one probe from a dense J (enumerates the subsets S: only for small M)."""
     _check_scheme(scheme)
     J = np.asarray(jac, dtype=np.float64)
@@ -145,8 +151,9 @@ def exact_moments(jac: np.ndarray | torch.Tensor, image_shape: tuple[int, int, i
         off2 = float((Q**2).sum() - (np.diag(Q) ** 2).sum())
         m1 += p * c * tr
         m2 += p * c * c * (2.0 * off2 + tr * tr)
-    return EstimatorMoments(exact=offdiag_frobenius_exact(J, image_shape, patch_size), mean=m1,
-                            variance=m2 - m1 * m1)
+    return EstimatorMoments(
+        exact=offdiag_frobenius_exact(J, image_shape, patch_size), mean=m1, variance=m2 - m1 * m1
+    )
 
 
 def collage_profile(
@@ -172,12 +179,14 @@ def collage_profile(
         g = torch.Generator().manual_seed(int(seed) * 100003 + int(t))
         vals = []
         for i in range(0, x0.shape[0], batch_size):
-            xb = x0[i:i + batch_size]
+            xb = x0[i : i + batch_size]
             noise = torch.randn(xb.shape, generator=g, dtype=xb.dtype)
             xt = (float(np.sqrt(ab[t])) * xb + float(np.sqrt(1 - ab[t])) * noise).requires_grad_(True)
             idx = torch.full((xb.shape[0],), int(t) - 1, dtype=torch.long)
             eps = unet(xt, idx, return_dict=False)[0]
-            vals.append(collage_penalty(eps, xt, patch_size, g, probes=probes, create_graph=False).detach() / n)
+            vals.append(
+                collage_penalty(eps, xt, patch_size, g, probes=probes, create_graph=False).detach() / n
+            )
         v = torch.cat(vals).double().numpy()
         out[int(t)] = (float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))))
     return out

@@ -14,10 +14,28 @@ STAGES = ("covariance", "trajectories", "jacobian", "analysis")
 # patch-size sweep reuses the (expensive) trajectories of one model.
 _KEY_SECTIONS: dict[str, tuple[str, ...]] = {
     "covariance": ("dataset", "covariance", "patch"),
-    "trajectories": ("dataset", "covariance", "model", "schedule", "sampler", "seed", "num_seeds",
-                     "trajectories"),
-    "jacobian": ("dataset", "covariance", "patch", "model", "schedule", "sampler", "seed", "num_seeds",
-                 "trajectories", "measure"),
+    "trajectories": (
+        "dataset",
+        "covariance",
+        "model",
+        "schedule",
+        "sampler",
+        "seed",
+        "num_seeds",
+        "trajectories",
+    ),
+    "jacobian": (
+        "dataset",
+        "covariance",
+        "patch",
+        "model",
+        "schedule",
+        "sampler",
+        "seed",
+        "num_seeds",
+        "trajectories",
+        "measure",
+    ),
 }
 
 

@@ -120,8 +120,10 @@ def ddim_sample(
     if update not in UPDATES:
         raise ValueError(f"sampler update={update!r} is unknown; use one of {list(UPDATES)}")
     if update == "diffusers_float32" and not hasattr(model, "raw"):
-        raise ModelError("update='diffusers_float32' replays diffusers' DDIMScheduler and needs a diffusers "
-                         "checkpoint (model kind=unet); use update='exact' for this model")
+        raise ModelError(
+            "update='diffusers_float32' replays diffusers' DDIMScheduler and needs a diffusers "
+            "checkpoint (model kind=unet); use update='exact' for this model"
+        )
 
     if x_T.ndim != 4 or tuple(x_T.shape[1:]) != tuple(model.image_shape):
         raise ModelError(
@@ -179,14 +181,19 @@ def diffusers_float32_update(
     the same schedule, schedule_from_diffusers_config(float32=True)) replace each chain ᾱ by diffusers' own
     float32 value; without them the chain's ᾱ are rounded to float32.
     """
-    at, ap = np.asarray(chain.alpha_bar_t, dtype=np.float64), np.asarray(chain.alpha_bar_prev, dtype=np.float64)
+    at, ap = (
+        np.asarray(chain.alpha_bar_t, dtype=np.float64),
+        np.asarray(chain.alpha_bar_prev, dtype=np.float64),
+    )
     if alpha_bar is not None and alpha_bar_float32 is not None:
         index = {float(v): t for t, v in enumerate(np.asarray(alpha_bar, dtype=np.float64))}
         ab32 = np.asarray(alpha_bar_float32, dtype=np.float64)
-        at, ap = (np.array([ab32[index[float(v)]] if float(v) in index else v for v in arr]) for arr in (at, ap))
+        at, ap = (
+            np.array([ab32[index[float(v)]] if float(v) in index else v for v in arr]) for arr in (at, ap)
+        )
     a = torch.tensor(at, dtype=torch.float32)
     p = torch.tensor(ap, dtype=torch.float32)
-    sa, sb, sp, sbp = (v.to(torch.float64).numpy() for v in (a ** 0.5, (1 - a) ** 0.5, p ** 0.5, (1 - p) ** 0.5))
+    sa, sb, sp, sbp = (v.to(torch.float64).numpy() for v in (a**0.5, (1 - a) ** 0.5, p**0.5, (1 - p) ** 0.5))
 
     def step(s: int, x: torch.Tensor, out: torch.Tensor, prediction_type: str) -> torch.Tensor:
         if prediction_type == "epsilon":
@@ -281,7 +288,11 @@ def sample_seeds(
     for batch in tqdm(batches, desc="seed batches", disable=not progress or len(batches) < 2):
         padded = batch + [batch[-1]] * (b - len(batch))
         traj = ddim_sample(
-            model, chain, noise_batch(padded, model.image_shape, model.dtype), progress=progress, update=update
+            model,
+            chain,
+            noise_batch(padded, model.image_shape, model.dtype),
+            progress=progress,
+            update=update,
         )
         for i, s in enumerate(batch):
             save_trajectory(seed_path(out_dir, s), traj, i)

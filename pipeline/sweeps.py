@@ -45,8 +45,13 @@ class SweepRun:
     def row(self, params: tuple[str, ...] = ()) -> dict[str, Any]:
         """A flat table row: identity, chosen params, then metrics."""
         out: dict[str, Any] = {
-            "sweep_id": self.sweep_id, "job_num": self.job_num, "stage": self.stage, "status": self.status,
-            "run_key": self.run_key, "overrides": " ".join(self.overrides), "out_dir": self.out_dir,
+            "sweep_id": self.sweep_id,
+            "job_num": self.job_num,
+            "stage": self.stage,
+            "status": self.status,
+            "run_key": self.run_key,
+            "overrides": " ".join(self.overrides),
+            "out_dir": self.out_dir,
             "mlflow_run_id": self.mlflow_run_id,
         }
         out.update({p: self.params.get(p) for p in params})
@@ -70,8 +75,13 @@ def _search(client, filter_string: str, order_by: list[str] | None = None, max_r
         return []
     out, token = [], None
     while True:
-        page = client.search_runs(exps, filter_string=filter_string, order_by=order_by,
-                                  max_results=min(max_results or 1000, 1000), page_token=token)
+        page = client.search_runs(
+            exps,
+            filter_string=filter_string,
+            order_by=order_by,
+            max_results=min(max_results or 1000, 1000),
+            page_token=token,
+        )
         out.extend(page)
         token = page.token
         if not token or (max_results and len(out) >= max_results):
@@ -89,20 +99,22 @@ def runs_from_mlflow(sweep_id: str, tracking_uri: str | None = None) -> list[Swe
         if tags.get(ROLE_TAG) == "sweep":
             continue
         num = tags.get("hydra_job_num")
-        runs.append(SweepRun(
-            sweep_id=sweep_id,
-            stage=tags.get("stage", "?"),
-            status=r.info.status,
-            run_key=tags.get("run_key"),
-            mlflow_run_id=r.info.run_id,
-            job_num=int(num) if num is not None else None,
-            overrides=tags.get("hydra_overrides", "").split(),
-            metrics=dict(r.data.metrics),
-            params=dict(r.data.params),
-            reused_run_id=tags.get("reused_run_id"),
-            slurm_job_id=tags.get("slurm_job_id"),
-            error=tags.get("error"),
-        ))
+        runs.append(
+            SweepRun(
+                sweep_id=sweep_id,
+                stage=tags.get("stage", "?"),
+                status=r.info.status,
+                run_key=tags.get("run_key"),
+                mlflow_run_id=r.info.run_id,
+                job_num=int(num) if num is not None else None,
+                overrides=tags.get("hydra_overrides", "").split(),
+                metrics=dict(r.data.metrics),
+                params=dict(r.data.params),
+                reused_run_id=tags.get("reused_run_id"),
+                slurm_job_id=tags.get("slurm_job_id"),
+                error=tags.get("error"),
+            )
+        )
     for run in runs:
         if run.reused_run_id:  # a reused result: the original run holds the params
             try:
@@ -111,7 +123,9 @@ def runs_from_mlflow(sweep_id: str, tracking_uri: str | None = None) -> list[Swe
                 pass
         if run.run_key and run.params.get("paths.outputs"):
             run.out_dir = str(Path(run.params["paths.outputs"]) / run.stage / run.run_key)
-    runs.sort(key=lambda r: (r.job_num is None, r.job_num if r.job_num is not None else 0, r.mlflow_run_id or ""))
+    runs.sort(
+        key=lambda r: (r.job_num is None, r.job_num if r.job_num is not None else 0, r.mlflow_run_id or "")
+    )
     return runs
 
 
@@ -123,8 +137,9 @@ def parent_run(sweep_id: str, tracking_uri: str | None = None):
 
 def latest_sweep_id(tracking_uri: str | None = None) -> str | None:
     """The sweep id of the most recently started sweep parent run in the store."""
-    runs = _search(_client(tracking_uri), f"tags.`{ROLE_TAG}` = 'sweep'", order_by=["start_time DESC"],
-                   max_results=1)
+    runs = _search(
+        _client(tracking_uri), f"tags.`{ROLE_TAG}` = 'sweep'", order_by=["start_time DESC"], max_results=1
+    )
     return runs[0].data.tags.get(SWEEP_TAG) if runs else None
 
 
@@ -146,9 +161,15 @@ def runs_from_sweep_dir(sweep_dir: str | Path) -> list[SweepRun]:
     for rec_path in sorted(root.glob("*/pifs_job.json")):
         rec = json.loads(rec_path.read_text())
         run = SweepRun(
-            sweep_id=rec.get("sweep_id", sweep_id), stage=rec["stage"], status=rec["status"],
-            run_key=rec.get("run_key"), out_dir=rec.get("out_dir"), mlflow_run_id=rec.get("mlflow_run_id"),
-            job_num=rec.get("job_num"), overrides=list(rec.get("overrides", [])), error=rec.get("error"),
+            sweep_id=rec.get("sweep_id", sweep_id),
+            stage=rec["stage"],
+            status=rec["status"],
+            run_key=rec.get("run_key"),
+            out_dir=rec.get("out_dir"),
+            mlflow_run_id=rec.get("mlflow_run_id"),
+            job_num=rec.get("job_num"),
+            overrides=list(rec.get("overrides", [])),
+            error=rec.get("error"),
             slurm_job_id=rec.get("slurm_job_id"),
         )
         meta = Path(run.out_dir) / "meta.json" if run.out_dir else None
@@ -188,13 +209,18 @@ def main(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m pipeline.sweeps", description=__doc__.split("\n")[0])
     ap.add_argument("sweep", nargs="?", help="sweep id (MLflow) or sweep folder; default: latest sweep")
-    ap.add_argument("--uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    ap.add_argument(
+        "--uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
     ap.add_argument("--params", default="", help="comma-separated config keys to show, e.g. patch.size,seed")
     ap.add_argument("--csv", default=None, help="also write the table to this CSV file")
     ap.add_argument("--json", action="store_true", help="print the runs as JSON")
-    ap.add_argument("--dirs", action="store_true",
-                    help="print only the finished jobs' output folders as a Hydra list, e.g. for "
-                         "python -m stages.analysis \"analysis.compare=$(python -m pipeline.sweeps SWEEP --dirs)\"")
+    ap.add_argument(
+        "--dirs",
+        action="store_true",
+        help="print only the finished jobs' output folders as a Hydra list, e.g. for "
+        'python -m stages.analysis "analysis.compare=$(python -m pipeline.sweeps SWEEP --dirs)"',
+    )
     a = ap.parse_args(argv)
     if a.sweep and Path(a.sweep).is_dir():
         runs = runs_from_sweep_dir(a.sweep)

@@ -44,7 +44,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
 
 
 @contextlib.contextmanager
@@ -134,8 +134,9 @@ class Tracker:
                 if artifact_location is None and uri.startswith("sqlite:"):
                     artifact_location = (Path(project_root).resolve() / "mlartifacts").as_uri()
                 try:
-                    exp_id = retry_on_lock(client.create_experiment, experiment,
-                                           artifact_location=artifact_location)
+                    exp_id = retry_on_lock(
+                        client.create_experiment, experiment, artifact_location=artifact_location
+                    )
                 except Exception:
                     # another job created it concurrently (a non-SQLite store has no lock)
                     exp = client.get_experiment_by_name(experiment)

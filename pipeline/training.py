@@ -28,25 +28,6 @@ from tqdm.auto import tqdm
 from pipeline import io
 from pipeline.models.prediction import check_prediction_type, eps_from_prediction
 
-PKG_PREFIX = "pkg://"
-
-
-def resolve_asset_path(path: str | Path) -> Path:
-    """``pkg://pipeline/assets/<name>`` -> the folder inside the installed package; other paths unchanged."""
-    s = str(path)
-    if not s.startswith(PKG_PREFIX):
-        return Path(s)
-    rel = s[len(PKG_PREFIX):].strip("/")
-    parts = rel.split("/")
-    if not parts or parts[0] != "pipeline":
-        raise ValueError(f"{s}: pkg:// paths must start with pkg://pipeline/ (e.g. pkg://pipeline/assets/...)")
-    import pipeline
-
-    folder = Path(pipeline.__file__).resolve().parent.joinpath(*parts[1:])
-    if not folder.exists():
-        raise FileNotFoundError(f"{s} resolves to {folder}, which does not exist; check the model preset's path")
-    return folder
-
 
 @dataclass
 class TrainConfig:
@@ -89,7 +70,9 @@ class TrainConfig:
         self.down_block_types = tuple(self.down_block_types)
         self.up_block_types = tuple(self.up_block_types)
         if not (len(self.block_out_channels) == len(self.down_block_types) == len(self.up_block_types)):
-            raise ValueError("train.block_out_channels, down_block_types and up_block_types need equal lengths")
+            raise ValueError(
+                "train.block_out_channels, down_block_types and up_block_types need equal lengths"
+            )
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"train.steps={self.steps} and train.batch_size={self.batch_size} must be >= 1")
         if self.mu_reg < 0:
@@ -102,8 +85,20 @@ class TrainConfig:
     def from_dict(cls, d: Mapping[str, Any] | None) -> TrainConfig:
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - {"name", "out_dir", "sample_steps", "sample_count", "eval_images",
-                                           "eval_timesteps", "num_images", "threads"})
+        unknown = sorted(
+            set(d)
+            - known
+            - {
+                "name",
+                "out_dir",
+                "sample_steps",
+                "sample_count",
+                "eval_images",
+                "eval_timesteps",
+                "num_images",
+                "threads",
+            }
+        )
         if unknown:
             raise ValueError(f"unknown train keys {unknown}; valid keys: {sorted(known)}")
         return cls(**{k: v for k, v in d.items() if k in known})
@@ -138,16 +133,25 @@ def build_unet(cfg: TrainConfig, image_shape: tuple[int, int, int]):
     return unet
 
 
-def diffusers_scheduler_config(schedule_cfg: Mapping[str, Any], prediction_type: str = "epsilon") -> dict[str, Any]:
+def diffusers_scheduler_config(
+    schedule_cfg: Mapping[str, Any], prediction_type: str = "epsilon"
+) -> dict[str, Any]:
     """scheduler_config.json (DDPMScheduler) for the `schedule` group, so load_unet recovers the same ᾱ_t."""
     kind = schedule_cfg.get("kind", "linear")
     T = int(schedule_cfg.get("num_train_timesteps", 1000))
-    base = {"_class_name": "DDPMScheduler", "num_train_timesteps": T,
-            "prediction_type": check_prediction_type(prediction_type),
-            "clip_sample": False}
+    base = {
+        "_class_name": "DDPMScheduler",
+        "num_train_timesteps": T,
+        "prediction_type": check_prediction_type(prediction_type),
+        "clip_sample": False,
+    }
     if kind == "linear":
-        return {**base, "beta_schedule": "linear", "beta_start": float(schedule_cfg.get("beta_start", 1e-4)),
-                "beta_end": float(schedule_cfg.get("beta_end", 0.02))}
+        return {
+            **base,
+            "beta_schedule": "linear",
+            "beta_start": float(schedule_cfg.get("beta_start", 1e-4)),
+            "beta_end": float(schedule_cfg.get("beta_end", 0.02)),
+        }
     if kind == "cosine" and schedule_cfg.get("max_beta") in (None, 0.999):
         return {**base, "beta_schedule": "squaredcos_cap_v2"}
     raise ValueError(
@@ -194,7 +198,9 @@ def dsm_loss(
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The generator of training step ``step``: every draw of a step depends only on (seed, step)."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1)[0]))
+    return torch.Generator().manual_seed(
+        int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1)[0])
+    )
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -230,9 +236,17 @@ def save_checkpoint(state: TrainState, folder: str | Path) -> Path:
     import io as _io
 
     buf = _io.BytesIO()
-    torch.save({"unet": state.unet.state_dict(), "ema": state.ema.state_dict(),
-                "optimizer": state.optimizer.state_dict(), "step": state.step, "history": state.history,
-                "wall_s": state.wall_s}, buf)
+    torch.save(
+        {
+            "unet": state.unet.state_dict(),
+            "ema": state.ema.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "step": state.step,
+            "history": state.history,
+            "wall_s": state.wall_s,
+        },
+        buf,
+    )
     path = Path(folder) / CHECKPOINT
     path.parent.mkdir(parents=True, exist_ok=True)
     io.write_bytes(path, buf.getvalue())
@@ -248,11 +262,17 @@ def load_checkpoint(state: TrainState, folder: str | Path) -> bool:
     state.unet.load_state_dict(ck["unet"])
     state.ema.load_state_dict(ck["ema"])
     state.optimizer.load_state_dict(ck["optimizer"])
-    state.step, state.history, state.wall_s = int(ck["step"]), list(ck["history"]), float(ck.get("wall_s", 0.0))
+    state.step, state.history, state.wall_s = (
+        int(ck["step"]),
+        list(ck["history"]),
+        float(ck.get("wall_s", 0.0)),
+    )
     return True
 
 
-def train_step(state: TrainState, cfg: TrainConfig, data: torch.Tensor, alpha_bar: torch.Tensor) -> dict[str, float]:
+def train_step(
+    state: TrainState, cfg: TrainConfig, data: torch.Tensor, alpha_bar: torch.Tensor
+) -> dict[str, float]:
     """One optimizer step on a batch drawn with step_generator(seed, step); returns the logged values."""
     from pipeline.collage import collage_penalty
 
@@ -265,8 +285,9 @@ def train_step(state: TrainState, cfg: TrainConfig, data: torch.Tensor, alpha_ba
     x0 = data[idx]
     state.unet.train()
     use_reg = cfg.mu_reg > 0
-    loss, eps, xt = dsm_loss(state.unet, x0, t, noise, alpha_bar, cfg.min_snr_gamma,
-                             prediction_type=cfg.prediction_type)
+    loss, eps, xt = dsm_loss(
+        state.unet, x0, t, noise, alpha_bar, cfg.min_snr_gamma, prediction_type=cfg.prediction_type
+    )
     total = loss.mean()
     out = {"dsm": float((eps.detach() - noise).pow(2).mean()), "objective": float(total.detach())}
     if use_reg:
@@ -275,7 +296,9 @@ def train_step(state: TrainState, cfg: TrainConfig, data: torch.Tensor, alpha_ba
         # (the costly part) on rb samples instead of the whole batch
         xr = xt[:rb].detach().requires_grad_(True)
         ab_r = alpha_bar[t[:rb]].to(xr.dtype).view(-1, 1, 1, 1)
-        er = eps_from_prediction(state.unet(xr, t[:rb] - 1, return_dict=False)[0], xr, ab_r, cfg.prediction_type)
+        er = eps_from_prediction(
+            state.unet(xr, t[:rb] - 1, return_dict=False)[0], xr, ab_r, cfg.prediction_type
+        )
         pen = collage_penalty(er, xr, cfg.patch_size, g, probes=cfg.reg_probes, scheme=cfg.reg_scheme)
         n = float(np.prod(data.shape[1:]))
         reg = pen.mean() / n
@@ -380,7 +403,7 @@ def heldout_dsm(
         g = torch.Generator().manual_seed(int(seed) * 100003 + int(t))
         losses = []
         for i in range(0, x0.shape[0], batch_size):
-            xb = x0[i:i + batch_size]
+            xb = x0[i : i + batch_size]
             noise = torch.randn(xb.shape, generator=g)
             tt = torch.full((xb.shape[0],), int(t), dtype=torch.long)
             loss, _, _ = dsm_loss(unet, xb, tt, noise, ab, prediction_type=prediction_type, weighted=False)
@@ -438,4 +461,8 @@ def patch_covariance_distance(samples: np.ndarray, data: np.ndarray, patch_size:
         mean_rel.append(np.linalg.norm(ps[:, k].mean(0) - pd[:, k].mean(0)) / np.sqrt(np.trace(cd)))
         var_s += np.trace(cs)
         var_d += np.trace(cd)
-    return {"cov_rel": float(np.mean(cov_rel)), "mean_rel": float(np.mean(mean_rel)), "var_ratio": var_s / var_d}
+    return {
+        "cov_rel": float(np.mean(cov_rel)),
+        "mean_rel": float(np.mean(mean_rel)),
+        "var_ratio": var_s / var_d,
+    }

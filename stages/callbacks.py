@@ -118,8 +118,9 @@ class SweepTracking(Callback):
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
-        log.info("sweep %s: parent MLflow run %s, records in %s", self.sweep_id, self.parent_run_id,
-                 self.sweep_dir)
+        log.info(
+            "sweep %s: parent MLflow run %s, records in %s", self.sweep_id, self.parent_run_id, self.sweep_dir
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
@@ -240,8 +241,13 @@ class SweepTracking(Callback):
                 uri=self.tracking_uri,
                 experiment=meta.get("config", {}).get("tracking", {}).get("experiment", "pifs-repro"),
                 run_name=f"{record['stage']}:{record['run_key']} (reused)",
-                tags={"stage": record["stage"], "run_key": record["run_key"], "sweep_id": self.sweep_id,
-                      "reused_run_id": run_id, "config_digest": str(meta.get("config_digest"))},
+                tags={
+                    "stage": record["stage"],
+                    "run_key": record["run_key"],
+                    "sweep_id": self.sweep_id,
+                    "reused_run_id": run_id,
+                    "config_digest": str(meta.get("config_digest")),
+                },
                 parent_run_id=self.parent_run_id,
             )
             tracker.log_metrics(meta.get("metrics", {}))

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import io
+from pipeline.errors import PipelineError
 from pipeline.provenance import git_revision, machine, package_versions
 from pipeline.runkeys import config_digest, key_sections, run_key
 from pipeline.tracking import Tracker
@@ -27,7 +28,7 @@ log = logging.getLogger("pifs")
 _RUNTIME_KEYS = frozenset({"run_key", "params_file", "force", "progress"})
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError):
     """A configuration that cannot produce a valid run; raised before any work starts."""
 
 
@@ -166,7 +167,9 @@ def run_stage(
     meta = read_meta(final)
     if meta is not None and meta.get("config_digest") == digest and not cfg.get("force"):
         log.info("%s: %s is complete for this config; reusing it (force=true recomputes)", stage, final)
-        return StageResult(stage, final.absolute(), meta.get("mlflow_run_id"), True, meta.get("metrics", {}), 0.0)
+        return StageResult(
+            stage, final.absolute(), meta.get("mlflow_run_id"), True, meta.get("metrics", {}), 0.0
+        )
 
     work = final.parent / f".work-{key}"
     work.mkdir(parents=True, exist_ok=True)
@@ -179,8 +182,12 @@ def run_stage(
         "config_digest": digest,
         "host": socket.gethostname(),
     }
-    for env, tag in (("SLURM_JOB_ID", "slurm_job_id"), ("SLURM_ARRAY_JOB_ID", "slurm_array_job_id"),
-                     ("DVC_EXP_NAME", "dvc_experiment"), ("PIFS_SWEEP_ID", "sweep_id")):
+    for env, tag in (
+        ("SLURM_JOB_ID", "slurm_job_id"),
+        ("SLURM_ARRAY_JOB_ID", "slurm_array_job_id"),
+        ("DVC_EXP_NAME", "dvc_experiment"),
+        ("PIFS_SWEEP_ID", "sweep_id"),
+    ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     tracker = Tracker.start(
@@ -256,7 +263,9 @@ def build_model(cfg: Mapping[str, Any], needed_by: str):
                 "rerun the covariance stage with covariance.full_cov=true"
             )
         schedule = schedule_from_config(cfg["schedule"])
-        return model_from_config(mcfg, schedule=schedule, gaussian=cov_dir / "gaussian_fit.npz", **common), cov_dir
+        return model_from_config(
+            mcfg, schedule=schedule, gaussian=cov_dir / "gaussian_fit.npz", **common
+        ), cov_dir
     if mcfg.get("kind") == "unet":
         # the schedule group is used only by checkpoints without a scheduler config of their own
         schedule = schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None

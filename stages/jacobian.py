@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline import io
-from pipeline.measurement import PROXY_COLUMNS, measure_proxy
+from pipeline.jacobian.loop import PROXY_COLUMNS, measure_proxy
 from stages.common import (
     StageContext,
     StageResult,
@@ -44,7 +44,9 @@ def _proxy(cfg: dict, model, cov_dir, n_images: int) -> list[dict]:
         surrogate = GaussianSurrogate(fit.mean, fit.cov, model.image_shape)
     T = len(model.alpha_bar) - 1
     ts = [int(t) for t in cfg["measure"]["proxy_timesteps"] if 1 <= int(t) <= T]
-    return measure_proxy(model, model.alpha_bar, x0, ts, int(cfg["measure"].get("proxy_seed") or 0), surrogate)
+    return measure_proxy(
+        model, model.alpha_bar, x0, ts, int(cfg["measure"].get("proxy_seed") or 0), surrogate
+    )
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
@@ -55,7 +57,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
     chain = build_chain(cfg, model)
 
     def body(ctx: StageContext) -> None:
-        from pipeline.measurement import measure_trajectories
+        from pipeline.jacobian.loop import measure_trajectories
 
         ctx.inputs.update(covariance=str(cov_dir), trajectories=str(traj_dir))
         summary = measure_trajectories(

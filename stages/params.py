@@ -31,13 +31,20 @@ def composed_params(overrides: list[str] | tuple[str, ...] | None = None) -> str
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     overrides = [a for a in argv if a != "--check"]
-    texts = {name: composed_params(overrides if fixed is None else list(fixed))
-             for name, fixed in PARAMS_FILES.items()}
+    texts = {
+        name: composed_params(overrides if fixed is None else list(fixed))
+        for name, fixed in PARAMS_FILES.items()
+    }
     if check:
-        stale = [name for name, text in texts.items()
-                 if not Path(name).is_file() or OmegaConf.create(Path(name).read_text()) != OmegaConf.create(text)]
+        stale = [
+            name
+            for name, text in texts.items()
+            if not Path(name).is_file() or OmegaConf.create(Path(name).read_text()) != OmegaConf.create(text)
+        ]
         if stale:
-            print(f"{', '.join(stale)} out of date with conf/; run `python -m stages.params`", file=sys.stderr)
+            print(
+                f"{', '.join(stale)} out of date with conf/; run `python -m stages.params`", file=sys.stderr
+            )
             return 1
         print(f"{', '.join(texts)} match conf/")
         return 0

@@ -36,7 +36,11 @@ def output_folder(cfg: dict) -> Path:
     if tcfg.get("out_dir"):
         return Path(tcfg["out_dir"])
     digest = config_digest(cfg, TRAIN_SECTIONS)[:10]
-    return Path(cfg.get("paths", {}).get("outputs", "outputs")) / "train" / f"{tcfg.get('name', 'train')}-{digest}"
+    return (
+        Path(cfg.get("paths", {}).get("outputs", "outputs"))
+        / "train"
+        / f"{tcfg.get('name', 'train')}-{digest}"
+    )
 
 
 def model_card(summary: dict) -> str:
@@ -44,36 +48,37 @@ def model_card(summary: dict) -> str:
     t = summary["train"]
     ds = summary["dataset"]
     held = "\n".join(f"| {k} | {m:.4f} ± {s:.4f} |" for k, (m, s) in summary["heldout_dsm"].items())
-    return f"""# {t.get('name', 'model')}: a small DDPM trained by pifs-repro (issue 9)
+    return f"""# {t.get("name", "model")}: a small DDPM trained by pifs-repro (issue 9)
 
-- Architecture: diffusers UNet2DModel, block_out_channels {t['block_out_channels']}, layers_per_block
-  {t['layers_per_block']}, blocks {t['down_block_types']} / {t['up_block_types']}, attention head dim
-  {t['attention_head_dim']}; {summary['num_parameters']:,} parameters ({summary['weights_bytes'] / 1e6:.2f} MB
-  safetensors), {t.get('prediction_type', 'epsilon')} output (converted to the ε̂ of eq. (4) on load:
+- Architecture: diffusers UNet2DModel, block_out_channels {t["block_out_channels"]}, layers_per_block
+  {t["layers_per_block"]}, blocks {t["down_block_types"]} / {t["up_block_types"]}, attention head dim
+  {t["attention_head_dim"]}; {summary["num_parameters"]:,} parameters ({summary["weights_bytes"] / 1e6:.2f} MB
+  safetensors), {t.get("prediction_type", "epsilon")} output (converted to the ε̂ of eq. (4) on load:
   pipeline/models/prediction.py).
-- Data: {ds['num_images']} seeded crops ({ds['resolution']}x{ds['resolution']}, RGB, [-1, 1]) of scikit-image's
-  photographs {ds.get('photographs')} (dataset natural_crops, seed {ds.get('seed')}, scale {ds.get('scale')}).
-- Schedule: {summary['scheduler_config']['beta_schedule']} β, T = {summary['scheduler_config']['num_train_timesteps']}
+- Data: {ds["num_images"]} seeded crops ({ds["resolution"]}x{ds["resolution"]}, RGB, [-1, 1]) of scikit-image's
+  photographs {ds.get("photographs")} (dataset natural_crops, seed {ds.get("seed")}, scale {ds.get("scale")}).
+- Schedule: {summary["scheduler_config"]["beta_schedule"]} β, T = {summary["scheduler_config"]["num_train_timesteps"]}
   (scheduler_config.json; paper t = diffusers index + 1).
 - Objective: DSM ‖ε̂ − ε‖²/n, t ~ U{{1..T}} (paper §2.1), weighted as the prediction type's own MSE
-  (pipeline.training.dsm_loss), Min-SNR γ = {t['min_snr_gamma']};
-  collage regulariser μ_reg = {t['mu_reg']} (Theorem 15; scheme {t['reg_scheme']}, {t['reg_probes']} probe(s) on
-  {t['reg_batch']} samples per batch).
-- Optimiser: AdamW lr {t['lr']} (warm-up {t['warmup_steps']}, cosine to 10 %), batch {t['batch_size']},
-  grad clip {t['grad_clip']}, EMA {t['ema_decay']} (the weights shipped are the EMA); seed {t['seed']}.
-- Steps: {summary['steps']} (LR cosine horizon {t['steps']} steps, stop_at {t['stop_at']}); wall time {summary['wall_s'] / 60:.1f} min on {summary['machine']}
-  ({summary['threads']} torch thread(s)).
-- Final running DSM loss: {summary['final']['dsm']:.4f}.
+  (pipeline.training.dsm_loss), Min-SNR γ = {t["min_snr_gamma"]};
+  collage regulariser μ_reg = {t["mu_reg"]} (Theorem 15; scheme {t["reg_scheme"]}, {t["reg_probes"]} probe(s) on
+  {t["reg_batch"]} samples per batch).
+- Optimiser: AdamW lr {t["lr"]} (warm-up {t["warmup_steps"]}, cosine to 10 %), batch {t["batch_size"]},
+  grad clip {t["grad_clip"]}, EMA {t["ema_decay"]} (the weights shipped are the EMA); seed {t["seed"]}.
+- Steps: {summary["steps"]} (LR cosine horizon {t["steps"]} steps, stop_at {t["stop_at"]});
+  wall time {summary["wall_s"] / 60:.1f} min on {summary["machine"]}
+  ({summary["threads"]} torch thread(s)).
+- Final running DSM loss: {summary["final"]["dsm"]:.4f}.
 
-Held-out DSM loss ‖ε̂ − ε‖²/n per paper t ({summary['eval_images']} crops of another seed, fixed noise;
+Held-out DSM loss ‖ε̂ − ε‖²/n per paper t ({summary["eval_images"]} crops of another seed, fixed noise;
 mean ± standard error):
 
 | t | held-out DSM |
 |---|---|
 {held}
 
-Figures: `loss_curve.png` (running-mean training loss), `samples.png` ({summary['sample_count']} DDIM samples,
-{summary['sample_steps']} steps, seeds 0..{summary['sample_count'] - 1}).
+Figures: `loss_curve.png` (running-mean training loss), `samples.png` ({summary["sample_count"]} DDIM samples,
+{summary["sample_steps"]} steps, seeds 0..{summary["sample_count"] - 1}).
 """
 
 
@@ -98,17 +103,25 @@ def run(cfg: DictConfig | dict) -> Path:
     torch.set_num_threads(threads)
     tc = TrainConfig.from_dict(tcfg)
     if tc.patch_size != int(cfg["patch"]["size"]):
-        log.info("train.patch_size=%d (collage blocks) differs from patch.size=%d", tc.patch_size, cfg["patch"]["size"])
+        log.info(
+            "train.patch_size=%d (collage blocks) differs from patch.size=%d",
+            tc.patch_size,
+            cfg["patch"]["size"],
+        )
     schedule = schedule_from_config(cfg["schedule"])
     sched_json = diffusers_scheduler_config(cfg["schedule"], tc.prediction_type)
     # the checkpoint must carry exactly the ᾱ_t it was trained with
     diff = np.abs(schedule_from_diffusers_config(sched_json).alpha_bar - schedule.alpha_bar).max()
     if diff > 1e-6:
-        raise ValueError(f"scheduler_config.json would give ᾱ_t off by {diff:.2e} from schedule={cfg['schedule']}")
+        raise ValueError(
+            f"scheduler_config.json would give ᾱ_t off by {diff:.2e} from schedule={cfg['schedule']}"
+        )
     dcfg = dict(cfg["dataset"])
     data = torch.from_numpy(np.ascontiguousarray(dataset_from_config(dcfg).load_all(), dtype=np.float32))
     eval_n = int(tcfg.get("eval_images", 512))
-    held = dataset_from_config({**dcfg, "seed": int(dcfg.get("seed", 0)) + 1000, "num_images": eval_n}).load_all()
+    held = dataset_from_config(
+        {**dcfg, "seed": int(dcfg.get("seed", 0)) + 1000, "num_images": eval_n}
+    ).load_all()
     held = torch.from_numpy(np.ascontiguousarray(held, dtype=np.float32))
 
     final = output_folder(cfg)
@@ -116,18 +129,28 @@ def run(cfg: DictConfig | dict) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     trk = cfg.get("tracking", {})
     tracker = Tracker.start(
-        enabled=bool(trk.get("enabled", True)), uri=trk.get("uri"), experiment=trk.get("experiment", "pifs-repro"),
-        run_name=f"train:{final.name}", tags={"stage": "train", "git_revision": git_revision(),
-                                               "host": socket.gethostname()},
-        artifact_location=trk.get("artifact_location"), parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
+        enabled=bool(trk.get("enabled", True)),
+        uri=trk.get("uri"),
+        experiment=trk.get("experiment", "pifs-repro"),
+        run_name=f"train:{final.name}",
+        tags={"stage": "train", "git_revision": git_revision(), "host": socket.gethostname()},
+        artifact_location=trk.get("artifact_location"),
+        parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
     )
     try:
         tracker.log_params({"train": tc.to_dict(), "dataset": dcfg, "schedule": cfg["schedule"]})
-        state = train(tc, data, schedule.alpha_bar, work, progress=bool(cfg.get("progress", True)),
-                      log_fn=lambda step, m: tracker.log_metrics({f"train/{k}": v for k, v in m.items()}, step))
+        state = train(
+            tc,
+            data,
+            schedule.alpha_bar,
+            work,
+            progress=bool(cfg.get("progress", True)),
+            log_fn=lambda step, m: tracker.log_metrics({f"train/{k}": v for k, v in m.items()}, step),
+        )
         eval_ts = [int(t) for t in tcfg.get("eval_timesteps", [1, 10, 50, 100, 250, 500, 750, 1000])]
-        held_res = heldout_dsm(state.ema, held, schedule.alpha_bar, eval_ts, seed=0,
-                               prediction_type=tc.prediction_type)
+        held_res = heldout_dsm(
+            state.ema, held, schedule.alpha_bar, eval_ts, seed=0, prediction_type=tc.prediction_type
+        )
         for t, (m, _) in held_res.items():
             tracker.log_metrics({"heldout_dsm": m}, step=t)
         with io.atomic_dir(final) as tmp:
@@ -141,8 +164,11 @@ def run(cfg: DictConfig | dict) -> Path:
             xT = torch.cat([initial_noise(s, (1, *data.shape[1:])) for s in range(n_s)])
             x0 = ddim_sample(model, chain, xT, progress=False).x[-1]
             save_sample_grid(x0, tmp / "samples.png", nrow=8)
-            plot_loss_curve(state.history, tmp / "loss_curve.png",
-                            title=f"{tc_name(tcfg)}: μ_reg={tc.mu_reg}, {state.step} steps")
+            plot_loss_curve(
+                state.history,
+                tmp / "loss_curve.png",
+                title=f"{tc_name(tcfg)}: μ_reg={tc.mu_reg}, {state.step} steps",
+            )
             weights = tmp / "diffusion_pytorch_model.safetensors"
             summary = {
                 "train": {**tc.to_dict(), "name": tc_name(tcfg)},
@@ -160,8 +186,11 @@ def run(cfg: DictConfig | dict) -> Path:
                 "eval_images": eval_n,
                 "sample_count": n_s,
                 "sample_steps": s_steps,
-                "sample_stats": {"mean": float(x0.mean()), "std": float(x0.std()),
-                                 "abs_max": float(x0.abs().max())},
+                "sample_stats": {
+                    "mean": float(x0.mean()),
+                    "std": float(x0.std()),
+                    "abs_max": float(x0.abs().max()),
+                },
                 "git_revision": git_revision(),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "mlflow_run_id": tracker.run_id,

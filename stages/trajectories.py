@@ -31,9 +31,15 @@ def run(cfg: DictConfig | dict) -> StageResult:
 
         seeds = seeds_of(cfg)
         resumed = sum((ctx.work_dir / f"seed-{s}.npz").exists() for s in seeds)
-        paths = sample_seeds(model, chain, seeds, ctx.work_dir,
-                             batch_size=int(cfg["trajectories"]["batch_size"]), progress=ctx.progress,
-                             update=str(cfg["trajectories"].get("update") or "exact"))
+        paths = sample_seeds(
+            model,
+            chain,
+            seeds,
+            ctx.work_dir,
+            batch_size=int(cfg["trajectories"]["batch_size"]),
+            progress=ctx.progress,
+            update=str(cfg["trajectories"].get("update") or "exact"),
+        )
         finals = []
         for path in paths:
             shutil.copy2(path, ctx.out_dir / path.name)

@@ -27,8 +27,9 @@ def compose_config(overrides: list[str] | None = None, return_hydra_config: bool
     """Compose conf/config.yaml with overrides through Hydra's compose API."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides or []),
-                       return_hydra_config=return_hydra_config)
+        return compose(
+            config_name="config", overrides=list(overrides or []), return_hydra_config=return_hydra_config
+        )
 
 
 @pytest.fixture

@@ -17,17 +17,36 @@ import pytest
 from matplotlib.image import imread
 
 from pipeline.analysis import build_analysis, compare_runs, load_stage_outputs, write_sweep_report
-from pipeline.analysis.build import analyse
 from pipeline.analysis.inputs import read_table
+from pipeline.analysis.scoring import analyse
 from pipeline.analysis.synthetic import write_synthetic_run
 from pipeline.analysis.verdicts import ORACLE, ORACLE_BAD
 from pipeline.io import read_csv, write_csv, write_json
 
-ORACLE_TABLES = ["table_3", "table_4", "table_5", "table_7", "table_8", "table_9", "release_times",
-                 "table_10", "table_11"]
+ORACLE_TABLES = [
+    "table_3",
+    "table_4",
+    "table_5",
+    "table_7",
+    "table_8",
+    "table_9",
+    "release_times",
+    "table_10",
+    "table_11",
+]
 ALL_TABLES = ORACLE_TABLES + ["table_6"]
-FIGURES = ["kappa_t", "block_decomposition", "suppression_heatmap", "pc_slack_heatmap", "lambda_star",
-           "proxy_loglog", "lambda_grid", "release_times", "rho_vs_t", "samples"]
+FIGURES = [
+    "kappa_t",
+    "block_decomposition",
+    "suppression_heatmap",
+    "pc_slack_heatmap",
+    "lambda_star",
+    "proxy_loglog",
+    "lambda_grid",
+    "release_times",
+    "rho_vs_t",
+    "samples",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +54,9 @@ def oracle_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("oracle")
     run = write_synthetic_run(root / "stages", "gaussian_oracle")
     inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)
-    res = build_analysis(inp, root / "analysis", {"mlflow_run_id": "run-analysis-1", "machine": "test box",
-                                                  "wall_time_s": 3.5})
+    res = build_analysis(
+        inp, root / "analysis", {"mlflow_run_id": "run-analysis-1", "machine": "test box", "wall_time_s": 3.5}
+    )
     return run, res
 
 
@@ -68,7 +88,9 @@ def test_oracle_report_contains_every_table_and_figure(oracle_run):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         img = imread(out / "figures" / f"{name}.png")
         assert img.shape[0] > 100 and img.shape[1] > 100
-        m = re.search(rf'<figure data-figure="{name}"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html)
+        m = re.search(
+            rf'<figure data-figure="{name}"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html
+        )
         assert m, name
         assert base64.b64decode(m.group(1)) == png  # the embedded image is the written file
     md = res.report_md.read_text()
@@ -77,7 +99,13 @@ def test_oracle_report_contains_every_table_and_figure(oracle_run):
     for name in FIGURES:
         assert f"(figures/{name}.png)" in md
     # run info of every stage is in the report
-    for needle in ("run-analysis-1", "test box", "synthetic-jac-gaussian_oracle", "synthetic-cov", "synthetic-traj"):
+    for needle in (
+        "run-analysis-1",
+        "test box",
+        "synthetic-jac-gaussian_oracle",
+        "synthetic-cov",
+        "synthetic-traj",
+    ):
         assert needle in html and needle in md
 
 
@@ -103,8 +131,11 @@ def test_oracle_report_states_closed_form_and_measurement_agree(oracle_run):
 def test_report_files_are_byte_identical_on_rerun(oracle_run, tmp_path):
     run, res = oracle_run
     inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)
-    again = build_analysis(inp, tmp_path / "again", {"mlflow_run_id": "run-analysis-1", "machine": "test box",
-                                                     "wall_time_s": 3.5})
+    again = build_analysis(
+        inp,
+        tmp_path / "again",
+        {"mlflow_run_id": "run-analysis-1", "machine": "test box", "wall_time_s": 3.5},
+    )
     for p in sorted(res.out_dir.rglob("*")):
         if p.is_file():
             assert (again.out_dir / p.relative_to(res.out_dir)).read_bytes() == p.read_bytes(), p.name
@@ -199,9 +230,17 @@ def test_a_table_without_its_key_columns_is_refused(tmp_path):
 
 # --------------------------------------------------------------------- hand-made tiny stage outputs
 def _meta(folder, kind="unet"):
-    write_json(folder / "meta.json", {"config": {"model": {"kind": kind}, "patch": {"size": 1},
-                                                 "schedule": {"num_train_timesteps": 1000}},
-                                      "mlflow_run_id": "hand"})
+    write_json(
+        folder / "meta.json",
+        {
+            "config": {
+                "model": {"kind": kind},
+                "patch": {"size": 1},
+                "schedule": {"num_train_timesteps": 1000},
+            },
+            "mlflow_run_id": "hand",
+        },
+    )
 
 
 def test_table_4_and_5_hand_computed(tmp_path):
@@ -210,9 +249,18 @@ def test_table_4_and_5_hand_computed(tmp_path):
     rows = []
     for s, ks in k.items():
         for step, (t, kap) in enumerate(zip((900, 100), ks, strict=True)):
-            rows.append({"seed": s, "step": step, "t": t, "alpha_bar_t": 0.1 if t == 900 else 0.9,
-                         "alpha_bar_prev": 0.2 if t == 900 else 1.0, "kappa_pi": kap, "kappa_diag": kap - 0.1,
-                         "delta_cross": 0.05 * (s + 1)})
+            rows.append(
+                {
+                    "seed": s,
+                    "step": step,
+                    "t": t,
+                    "alpha_bar_t": 0.1 if t == 900 else 0.9,
+                    "alpha_bar_prev": 0.2 if t == 900 else 1.0,
+                    "kappa_pi": kap,
+                    "kappa_diag": kap - 0.1,
+                    "delta_cross": 0.05 * (s + 1),
+                }
+            )
     write_csv(jac / "global.csv", rows)
     _meta(jac)
     _, tables, _, _, _ = analyse(load_stage_outputs(jacobian_dir=jac))
@@ -225,7 +273,9 @@ def test_table_4_and_5_hand_computed(tmp_path):
     assert t4.summary["median_s_hat"] == pytest.approx(1.3)
     t5 = tables["table_5"]
     assert t5.rows[1]["kappa_diag"] == pytest.approx(np.mean([1.1, 0.9, 1.0]))
-    assert t5.rows[1]["delta_cross"] == pytest.approx(0.1) and t5.rows[1]["delta_cross_std"] == pytest.approx(0.05)
+    assert t5.rows[1]["delta_cross"] == pytest.approx(0.1) and t5.rows[1]["delta_cross_std"] == pytest.approx(
+        0.05
+    )
     assert t5.rows[1]["kappa_pc"] == pytest.approx(np.mean([1.15, 1.0, 1.15]))  # kappa_diag + delta_cross
 
 
@@ -234,9 +284,22 @@ def test_table_7_symmetric_coupling_by_chebyshev_distance(tmp_path):
     # except none; use a 1x3 strip instead (k = 0, 1, 2 in a row): d(0,1) = d(1,2) = 1, d(0,2) = 2.
     jac = tmp_path / "jac"
     F = {(0, 1): 0.4, (1, 0): 0.2, (1, 2): 0.1, (2, 1): 0.3, (0, 2): 0.05, (2, 0): 0.15}
-    write_csv(jac / "blocks.csv", [{"seed": 0, "step": 0, "t": 500, "k": k, "j": j,
-                                    "chebyshev": abs(k - j), "op_norm": v / 2, "frob_norm": v}
-                                   for (k, j), v in F.items()])
+    write_csv(
+        jac / "blocks.csv",
+        [
+            {
+                "seed": 0,
+                "step": 0,
+                "t": 500,
+                "k": k,
+                "j": j,
+                "chebyshev": abs(k - j),
+                "op_norm": v / 2,
+                "frob_norm": v,
+            }
+            for (k, j), v in F.items()
+        ],
+    )
     _meta(jac)
     _, tables, _, _, _ = analyse(load_stage_outputs(jacobian_dir=jac))
     rows = {r["distance"]: r for r in tables["table_7"].rows}
@@ -250,9 +313,21 @@ def _patch_rows(gamma: dict[int, list[float]], ts, lam):
     rows = []
     for k, gs in gamma.items():
         for step, (t, g) in enumerate(zip(ts, gs, strict=True)):
-            rows.append({"seed": 0, "step": step, "t": t, "k": k, "lambda_k": lam[k], "f_t": 1.01,
-                         "suppression": g + 0.01, "rayleigh": 1 - g, "diag_norm": 1 - g, "coupling": 0.0,
-                         "pc_slack": g})
+            rows.append(
+                {
+                    "seed": 0,
+                    "step": step,
+                    "t": t,
+                    "k": k,
+                    "lambda_k": lam[k],
+                    "f_t": 1.01,
+                    "suppression": g + 0.01,
+                    "rayleigh": 1 - g,
+                    "diag_norm": 1 - g,
+                    "coupling": 0.0,
+                    "pc_slack": g,
+                }
+            )
     return rows
 
 
@@ -287,8 +362,14 @@ def test_pc_onset_rule(tmp_path):
     # Onset = the largest t from which no patch violates at any smaller measured t.
     def onset(slacks):
         jac = tmp_path / f"jac{len(list(tmp_path.iterdir()))}"
-        write_csv(jac / "patches.csv", [{"seed": 0, "step": i, "t": t, "k": k, "pc_slack": v}
-                                        for i, (t, vs) in enumerate(slacks.items()) for k, v in enumerate(vs)])
+        write_csv(
+            jac / "patches.csv",
+            [
+                {"seed": 0, "step": i, "t": t, "k": k, "pc_slack": v}
+                for i, (t, vs) in enumerate(slacks.items())
+                for k, v in enumerate(vs)
+            ],
+        )
         _meta(jac)
         return analyse(load_stage_outputs(jacobian_dir=jac))[1]["table_8"].summary["pc_onset_t"]
 
@@ -300,10 +381,17 @@ def test_pc_onset_rule(tmp_path):
 def test_table_6_exact_permutation_p_for_8_timesteps(tmp_path):
     jac = tmp_path / "jac"
     ts = [980, 840, 700, 560, 440, 300, 160, 20]
-    write_csv(jac / "global.csv", [{"seed": 0, "step": i, "t": t, "kappa_pi": 1.0, "delta_cross": 0.01 * (i + 1)}
-                                   for i, t in enumerate(ts)])
-    write_csv(jac / "attention.csv", [{"seed": 0, "step": i, "t": t, "entropy": 5.0 - 0.1 * i}
-                                      for i, t in enumerate(ts)])
+    write_csv(
+        jac / "global.csv",
+        [
+            {"seed": 0, "step": i, "t": t, "kappa_pi": 1.0, "delta_cross": 0.01 * (i + 1)}
+            for i, t in enumerate(ts)
+        ],
+    )
+    write_csv(
+        jac / "attention.csv",
+        [{"seed": 0, "step": i, "t": t, "entropy": 5.0 - 0.1 * i} for i, t in enumerate(ts)],
+    )
     _meta(jac)
     _, tables, _, _, _ = analyse(load_stage_outputs(jacobian_dir=jac))
     s = tables["table_6"].summary
@@ -314,18 +402,32 @@ def test_table_6_exact_permutation_p_for_8_timesteps(tmp_path):
 def test_table_10_fit_with_alpha_bar_from_the_run_schedule(tmp_path):
     # proxy.csv without alpha_bar: sqrt(alpha_bar_t) comes from the run's schedule config via pipeline.geometry.
     g = pytest.importorskip("pipeline.geometry")
-    sched_cfg = {"name": "linear", "kind": "linear", "num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    sched_cfg = {
+        "name": "linear",
+        "kind": "linear",
+        "num_train_timesteps": 1000,
+        "beta_start": 1e-4,
+        "beta_end": 0.02,
+    }
     ab = np.asarray(g.schedule_from_config(sched_cfg).alpha_bar)
     ts = [999, 990, 980, 960, 940, 920, 900, 850, 800, 700, 600]
     # exact power law at t >= 800 (slope 0.95, intercept 3.1), off the line below: only t >= 800 may be fitted
-    rows = [{"t": t, "proxy": math.exp(3.1) * math.sqrt(ab[t]) ** 0.95 * (1.0 if t >= 800 else 3.0),
-             "proxy_std": 0.1} for t in ts]
+    rows = [
+        {
+            "t": t,
+            "proxy": math.exp(3.1) * math.sqrt(ab[t]) ** 0.95 * (1.0 if t >= 800 else 3.0),
+            "proxy_std": 0.1,
+        }
+        for t in ts
+    ]
     jac = tmp_path / "jac"
     write_csv(jac / "proxy.csv", rows)
     write_json(jac / "meta.json", {"config": {"model": {"kind": "unet"}, "schedule": sched_cfg}})
     _, tables, _, _, verdicts = analyse(load_stage_outputs(jacobian_dir=jac))
     t10 = tables["table_10"]
-    assert {r["t"]: r["sqrt_alpha_bar"] for r in t10.rows}[900] == pytest.approx(math.sqrt(ab[900]), rel=1e-12)
+    assert {r["t"]: r["sqrt_alpha_bar"] for r in t10.rows}[900] == pytest.approx(
+        math.sqrt(ab[900]), rel=1e-12
+    )
     s = t10.summary
     assert s["ols_n"] == 9 and s["ols_slope"] == pytest.approx(0.95, abs=1e-9)
     assert s["ols_intercept"] == pytest.approx(3.1, abs=1e-8) and s["ols_r2"] == pytest.approx(1.0, abs=1e-12)
@@ -353,10 +455,24 @@ def test_sweep_comparison_across_runs(oracle_run, learned_run, tmp_path):
 def test_pc_geometry_rows_mean_and_standard_error_by_hand():
     from pipeline.analysis.companions import pc_geometry_rows
 
-    rows = [{"t": 20, "kappa_lanczos": 1.2, "kappa_pi": 1.1, "kappa_diag": 0.9, "delta_cross": 0.1,
-             "suppression_mean": 0.01},
-            {"t": 20, "kappa_lanczos": "nan", "kappa_pi": 1.0, "kappa_diag": 1.0, "delta_cross": 0.3,
-             "suppression_mean": 0.03}]
+    rows = [
+        {
+            "t": 20,
+            "kappa_lanczos": 1.2,
+            "kappa_pi": 1.1,
+            "kappa_diag": 0.9,
+            "delta_cross": 0.1,
+            "suppression_mean": 0.01,
+        },
+        {
+            "t": 20,
+            "kappa_lanczos": "nan",
+            "kappa_pi": 1.0,
+            "kappa_diag": 1.0,
+            "delta_cross": 0.3,
+            "suppression_mean": 0.03,
+        },
+    ]
     (r,) = pc_geometry_rows(rows)
     # margins 1 − 0.9 − 0.1 = 0 and 1 − 1.0 − 0.3 = −0.3: mean −0.15, SE = (0.3/√2)/√2 = 0.15;
     # κ̂ falls back to power iteration where Lanczos is missing: (1.2 + 1.0)/2, SE 0.1
@@ -367,13 +483,20 @@ def test_pc_geometry_rows_mean_and_standard_error_by_hand():
 def test_report_embeds_a_companion_run_and_says_when_one_is_missing(oracle_run, learned_run, tmp_path):
     (o, _), (lrn, lres) = oracle_run, learned_run
     # the stage writes meta.json beside the analysis; here by hand, naming the companion's upstream folders
-    write_json(lres.out_dir / "meta.json", {"config": {"model": {"kind": "unet", "name": "tiny", "path": "x"},
-                                                       "dataset": {"name": "synthetic", "resolution": 8}},
-                                            "inputs": {"jacobian": str(lrn.jacobian_dir),
-                                                       "trajectories": str(lrn.trajectories_dir)}})
+    write_json(
+        lres.out_dir / "meta.json",
+        {
+            "config": {
+                "model": {"kind": "unet", "name": "tiny", "path": "x"},
+                "dataset": {"name": "synthetic", "resolution": 8},
+            },
+            "inputs": {"jacobian": str(lrn.jacobian_dir), "trajectories": str(lrn.trajectories_dir)},
+        },
+    )
     inp = load_stage_outputs(o.covariance_dir, o.trajectories_dir, o.jacobian_dir)
-    res = build_analysis(inp, tmp_path / "with_companion",
-                         {"companions": [str(lres.out_dir), str(tmp_path / "never_run")]})
+    res = build_analysis(
+        inp, tmp_path / "with_companion", {"companions": [str(lres.out_dir), str(tmp_path / "never_run")]}
+    )
     page = _html(res)
     assert "data-companion='tiny'" in page and "data-companion='missing'" in page
     assert "never_run has no finished analysis" in page
@@ -385,11 +508,16 @@ def test_report_embeds_a_companion_run_and_says_when_one_is_missing(oracle_run, 
     from pipeline.sampler import save_sample_grid
 
     save_sample_grid(np.zeros((4, 3, 8, 8), dtype=np.float32), tmp_path / "samples.png", nrow=2)
-    write_json(lres.out_dir / "meta.json", {"config": {"model": {"name": "tiny"}},
-                                            "inputs": {"trajectories": str(tmp_path)}})
+    write_json(
+        lres.out_dir / "meta.json",
+        {"config": {"model": {"name": "tiny"}}, "inputs": {"trajectories": str(tmp_path)}},
+    )
     res2 = build_analysis(inp, tmp_path / "with_samples", {"companions": [str(lres.out_dir)]})
     b64 = base64.b64encode((tmp_path / "samples.png").read_bytes()).decode("ascii")
-    assert f"data-figure='companion-samples'><img alt='samples of tiny' src='data:image/png;base64,{b64}'" in _html(res2)
+    assert (
+        f"data-figure='companion-samples'><img alt='samples of tiny' src='data:image/png;base64,{b64}'"
+        in _html(res2)
+    )
     link = re.search(r"<a href='([^']+)'>its report</a>", page).group(1)
     assert (res.out_dir / link).resolve() == (lres.out_dir / "report.html").resolve()
     summary = json.loads(res.summary_json.read_text())
@@ -402,8 +530,11 @@ def test_pair_rows_difference_and_z_by_hand():
     from pipeline.analysis.pair import pair_markdown, pair_rows
 
     a = [{"t": 20, "kappa_diag": 0.9, "delta_cross": 0.2}, {"t": 20, "kappa_diag": 0.9, "delta_cross": 0.4}]
-    b = [{"t": 20, "kappa_diag": 1.0, "delta_cross": 0.1}, {"t": 20, "kappa_diag": 1.0, "delta_cross": 0.1},
-         {"t": 500, "kappa_diag": 1.0, "delta_cross": 0.1}]
+    b = [
+        {"t": 20, "kappa_diag": 1.0, "delta_cross": 0.1},
+        {"t": 20, "kappa_diag": 1.0, "delta_cross": 0.1},
+        {"t": 500, "kappa_diag": 1.0, "delta_cross": 0.1},
+    ]
     (r,) = pair_rows(a, b)  # t = 500 is only in B
     # δ̂: A mean 0.3, SE 0.1; B mean 0.1, SE 0 -> Δ = −0.2, z = −2. margin: A 1−0.9−{0.2,0.4} = {−0.1,−0.3}
     # (mean −0.2, SE 0.1); B −0.1 -> Δ = +0.1, z = +1

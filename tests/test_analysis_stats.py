@@ -81,8 +81,9 @@ def test_exact_permutation_p_matches_scipy_permutation_test_with_ties():
         dx, dy = rx - rx.mean(), ry - ry.mean(axis=axis, keepdims=True)
         return np.abs((dy * dx).sum(axis=axis) / np.sqrt((dx * dx).sum() * (dy * dy).sum(axis=axis)))
 
-    ref = sps.permutation_test((y,), abs_rho, permutation_type="pairings", n_resamples=np.inf,
-                               alternative="greater", vectorized=True)
+    ref = sps.permutation_test(
+        (y,), abs_rho, permutation_type="pairings", n_resamples=np.inf, alternative="greater", vectorized=True
+    )
     r = stats.spearman_permutation_test(x, y)
     assert r.exact
     assert r.p_value == pytest.approx(ref.pvalue, abs=1e-12)
@@ -127,7 +128,7 @@ def test_ols_matches_scipy_linregress():
     assert fit.intercept == pytest.approx(ref.intercept, rel=1e-12)
     assert fit.slope_se == pytest.approx(ref.stderr, rel=1e-10)
     assert fit.intercept_se == pytest.approx(ref.intercept_stderr, rel=1e-10)
-    assert fit.r2 == pytest.approx(ref.rvalue ** 2, rel=1e-12)
+    assert fit.r2 == pytest.approx(ref.rvalue**2, rel=1e-12)
 
 
 def test_ols_refuses_degenerate_input():
@@ -202,7 +203,13 @@ def test_outlier_rule_refuses_non_positive_values():
 
 def test_significance_marks():
     assert [stats.significance_stars(p) for p in (0.001, 0.0099, 0.01, 0.049, 0.05, math.nan)] == [
-        "**", "**", "*", "*", "n.s.", "undefined"]
+        "**",
+        "**",
+        "*",
+        "*",
+        "n.s.",
+        "undefined",
+    ]
 
 
 # ------------------------------------------------------------------------------------ sign flip
@@ -224,17 +231,22 @@ def test_sign_flip_absent_and_last_of_several():
 # --------------------------------------------------------------------------- closed forms / Moran
 def _paper_chain():
     g = pytest.importorskip("pipeline.geometry")
-    sched = g.schedule_from_config({"name": "cosine", "kind": "cosine", "num_train_timesteps": 1000,
-                                    "s_off": 0.008, "max_beta": None})
-    return g, g.chain_from_config(sched, {"name": "ddim50", "num_steps": 50, "spacing": "trailing",
-                                          "steps_offset": 0, "final_alpha_bar": 1.0})
+    sched = g.schedule_from_config(
+        {"name": "cosine", "kind": "cosine", "num_train_timesteps": 1000, "s_off": 0.008, "max_beta": None}
+    )
+    return g, g.chain_from_config(
+        sched,
+        {"name": "ddim50", "num_steps": 50, "spacing": "trailing", "steps_offset": 0, "final_alpha_bar": 1.0},
+    )
 
 
 def test_closed_forms_agree_with_pipeline_geometry():
     g, chain = _paper_chain()
     lam = np.array([0.5, 1.0, 18.7, 44.4])
     a, ap = np.asarray(chain.alpha_bar_t), np.asarray(chain.alpha_bar_prev)
-    np.testing.assert_allclose(cf.expansion_function(a, ap, lam), g.expansion_function(chain, lam), rtol=1e-10)
+    np.testing.assert_allclose(
+        cf.expansion_function(a, ap, lam), g.expansion_function(chain, lam), rtol=1e-10
+    )
     np.testing.assert_allclose(cf.expansion_threshold(a, ap), g.expansion_threshold(chain), rtol=1e-9)
     r, b = cf.step_coefficients(a, ap)
     np.testing.assert_allclose(b, g.step_coefficients(chain).b, rtol=1e-10)
@@ -264,11 +276,14 @@ def test_corrected_moran_reports_no_root_instead_of_the_bracket_end():
     a, ap = np.asarray(chain.alpha_bar_t)[1:], np.asarray(chain.alpha_bar_prev)[1:]
     # S_t >= r_t - 1 + 0.001 keeps every corrected factor f_t(lambda) - S_t < r_t - S_t < 1 for all lambda.
     S = np.repeat((np.sqrt(ap / a) - 1.0 + 0.001)[:, None], 3, axis=1)
-    sol = cf.moran_threshold(a, ap, suppression=S,
-                             lambda_k=np.array([40.0, 100.0, 230.0]), bracket=(1.0, 500.0))
+    sol = cf.moran_threshold(
+        a, ap, suppression=S, lambda_k=np.array([40.0, 100.0, 230.0]), bracket=(1.0, 500.0)
+    )
     assert sol.status == "above_bracket" and math.isnan(sol.value)
     assert "threshold is > 500" in sol.describe()
     # Zero suppression reduces to the Gaussian lambda**.
     assert sol.log_G_hi < 0
-    sol0 = cf.moran_threshold(a, ap, suppression=np.zeros((len(a), 3)), lambda_k=np.array([40.0, 100.0, 230.0]))
+    sol0 = cf.moran_threshold(
+        a, ap, suppression=np.zeros((len(a), 3)), lambda_k=np.array([40.0, 100.0, 230.0])
+    )
     assert f"{sol0.value:.6f}" == "1.049681"

@@ -82,7 +82,9 @@ def test_probes_average_divides_the_variance():
     f = linear_eps(A)
     draws, probes = 2000, 4
     x = torch.zeros((draws, *SHAPE), dtype=torch.float64, requires_grad=True)
-    est = collage_penalty(f(x), x, P, torch.Generator().manual_seed(9), probes=probes, create_graph=False).numpy()
+    est = collage_penalty(
+        f(x), x, P, torch.Generator().manual_seed(9), probes=probes, create_graph=False
+    ).numpy()
     mom = exact_moments(A.numpy(), SHAPE, P, "partition")
     assert abs(est.mean() - mom.exact) < 5 * mom.std_of_mean(draws * probes)
     assert est.var(ddof=1) / (mom.variance / probes) == pytest.approx(1.0, abs=0.3)
@@ -115,9 +117,17 @@ def tiny_unet():
     from pipeline.models.attention import install_math_attention
 
     torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
-                       layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8, norm_num_groups=4)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=8,
+        norm_num_groups=4,
+    )
     install_math_attention(unet)
     return unet.double()
 
@@ -134,8 +144,9 @@ def test_parameter_gradient_through_the_probe_matches_the_dense_jacobian():
     g_probe = torch.autograd.grad(est.sum(), params, allow_unused=True)
 
     w, outside, c = draw_probe(patch_labels(SHAPE, P), 1, "partition", torch.Generator().manual_seed(7))
-    J = torch.autograd.functional.jacobian(lambda z: unet(z.view(1, *SHAPE), t).sample.flatten(),
-                                           x0.flatten(), create_graph=True)
+    J = torch.autograd.functional.jacobian(
+        lambda z: unet(z.view(1, *SHAPE), t).sample.flatten(), x0.flatten(), create_graph=True
+    )
     dense = c * ((J.T @ w.double().flatten()) * outside.flatten()).pow(2).sum()
     assert float(est) == pytest.approx(float(dense), rel=1e-9)
     g_dense = torch.autograd.grad(dense, params, allow_unused=True)
@@ -152,13 +163,19 @@ def test_unet_estimator_mean_matches_its_dense_offdiag_sum():
     t = torch.tensor([499])
     x0 = torch.randn((1, *SHAPE), dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        J = torch.autograd.functional.jacobian(lambda z: unet(z.view(1, *SHAPE), t).sample.flatten(),
-                                               x0.flatten())
+        J = torch.autograd.functional.jacobian(
+            lambda z: unet(z.view(1, *SHAPE), t).sample.flatten(), x0.flatten()
+        )
     mom = exact_moments(J.numpy(), SHAPE, P, "partition")
     draws = 256
     x = x0.expand(draws, *SHAPE).clone().requires_grad_(True)
-    est = collage_penalty(unet(x, t.expand(draws)).sample, x, P, torch.Generator().manual_seed(5),
-                          create_graph=False).detach().numpy()
+    est = (
+        collage_penalty(
+            unet(x, t.expand(draws)).sample, x, P, torch.Generator().manual_seed(5), create_graph=False
+        )
+        .detach()
+        .numpy()
+    )
     assert abs(est.mean() - mom.exact) < 5 * mom.std_of_mean(draws)
 
 

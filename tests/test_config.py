@@ -28,7 +28,11 @@ def test_every_preset_composes_and_validates(preset):
 def test_paper_presets_follow_the_paper_protocols():
     c = prepare_config(compose_config(["experiment=cifar10_paper"]))
     # §7.1: 50k CIFAR-10 train images, 8x8 patches, 50-step DDIM, K_PI = 20, 8 seeds
-    assert (c["dataset"]["name"], c["dataset"]["num_images"], c["dataset"]["split"]) == ("cifar10", 50000, "train")
+    assert (c["dataset"]["name"], c["dataset"]["num_images"], c["dataset"]["split"]) == (
+        "cifar10",
+        50000,
+        "train",
+    )
     assert c["patch"]["size"] == 8 and c["sampler"]["num_steps"] == 50
     assert c["sampler"]["spacing"] == "leading"  # Table 4 labels: 980, ..., 20 in diffusers numbering
     assert c["measure"]["power_iters"] == 20 and c["num_seeds"] == 8
@@ -66,7 +70,9 @@ def test_params_yaml_is_in_sync_with_conf():
 
     for name, overrides in PARAMS_FILES.items():
         committed = OmegaConf.load(CONF.parent / name)
-        assert committed == OmegaConf.create(composed_params(overrides)), f"{name}: run `python -m stages.params`"
+        assert committed == OmegaConf.create(composed_params(overrides)), (
+            f"{name}: run `python -m stages.params`"
+        )
     assert OmegaConf.load(CONF.parent / "params_learned.yaml").model.name == "pifs_ddpm16"
 
 

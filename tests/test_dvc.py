@@ -25,20 +25,37 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("covariance", "trajectories", "jacobian", "analysis")
 LEARNED = tuple(f"{s}_learned" for s in STAGES)
 # the companion chain (params_learned.yaml) cut to seconds: one seed, two points of a 10-step chain
-LEARNED_SMOKE = ["experiment=learned16", "num_seeds=1", "sampler.num_steps=10", "measure.steps=[1000,100]",
-                 "dataset.num_images=512", "measure.proxy_images=16", "measure.proxy_timesteps=[999,500]"]
+LEARNED_SMOKE = [
+    "experiment=learned16",
+    "num_seeds=1",
+    "sampler.num_steps=10",
+    "measure.steps=[1000,100]",
+    "dataset.num_images=512",
+    "measure.proxy_images=16",
+    "measure.proxy_timesteps=[999,500]",
+]
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "PIFS_SWEEP_ID", "PIFS_PARENT_RUN_ID", "PYTHONPATH")
-           and not k.startswith("DVC_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "PIFS_SWEEP_ID", "PIFS_PARENT_RUN_ID", "PYTHONPATH")
+        and not k.startswith("DVC_")
+    }
     # dvc.yaml's commands say `python`: the interpreter running these tests
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(HF_HUB_OFFLINE="1", MPLBACKEND="Agg", DVC_NO_ANALYTICS="1",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        MPLBACKEND="Agg",
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
     return env
 
 
@@ -72,8 +89,12 @@ def _commit(repo: Path, msg: str) -> None:
 
 
 def _mtimes(repo: Path) -> dict[str, float]:
-    return {str(p.relative_to(repo)): p.stat().st_mtime_ns
-            for s in STAGES for p in (repo / "outputs" / s / "dvc").rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(repo)): p.stat().st_mtime_ns
+        for s in STAGES
+        for p in (repo / "outputs" / s / "dvc").rglob("*")
+        if p.is_file()
+    }
 
 
 def _patch_size(repo: Path) -> int:
@@ -85,8 +106,16 @@ def _patch_size(repo: Path) -> int:
 def test_dvc_repro_noop_downstream_rerun_and_hydra_experiment_on_a_fresh_clone(tmp_path):
     repo = tmp_path / "clone"
     _run(["git", "clone", "-q", str(ROOT), str(repo)], tmp_path)
-    _run([sys.executable, "-m", "stages.params", "experiment=smoke",
-          "analysis.companions=[outputs/analysis/dvc_learned]"], repo)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "stages.params",
+            "experiment=smoke",
+            "analysis.companions=[outputs/analysis/dvc_learned]",
+        ],
+        repo,
+    )
     from stages.params import composed_params
 
     (repo / "params_learned.yaml").write_text(composed_params(LEARNED_SMOKE))
@@ -140,6 +169,8 @@ def test_dvc_repro_noop_downstream_rerun_and_hydra_experiment_on_a_fresh_clone(t
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              filter_string=f"tags.dvc_experiment = '{name}'")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.dvc_experiment = '{name}'",
+    )
     assert sorted(r.data.tags["stage"] for r in runs) == ["analysis", "covariance", "jacobian"]

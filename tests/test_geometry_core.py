@@ -67,10 +67,13 @@ def test_threshold_closed_forms_at_clean_boundary():
     ab1 = 0.99
     ch = Chain("one", np.array([1]), np.array([ab1]), np.array([1.0]))
     assert contraction_threshold(ch)[0] == pytest.approx(math.sqrt(1 - ab1) / (1 + math.sqrt(ab1)), rel=1e-14)
-    assert expansion_threshold(ch)[0] == pytest.approx((1 - ab1) / (math.sqrt(ab1) * (1 - math.sqrt(ab1))),
-                                                        rel=1e-12)
+    assert expansion_threshold(ch)[0] == pytest.approx(
+        (1 - ab1) / (math.sqrt(ab1) * (1 - math.sqrt(ab1))), rel=1e-12
+    )
     f1 = expansion_function(ch, 1.0)[0]
-    assert f1 == pytest.approx(math.sqrt(ab1), rel=1e-14)  # Thm 17 proof: f_t(1) = √(ᾱ_{t-1}ᾱ_t) + √(v_{t-1}v_t)
+    assert f1 == pytest.approx(
+        math.sqrt(ab1), rel=1e-14
+    )  # Thm 17 proof: f_t(1) = √(ᾱ_{t-1}ᾱ_t) + √(v_{t-1}v_t)
 
 
 def test_expansion_function_shape_and_threshold_fixed_point():
@@ -102,7 +105,8 @@ def test_schedule_from_diffusers_config_float32_is_bit_identical():
         s64 = schedule_from_diffusers_config(cfg)
         np.testing.assert_allclose(s64.alpha_bar[1:], ref, rtol=2e-5)
     np.testing.assert_allclose(
-        schedule_from_diffusers_config({"beta_schedule": "linear"}).alpha_bar, linear_schedule().alpha_bar,
+        schedule_from_diffusers_config({"beta_schedule": "linear"}).alpha_bar,
+        linear_schedule().alpha_bar,
         rtol=1e-15,
     )
 

@@ -53,6 +53,7 @@ def ddim50(s):
 
 # --------------------------------------------------------------------------------- Table 1 (§6.1)
 
+
 @pytest.mark.parametrize(
     "chain, N, mean, cv, L_fin, t_fin",
     [
@@ -99,6 +100,7 @@ def test_table1_text_weakest_links():
 
 # --------------------------------------------------------------------------------- §6.2 and §7.2
 
+
 def _interior(schedule):
     ch = full_chain(schedule)
     ls = expansion_threshold(ch)
@@ -108,8 +110,11 @@ def _interior(schedule):
 
 @pytest.mark.parametrize(
     "schedule, lo, hi, t_min, lo4",
-    [(LIN, "1.002", "1.19", 350, "1.0025"), (COS0, "1.002", "1.33", 500, "1.0016"),
-     (COS8, "1.002", "1.25", 496, "1.0016")],
+    [
+        (LIN, "1.002", "1.19", 350, "1.0025"),
+        (COS0, "1.002", "1.33", 500, "1.0016"),
+        (COS8, "1.002", "1.25", 496, "1.0016"),
+    ],
     ids=["linear", "cosine_s0", "cosine_s0.008"],
 )
 def test_sec62_interior_range_and_minimum(schedule, lo, hi, t_min, lo4):
@@ -160,6 +165,7 @@ def test_sec62_ddim_chain_numbers():
 
 
 # --------------------------------------------------------------------------------- §7.4 / §7.7
+
 
 def test_sec74_moran_numbers_from_the_49_step_chain():
     # §7.4: "bisection yields λ** = 1.049681, min λ*(t) = 1.031664, margin 1.80e-2" — reproduced by paper
@@ -242,6 +248,7 @@ def test_table4_step_labels_follow_diffusers_leading_grid():
 
 # --------------------------------------------------------------------------------- §6.5
 
+
 def test_sec651_cosine_offset_values():
     o0, o8 = cosine_offset_L1(0.0), cosine_offset_L1(0.008)
     check(o0.v1, "2.5e-6")
@@ -269,6 +276,7 @@ def test_sec653_min_snr_transition():
 
 
 # --------------------------------------------------------------------------------- Table 2 (§6.3)
+
 
 def test_table2_needs_the_measured_spectrum_and_printed_ordering_is_not_reached_in_printed_range():
     # Table 2 (CV(IG_t) linear 1.107, cosine 0.867; CV(|Δd_t|) 0.836 / 0.570) uses the CIFAR-10 patch

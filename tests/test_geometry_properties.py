@@ -99,7 +99,9 @@ def test_thm25_moran(ch):
     if len(ch) > 1 and np.ptp(expansion_threshold(ch)) > 1e-9:
         assert r.lambda_starstar > r.min_lambda_star
     # Thm 25(a): Λ(μ) > 0 for μ > λ**, < 0 below
-    assert lyapunov_exponent(ch, r.lambda_starstar * 1.01) > 0 > lyapunov_exponent(ch, r.lambda_starstar * 0.99)
+    assert (
+        lyapunov_exponent(ch, r.lambda_starstar * 1.01) > 0 > lyapunov_exponent(ch, r.lambda_starstar * 0.99)
+    )
 
 
 @SETTINGS

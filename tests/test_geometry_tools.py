@@ -53,7 +53,9 @@ def test_single_step_chain_root_is_its_threshold():
     assert moran_threshold(ch).lambda_starstar == pytest.approx(expansion_threshold(ch)[0], abs=1e-12)
 
 
-@pytest.mark.parametrize("chain", [full_chain(linear_schedule()), strided_chain(cosine_schedule(), 50, "trailing")])
+@pytest.mark.parametrize(
+    "chain", [full_chain(linear_schedule()), strided_chain(cosine_schedule(), 50, "trailing")]
+)
 def test_brent_matches_independent_bisection_to_1e_12(chain):
     r = moran_threshold(chain)
     ref = _bisect(chain, 1.0, 2.0)
@@ -92,8 +94,12 @@ def test_lyapunov_exponent_normalisation():
 
 @pytest.mark.parametrize(
     "spec, d, j, sat",
-    [([1.0, -2.0], 1.5, 1, False), ([-1.0, -2.0], 0.0, 0, False), ([1.0, 1.0], 2.0, 2, True),
-     ([-3.0, 2.0, -1.0], 2 + 1 / 3, 2, False)],
+    [
+        ([1.0, -2.0], 1.5, 1, False),
+        ([-1.0, -2.0], 0.0, 0, False),
+        ([1.0, 1.0], 2.0, 2, True),
+        ([-3.0, 2.0, -1.0], 2 + 1 / 3, 2, False),
+    ],
 )
 def test_ky_dimension_eq44_closed_forms(spec, d, j, sat):
     r = ky_dimension(np.array(spec))
@@ -117,8 +123,9 @@ def test_information_equalisation_uniform_spectrum_is_cs_equality():
     assert r.n_plusplus == 3072
     assert r.ratio_over_theory == pytest.approx(1.0, rel=1e-12)
     assert r.spearman_rho > 0.999
-    np.testing.assert_allclose(ky_growth(ch, np.full(16, 30.0), 192),
-                               3072 * np.log(expansion_function(ch, 30.0)), rtol=1e-12)
+    np.testing.assert_allclose(
+        ky_growth(ch, np.full(16, 30.0), 192), 3072 * np.log(expansion_function(ch, 30.0)), rtol=1e-12
+    )
 
 
 def test_optimal_chain_theorem35():
@@ -133,7 +140,8 @@ def test_optimal_chain_theorem35():
     rho = optimal_step_density(s)
     assert rho.sum() == pytest.approx(1.0) and np.argmax(rho) == 0  # largest at t = 1 (L*_1 ≈ ½√v_1)
     assert step_loads(s, np.arange(1000, 0, -1)).sum() == pytest.approx(
-        np.sum(1 / contraction_threshold(full_chain(s))) / 1000)
+        np.sum(1 / contraction_threshold(full_chain(s))) / 1000
+    )
     ch2 = chain_from_config(s, {"name": "opt", "num_steps": 20, "spacing": "optimal"})
     assert len(ch2) == 20
 
@@ -167,7 +175,8 @@ def test_default_rows_and_cli(tmp_path: Path):
     assert [r["schedule"] for r in back] == [r["schedule"] for r in rows]
     assert float(back[0]["mean_L"]) == rows[0]["mean_L"]
     root = Path(__file__).resolve().parents[1]
-    res = subprocess.run([sys.executable, "-m", "pipeline.geometry"], cwd=root, capture_output=True, text=True,
-                         check=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline.geometry"], cwd=root, capture_output=True, text=True, check=True
+    )
     lines = res.stdout.strip().splitlines()
     assert lines[0] == ",".join(COLUMNS) and len(lines) == 9

@@ -31,7 +31,6 @@ SHAPE = (3, 8, 8)
 P = 4
 
 
-
 def alpha_bar_linear(T: int = 1000) -> np.ndarray:
     """Paper-indexed ᾱ[0..T] of the linear schedule (β from 1e-4 to 0.02), ᾱ_0 = 1."""
     betas = np.linspace(1e-4, 0.02, T, dtype=np.float64)
@@ -65,7 +64,9 @@ def gaussian_eps(mean: np.ndarray, cov: np.ndarray, a: float):
     return eps
 
 
-def block_diagonal_gaussian(rng: np.random.Generator, lam: np.ndarray, n_k: int, low: float = 0.01, high: float = 0.2):
+def block_diagonal_gaussian(
+    rng: np.random.Generator, lam: np.ndarray, n_k: int, low: float = 0.01, high: float = 0.2
+):
     """Block-diagonal Σ (pixel order) with patch-k top eigenvalue lam[k]; returns (Σ, eigvals [M,n_k], eigvecs)."""
     idx = patch_index(SHAPE, P).numpy()
     n = idx.size
@@ -104,7 +105,9 @@ def block_oracle(step_100):
 def test_block_diagonal_oracle_dense_is_exact(block_oracle):
     o = block_oracle
     cfg = MeasureConfig(blocks="dense", power_iters=20)
-    m = measure_step(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=3)
+    m = measure_step(
+        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=3
+    )
     assert m.block_method == "dense"
     # Theorem 17: ‖[JΦ_t]_kk‖ = f_t(λ_k); cross blocks vanish; S_k,t = 0 along v_k.
     np.testing.assert_allclose(m.diag_norm, o["f_lam"], rtol=1e-10)
@@ -126,8 +129,12 @@ def test_block_diagonal_oracle_dense_is_exact(block_oracle):
 def test_block_diagonal_oracle_block_power(block_oracle):
     o = block_oracle
     # Slowest block: f(0.01)/f(0.6) ~ 0.84, so 40 steps reach ~1e-12 (error ~ ratio^(4K)).
-    cfg = MeasureConfig(blocks="power", block_power_iters=40, frob_probes=64, power_iters=5, global_lanczos=False)
-    m = measure_step(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=1)
+    cfg = MeasureConfig(
+        blocks="power", block_power_iters=40, frob_probes=64, power_iters=5, global_lanczos=False
+    )
+    m = measure_step(
+        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=1
+    )
     assert m.block_method == "power"
     np.testing.assert_allclose(m.diag_norm, o["f_lam"], rtol=1e-6)
     off = m.block_op[~np.eye(4, dtype=bool)]
@@ -140,8 +147,12 @@ def test_block_diagonal_oracle_block_power(block_oracle):
 
 def test_block_diagonal_oracle_block_lanczos(block_oracle):
     o = block_oracle
-    cfg = MeasureConfig(blocks="lanczos", block_power_iters=12, frob_probes=0, power_iters=3, global_lanczos=False)
-    m = measure_step(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=2)
+    cfg = MeasureConfig(
+        blocks="lanczos", block_power_iters=12, frob_probes=0, power_iters=3, global_lanczos=False
+    )
+    m = measure_step(
+        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=2
+    )
     assert m.block_method == "lanczos"
     np.testing.assert_allclose(m.diag_norm, o["f_lam"], rtol=1e-6)
     assert np.max(np.abs(m.block_op[~np.eye(4, dtype=bool)])) < 1e-10
@@ -204,9 +215,15 @@ def test_lanczos_beats_power_iteration_on_the_same_budget(step_100):
 def test_same_seed_same_numbers_and_config_choices(block_oracle):
     o = block_oracle
     cfg = MeasureConfig(blocks="power", block_power_iters=3, frob_probes=2, power_iters=4)
-    m1 = measure_step(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=5)
-    m2 = measure_step(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=5)
-    m3 = measure_step(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=6)
+    m1 = measure_step(
+        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=5
+    )
+    m2 = measure_step(
+        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=5
+    )
+    m3 = measure_step(
+        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=6
+    )
     assert m1.kappa_pi == m2.kappa_pi and m1.kappa_lanczos == m2.kappa_lanczos
     np.testing.assert_array_equal(m1.block_op, m2.block_op)
     assert m1.kappa_pi != m3.kappa_pi
@@ -230,7 +247,10 @@ def test_config_files_and_refusals():
         path = ROOT / "conf" / "measure" / f"{name}.yaml"
         cfg = MeasureConfig.from_dict(yaml.safe_load(path.read_text()))
         assert cfg.power_iters >= 1
-    assert MeasureConfig.from_dict(yaml.safe_load((ROOT / "conf/measure/paper.yaml").read_text())).power_iters == 20
+    assert (
+        MeasureConfig.from_dict(yaml.safe_load((ROOT / "conf/measure/paper.yaml").read_text())).power_iters
+        == 20
+    )
     with pytest.raises(ValueError, match="unknown measure keys"):
         MeasureConfig.from_dict({"power_iter": 3})
     with pytest.raises(ValueError, match="blocks"):
@@ -240,7 +260,9 @@ def test_config_files_and_refusals():
 def test_bad_inputs_are_refused(block_oracle):
     o = block_oracle
     with pytest.raises(ValueError, match="v1 must be"):
-        measure_step(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"][:, :10], config=MeasureConfig(blocks="off"))
+        measure_step(
+            o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"][:, :10], config=MeasureConfig(blocks="off")
+        )
     with pytest.raises(ValueError, match="patch"):
         measure_step(o["eps"], o["x"], o["r"], o["b"], 3, config=MeasureConfig(blocks="off"))
     with pytest.raises(ValueError, match="one image"):

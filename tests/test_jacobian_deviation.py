@@ -73,13 +73,19 @@ def test_exact_deviation_and_suppression(gaussians):
     cov2 = 0.6 * g["cov"] + 0.1 * np.eye(g["n"])
     model = gaussian_eps(g["mean"], cov2, g["a"])
     dev = score_deviation(model(x), x, sur, g["a"])
-    assert float(dev) == pytest.approx(float(torch.linalg.vector_norm(model(x) - sur.eps(x, g["a"]))), rel=1e-12)
+    assert float(dev) == pytest.approx(
+        float(torch.linalg.vector_norm(model(x) - sur.eps(x, g["a"]))), rel=1e-12
+    )
     assert float(score_deviation(sur.eps(x, g["a"]), x, sur, g["a"])) < 1e-12
-    m = measure_step(model, x, g["r"], g["b"], P, v1=g["v1"], config=MeasureConfig(blocks="off", power_iters=2))
+    m = measure_step(
+        model, x, g["r"], g["b"], P, v1=g["v1"], config=MeasureConfig(blocks="off", power_iters=2)
+    )
     S = exact_suppression(m.rayleigh, sur.rayleigh(g["a"], g["r"], g["b"], g["v1"], P))
     # definition (30): |b| ⟨v_k, [∇Δ]_kk v_k⟩ with ∇Δ = Jε̂ − Jε^N, from dense closed forms
     n, v = g["n"], 1 - g["a"]
-    JD = math.sqrt(v) * (np.linalg.inv(g["a"] * cov2 + v * np.eye(n)) - np.linalg.inv(g["a"] * g["cov"] + v * np.eye(n)))
+    JD = math.sqrt(v) * (
+        np.linalg.inv(g["a"] * cov2 + v * np.eye(n)) - np.linalg.inv(g["a"] * g["cov"] + v * np.eye(n))
+    )
     idx = patch_index(SHAPE, P).numpy()
     ref = [abs(g["b"]) * g["v1"][k] @ JD[np.ix_(idx[k], idx[k])] @ g["v1"][k] for k in range(4)]
     np.testing.assert_allclose(S, ref, rtol=1e-9, atol=1e-12)
@@ -90,7 +96,9 @@ def test_paired_difference_proxy_on_a_linear_predictor():
     # ε̂(x) = c x  =>  ε̂(x_real) − ε̂(x_noise) = c √ᾱ x₀ exactly, whatever the noise draw
     c, a = 0.7, 0.3
     x0 = torch.randn(5, *SHAPE, generator=torch.Generator().manual_seed(2))
-    out = score_deviation_proxy(lambda x, t: c * x, x0, 600, a, torch.Generator().manual_seed(0), batch_size=2)
+    out = score_deviation_proxy(
+        lambda x, t: c * x, x0, 600, a, torch.Generator().manual_seed(0), batch_size=2
+    )
     expected = c * math.sqrt(a) * torch.linalg.vector_norm(x0.reshape(5, -1), dim=1).numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-5)
     calls = []

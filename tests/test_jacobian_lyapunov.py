@@ -47,8 +47,18 @@ def chain_oracle():
     def Lam(mu):  # Theorem 25: Λ(μ) = (1/S) Σ_s log f_s(μ)
         return np.mean([np.log(f_t(mu, float(ai), float(pi))) for ai, pi in zip(a, p, strict=True)], axis=0)
 
-    return dict(a=a, p=p, cov=cov, mus=mus, Qs=Qs, eps=eps, r=[c[0] for c in coeffs], b=[c[1] for c in coeffs],
-                xs=xs, Lam=Lam)
+    return dict(
+        a=a,
+        p=p,
+        cov=cov,
+        mus=mus,
+        Qs=Qs,
+        eps=eps,
+        r=[c[0] for c in coeffs],
+        b=[c[1] for c in coeffs],
+        xs=xs,
+        Lam=Lam,
+    )
 
 
 def test_patch_rayleigh_exponents_equal_gaussian_lyapunov_exponents(chain_oracle):

@@ -19,7 +19,14 @@ P = 4
 R, B = 1.05, -0.3
 SEEDS = [11, 12, 13]
 
-FIELDS = ["kappa_pi", "kappa_pi_change", "kappa_pi_residual", "kappa_lanczos", "lanczos_residual", "kappa_dense"]
+FIELDS = [
+    "kappa_pi",
+    "kappa_pi_change",
+    "kappa_pi_residual",
+    "kappa_lanczos",
+    "lanczos_residual",
+    "kappa_dense",
+]
 ARRAYS = ["rayleigh", "diag_norm", "coupling", "block_op", "block_frob", "block_change"]
 
 
@@ -28,31 +35,54 @@ def unet_points():
     from pipeline.models.attention import install_math_attention
 
     torch.manual_seed(0)
-    m = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(4, 8),
-                              layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                              up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=2,
-                              attention_head_dim=4).double().eval()
+    m = (
+        diffusers.UNet2DModel(
+            sample_size=8,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(4, 8),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            norm_num_groups=2,
+            attention_head_dim=4,
+        )
+        .double()
+        .eval()
+    )
     for p in m.parameters():
         p.requires_grad_(False)
     install_math_attention(m)
     xs = torch.randn(len(SEEDS), *SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    v1 = torch.nn.functional.normalize(torch.randn(4, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(2)), dim=1)
+    v1 = torch.nn.functional.normalize(
+        torch.randn(4, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(2)), dim=1
+    )
     return m, xs, v1
 
 
 # dense: stacked cotangent rows; diag: block Lanczos over (block, point) pairs; power: all M² blocks,
 # Hutchinson probes and the linearized JVP traced on the stack
-@pytest.mark.parametrize("blocks,jvp", [("dense", "double_vjp"), ("diag", "double_vjp"), ("power", "linearize")])
+@pytest.mark.parametrize(
+    "blocks,jvp", [("dense", "double_vjp"), ("diag", "double_vjp"), ("power", "linearize")]
+)
 def test_stacked_points_equal_separate_measurements(unet_points, blocks, jvp):
     m, xs, v1 = unet_points
-    cfg = MeasureConfig(blocks=blocks, power_iters=6, lanczos_iters=5, block_power_iters=4, frob_probes=2,
-                        jvp_method=jvp, chunk_size=8)
+    cfg = MeasureConfig(
+        blocks=blocks,
+        power_iters=6,
+        lanczos_iters=5,
+        block_power_iters=4,
+        frob_probes=2,
+        jvp_method=jvp,
+        chunk_size=8,
+    )
     f = np.linspace(0.9, 1.1, 4)
     stacked = measure_points(lambda z: m(z, 500).sample, xs, R, B, P, SEEDS, v1=v1, expansion=f, config=cfg)
     assert len(stacked) == len(SEEDS)
     for s, seed in enumerate(SEEDS):
-        ref = measure_step(lambda z: m(z[None], 500).sample[0], xs[s], R, B, P, v1=v1, expansion=f, config=cfg,
-                           seed=seed)
+        ref = measure_step(
+            lambda z: m(z[None], 500).sample[0], xs[s], R, B, P, v1=v1, expansion=f, config=cfg, seed=seed
+        )
         got = stacked[s]
         for name in FIELDS:
             a, b = getattr(ref, name), getattr(got, name)
@@ -64,8 +94,12 @@ def test_stacked_points_equal_separate_measurements(unet_points, blocks, jvp):
             assert (a is None) == (b is None), name
             if a is not None:
                 np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=f"{name} seed {seed}")
-        assert (got.block_method, got.block_iters, got.pi_iters, got.lanczos_iters) == \
-               (ref.block_method, ref.block_iters, ref.pi_iters, ref.lanczos_iters)
+        assert (got.block_method, got.block_iters, got.pi_iters, got.lanczos_iters) == (
+            ref.block_method,
+            ref.block_iters,
+            ref.pi_iters,
+            ref.lanczos_iters,
+        )
         # one stacked product is one product per point: the per-point budget is unchanged
         assert (got.jvps, got.vjps) == (ref.jvps, ref.vjps)
     # the points differ, so a mix-up between them would show

@@ -25,14 +25,26 @@ P = 4
 R, B = 1.05, -0.3  # a mid-chain DDIM step: r > 1, b < 0 (Prop. 3)
 
 
-
 def tiny_unet(attention: bool = False):
     torch.manual_seed(0)
     down = ("DownBlock2D", "AttnDownBlock2D") if attention else ("DownBlock2D", "DownBlock2D")
     up = ("AttnUpBlock2D", "UpBlock2D") if attention else ("UpBlock2D", "UpBlock2D")
-    m = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(4, 8),
-                              layers_per_block=1, down_block_types=down, up_block_types=up, norm_num_groups=2,
-                              attention_head_dim=4, add_attention=attention).double().eval()
+    m = (
+        diffusers.UNet2DModel(
+            sample_size=8,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(4, 8),
+            layers_per_block=1,
+            down_block_types=down,
+            up_block_types=up,
+            norm_num_groups=2,
+            attention_head_dim=4,
+            add_attention=attention,
+        )
+        .double()
+        .eval()
+    )
     for p in m.parameters():
         p.requires_grad_(False)
     return m
@@ -117,7 +129,9 @@ def test_block_power_iteration_converges_to_dense(unet_point, dense_measurement)
     assert errs[60] < 2e-2 and errs[60] < errs[10]
     # block Golub-Kahan on the same budget: ~5e-5 at K = 10, ~1e-8 at K = 15, exact by K = 20
     for K, tol in ((10, 5e-4), (20, 1e-10)):
-        bl = block_power_norms(step, idx, K, torch.Generator().manual_seed(2), frob_probes=0, method="lanczos")
+        bl = block_power_norms(
+            step, idx, K, torch.Generator().manual_seed(2), frob_probes=0, method="lanczos"
+        )
         assert np.max(np.abs(bl.op - m.block_op) / m.block_op) < tol
         assert np.all(bl.op <= m.block_op * (1 + 1e-10))
 
@@ -146,9 +160,18 @@ def test_attention_unet_jvps_and_entropy():
     U = torch.randn(3, *SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     ref = ScoreLinearization(eps, x, jvp_method="forward").jvp(U)
     for method in ("double_vjp", "linearize"):
-        torch.testing.assert_close(ScoreLinearization(eps, x, jvp_method=method).jvp(U), ref, rtol=1e-10, atol=1e-12)
-    m_ = measure_step(eps, x, R, B, P, config=MeasureConfig(blocks="dense", power_iters=3, lanczos_iters=20,
-                                                            rayleigh=False), seed=1)
+        torch.testing.assert_close(
+            ScoreLinearization(eps, x, jvp_method=method).jvp(U), ref, rtol=1e-10, atol=1e-12
+        )
+    m_ = measure_step(
+        eps,
+        x,
+        R,
+        B,
+        P,
+        config=MeasureConfig(blocks="dense", power_iters=3, lanczos_iters=20, rayleigh=False),
+        seed=1,
+    )
     assert m_.kappa_lanczos == pytest.approx(m_.kappa_dense, rel=1e-8)
     with torch.no_grad(), recording(procs) as rec:
         eps(x)

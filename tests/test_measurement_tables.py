@@ -54,8 +54,16 @@ def test_proxy_table_has_the_papers_timesteps(block_oracle_run):
 
 def test_exact_deviation_vanishes_when_the_model_is_the_surrogate(tmp_path):
     """model.structure=full: ε̂ = ε^N exactly, so ‖Δ_t‖ = ‖ε̂ − ε^N‖ is round-off (eq. 28)."""
-    out = _run(tmp_path, ["model.structure=full", "measure.steps=[1000]", "measure.blocks=off",
-                          "measure.global_lanczos=false", "measure.power_iters=2"])
+    out = _run(
+        tmp_path,
+        [
+            "model.structure=full",
+            "measure.steps=[1000]",
+            "measure.blocks=off",
+            "measure.global_lanczos=false",
+            "measure.power_iters=2",
+        ],
+    )
     rows = io.read_csv(out / "proxy.csv")
     dev = np.array([float(r["exact_deviation"]) for r in rows])
     assert np.max(dev) < 1e-9
@@ -92,6 +100,10 @@ def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatc
                 except ValueError:
                     assert va == rb[key], (table, key)
                     continue
-                assert (np.isnan(x) and np.isnan(y)) or y == pytest.approx(x, rel=1e-9, abs=1e-12), (table, key, ra)
+                assert (np.isnan(x) and np.isnan(y)) or y == pytest.approx(x, rel=1e-9, abs=1e-12), (
+                    table,
+                    key,
+                    ra,
+                )
     seeds = {int(r["seed"]) for r in io.read_csv(two / "global.csv")}
     assert seeds == {0, 1, 2}

@@ -37,7 +37,10 @@ def _writer(uri: str, idx: int, barrier, queue) -> None:
         barrier.wait(timeout=120)
         t0 = time.time()
         tracker = Tracker.start(
-            enabled=True, uri=uri, experiment=EXPERIMENT, run_name=f"writer-{idx}",
+            enabled=True,
+            uri=uri,
+            experiment=EXPERIMENT,
+            run_name=f"writer-{idx}",
             tags={"writer": str(idx), "sweep_id": "concurrency-test"},
         )
         params: dict = {}
@@ -144,10 +147,26 @@ def test_eight_concurrent_writers_through_a_loopback_mlflow_server_lose_nothing(
     backend = f"sqlite:///{tmp_path / 'server.db'}"
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", backend, "--artifacts-destination", str(tmp_path / "artifacts"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        start_new_session=True,
     )
     try:
         t0 = time.time()
@@ -157,7 +176,9 @@ def test_eight_concurrent_writers_through_a_loopback_mlflow_server_lose_nothing(
         t1 = time.time()
         run_ids = _run_writers(uri)
         counts = _check_store(uri, run_ids)
-        print(f"\nmlflow server on 127.0.0.1:{port}: start {startup:.1f} s; {counts} in {time.time() - t1:.1f} s")
+        print(
+            f"\nmlflow server on 127.0.0.1:{port}: start {startup:.1f} s; {counts} in {time.time() - t1:.1f} s"
+        )
         # the server wrote everything into its own SQLite file, readable without the server
         assert _check_store(backend, run_ids) == counts
     finally:

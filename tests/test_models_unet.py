@@ -29,7 +29,6 @@ from pipeline.models import (  # noqa: E402
 CONF = os.path.join(os.path.dirname(__file__), "..", "conf", "model")
 
 
-
 def tiny_unet(sample_size: int = 8, channels: int = 3, seed: int = 0):
     from diffusers import UNet2DModel
 
@@ -47,15 +46,22 @@ def tiny_unet(sample_size: int = 8, channels: int = 3, seed: int = 0):
     )
 
 
-def save_tiny_unet(path, layout: str = "flat", beta_end: float = 0.02, scheduler: bool = True,
-                   prediction_type: str = "epsilon", **kw):
+def save_tiny_unet(
+    path,
+    layout: str = "flat",
+    beta_end: float = 0.02,
+    scheduler: bool = True,
+    prediction_type: str = "epsilon",
+    **kw,
+):
     """Write a tiny checkpoint: 'flat' = config.json + scheduler_config.json in one folder (the layout of
     google/ddpm-cifar10-32); 'pipeline' = unet/ and scheduler/ subfolders (DDPMPipeline.save_pretrained)."""
     from diffusers import DDPMScheduler
 
     unet = tiny_unet(**kw)
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=beta_end,
-                          prediction_type=prediction_type)
+    sched = DDPMScheduler(
+        num_train_timesteps=1000, beta_start=1e-4, beta_end=beta_end, prediction_type=prediction_type
+    )
     if layout == "flat":
         unet.save_pretrained(path)
         if scheduler:
@@ -266,7 +272,7 @@ def test_alpha_bar_comes_from_geometry_reading_of_the_scheduler_config(ckpt):
 @pytest.mark.parametrize("preset", ["pifs_ddpm16", "pifs_ddpm16_collage"])
 def test_shipped_models_load_offline_from_their_presets(preset):
     from pipeline.models import model_from_config
-    from pipeline.training import resolve_asset_path
+    from pipeline.models.assets import resolve_asset_path
 
     cfg = OmegaConf.to_container(OmegaConf.load(os.path.join(CONF, f"{preset}.yaml")))
     m = model_from_config(cfg, image_shape=(3, 16, 16), device="cpu")

@@ -22,7 +22,6 @@ SCHED = linear_schedule(1000)
 AB = SCHED.alpha_bar
 
 
-
 def _gaussian(n: int, seed: int, lam_lo: float = 0.05, lam_hi: float = 1.5):
     """Random μ and Σ = Q diag(λ) Qᵀ with known spectrum in [lam_lo, lam_hi]."""
     rng = np.random.default_rng(seed)

@@ -43,9 +43,13 @@ def test_csv_keeps_full_float_precision(tmp_path):
 
 def _cfg(tmp_path, **kw):
     cfg = {
-        "dataset": {"name": "d", "resolution": 8}, "patch": {"size": 4}, "covariance": {},
+        "dataset": {"name": "d", "resolution": 8},
+        "patch": {"size": 4},
+        "covariance": {},
         "tracking": {"enabled": True, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "t"},
-        "paths": {"outputs": str(tmp_path / "outputs")}, "run_key": None, "seed": 0,
+        "paths": {"outputs": str(tmp_path / "outputs")},
+        "run_key": None,
+        "seed": 0,
     }
     cfg.update(kw)
     return cfg
@@ -91,7 +95,8 @@ def test_failed_stage_marks_the_run_failed_and_keeps_work(tmp_path):
     from mlflow.tracking import MlflowClient
 
     runs = MlflowClient(cfg["tracking"]["uri"]).search_runs(
-        [MlflowClient(cfg["tracking"]["uri"]).get_experiment_by_name("t").experiment_id])
+        [MlflowClient(cfg["tracking"]["uri"]).get_experiment_by_name("t").experiment_id]
+    )
     assert [r.info.status for r in runs] == ["FAILED"]
 
 

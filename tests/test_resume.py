@@ -15,8 +15,13 @@ from pipeline import io
 from tests.conftest import ROOT, compose_config
 
 # every step of the 10-step smoke chain, global norm and Rayleigh quotients only: 20 (seed, step) units
-OVERRIDES = ["experiment=smoke", "progress=false", "tracking.enabled=false",
-             "measure.steps=null", "measure.blocks=off"]
+OVERRIDES = [
+    "experiment=smoke",
+    "progress=false",
+    "tracking.enabled=false",
+    "measure.steps=null",
+    "measure.blocks=off",
+]
 
 
 def _run_upstream(root: Path) -> None:
@@ -37,8 +42,9 @@ def test_jacobian_stage_killed_half_way_resumes_to_identical_outputs(tmp_path):
     _run_upstream(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "stages.jacobian", *OVERRIDES]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.time() + 300
     units = []
     while time.time() < deadline and proc.poll() is None:
@@ -55,7 +61,7 @@ def test_jacobian_stage_killed_half_way_resumes_to_identical_outputs(tmp_path):
     assert [p.name for p in (tmp_path / "outputs/jacobian").iterdir() if not p.name.startswith(".")] == []
 
     # resume in-process, counting the units that are measured again
-    from pipeline import measurement
+    from pipeline.jacobian import loop as measurement
     from stages import jacobian
 
     calls = []
@@ -77,12 +83,15 @@ def test_jacobian_stage_killed_half_way_resumes_to_identical_outputs(tmp_path):
         measurement._measure_one = original
         os.chdir(cwd)
     assert len(calls) == 20 - done_before
-    print(f"killed after {done_before}/20 units; resume recomputed {len(calls)} "
-          f"({len(calls) / 20:.0%}), reused {done_before / 20:.0%}")
+    print(
+        f"killed after {done_before}/20 units; resume recomputed {len(calls)} "
+        f"({len(calls) / 20:.0%}), reused {done_before / 20:.0%}"
+    )
     # resumed == uninterrupted (the forced rerun recomputes every unit from scratch)
     for name in ("global.csv", "patches.csv"):
         a = resumed_tables[name]
         b = io.read_csv(fresh.out_dir / name)
         drop = {"seconds"}  # wall-clock timing column
-        assert [{k: v for k, v in r.items() if k not in drop} for r in a] == \
-               [{k: v for k, v in r.items() if k not in drop} for r in b]
+        assert [{k: v for k, v in r.items() if k not in drop} for r in a] == [
+            {k: v for k, v in r.items() if k not in drop} for r in b
+        ]

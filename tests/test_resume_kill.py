@@ -49,9 +49,15 @@ def _run_in_process(stage: str, overrides: list[str]):
 
 def _kill_half_way(stage: str, overrides: list[str], cwd: Path, pattern: str, total: int) -> int:
     """Start the stage, SIGKILL it once >= total/2 unit files exist; return how many existed."""
-    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}", *overrides], cwd=cwd, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"stages.{stage}", *overrides],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     work = cwd / "outputs" / stage
     deadline = time.time() + 300
     done = 0
@@ -62,8 +68,10 @@ def _kill_half_way(stage: str, overrides: list[str], cwd: Path, pattern: str, to
                 os.killpg(proc.pid, signal.SIGKILL)
                 break
             if proc.poll() is not None:
-                pytest.fail(f"{stage} ended (rc {proc.returncode}) before half-way ({done}/{total} units): "
-                            f"{proc.stderr.read()[-3000:]}")
+                pytest.fail(
+                    f"{stage} ended (rc {proc.returncode}) before half-way ({done}/{total} units): "
+                    f"{proc.stderr.read()[-3000:]}"
+                )
             time.sleep(0.01)
         else:
             pytest.fail(f"{stage} did not reach half-way ({done}/{total} units) in 300 s")
@@ -112,7 +120,9 @@ def test_killed_trajectories_stage_resumes_to_the_uninterrupted_outputs(tmp_path
     assert res.out_dir.name == traj_ref.name and not res.skipped
     assert len(calls) == total - killed and res.metrics["seeds_resumed"] == killed
     _same_files(traj_ref, res.out_dir, [f"seed-{s}.npz" for s in range(total)])
-    print(f"\ntrajectories: killed after {killed}/{total} seeds; resume recomputed {len(calls)}/{total} "
-          f"({killed / total:.0%} not recomputed); outputs equal")
+    print(
+        f"\ntrajectories: killed after {killed}/{total} seeds; resume recomputed {len(calls)}/{total} "
+        f"({killed / total:.0%} not recomputed); outputs equal"
+    )
     # a finished run leaves no work folder behind
     assert not list((run / "outputs" / "trajectories").glob(".work-*"))

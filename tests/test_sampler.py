@@ -115,7 +115,7 @@ def test_stride1_chain_on_the_shipped_model_and_where_diffusers_departs_from_eq4
     takes √ᾱ and √(1−ᾱ) in float32 at every step, and over 1000 steps those roundings alone move x_0 by more than
     1e-5, in float64 samples as much as in float32. Replaying them (update='diffusers_float32') reproduces
     diffusers to float64 round-off; our exact sampler in float32 stays within 1e-5 of the exact float64 chain."""
-    from pipeline.training import resolve_asset_path
+    from pipeline.models.assets import resolve_asset_path
 
     ckpt = resolve_asset_path("pkg://pipeline/assets/pifs_ddpm16")
     spec, dd_kwargs = CHAINS["stride1_full"]

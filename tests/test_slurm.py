@@ -62,7 +62,9 @@ def job_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     for var in ("MLFLOW_TRACKING_URI", "PIFS_SWEEP_ID", "PIFS_PARENT_RUN_ID", "SLURM_JOB_ID"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     return tmp_path
@@ -77,8 +79,15 @@ def covariance_job(outputs: str, uri: str):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "experiment=smoke", "progress=false", f"paths.outputs={outputs}", f"tracking.uri={uri}"])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "experiment=smoke",
+                "progress=false",
+                f"paths.outputs={outputs}",
+                f"tracking.uri={uri}",
+            ],
+        )
     return covariance.run(cfg)
 
 
@@ -87,8 +96,10 @@ def _wait(job, deadline_s: float):
     while not job.done():
         if time.time() - t0 > deadline_s:
             job.cancel(check=False)
-            pytest.fail(f"SLURM job {job.job_id} not done after {deadline_s} s (state {job.state}); "
-                        f"logs: {job.paths.stdout}, {job.paths.stderr}")
+            pytest.fail(
+                f"SLURM job {job.job_id} not done after {deadline_s} s (state {job.state}); "
+                f"logs: {job.paths.stdout}, {job.paths.stderr}"
+            )
         time.sleep(1)
     return job.result()
 
@@ -99,8 +110,9 @@ def test_direct_submitit_job_runs_a_real_stage(slurm_partition, job_env):
 
     uri = f"sqlite:///{job_env / 'mlflow.db'}"
     executor = submitit.AutoExecutor(folder=job_env / "submitit" / "%j", cluster="slurm")
-    executor.update_parameters(slurm_partition=slurm_partition, timeout_min=10, cpus_per_task=1,
-                               mem_gb=2, name="pifs-direct")
+    executor.update_parameters(
+        slurm_partition=slurm_partition, timeout_min=10, cpus_per_task=1, mem_gb=2, name="pifs-direct"
+    )
     t0 = time.time()
     job = executor.submit(covariance_job, str(job_env / "outputs"), uri)
     result = _wait(job, JOB_DEADLINE_S)
@@ -124,15 +136,26 @@ def test_hydra_multirun_through_the_slurm_launcher_runs_two_jobs(slurm_partition
     from pipeline.sweeps import parent_run, runs_from_mlflow, runs_from_sweep_dir
 
     sweep_dir = job_env / "sweep"
-    cmd = [sys.executable, "-m", "stages.covariance", "-m", "hydra/launcher=slurm",
-           f"hydra.launcher.partition={slurm_partition}", "hydra.launcher.gpus_per_node=0",
-           "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
-           f"hydra.sweep.dir={sweep_dir}", "experiment=smoke", "progress=false", "patch.size=2,4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stages.covariance",
+        "-m",
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={slurm_partition}",
+        "hydra.launcher.gpus_per_node=0",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep_dir}",
+        "experiment=smoke",
+        "progress=false",
+        "patch.size=2,4",
+    ]
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=job_env, capture_output=True, text=True, timeout=JOB_DEADLINE_S + 60)
     print(f"\nHydra multirun via SLURM: {time.time() - t0:.1f} s end to end")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
 
     files = runs_from_sweep_dir(sweep_dir)
     assert [(r.job_num, r.status) for r in files] == [(0, "COMPLETED"), (1, "COMPLETED")]
@@ -154,5 +177,8 @@ def test_hydra_multirun_through_the_slurm_launcher_runs_two_jobs(slurm_partition
     # ... with its own submitit folder under this sweep: <array id>, <array id>_<task>
     (array_id,) = array_ids
     assert sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir()) == [
-        array_id, f"{array_id}_0", f"{array_id}_1"]
+        array_id,
+        f"{array_id}_0",
+        f"{array_id}_1",
+    ]
     assert parent_run(files[0].sweep_id, uri).info.status == "FINISHED"

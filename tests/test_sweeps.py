@@ -48,13 +48,23 @@ def test_callback_state_survives_pickling_and_reaches_a_job_without_the_environm
     assert "MLFLOW_TRACKING_URI" not in os.environ
 
 
-def test_a_sweep_without_tracking_still_gets_an_id_and_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
+def test_a_sweep_without_tracking_still_gets_an_id_and_leaves_the_environment_as_it_was(
+    tmp_path, monkeypatch
+):
     from omegaconf import OmegaConf
 
     monkeypatch.delenv(SWEEP_ENV, raising=False)
     monkeypatch.setenv(PARENT_ENV, "outer")
-    cfg = OmegaConf.create({"tracking": {"enabled": False}, "hydra": {
-        "sweep": {"dir": str(tmp_path / "sw")}, "overrides": {"task": ["seed=0,1"]}, "job": {"name": "covariance"}}})
+    cfg = OmegaConf.create(
+        {
+            "tracking": {"enabled": False},
+            "hydra": {
+                "sweep": {"dir": str(tmp_path / "sw")},
+                "overrides": {"task": ["seed=0,1"]},
+                "job": {"name": "covariance"},
+            },
+        }
+    )
     cb = SweepTracking()
     cb.on_multirun_start(config=cfg)
     record = json.loads((tmp_path / "sw" / "sweep.json").read_text())
@@ -103,10 +113,19 @@ def test_a_jacobian_sweep_feeds_the_analysis_compare_list(tmp_path):
 
     write_json(tmp_path / "sweep.json", {"sweep_id": "s"})
     for num, status in ((1, "COMPLETED"), (0, "COMPLETED"), (2, "FAILED")):
-        write_json(tmp_path / str(num) / "pifs_job.json", {
-            "sweep_id": "s", "job_num": num, "stage": "jacobian", "status": status,
-            "out_dir": None if status == "FAILED" else f"outputs/jacobian/natural_crops-P{4 * (num + 1)}-ab12",
-            "overrides": [f"patch.size={4 * (num + 1)}"]})
+        write_json(
+            tmp_path / str(num) / "pifs_job.json",
+            {
+                "sweep_id": "s",
+                "job_num": num,
+                "stage": "jacobian",
+                "status": status,
+                "out_dir": None
+                if status == "FAILED"
+                else f"outputs/jacobian/natural_crops-P{4 * (num + 1)}-ab12",
+                "overrides": [f"patch.size={4 * (num + 1)}"],
+            },
+        )
     dirs = completed_out_dirs(runs_from_sweep_dir(tmp_path), stage="jacobian")
     assert dirs == ["outputs/jacobian/natural_crops-P4-ab12", "outputs/jacobian/natural_crops-P8-ab12"]
     cfg = compose_config([f"analysis.compare={hydra_list(dirs)}"])
@@ -120,8 +139,7 @@ def test_sweep_dir_listing_names_the_fix_for_a_wrong_folder(tmp_path):
 
 def stage_env() -> dict[str, str]:
     """Environment for stage subprocesses: the project importable, no inherited sweep/store."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", SWEEP_ENV, PARENT_ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", SWEEP_ENV, PARENT_ENV)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("MPLBACKEND", "Agg")
@@ -132,9 +150,18 @@ def stage_env() -> dict[str, str]:
 @pytest.mark.integration
 def test_multirun_of_a_real_stage_gives_one_folder_and_one_mlflow_run_per_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "stages.covariance", "-m", "hydra/launcher=local",
-           "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep_dir}",
-           "experiment=smoke", "progress=false", "patch.size=2,4,3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stages.covariance",
+        "-m",
+        "hydra/launcher=local",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep_dir}",
+        "experiment=smoke",
+        "progress=false",
+        "patch.size=2,4,3",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=stage_env(), capture_output=True, text=True, timeout=600)
     # patch.size=3 does not divide 16: that job fails, so the multirun as a whole reports failure
     assert proc.returncode != 0, proc.stdout + proc.stderr
@@ -159,8 +186,10 @@ def test_multirun_of_a_real_stage_gives_one_folder_and_one_mlflow_run_per_job(tm
         assert len(rows) - 1 == (16 // p) ** 2  # one row per P×P patch of a 16×16 image
 
     runs = runs_from_mlflow(sweep_id, uri)
-    assert [(r.job_num, r.status, r.stage) for r in runs] == [(0, "FINISHED", "covariance"),
-                                                             (1, "FINISHED", "covariance")]
+    assert [(r.job_num, r.status, r.stage) for r in runs] == [
+        (0, "FINISHED", "covariance"),
+        (1, "FINISHED", "covariance"),
+    ]
     assert [r.mlflow_run_id for r in runs] == [r.mlflow_run_id for r in good]
     assert [r.run_key for r in runs] == [Path(r.out_dir).name for r in good]
     assert runs[1].overrides == ["experiment=smoke", "progress=False", "patch.size=4"]

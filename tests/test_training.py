@@ -30,8 +30,17 @@ AB = linear_schedule().alpha_bar.copy()
 
 
 def tiny_cfg(**kw) -> TrainConfig:
-    base = dict(steps=4, batch_size=4, warmup_steps=2, block_out_channels=(8, 16), attention_head_dim=8,
-                norm_num_groups=4, checkpoint_every=2, log_every=1, ema_decay=0.9)
+    base = dict(
+        steps=4,
+        batch_size=4,
+        warmup_steps=2,
+        block_out_channels=(8, 16),
+        attention_head_dim=8,
+        norm_num_groups=4,
+        checkpoint_every=2,
+        log_every=1,
+        ema_decay=0.9,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -116,8 +125,9 @@ def test_saved_folder_loads_as_a_noise_predictor_with_the_training_schedule(tmp_
 
     cfg = tiny_cfg()
     state = new_state(cfg, SHAPE)
-    sched = diffusers_scheduler_config({"kind": "linear", "num_train_timesteps": 1000,
-                                        "beta_start": 1e-4, "beta_end": 0.02})
+    sched = diffusers_scheduler_config(
+        {"kind": "linear", "num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    )
     save_model(state.ema, tmp_path / "m", sched)
     model = load_unet(tmp_path / "m", dtype="float32", device="cpu")
     assert np.abs(model.alpha_bar - AB).max() < 1e-6
@@ -141,7 +151,8 @@ def test_pkg_paths_resolve_inside_the_package(tmp_path):
     import pipeline
 
     assert resolve_asset_path("pkg://pipeline/models") == (
-        __import__("pathlib").Path(pipeline.__file__).resolve().parent / "models")
+        __import__("pathlib").Path(pipeline.__file__).resolve().parent / "models"
+    )
     assert str(resolve_asset_path(tmp_path)) == str(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_asset_path("pkg://pipeline/assets/nope")
@@ -154,12 +165,28 @@ def test_train_entry_point_writes_a_loadable_model_folder(project):
     from stages.train import run
     from tests.conftest import compose_config
 
-    cfg = compose_config(["experiment=learned16", "train=smoke", "dataset.num_images=32", "dataset.resolution=8",
-                          "patch.size=4", "train.eval_images=8", "progress=false"])
+    cfg = compose_config(
+        [
+            "experiment=learned16",
+            "train=smoke",
+            "dataset.num_images=32",
+            "dataset.resolution=8",
+            "patch.size=4",
+            "train.eval_images=8",
+            "progress=false",
+        ]
+    )
     folder = run(cfg)
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json", "samples.png",
-            "loss_curve.png", "MODEL_CARD.md", "train_summary.json"} <= names
+    assert {
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "scheduler_config.json",
+        "samples.png",
+        "loss_curve.png",
+        "MODEL_CARD.md",
+        "train_summary.json",
+    } <= names
     summary = json.loads((folder / "train_summary.json").read_text())
     assert summary["steps"] == 4 and len(summary["history"]) == 2
     assert load_unet(folder, device="cpu").image_shape == (3, 8, 8)

@@ -11,10 +11,12 @@ from tqdm.auto import tqdm
 from pipeline import io as pio
 from pipeline.analysis.figures import build_figures
 from pipeline.analysis.inputs import AnalysisInputs, read_table
-from pipeline.analysis.oracle import OracleCheck, check_oracle
+from pipeline.analysis.oracle import OracleCheck
 from pipeline.analysis.report import ReportContent, render_html, render_markdown
-from pipeline.analysis.tables import AnalysisContext, TableResult, build_tables, make_context
-from pipeline.analysis.verdicts import Verdict, all_verdicts
+from pipeline.analysis.scoring import analyse
+from pipeline.analysis.sweep import compare_runs
+from pipeline.analysis.tables import TableResult
+from pipeline.analysis.verdicts import Verdict
 
 # Geometry tables the lead's stage writes beside ours; embedded in the report when present.
 GEOMETRY_FILES = ("schedule_geometry.csv", "table_1.csv", "table_2.csv")
@@ -78,16 +80,6 @@ def _plain(obj):
     return obj
 
 
-def analyse(inputs: AnalysisInputs) -> tuple[AnalysisContext, dict[str, TableResult], dict[str, str],
-                                             OracleCheck | None, list[Verdict]]:
-    """Compute everything in memory (no files): context, tables, skipped reasons, oracle check, verdicts."""
-    ctx = make_context(inputs)
-    tables, skipped = build_tables(inputs, ctx)
-    oracle = check_oracle(inputs, ctx)
-    verdicts = all_verdicts(tables, ctx, inputs, oracle)
-    return ctx, tables, skipped, oracle, verdicts
-
-
 def build_analysis(
     inputs: AnalysisInputs,
     out_dir: str | Path,
@@ -138,30 +130,53 @@ def build_analysis(
     if inputs.covariance_dir is not None and (inputs.covariance_dir / "patches.csv").exists():
         tab = pio.read_csv(inputs.covariance_dir / "patches.csv")
         if tab:
-            extra["patches.csv (covariance stage: λ_k and trace per patch, §7.2)"] = (list(tab[0].keys()), tab)
+            extra["patches.csv (covariance stage: λ_k and trace per patch, §7.2)"] = (
+                list(tab[0].keys()),
+                tab,
+            )
     run_info = _plain(dict(run_info or {}))
     sweep = None
     compare = [Path(p) for p in run_info.get("compare") or []]
     if compare:
-        from pipeline.analysis.sweep import compare_runs
-
         dirs = ([inputs.jacobian_dir] if inputs.jacobian_dir is not None else []) + compare
         rows, varying = compare_runs(dirs)
         cols = list(dict.fromkeys(c for r in rows for c in r))
         pio.write_csv(out / "sweep_comparison.csv", rows, cols)
         table_paths["sweep_comparison"] = out / "sweep_comparison.csv"
-        sweep = (cols, rows, f"{len(rows)} jacobian runs (this run first); config keys that differ: "
-                             f"{', '.join(varying) or 'none'}.")
+        sweep = (
+            cols,
+            rows,
+            f"{len(rows)} jacobian runs (this run first); config keys that differ: "
+            f"{', '.join(varying) or 'none'}.",
+        )
     from pipeline.analysis.companions import load_companion
 
     companions = [load_companion(p, out) for p in run_info.get("companions") or []]
-    metas = {"covariance": inputs.covariance_meta, "trajectories": inputs.trajectories_meta,
-             "jacobian": inputs.jacobian_meta}
-    content = ReportContent(title, ctx.model_kind, tables, skipped, figures, verdicts, oracle, inputs.missing,
-                            run_info, metas, extra, sweep, companions)
+    metas = {
+        "covariance": inputs.covariance_meta,
+        "trajectories": inputs.trajectories_meta,
+        "jacobian": inputs.jacobian_meta,
+    }
+    content = ReportContent(
+        title,
+        ctx.model_kind,
+        tables,
+        skipped,
+        figures,
+        verdicts,
+        oracle,
+        inputs.missing,
+        run_info,
+        metas,
+        extra,
+        sweep,
+        companions,
+    )
     html_path, md_path = out / "report.html", out / "report.md"
     pio.write_text(html_path, render_html(content))
-    pio.write_text(md_path, render_markdown(content, {k: str(v.relative_to(out)) for k, v in fig_paths.items()}))
+    pio.write_text(
+        md_path, render_markdown(content, {k: str(v.relative_to(out)) for k, v in fig_paths.items()})
+    )
     metrics = _metrics(tables, oracle)
     summary = {
         "model_kind": ctx.model_kind,
@@ -170,17 +185,44 @@ def build_analysis(
         "skipped": skipped,
         "missing": inputs.missing,
         "verdicts": [v.__dict__ for v in verdicts],
-        "oracle": None if oracle is None else {"structure": oracle.structure, "all_agree": oracle.all_agree,
-                                               "max_abs_error": oracle.max_error, "statement": oracle.statement},
+        "oracle": None
+        if oracle is None
+        else {
+            "structure": oracle.structure,
+            "all_agree": oracle.all_agree,
+            "max_abs_error": oracle.max_error,
+            "statement": oracle.statement,
+        },
         "metrics": metrics,
-        "companions": [{"folder": str(c.folder), "found": c.found, "label": c.label, "reason": c.reason,
-                        "verdicts": c.verdicts, "pc_geometry": c.geometry} for c in companions],
+        "companions": [
+            {
+                "folder": str(c.folder),
+                "found": c.found,
+                "label": c.label,
+                "reason": c.reason,
+                "verdicts": c.verdicts,
+                "pc_geometry": c.geometry,
+            }
+            for c in companions
+        ],
     }
     pio.write_json(out / "summary.json", summary)
     steps.update()
     steps.close()
-    return AnalysisResult(out, table_paths, fig_paths, html_path, md_path, out / "summary.json", inputs.missing,
-                          skipped, verdicts, oracle, metrics, tables)
+    return AnalysisResult(
+        out,
+        table_paths,
+        fig_paths,
+        html_path,
+        md_path,
+        out / "summary.json",
+        inputs.missing,
+        skipped,
+        verdicts,
+        oracle,
+        metrics,
+        tables,
+    )
 
 
 __all__ = ["AnalysisResult", "analyse", "build_analysis", "read_table"]

@@ -83,22 +83,37 @@ class MoranSolution:
 
     def describe(self) -> str:
         lo, hi = self.bracket
-        warn = ("; NOTE: some corrected factor f_t - S_t <= 0 on the bracket (Theorem 27 assumes S < f), "
-                "taken as G < 1 there" if self.factor_nonpositive else "")
+        warn = (
+            "; NOTE: some corrected factor f_t - S_t <= 0 on the bracket (Theorem 27 assumes S < f), "
+            "taken as G < 1 there"
+            if self.factor_nonpositive
+            else ""
+        )
         return self._describe(lo, hi) + warn
 
     def _describe(self, lo: float, hi: float) -> str:
         if self.status == "root":
-            extra = "" if self.sign_changes_on_grid <= 1 else (
-                f"; WARNING: log G changes sign {self.sign_changes_on_grid} times on a log grid (not monotone)")
-            return (f"root {self.value:.6g} in bracket [{lo:g}, {hi:g}] (|log G| = {self.residual:.1e}, "
-                    f"{self.iterations} bisections){extra}")
+            extra = (
+                ""
+                if self.sign_changes_on_grid <= 1
+                else (
+                    f"; WARNING: log G changes sign {self.sign_changes_on_grid} times on a log grid (not monotone)"
+                )
+            )
+            return (
+                f"root {self.value:.6g} in bracket [{lo:g}, {hi:g}] (|log G| = {self.residual:.1e}, "
+                f"{self.iterations} bisections){extra}"
+            )
         if self.status == "above_bracket":
-            return (f"no root in [{lo:g}, {hi:g}]: G < 1 on the whole bracket (log G(hi) = {self.log_G_hi:.3g}), "
-                    f"so the threshold is > {hi:g}; reporting the bracket end would be wrong")
+            return (
+                f"no root in [{lo:g}, {hi:g}]: G < 1 on the whole bracket (log G(hi) = {self.log_G_hi:.3g}), "
+                f"so the threshold is > {hi:g}; reporting the bracket end would be wrong"
+            )
         if self.status == "below_bracket":
-            return (f"no root in [{lo:g}, {hi:g}]: G > 1 already at the lower end "
-                    f"(log G(lo) = {self.log_G_lo:.3g}), so the threshold is < {lo:g}")
+            return (
+                f"no root in [{lo:g}, {hi:g}]: G > 1 already at the lower end "
+                f"(log G(lo) = {self.log_G_lo:.3g}), so the threshold is < {lo:g}"
+            )
 
 
 def _log_G(lam: float, a, ap, lam_k_sorted, S_sorted) -> float:

@@ -58,13 +58,23 @@ def pc_geometry_rows(global_rows: list[dict]) -> list[dict]:
     out = []
     for t in sorted(by_t, reverse=True):
         rows = by_t[t]
-        kappa = [num(r, "kappa_lanczos") if math.isfinite(num(r, "kappa_lanczos")) else num(r, "kappa_pi")
-                 for r in rows]
+        kappa = [
+            num(r, "kappa_lanczos") if math.isfinite(num(r, "kappa_lanczos")) else num(r, "kappa_pi")
+            for r in rows
+        ]
         diag = [num(r, "kappa_diag") for r in rows]
         cross = [num(r, "delta_cross") for r in rows]
-        out.append({"t": t, "seeds": len(rows), "kappa_t": _mean_se(kappa), "kappa_diag": _mean_se(diag),
-                    "delta_cross": _mean_se(cross), "pc_margin": _mean_se([1 - a - b for a, b in zip(diag, cross, strict=True)]),
-                    "suppression_mean": _mean_se([num(r, "suppression_mean") for r in rows])})
+        out.append(
+            {
+                "t": t,
+                "seeds": len(rows),
+                "kappa_t": _mean_se(kappa),
+                "kappa_diag": _mean_se(diag),
+                "delta_cross": _mean_se(cross),
+                "pc_margin": _mean_se([1 - a - b for a, b in zip(diag, cross, strict=True)]),
+                "suppression_mean": _mean_se([num(r, "suppression_mean") for r in rows]),
+            }
+        )
     return out
 
 
@@ -73,23 +83,35 @@ def load_companion(folder: str | Path, report_dir: str | Path) -> Companion:
     folder = Path(folder)
     summary_path, meta_path = folder / "summary.json", folder / "meta.json"
     if not summary_path.is_file() or not meta_path.is_file():
-        return Companion(folder, False, reason=(
-            f"{folder} has no finished analysis (summary.json + meta.json); `dvc repro` builds it (the *_learned "
-            "stages), or run the four stages with experiment=learned16 and list that analysis folder in "
-            "analysis.companions"))
+        return Companion(
+            folder,
+            False,
+            reason=(
+                f"{folder} has no finished analysis (summary.json + meta.json); `dvc repro` builds it (the *_learned "
+                "stages), or run the four stages with experiment=learned16 and list that analysis folder in "
+                "analysis.companions"
+            ),
+        )
     summary = json.loads(summary_path.read_text())
     meta = json.loads(meta_path.read_text())
     cfg = meta.get("config") or {}
     model = cfg.get("model") or {}
     ds, sampler = cfg.get("dataset") or {}, cfg.get("sampler") or {}
     res = ds.get("resolution")
-    setting = (f"{ds.get('name')} {res}x{res}, P = {(cfg.get('patch') or {}).get('size')}, "
-               f"{sampler.get('name', 'sampler')} ({sampler.get('num_steps', '?')} steps), "
-               f"{cfg.get('num_seeds')} seeds, measured t = {(cfg.get('measure') or {}).get('steps')}")
-    comp = Companion(folder, True, label=str(model.get("name") or summary.get("model_kind")),
-                     model=f"{model.get('kind')}: {model.get('path', model.get('name', ''))}", setting=setting,
-                     report_link=os.path.relpath(folder / "report.html", Path(report_dir)),
-                     verdicts=list(summary.get("verdicts") or []))
+    setting = (
+        f"{ds.get('name')} {res}x{res}, P = {(cfg.get('patch') or {}).get('size')}, "
+        f"{sampler.get('name', 'sampler')} ({sampler.get('num_steps', '?')} steps), "
+        f"{cfg.get('num_seeds')} seeds, measured t = {(cfg.get('measure') or {}).get('steps')}"
+    )
+    comp = Companion(
+        folder,
+        True,
+        label=str(model.get("name") or summary.get("model_kind")),
+        model=f"{model.get('kind')}: {model.get('path', model.get('name', ''))}",
+        setting=setting,
+        report_link=os.path.relpath(folder / "report.html", Path(report_dir)),
+        verdicts=list(summary.get("verdicts") or []),
+    )
     inputs = meta.get("inputs") or {}
     jac = Path(inputs["jacobian"]) if inputs.get("jacobian") else None
     if jac is not None and (jac / "global.csv").is_file():

@@ -52,8 +52,14 @@ def fig_kappa_t(tables, ctx, inp) -> FigureResult | None:
     ax = fig.add_subplot()
     for s in np.unique(G["seed"]).astype(int):
         m = G["seed"] == s
-        ax.plot(G["t"][m], G[col][m], lw=0.8, alpha=0.5, ls="--" if s in flagged else "-",
-                label=f"seed {s} (flagged outlier)" if s in flagged else None)
+        ax.plot(
+            G["t"][m],
+            G[col][m],
+            lw=0.8,
+            alpha=0.5,
+            ls="--" if s in flagged else "-",
+            label=f"seed {s} (flagged outlier)" if s in flagged else None,
+        )
     t = np.array([r["t"] for r in t4.rows])
     mean = np.array([r["mean"] for r in t4.rows])
     std = np.nan_to_num(np.array([r["std"] for r in t4.rows]))
@@ -64,8 +70,13 @@ def fig_kappa_t(tables, ctx, inp) -> FigureResult | None:
     ax.set_title(f"Global spectral norm per step ({col})")
     _time_axis(ax)
     ax.legend(fontsize=8)
-    return FigureResult("kappa_t", "kappa_t vs t", f"Global per-step spectral norm ({col}), per seed and mean ± std "
-                        "(Table 4). Dashed: seeds flagged by the outlier rule (kept in the mean).", _png(fig))
+    return FigureResult(
+        "kappa_t",
+        "kappa_t vs t",
+        f"Global per-step spectral norm ({col}), per seed and mean ± std "
+        "(Table 4). Dashed: seeds flagged by the outlier rule (kept in the mean).",
+        _png(fig),
+    )
 
 
 def fig_block(tables, ctx, inp) -> FigureResult | None:
@@ -75,8 +86,12 @@ def fig_block(tables, ctx, inp) -> FigureResult | None:
     t = np.array([r["t"] for r in t5.rows])
     fig = Figure(layout="constrained", figsize=(10, 4))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for q, lab in (("kappa_diag", r"$\hat\kappa^{diag}_t$"), ("kappa_global", r"global $\hat\kappa_t$"),
-                   ("kappa_pc", r"$\hat\kappa^{pc}_t$"), ("f_t_lambda_max", r"$f_t(\lambda_{max})$ (Gaussian)")):
+    for q, lab in (
+        ("kappa_diag", r"$\hat\kappa^{diag}_t$"),
+        ("kappa_global", r"global $\hat\kappa_t$"),
+        ("kappa_pc", r"$\hat\kappa^{pc}_t$"),
+        ("f_t_lambda_max", r"$f_t(\lambda_{max})$ (Gaussian)"),
+    ):
         y = np.array([r.get(q, math.nan) for r in t5.rows], dtype=float)
         if np.isfinite(y).any():
             ax1.plot(t, y, label=lab, ls=":" if q == "f_t_lambda_max" else "-")
@@ -91,9 +106,13 @@ def fig_block(tables, ctx, inp) -> FigureResult | None:
     ax2.set_title("cross-patch coupling")
     ax2.legend(fontsize=8)
     _time_axis(ax2)
-    return FigureResult("block_decomposition", "kappa^diag and delta^cross vs t",
-                        "Block decomposition (Table 5): diagonal norm, global norm, kappa^pc and the Gaussian "
-                        "f_t(lambda_max) (left); cross-patch coupling delta^cross, mean ± std over seeds (right).", _png(fig))
+    return FigureResult(
+        "block_decomposition",
+        "kappa^diag and delta^cross vs t",
+        "Block decomposition (Table 5): diagonal norm, global norm, kappa^pc and the Gaussian "
+        "f_t(lambda_max) (left); cross-patch coupling delta^cross, mean ± std over seeds (right).",
+        _png(fig),
+    )
 
 
 def _heatmap(ctx, P, col, title, name, caption, diverging=True) -> FigureResult | None:
@@ -109,8 +128,14 @@ def _heatmap(ctx, P, col, title, name, caption, diverging=True) -> FigureResult 
         cmap = "RdBu_r"
     else:
         cmap = "viridis"
-    im = ax.imshow(mat, aspect="auto", cmap=cmap, interpolation="nearest",
-                   extent=(ts[0] + 0.5, ts[-1] - 0.5, len(ks) - 0.5, -0.5), **kw)
+    im = ax.imshow(
+        mat,
+        aspect="auto",
+        cmap=cmap,
+        interpolation="nearest",
+        extent=(ts[0] + 0.5, ts[-1] - 0.5, len(ks) - 0.5, -0.5),
+        **kw,
+    )
     ax.set_yticks(range(len(ks)))
     ax.set_yticklabels([f"k={int(ks[i])} λ={lam[i]:.3g}" for i in order], fontsize=6)
     ax.invert_xaxis()  # t increasing left to right, like the other time plots
@@ -123,8 +148,14 @@ def _heatmap(ctx, P, col, title, name, caption, diverging=True) -> FigureResult 
 def fig_suppression(tables, ctx, inp) -> FigureResult | None:
     if "table_3" not in tables:
         return None
-    return _heatmap(ctx, inp.patches, "suppression", "Suppression field S_k,t (patch x t)", "suppression_heatmap",
-                    "Directional suppression S_k,t (eq. 30), seed mean; patches sorted by lambda_k (bottom = largest).")
+    return _heatmap(
+        ctx,
+        inp.patches,
+        "suppression",
+        "Suppression field S_k,t (patch x t)",
+        "suppression_heatmap",
+        "Directional suppression S_k,t (eq. 30), seed mean; patches sorted by lambda_k (bottom = largest).",
+    )
 
 
 def fig_slack(tables, ctx, inp) -> FigureResult | None:
@@ -134,8 +165,14 @@ def fig_slack(tables, ctx, inp) -> FigureResult | None:
     if "pc_slack" not in P:
         P = dict(P)
         P["pc_slack"] = 1.0 - P["diag_norm"] - P["coupling"]
-    return _heatmap(ctx, P, "pc_slack", "(PC) slack (1 - kappa_k^diag) - C_k,t (patch x t)", "pc_slack_heatmap",
-                    "Per-patch (PC) slack (Table 8), seed mean; blue = satisfied (> 0), red = violated (< 0).")
+    return _heatmap(
+        ctx,
+        P,
+        "pc_slack",
+        "(PC) slack (1 - kappa_k^diag) - C_k,t (patch x t)",
+        "pc_slack_heatmap",
+        "Per-patch (PC) slack (Table 8), seed mean; blue = satisfied (> 0), red = violated (< 0).",
+    )
 
 
 def _geometry_curves() -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -146,9 +183,11 @@ def _geometry_curves() -> list[tuple[str, np.ndarray, np.ndarray]]:
         return []
     curves = []
     try:
-        for name, sched in (("linear (DDPM), full chain", g.linear_schedule(1000)),
-                            ("cosine s=0, full chain", g.cosine_schedule(1000, s_off=0.0)),
-                            ("cosine s=0.008, full chain", g.cosine_schedule(1000, s_off=0.008))):
+        for name, sched in (
+            ("linear (DDPM), full chain", g.linear_schedule(1000)),
+            ("cosine s=0, full chain", g.cosine_schedule(1000, s_off=0.0)),
+            ("cosine s=0.008, full chain", g.cosine_schedule(1000, s_off=0.008)),
+        ):
             chain = g.full_chain(sched)
             curves.append((name, np.asarray(chain.timesteps), np.asarray(g.expansion_threshold(chain))))
     except Exception:  # noqa: BLE001 - an API mismatch must not cost the report its figure
@@ -168,16 +207,21 @@ def fig_lambda_star(tables, ctx, inp) -> FigureResult | None:
         ax.plot(ctx.chain.t, ls, "ko-", ms=3, lw=1.2, label=f"this run's chain ({len(ctx.chain)} steps)")
     if ctx.lambda_k:
         lam = np.array(list(ctx.lambda_k.values()))
-        ax.axhspan(lam.min(), lam.max(), color="C2", alpha=0.25,
-                   label=f"λ_k band [{lam.min():.3g}, {lam.max():.3g}]")
+        ax.axhspan(
+            lam.min(), lam.max(), color="C2", alpha=0.25, label=f"λ_k band [{lam.min():.3g}, {lam.max():.3g}]"
+        )
     ax.set_yscale("log")
     ax.set_ylabel(r"$\lambda^*(t)$ (eq. 27)")
     ax.set_title("Expansion threshold per schedule and the patch eigenvalue band")
     _time_axis(ax)
     ax.legend(fontsize=7)
-    return FigureResult("lambda_star", "lambda*(t) per schedule with the lambda_k band",
-                        "Patch expansion threshold lambda*(t) (eq. 27): patches above the curve are Gaussian-"
-                        "expanding at that step. Paper schedules from pipeline.geometry when available.", _png(fig))
+    return FigureResult(
+        "lambda_star",
+        "lambda*(t) per schedule with the lambda_k band",
+        "Patch expansion threshold lambda*(t) (eq. 27): patches above the curve are Gaussian-"
+        "expanding at that step. Paper schedules from pipeline.geometry when available.",
+        _png(fig),
+    )
 
 
 def fig_proxy(tables, ctx, inp) -> FigureResult | None:
@@ -207,15 +251,23 @@ def fig_proxy(tables, ctx, inp) -> FigureResult | None:
     s = t10.summary
     if "ols_slope" in s and ok.any():
         xx = np.geomspace(x[ok].min(), x[ok].max(), 50)
-        ax2.loglog(xx, np.exp(s["ols_intercept"]) * xx ** s["ols_slope"], "r-",
-                   label=f"OLS slope {s['ols_slope']:.3f} [{s['ols_ci_lo']:.3f}, {s['ols_ci_hi']:.3f}]")
+        ax2.loglog(
+            xx,
+            np.exp(s["ols_intercept"]) * xx ** s["ols_slope"],
+            "r-",
+            label=f"OLS slope {s['ols_slope']:.3f} [{s['ols_ci_lo']:.3f}, {s['ols_ci_hi']:.3f}]",
+        )
     ax2.set_xlabel(r"$\sqrt{\bar\alpha_t}$")
     ax2.set_title("log-log with OLS on the high-noise points")
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize=8)
-    return FigureResult("proxy_loglog", "Figure 1: proxy vs t and log-log fit",
-                        "Paired-difference proxy E||Δ_t||_2 (eq. 65; Table 10, the paper's Figure 1). Right: OLS "
-                        "of log proxy on log sqrt(alpha_bar_t) over t >= 0.8 T.", _png(fig))
+    return FigureResult(
+        "proxy_loglog",
+        "Figure 1: proxy vs t and log-log fit",
+        "Paired-difference proxy E||Δ_t||_2 (eq. 65; Table 10, the paper's Figure 1). Right: OLS "
+        "of log proxy on log sqrt(alpha_bar_t) over t >= 0.8 T.",
+        _png(fig),
+    )
 
 
 def fig_lambda_grid(tables, ctx, inp) -> FigureResult | None:
@@ -238,14 +290,25 @@ def fig_lambda_grid(tables, ctx, inp) -> FigureResult | None:
     ax = fig.add_subplot()
     im = ax.imshow(grid, cmap="magma")
     for k, (r, c) in pos.items():
-        ax.text(c, r, f"k={k}\n{ctx.lambda_k[k]:.3g}", ha="center", va="center", fontsize=7,
-                color="w" if grid[r, c] < np.nanmean(grid) else "k")
+        ax.text(
+            c,
+            r,
+            f"k={k}\n{ctx.lambda_k[k]:.3g}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="w" if grid[r, c] < np.nanmean(grid) else "k",
+        )
     ax.set_xticks(range(nc))
     ax.set_yticks(range(nr))
     ax.set_title(r"$\lambda_k$ (top patch eigenvalue) on the patch grid")
     fig.colorbar(im, ax=ax)
-    return FigureResult("lambda_grid", "lambda_k on the patch grid",
-                        "Leading eigenvalue lambda_k of each patch covariance at its grid position (row-major k).", _png(fig))
+    return FigureResult(
+        "lambda_grid",
+        "lambda_k on the patch grid",
+        "Leading eigenvalue lambda_k of each patch covariance at its grid position (row-major k).",
+        _png(fig),
+    )
 
 
 def fig_release(tables, ctx, inp) -> FigureResult | None:
@@ -260,15 +323,22 @@ def fig_release(tables, ctx, inp) -> FigureResult | None:
     ax.plot(lam, tr, "o", label="t_rel (Def. 20)")
     ax.plot(lam, tp, "x", label="persistent release")
     s = rel.summary
-    ax.set_title(f"release time vs λ_k: observed spread {s.get('observed_spread', math.nan):.3g}, "
-                 f"eq. (36) {s.get('predicted_spread_eq36', math.nan):.3g}", fontsize=9)
+    ax.set_title(
+        f"release time vs λ_k: observed spread {s.get('observed_spread', math.nan):.3g}, "
+        f"eq. (36) {s.get('predicted_spread_eq36', math.nan):.3g}",
+        fontsize=9,
+    )
     ax.set_xlabel(r"$\lambda_k$")
     ax.set_ylabel("release time t_k^rel")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return FigureResult("release_times", "release time vs lambda_k",
-                        "Per-patch release time (largest t with gamma_k,t <= 0) against lambda_k; Theorem 22(a) "
-                        "predicts lower-variance patches release at larger t.", _png(fig))
+    return FigureResult(
+        "release_times",
+        "release time vs lambda_k",
+        "Per-patch release time (largest t with gamma_k,t <= 0) against lambda_k; Theorem 22(a) "
+        "predicts lower-variance patches release at larger t.",
+        _png(fig),
+    )
 
 
 def fig_rho(tables, ctx, inp) -> FigureResult | None:
@@ -277,7 +347,10 @@ def fig_rho(tables, ctx, inp) -> FigureResult | None:
         return None
     fig = Figure(layout="constrained", figsize=(7, 4))
     ax = fig.add_subplot()
-    for tab, lab in ((t3, r"$\rho(\lambda_k, S_{k,t})$ (Table 3)"), (t9, r"$\rho(\lambda_k, \hat\kappa^{diag}_{k,t})$ (Table 9)")):
+    for tab, lab in (
+        (t3, r"$\rho(\lambda_k, S_{k,t})$ (Table 3)"),
+        (t9, r"$\rho(\lambda_k, \hat\kappa^{diag}_{k,t})$ (Table 9)"),
+    ):
         if tab is not None:
             ax.plot([r["t"] for r in tab.rows], [r["rho"] for r in tab.rows], "o-", ms=3, label=lab)
     ax.axhline(0, color="k", lw=0.8)
@@ -285,9 +358,13 @@ def fig_rho(tables, ctx, inp) -> FigureResult | None:
     ax.set_ylabel("Spearman ρ across patches")
     _time_axis(ax)
     ax.legend(fontsize=8)
-    return FigureResult("rho_vs_t", "Spearman rho vs t (Tables 3 and 9)",
-                        "Rank correlations across patches per timestep (undefined points, e.g. S = 0 on the oracle, "
-                        "are not drawn).", _png(fig))
+    return FigureResult(
+        "rho_vs_t",
+        "Spearman rho vs t (Tables 3 and 9)",
+        "Rank correlations across patches per timestep (undefined points, e.g. S = 0 on the oracle, "
+        "are not drawn).",
+        _png(fig),
+    )
 
 
 def fig_samples(tables, ctx, inp: AnalysisInputs) -> FigureResult | None:
@@ -305,13 +382,25 @@ def fig_samples(tables, ctx, inp: AnalysisInputs) -> FigureResult | None:
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
         ax.set_title(f"seed {tr.seed}", fontsize=8)
         ax.axis("off")
-    return FigureResult("samples", "final samples", "Final DDIM samples x_0 of the trajectories stage (first 8 seeds).",
-                        _png(fig))
+    return FigureResult(
+        "samples",
+        "final samples",
+        "Final DDIM samples x_0 of the trajectories stage (first 8 seeds).",
+        _png(fig),
+    )
 
 
 FIGURES: list[Callable[..., FigureResult | None]] = [
-    fig_kappa_t, fig_block, fig_suppression, fig_slack, fig_lambda_star, fig_proxy, fig_lambda_grid,
-    fig_release, fig_rho, fig_samples,
+    fig_kappa_t,
+    fig_block,
+    fig_suppression,
+    fig_slack,
+    fig_lambda_star,
+    fig_proxy,
+    fig_lambda_grid,
+    fig_release,
+    fig_rho,
+    fig_samples,
 ]
 
 

@@ -132,7 +132,9 @@ def _folder(path: str | Path | None, stage: str, missing: list[str]) -> Path | N
         missing.append(f"{stage} stage output ({p} does not exist; run `python -m stages.{stage}` first)")
         return None
     if not p.is_dir():
-        raise NotADirectoryError(f"{p} is a file; pass the {stage} stage's run folder (outputs/{stage}/<run-key>/)")
+        raise NotADirectoryError(
+            f"{p} is a file; pass the {stage} stage's run folder (outputs/{stage}/<run-key>/)"
+        )
     return p
 
 
@@ -176,8 +178,14 @@ def load_stage_outputs(
     if jac is not None:
         inp.jacobian_dir = jac
         inp.jacobian_meta = _read_meta(jac)
-        attr = {"global.csv": "global_", "patches.csv": "patches", "blocks.csv": "blocks",
-                "lyapunov.csv": "lyapunov", "attention.csv": "attention", "proxy.csv": "proxy"}
+        attr = {
+            "global.csv": "global_",
+            "patches.csv": "patches",
+            "blocks.csv": "blocks",
+            "lyapunov.csv": "lyapunov",
+            "attention.csv": "attention",
+            "proxy.csv": "proxy",
+        }
         for name, (req, feeds) in JACOBIAN_FILES.items():
             p = jac / name
             if p.exists():

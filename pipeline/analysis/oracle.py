@@ -70,14 +70,19 @@ def oracle_structure(config: dict) -> tuple[str, str]:
         structure = "block_diagonal" if model["block_diagonal"] else "full"
         src = f"config.model.block_diagonal = {model['block_diagonal']!r}"
     elif model.get("kind") == "gaussian_oracle":
-        structure, src = "block_diagonal", "config.model.structure absent (pipeline.models default: block_diagonal)"
+        structure, src = (
+            "block_diagonal",
+            "config.model.structure absent (pipeline.models default: block_diagonal)",
+        )
     if structure is None:
         return "unknown", "config.model names no covariance structure"
     if structure == "block_diagonal":
         bs = model.get("block_size", model.get("patch_size"))
         if bs is not None and patch is not None and int(bs) != int(patch):
-            return "mismatched", (f"{src}, but block_size {bs} differs from the measurement's patch.size {patch}: "
-                                  "the oracle's blocks are not the measured patches")
+            return "mismatched", (
+                f"{src}, but block_size {bs} differs from the measurement's patch.size {patch}: "
+                "the oracle's blocks are not the measured patches"
+            )
         if bs is not None:
             src += f", block_size {bs} = patch.size"
     return structure, src
@@ -90,7 +95,9 @@ def _tolerances(config: dict) -> tuple[float, float]:
 
 
 def _row(q, closed, measured, err, tol, diagnostic: str = "") -> OracleCheckRow:
-    status = "agrees" if (math.isfinite(err) and err <= tol) else "differs" if math.isfinite(err) else "no data"
+    status = (
+        "agrees" if (math.isfinite(err) and err <= tol) else "differs" if math.isfinite(err) else "no data"
+    )
     return OracleCheckRow(q, closed, measured, float(err), tol, status, diagnostic)
 
 
@@ -143,37 +150,85 @@ def check_oracle(inp: AnalysisInputs, ctx: AnalysisContext) -> OracleCheck | Non
                 return _maxabs(_per_row(P, col) - _per_row_f(P, ts, ks, F))
 
             if has_values(P, "suppression"):
-                chk.rows.append(_row("S_k,t (eq. 30)", "0 exactly", "suppression", _maxabs(P["suppression"]), exact))
+                chk.rows.append(
+                    _row("S_k,t (eq. 30)", "0 exactly", "suppression", _maxabs(P["suppression"]), exact)
+                )
             if F is not None:
                 f_rows = _per_row_f(P, ts, ks, F)
                 if has_values(P, "diag_norm"):
                     if block_diag is None:
-                        chk.rows.append(_row("kappa_k,t^diag (Thm. 17)", "f_t(lambda_k), eq. (26)", "diag_norm",
-                                             err_vs_f("diag_norm"), exact, "dense blocks"))
+                        chk.rows.append(
+                            _row(
+                                "kappa_k,t^diag (Thm. 17)",
+                                "f_t(lambda_k), eq. (26)",
+                                "diag_norm",
+                                err_vs_f("diag_norm"),
+                                exact,
+                                "dense blocks",
+                            )
+                        )
                     else:
-                        chk.rows.append(_bounded_row("kappa_k,t^diag (Thm. 17)", "f_t(lambda_k), eq. (26)",
-                                                     "diag_norm", _per_row(P, "diag_norm") - f_rows, iterative,
-                                                     "lower", block_diag))
-                chk.rows.append(_row("<v_k,[J Phi_t]_kk v_k> (eq. 32)", "f_t(lambda_k)", "rayleigh",
-                                     err_vs_f("rayleigh"), exact))
-                chk.rows.append(_row("f_t column", "eq. (26) on the chain's alpha_bar", "f_t", err_vs_f("f_t"), 1e-9))
+                        chk.rows.append(
+                            _bounded_row(
+                                "kappa_k,t^diag (Thm. 17)",
+                                "f_t(lambda_k), eq. (26)",
+                                "diag_norm",
+                                _per_row(P, "diag_norm") - f_rows,
+                                iterative,
+                                "lower",
+                                block_diag,
+                            )
+                        )
+                chk.rows.append(
+                    _row(
+                        "<v_k,[J Phi_t]_kk v_k> (eq. 32)",
+                        "f_t(lambda_k)",
+                        "rayleigh",
+                        err_vs_f("rayleigh"),
+                        exact,
+                    )
+                )
+                chk.rows.append(
+                    _row("f_t column", "eq. (26) on the chain's alpha_bar", "f_t", err_vs_f("f_t"), 1e-9)
+                )
                 if has_values(P, "pc_slack"):
                     signed = _per_row(P, "pc_slack") - (1.0 - f_rows)
                     if block_diag is None:
-                        chk.rows.append(_row("(PC) slack", "1 - f_t(lambda_k)", "pc_slack", _maxabs(signed), exact))
+                        chk.rows.append(
+                            _row("(PC) slack", "1 - f_t(lambda_k)", "pc_slack", _maxabs(signed), exact)
+                        )
                     else:
-                        chk.rows.append(_bounded_row("(PC) slack", "1 - f_t(lambda_k)", "pc_slack", signed,
-                                                     iterative, "upper", block_diag))
+                        chk.rows.append(
+                            _bounded_row(
+                                "(PC) slack",
+                                "1 - f_t(lambda_k)",
+                                "pc_slack",
+                                signed,
+                                iterative,
+                                "upper",
+                                block_diag,
+                            )
+                        )
             if has_values(P, "coupling"):
-                chk.rows.append(_row("C_k,t (eq. 16)", "0 (cross blocks vanish)", "coupling",
-                                     _maxabs(P["coupling"]), exact))
+                chk.rows.append(
+                    _row(
+                        "C_k,t (eq. 16)", "0 (cross blocks vanish)", "coupling", _maxabs(P["coupling"]), exact
+                    )
+                )
         B = inp.blocks
         if B is not None:
             off = B["k"] != B["j"]
             for col in ("op_norm", "frob_norm"):
                 if has_values(B, col):
-                    chk.rows.append(_row(f"||[J Phi_t]_kj|| (k != j), {col}", "0", f"blocks.csv {col}",
-                                         _maxabs(B[col][off]), exact))
+                    chk.rows.append(
+                        _row(
+                            f"||[J Phi_t]_kj|| (k != j), {col}",
+                            "0",
+                            f"blocks.csv {col}",
+                            _maxabs(B[col][off]),
+                            exact,
+                        )
+                    )
         if G is not None and ctx.chain is not None and ctx.lambda_k:
             lam = np.array(sorted(ctx.lambda_k.values()))
             fmax = cf.expansion_function(ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev, lam).max(axis=1)
@@ -181,61 +236,122 @@ def check_oracle(inp: AnalysisInputs, ctx: AnalysisContext) -> OracleCheck | Non
             pred = np.array([by_step.get(int(s), math.nan) for s in G["step"]])
             if has_values(G, "kappa_diag"):
                 if block_diag is None:
-                    chk.rows.append(_row("kappa_t^diag (eq. 18)", "max_k f_t(lambda_k)", "global kappa_diag",
-                                         _maxabs(G["kappa_diag"] - pred), exact))
+                    chk.rows.append(
+                        _row(
+                            "kappa_t^diag (eq. 18)",
+                            "max_k f_t(lambda_k)",
+                            "global kappa_diag",
+                            _maxabs(G["kappa_diag"] - pred),
+                            exact,
+                        )
+                    )
                 else:
-                    chk.rows.append(_bounded_row("kappa_t^diag (eq. 18)", "max_k f_t(lambda_k)", "global kappa_diag",
-                                                 G["kappa_diag"] - pred, iterative, "lower", block_diag))
+                    chk.rows.append(
+                        _bounded_row(
+                            "kappa_t^diag (eq. 18)",
+                            "max_k f_t(lambda_k)",
+                            "global kappa_diag",
+                            G["kappa_diag"] - pred,
+                            iterative,
+                            "lower",
+                            block_diag,
+                        )
+                    )
             if has_values(G, "kappa_dense"):
-                chk.rows.append(_row("global kappa_t (kappa_dense)", "max_k f_t(lambda_k)", "global kappa_dense",
-                                     _maxabs(G["kappa_dense"] - pred), exact, "dense Jacobian SVD"))
-            for col, diag in (("kappa_pi", _iter_diagnostic(G, "pi_iters", "kappa_pi_change")),
-                              ("kappa_lanczos", _iter_diagnostic(G, "lanczos_iters", "lanczos_residual"))):
+                chk.rows.append(
+                    _row(
+                        "global kappa_t (kappa_dense)",
+                        "max_k f_t(lambda_k)",
+                        "global kappa_dense",
+                        _maxabs(G["kappa_dense"] - pred),
+                        exact,
+                        "dense Jacobian SVD",
+                    )
+                )
+            for col, diag in (
+                ("kappa_pi", _iter_diagnostic(G, "pi_iters", "kappa_pi_change")),
+                ("kappa_lanczos", _iter_diagnostic(G, "lanczos_iters", "lanczos_residual")),
+            ):
                 if has_values(G, col):
-                    chk.rows.append(_bounded_row(f"global kappa_t ({col})", "max_k f_t(lambda_k)",
-                                                 f"global {col}", G[col] - pred, iterative, "lower", diag))
+                    chk.rows.append(
+                        _bounded_row(
+                            f"global kappa_t ({col})",
+                            "max_k f_t(lambda_k)",
+                            f"global {col}",
+                            G[col] - pred,
+                            iterative,
+                            "lower",
+                            diag,
+                        )
+                    )
             r, b = cf.step_coefficients(G["alpha_bar_t"], G["alpha_bar_prev"])
             for col, ref in (("r_t", r), ("b_t", b)):
                 if has_values(G, col):
-                    chk.rows.append(_row(f"{col} (eq. 4-5)", "from alpha_bar_t, alpha_bar_prev", col,
-                                         _maxabs(G[col] - ref), 1e-9))
+                    chk.rows.append(
+                        _row(
+                            f"{col} (eq. 4-5)",
+                            "from alpha_bar_t, alpha_bar_prev",
+                            col,
+                            _maxabs(G[col] - ref),
+                            1e-9,
+                        )
+                    )
         L = inp.lyapunov
         if L is not None and ctx.chain is not None and has_values(L, "lambda_k"):
             closed = cf.expansion_function(ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev, L["lambda_k"])
             lyap = np.log(closed).mean(axis=0)
             for col in ("lyap_pred", "lyap_hat"):
                 if has_values(L, col):
-                    chk.rows.append(_row(f"Lambda_k ({col})", "mean_t log f_t(lambda_k) over the chain (Thm. 25)",
-                                         col, _maxabs(L[col] - lyap), exact if col == "lyap_pred" else iterative))
+                    chk.rows.append(
+                        _row(
+                            f"Lambda_k ({col})",
+                            "mean_t log f_t(lambda_k) over the chain (Thm. 25)",
+                            col,
+                            _maxabs(L[col] - lyap),
+                            exact if col == "lyap_pred" else iterative,
+                        )
+                    )
     if structure == "full":
         chk.rows.extend(_full_sigma_rows(inp, ctx, iterative))
     judged = [r for r in chk.rows if r.status != "no data"]
     bad = [r for r in judged if r.status == "differs"]
     slow = [r for r in judged if r.status == NOT_CONVERGED]
-    head = {"block_diagonal": "Gaussian oracle with block-diagonal Sigma on the measurement's patch partition",
-            "full": "Gaussian oracle with full Sigma",
-            "mismatched": "Gaussian oracle whose diagonal blocks are not the measured patches (no per-patch "
-                          "closed form is checked)",
-            "unknown": "Gaussian oracle (structure not stated in config; block-diagonal closed forms applied)"}[structure]
-    preds = {"full": "only the global norm has a closed form: kappa_t = max_i |f_t(mu_i)| over Sigma's eigenvalues",
-             "mismatched": "the per-patch closed forms do not apply"}.get(
-        structure, "the closed forms predict S_k,t = 0 exactly (P1's oracle signature), kappa_k,t^diag = "
-                   "<v_k,[J Phi_t]_kk v_k> = f_t(lambda_k), C_k,t = 0, kappa_t = max_k f_t(lambda_k) and "
-                   "Lambda_k = mean_t log f_t(lambda_k)")
+    head = {
+        "block_diagonal": "Gaussian oracle with block-diagonal Sigma on the measurement's patch partition",
+        "full": "Gaussian oracle with full Sigma",
+        "mismatched": "Gaussian oracle whose diagonal blocks are not the measured patches (no per-patch "
+        "closed form is checked)",
+        "unknown": "Gaussian oracle (structure not stated in config; block-diagonal closed forms applied)",
+    }[structure]
+    preds = {
+        "full": "only the global norm has a closed form: kappa_t = max_i |f_t(mu_i)| over Sigma's eigenvalues",
+        "mismatched": "the per-patch closed forms do not apply",
+    }.get(
+        structure,
+        "the closed forms predict S_k,t = 0 exactly (P1's oracle signature), kappa_k,t^diag = "
+        "<v_k,[J Phi_t]_kk v_k> = f_t(lambda_k), C_k,t = 0, kappa_t = max_k f_t(lambda_k) and "
+        "Lambda_k = mean_t log f_t(lambda_k)",
+    )
     if not judged:
         verdict = "no measured quantity was available to check."
     elif not bad and not slow:
-        verdict = (f"all {len(judged)} checks agree with the measurement within tolerance "
-                   f"(largest abs. error {chk.max_error:.2e}).")
+        verdict = (
+            f"all {len(judged)} checks agree with the measurement within tolerance "
+            f"(largest abs. error {chk.max_error:.2e})."
+        )
     else:
         parts = []
         if bad:
-            parts.append(f"{len(bad)} of {len(judged)} checks DIFFER: " + "; ".join(
-                f"{r.quantity} (error {r.max_abs_error:.2e} > {r.tolerance:.0e})" for r in bad))
+            parts.append(
+                f"{len(bad)} of {len(judged)} checks DIFFER: "
+                + "; ".join(f"{r.quantity} (error {r.max_abs_error:.2e} > {r.tolerance:.0e})" for r in bad)
+            )
         if slow:
-            parts.append(f"{len(slow)} iterative estimates are NOT CONVERGED (on the correct side of the closed "
-                         "form but beyond tolerance; raise measure.power_iters / block_power_iters): " + "; ".join(
-                             f"{r.quantity} (error {r.max_abs_error:.2e}; {r.diagnostic})" for r in slow))
+            parts.append(
+                f"{len(slow)} iterative estimates are NOT CONVERGED (on the correct side of the closed "
+                "form but beyond tolerance; raise measure.power_iters / block_power_iters): "
+                + "; ".join(f"{r.quantity} (error {r.max_abs_error:.2e}; {r.diagnostic})" for r in slow)
+            )
         n_ok = len(judged) - len(bad) - len(slow)
         verdict = f"{n_ok} of {len(judged)} checks agree; " + "; ".join(parts) + "."
     chk.statement = f"{head} ({src}): {preds}; {verdict}"
@@ -249,7 +365,11 @@ def _block_diagnostic(G) -> str | None:
     methods = {str(m) for m in G["block_method"] if str(m) not in ("", "nan")}
     if not methods or methods <= {"dense"}:
         return None
-    return "block_method=" + ",".join(sorted(methods)) + _iter_diagnostic(G, "block_iters", "block_change_max", ", ")
+    return (
+        "block_method="
+        + ",".join(sorted(methods))
+        + _iter_diagnostic(G, "block_iters", "block_change_max", ", ")
+    )
 
 
 def _iter_diagnostic(G, iters: str, change: str, sep: str = "") -> str:
@@ -275,8 +395,16 @@ def _full_sigma_rows(inp: AnalysisInputs, ctx: AnalysisContext, tol: float) -> l
     G = inp.global_
     path = inp.covariance_dir / "gaussian_fit.npz" if inp.covariance_dir else None
     if G is None or ctx.chain is None or path is None or not path.exists():
-        return [OracleCheckRow("global kappa_t", "max_i |f_t(mu_i)|", "needs covariance/gaussian_fit.npz",
-                               math.nan, tol, "no data")]
+        return [
+            OracleCheckRow(
+                "global kappa_t",
+                "max_i |f_t(mu_i)|",
+                "needs covariance/gaussian_fit.npz",
+                math.nan,
+                tol,
+                "no data",
+            )
+        ]
     cov = load_npz(path).get("cov")
     if cov is None:
         return []
@@ -287,6 +415,13 @@ def _full_sigma_rows(inp: AnalysisInputs, ctx: AnalysisContext, tol: float) -> l
     rows = []
     for col in ("kappa_pi", "kappa_lanczos"):
         if has_values(G, col):
-            rows.append(_row(f"global kappa_t ({col})", "max_i |f_t(mu_i)| over full Sigma's eigenvalues",
-                             f"global {col}", _maxabs(G[col] - pred), tol))
+            rows.append(
+                _row(
+                    f"global kappa_t ({col})",
+                    "max_i |f_t(mu_i)| over full Sigma's eigenvalues",
+                    f"global {col}",
+                    _maxabs(G[col] - pred),
+                    tol,
+                )
+            )
     return rows

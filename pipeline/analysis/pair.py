@@ -14,7 +14,10 @@ import numpy as np
 
 from pipeline import io
 
-QUANTITIES = {"delta_cross": lambda r: r["delta_cross"], "pc_margin": lambda r: 1.0 - r["kappa_diag"] - r["delta_cross"]}
+QUANTITIES = {
+    "delta_cross": lambda r: r["delta_cross"],
+    "pc_margin": lambda r: 1.0 - r["kappa_diag"] - r["delta_cross"],
+}
 
 
 def _by_t(rows: list[dict]) -> dict[int, dict[str, np.ndarray]]:
@@ -36,25 +39,42 @@ def pair_rows(global_a: list[dict], global_b: list[dict]) -> list[dict]:
     a, b = _by_t(global_a), _by_t(global_b)
     rows = []
     for t in sorted(set(a) & set(b), reverse=True):
-        row: dict = {"t": t, "seeds_a": int(a[t]["delta_cross"].size), "seeds_b": int(b[t]["delta_cross"].size)}
+        row: dict = {
+            "t": t,
+            "seeds_a": int(a[t]["delta_cross"].size),
+            "seeds_b": int(b[t]["delta_cross"].size),
+        }
         for q in QUANTITIES:
             (ma, sa), (mb, sb) = _mean_se(a[t][q]), _mean_se(b[t][q])
-            row.update({f"{q}_a": ma, f"{q}_a_se": sa, f"{q}_b": mb, f"{q}_b_se": sb, f"{q}_diff": mb - ma,
-                        f"{q}_z": (mb - ma) / math.hypot(sa, sb) if math.hypot(sa, sb) > 0 else float("nan")})
+            row.update(
+                {
+                    f"{q}_a": ma,
+                    f"{q}_a_se": sa,
+                    f"{q}_b": mb,
+                    f"{q}_b_se": sb,
+                    f"{q}_diff": mb - ma,
+                    f"{q}_z": (mb - ma) / math.hypot(sa, sb) if math.hypot(sa, sb) > 0 else float("nan"),
+                }
+            )
         rows.append(row)
     return rows
 
 
 def pair_markdown(rows: list[dict], labels: tuple[str, str] = ("A", "B")) -> str:
     la, lb = labels
-    head = (f"| t | seeds | δ̂^cross {la} | δ̂^cross {lb} | Δ (z) | margin {la} | margin {lb} | Δ (z) |\n"
-            "|---|---|---|---|---|---|---|---|\n")
+    head = (
+        f"| t | seeds | δ̂^cross {la} | δ̂^cross {lb} | Δ (z) | margin {la} | margin {lb} | Δ (z) |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
     body = ""
     for r in rows:
         cells = [str(r["t"]), f"{r['seeds_a']}/{r['seeds_b']}"]
         for q in QUANTITIES:
-            cells += [f"{r[f'{q}_a']:.4f} ± {r[f'{q}_a_se']:.4f}", f"{r[f'{q}_b']:.4f} ± {r[f'{q}_b_se']:.4f}",
-                      f"{r[f'{q}_diff']:+.4f} ({r[f'{q}_z']:+.1f})"]
+            cells += [
+                f"{r[f'{q}_a']:.4f} ± {r[f'{q}_a_se']:.4f}",
+                f"{r[f'{q}_b']:.4f} ± {r[f'{q}_b_se']:.4f}",
+                f"{r[f'{q}_diff']:+.4f} ({r[f'{q}_z']:+.1f})",
+            ]
         body += "| " + " | ".join(cells) + " |\n"
     return head + body
 
@@ -69,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     for run in (args.run_a, args.run_b):
         if not (run / "global.csv").is_file():
-            raise SystemExit(f"{run} has no global.csv: pass jacobian stage output folders (outputs/jacobian/<key>)")
+            raise SystemExit(
+                f"{run} has no global.csv: pass jacobian stage output folders (outputs/jacobian/<key>)"
+            )
         tables.append(io.read_csv(run / "global.csv"))
     text = pair_markdown(pair_rows(*tables), tuple(args.labels))
     if args.out:

@@ -64,29 +64,37 @@ class ReportContent:
     companions: list[Companion] = field(default_factory=list)
 
 
-COMPANION_INTRO = ("Another model measured by the same four stages on its own chain (dvc.yaml's *_learned stages); its "
-                   "full report is linked. pc_margin = 1 − κ̂^diag − δ̂^cross per seed (Theorem 15, eq. 19); "
-                   "mean ± standard error over seeds.")
+COMPANION_INTRO = (
+    "Another model measured by the same four stages on its own chain (dvc.yaml's *_learned stages); its "
+    "full report is linked. pc_margin = 1 − κ̂^diag − δ̂^cross per seed (Theorem 15, eq. 19); "
+    "mean ± standard error over seeds."
+)
 
 
 def _companions_html(comps: list[Companion]) -> list[str]:
-    parts = ["<h2 id='companions'>Companion runs: the learned model beside this one</h2>",
-             f"<p class='note'>{html.escape(COMPANION_INTRO)}</p>"]
+    parts = [
+        "<h2 id='companions'>Companion runs: the learned model beside this one</h2>",
+        f"<p class='note'>{html.escape(COMPANION_INTRO)}</p>",
+    ]
     for c in comps:
         if not c.found:
             parts.append(f"<p class='note' data-companion='missing'>{html.escape(c.reason)}</p>")
             continue
-        parts.append(f"<div data-companion='{html.escape(c.label)}'><h3>{html.escape(c.label)} "
-                     f"(<a href='{html.escape(c.report_link)}'>its report</a>)</h3>"
-                     f"<p class='note'>{html.escape(c.model)}; {html.escape(c.setting)}.</p>")
+        parts.append(
+            f"<div data-companion='{html.escape(c.label)}'><h3>{html.escape(c.label)} "
+            f"(<a href='{html.escape(c.report_link)}'>its report</a>)</h3>"
+            f"<p class='note'>{html.escape(c.model)}; {html.escape(c.setting)}.</p>"
+        )
         parts.append(_html_table(["key", "status", "claim", "evidence"], c.verdicts, "companion", "status"))
         if c.geometry:
             parts.append(_html_table(GEOMETRY_COLUMNS, c.geometry, "companion"))
         if c.samples_png:
             b64 = base64.b64encode(c.samples_png).decode("ascii")
-            parts.append(f"<figure data-figure='companion-samples'><img alt='samples of {html.escape(c.label)}' "
-                         f"src='data:image/png;base64,{b64}'><figcaption>{html.escape(c.samples_note)}</figcaption>"
-                         "</figure>")
+            parts.append(
+                f"<figure data-figure='companion-samples'><img alt='samples of {html.escape(c.label)}' "
+                f"src='data:image/png;base64,{b64}'><figcaption>{html.escape(c.samples_note)}</figcaption>"
+                "</figure>"
+            )
         parts.append("</div>")
     return parts
 
@@ -97,8 +105,11 @@ def _companions_md(comps: list[Companion]) -> list[str]:
         if not c.found:
             out.append(f"- {c.reason}\n")
             continue
-        out += [f"### {c.label} ([its report]({c.report_link}))\n", f"{c.model}; {c.setting}.\n",
-                _md_table(["key", "status", "claim", "evidence"], c.verdicts)]
+        out += [
+            f"### {c.label} ([its report]({c.report_link}))\n",
+            f"{c.model}; {c.setting}.\n",
+            _md_table(["key", "status", "claim", "evidence"], c.verdicts),
+        ]
         if c.geometry:
             out.append(_md_table(GEOMETRY_COLUMNS, c.geometry))
         if c.samples_png:
@@ -138,7 +149,9 @@ def _is_num(v) -> bool:
 # ---------------------------------------------------------------------------------------------- HTML
 def _html_table(columns: Sequence[str], rows: Sequence[dict], cls: str, status_col: str | None = None) -> str:
     first = rows[0] if rows else {}
-    head = "".join(f'<th class="{"" if _is_num(first.get(c)) else "txt"}">{html.escape(c)}</th>' for c in columns)
+    head = "".join(
+        f'<th class="{"" if _is_num(first.get(c)) else "txt"}">{html.escape(c)}</th>' for c in columns
+    )
     body = []
     for r in rows:
         cells = []
@@ -150,8 +163,10 @@ def _html_table(columns: Sequence[str], rows: Sequence[dict], cls: str, status_c
             cells.append(f'<td class="{klass.strip()}">{html.escape(fmt(v))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     long = " long" if len(rows) > 20 else ""
-    return (f'<div class="scroll{long}"><table class="{cls}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+    return (
+        f'<div class="scroll{long}"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 ORACLE_COLUMNS = ["quantity", "closed_form", "measured", "max_abs_error", "tolerance", "status", "diagnostic"]
@@ -159,19 +174,37 @@ COMPARISON_COLUMNS = ["quantity", "paper", "ours", "difference", "tolerance", "s
 
 
 def _cmp_rows(rows: list[ComparisonRow]) -> list[dict]:
-    return [{"quantity": c.quantity, "paper": c.paper, "ours": c.ours, "difference": c.difference,
-             "tolerance": c.tolerance, "status": c.status, "note": c.note} for c in rows]
+    return [
+        {
+            "quantity": c.quantity,
+            "paper": c.paper,
+            "ours": c.ours,
+            "difference": c.difference,
+            "tolerance": c.tolerance,
+            "status": c.status,
+            "note": c.note,
+        }
+        for c in rows
+    ]
 
 
 def _img(f: FigureResult) -> str:
     b64 = base64.b64encode(f.png).decode("ascii")
-    return (f'<figure data-figure="{html.escape(f.name)}"><img alt="{html.escape(f.title)}" '
-            f'src="data:image/png;base64,{b64}"><figcaption><b>{html.escape(f.title)}.</b> '
-            f"{html.escape(f.caption)}</figcaption></figure>")
+    return (
+        f'<figure data-figure="{html.escape(f.name)}"><img alt="{html.escape(f.title)}" '
+        f'src="data:image/png;base64,{b64}"><figcaption><b>{html.escape(f.title)}.</b> '
+        f"{html.escape(f.caption)}</figcaption></figure>"
+    )
 
 
-TABLE_FIGURES = {"table_4": ["kappa_t"], "table_5": ["block_decomposition"], "table_3": ["suppression_heatmap", "rho_vs_t"],
-                 "table_8": ["pc_slack_heatmap"], "table_10": ["proxy_loglog"], "release_times": ["release_times"]}
+TABLE_FIGURES = {
+    "table_4": ["kappa_t"],
+    "table_5": ["block_decomposition"],
+    "table_3": ["suppression_heatmap", "rho_vs_t"],
+    "table_8": ["pc_slack_heatmap"],
+    "table_10": ["proxy_loglog"],
+    "release_times": ["release_times"],
+}
 
 
 def _run_sources(content: ReportContent) -> list[tuple[str, dict | None]]:
@@ -189,8 +222,13 @@ def _run_info_rows(content: ReportContent) -> list[dict]:
             v = meta[k]
             if isinstance(v, dict) or (isinstance(v, list) and len(json.dumps(v, default=str)) > 200):
                 continue  # nested: shown as a collapsible JSON block
-            rows.append({"stage": stage, "key": k,
-                         "value": json.dumps(v, default=str) if isinstance(v, list) else fmt(v)})
+            rows.append(
+                {
+                    "stage": stage,
+                    "key": k,
+                    "value": json.dumps(v, default=str) if isinstance(v, list) else fmt(v),
+                }
+            )
     return rows
 
 
@@ -209,26 +247,46 @@ def render_html(content: ReportContent) -> str:
     c = content
     fig_by_name = {f.name: f for f in c.figures}
     used: set[str] = set()
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(c.title)}</title>"
-             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(c.title)}</h1>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(c.title)}</title>"
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(c.title)}</h1>",
+    ]
     ids = [m.get("mlflow_run_id") for m in c.metas.values() if m and m.get("mlflow_run_id")]
-    parts.append(f"<p class='banner'>Model kind: <b>{html.escape(c.model_kind)}</b>. Tables built: "
-                 f"{len(c.tables)}; figures: {len(c.figures)}. MLflow run ids: {html.escape(', '.join(ids) or 'none')}. "
-                 f"Paper: {html.escape(pv.PAPER)}. All t are the paper's 1-based timesteps.</p>")
-    toc = ([("oracle", "oracle check")] if c.oracle is not None else []) + [("verdicts", "P1–P5")] + (
-        [("companions", "learned model")] if c.companions else []) + [
-        (k, k) for k in c.tables] + ([("sweep", "sweep")] if c.sweep else []) + [("run", "run info")]
-    parts.append("<nav>" + "".join(f"<a href='#{html.escape(a)}'>{html.escape(b)}</a>" for a, b in toc) + "</nav>")
+    parts.append(
+        f"<p class='banner'>Model kind: <b>{html.escape(c.model_kind)}</b>. Tables built: "
+        f"{len(c.tables)}; figures: {len(c.figures)}. MLflow run ids: {html.escape(', '.join(ids) or 'none')}. "
+        f"Paper: {html.escape(pv.PAPER)}. All t are the paper's 1-based timesteps.</p>"
+    )
+    toc = (
+        ([("oracle", "oracle check")] if c.oracle is not None else [])
+        + [("verdicts", "P1–P5")]
+        + ([("companions", "learned model")] if c.companions else [])
+        + [(k, k) for k in c.tables]
+        + ([("sweep", "sweep")] if c.sweep else [])
+        + [("run", "run info")]
+    )
+    parts.append(
+        "<nav>" + "".join(f"<a href='#{html.escape(a)}'>{html.escape(b)}</a>" for a, b in toc) + "</nav>"
+    )
     if c.model_kind == "gaussian_oracle":
-        parts.append("<p class='banner'>This run uses the Gaussian oracle. The paper's numbers are for learned DDPMs "
-                     "and are shown for reference only (status 'reference'); the test of this run is the closed-form "
-                     "check below.</p>")
+        parts.append(
+            "<p class='banner'>This run uses the Gaussian oracle. The paper's numbers are for learned DDPMs "
+            "and are shown for reference only (status 'reference'); the test of this run is the closed-form "
+            "check below.</p>"
+        )
     if c.oracle is not None:
         parts.append("<h2 id='oracle'>Gaussian oracle: closed form vs measured</h2>")
-        parts.append(f"<p data-oracle-agree='{'yes' if c.oracle.all_agree else 'no'}'>{html.escape(c.oracle.statement)}</p>")
+        parts.append(
+            f"<p data-oracle-agree='{'yes' if c.oracle.all_agree else 'no'}'>{html.escape(c.oracle.statement)}</p>"
+        )
         parts.append(_html_table(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows], "oracle", "status"))
     parts.append("<h2 id='verdicts'>Predictions P1–P5 (§7)</h2>")
-    parts.append(_html_table(["key", "status", "claim", "evidence"], [v.__dict__ for v in c.verdicts], "verdicts", "status"))
+    parts.append(
+        _html_table(
+            ["key", "status", "claim", "evidence"], [v.__dict__ for v in c.verdicts], "verdicts", "status"
+        )
+    )
     if c.companions:
         parts += _companions_html(c.companions)
     if c.missing or c.skipped:
@@ -240,23 +298,32 @@ def render_html(content: ReportContent) -> str:
         parts.append(f"<section data-table='{html.escape(name)}'><h2>{html.escape(name)}</h2>")
         parts.append(_html_table(cols, rows, "ours") + "</section>")
     for key, t in c.tables.items():
-        parts.append(f"<section data-table='{html.escape(key)}'><h2 id='{html.escape(key)}'>{html.escape(key)}: "
-                     f"{html.escape(t.title)}</h2>")
+        parts.append(
+            f"<section data-table='{html.escape(key)}'><h2 id='{html.escape(key)}'>{html.escape(key)}: "
+            f"{html.escape(t.title)}</h2>"
+        )
         if t.paper is not None:
-            parts.append(f"<p class='note'>Paper: {html.escape(t.paper.citation)} — {html.escape(t.paper.setting)}.</p>")
+            parts.append(
+                f"<p class='note'>Paper: {html.escape(t.paper.citation)} — {html.escape(t.paper.setting)}.</p>"
+            )
         parts.append(f"<p class='note'>Reads: {html.escape(t.reads)}.</p>")
         for n in t.notes + (list(t.paper.notes) if t.paper else []):
             parts.append(f"<p class='note'>{html.escape(n)}</p>")
         if t.summary:
-            parts.append("<p class='note'>" + "; ".join(f"{html.escape(k)} = {html.escape(fmt(v))}"
-                                                        for k, v in t.summary.items()) + "</p>")
+            parts.append(
+                "<p class='note'>"
+                + "; ".join(f"{html.escape(k)} = {html.escape(fmt(v))}" for k, v in t.summary.items())
+                + "</p>"
+            )
         if t.comparison:
             parts.append("<h3>Paper vs ours</h3>")
             parts.append(_html_table(COMPARISON_COLUMNS, _cmp_rows(t.comparison), "comparison", "status"))
         parts.append("<h3>Ours</h3>" + _html_table(t.columns, t.rows, "ours"))
         for ename, erows in t.extra.items():
             if erows:
-                parts.append(f"<h3>{html.escape(ename)}</h3>" + _html_table(list(erows[0].keys()), erows, "extra"))
+                parts.append(
+                    f"<h3>{html.escape(ename)}</h3>" + _html_table(list(erows[0].keys()), erows, "extra")
+                )
         for fname in TABLE_FIGURES.get(key, []):
             if fname in fig_by_name:
                 parts.append(_img(fig_by_name[fname]))
@@ -264,15 +331,20 @@ def render_html(content: ReportContent) -> str:
         parts.append("</section>")
     if c.sweep:
         cols, rows, intro = c.sweep
-        parts.append(f"<section data-table='sweep'><h2 id='sweep'>Sweep comparison</h2><p>{html.escape(intro)}</p>"
-                     + _html_table(cols, rows, "ours") + "</section>")
+        parts.append(
+            f"<section data-table='sweep'><h2 id='sweep'>Sweep comparison</h2><p>{html.escape(intro)}</p>"
+            + _html_table(cols, rows, "ours")
+            + "</section>"
+        )
     rest = [f for f in c.figures if f.name not in used]
     if rest:
         parts.append("<h2 id='figures'>More figures</h2>" + "".join(_img(f) for f in rest))
     parts.append("<h2 id='run'>Run: config, MLflow ids, machine, wall times</h2>")
     parts.append(_html_table(["stage", "key", "value"], _run_info_rows(c), "runinfo"))
     for label, text in _run_info_blocks(c):
-        parts.append(f"<details><summary>{html.escape(label)}</summary><pre>{html.escape(text)}</pre></details>")
+        parts.append(
+            f"<details><summary>{html.escape(label)}</summary><pre>{html.escape(text)}</pre></details>"
+        )
     parts.append(f"<script>{CHECK_SCRIPT}</script></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -289,14 +361,24 @@ def _md_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
 
 def render_markdown(content: ReportContent, figure_paths: dict[str, str]) -> str:
     c = content
-    out = [f"# {c.title}\n", f"Model kind: **{c.model_kind}**. Paper: {pv.PAPER}. All t are the paper's 1-based "
-           "timesteps.\n"]
+    out = [
+        f"# {c.title}\n",
+        f"Model kind: **{c.model_kind}**. Paper: {pv.PAPER}. All t are the paper's 1-based timesteps.\n",
+    ]
     if c.model_kind == "gaussian_oracle":
-        out.append("> Gaussian oracle run: the paper's (learned-model) numbers are shown for reference only.\n")
+        out.append(
+            "> Gaussian oracle run: the paper's (learned-model) numbers are shown for reference only.\n"
+        )
     if c.oracle is not None:
-        out += ["## Gaussian oracle: closed form vs measured\n", c.oracle.statement + "\n",
-                _md_table(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows])]
-    out += ["## Predictions P1–P5 (§7)\n", _md_table(["key", "status", "claim", "evidence"], [v.__dict__ for v in c.verdicts])]
+        out += [
+            "## Gaussian oracle: closed form vs measured\n",
+            c.oracle.statement + "\n",
+            _md_table(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows]),
+        ]
+    out += [
+        "## Predictions P1–P5 (§7)\n",
+        _md_table(["key", "status", "claim", "evidence"], [v.__dict__ for v in c.verdicts]),
+    ]
     if c.companions:
         out += _companions_md(c.companions)
     if c.missing or c.skipped:
@@ -325,7 +407,10 @@ def render_markdown(content: ReportContent, figure_paths: dict[str, str]) -> str
     out.append("## Figures\n")
     for f in c.figures:
         out.append(f"![{f.title}]({figure_paths[f.name]})\n\n*{f.title}.* {f.caption}\n")
-    out += ["## Run: config, MLflow ids, machine, wall times\n", _md_table(["stage", "key", "value"], _run_info_rows(c))]
+    out += [
+        "## Run: config, MLflow ids, machine, wall times\n",
+        _md_table(["stage", "key", "value"], _run_info_rows(c)),
+    ]
     for label, text in _run_info_blocks(c):
         out += [f"<details><summary>{label}</summary>\n\n```json\n{text}\n```\n</details>\n"]
     return "\n".join(out) + "\n"

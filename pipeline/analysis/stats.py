@@ -183,8 +183,9 @@ def ols_fit(x, y, alpha: float = 0.05) -> OLSResult:
     intercept_se = math.sqrt(s2 * (1.0 / n + xm * xm / sxx))
     q = float(_sps.t.ppf(1.0 - alpha / 2.0, n - 2))
     r2 = 1.0 - sse / sst if sst > 0 else math.nan
-    return OLSResult(slope, intercept, slope_se, intercept_se, (slope - q * slope_se, slope + q * slope_se),
-                     r2, n, alpha)
+    return OLSResult(
+        slope, intercept, slope_se, intercept_se, (slope - q * slope_se, slope + q * slope_se), r2, n, alpha
+    )
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,9 @@ def bootstrap_ci(
     idx = rng.integers(0, n, size=(n_resamples, n))
     reps = np.array([float(statistic(data[i])) for i in idx])
     lo, hi = np.quantile(reps, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return BootstrapResult(float(statistic(data)), (float(lo), float(hi)), float(reps.std(ddof=1)),
-                           n_resamples, seed, alpha)
+    return BootstrapResult(
+        float(statistic(data)), (float(lo), float(hi)), float(reps.std(ddof=1)), n_resamples, seed, alpha
+    )
 
 
 @dataclass(frozen=True)
@@ -283,5 +285,9 @@ def sign_flip(ts_desc, rho) -> dict[str, object]:
     if not flips:
         return {"sign_flip_t": None, "sign_flip_t_interp": None, "n_flips": 0, "flips": []}
     ta, tb, z = flips[-1]
-    return {"sign_flip_t": 0.5 * (ta + tb), "sign_flip_t_interp": z, "n_flips": len(flips),
-            "flips": [(a, b) for a, b, _ in flips]}
+    return {
+        "sign_flip_t": 0.5 * (ta + tb),
+        "sign_flip_t_interp": z,
+        "n_flips": len(flips),
+        "flips": [(a, b) for a, b, _ in flips],
+    }

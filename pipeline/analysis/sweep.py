@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import io as pio
-from pipeline.analysis.build import analyse
 from pipeline.analysis.inputs import load_stage_outputs
 from pipeline.analysis.report import CSS, _html_table, _md_table
+from pipeline.analysis.scoring import analyse
 
 # Headline numbers per run: (column, table key, summary key).
 HEADLINES = (
@@ -56,14 +56,19 @@ def compare_runs(
     runs = []
     for jd, cd in zip(jacobian_dirs, covariance_dirs, strict=True):
         if not Path(jd).is_dir():
-            raise FileNotFoundError(f"{jd} is not a jacobian run folder; list outputs/jacobian/ for the run keys")
+            raise FileNotFoundError(
+                f"{jd} is not a jacobian run folder; list outputs/jacobian/ for the run keys"
+            )
         inp = load_stage_outputs(covariance_dir=cd, jacobian_dir=jd)
         ctx, tables, skipped, oracle, verdicts = analyse(inp)
         runs.append((Path(jd), inp, ctx, tables, oracle, verdicts))
     flat = [_flatten(r[1].jacobian_config) for r in runs]
     keys = sorted({k for f in flat for k in f})
-    varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1
-               and not k.startswith(("paths.", "tracking.", "hydra."))]
+    varying = [
+        k
+        for k in keys
+        if len({repr(f.get(k)) for f in flat}) > 1 and not k.startswith(("paths.", "tracking.", "hydra."))
+    ]
     # Shortest path tails that tell the runs apart (run keys under outputs/jacobian/ are already unique).
     parts = [p.resolve().parts for p, *_ in runs]
     for depth in range(1, max(len(x) for x in parts) + 1):
@@ -72,8 +77,11 @@ def compare_runs(
             break
     rows = []
     for name, (_path, inp, ctx, tables, oracle, verdicts), f in zip(names, runs, flat, strict=True):
-        row: dict[str, object] = {"run": name, "model_kind": ctx.model_kind,
-                                  "mlflow_run_id": (inp.jacobian_meta or {}).get("mlflow_run_id")}
+        row: dict[str, object] = {
+            "run": name,
+            "model_kind": ctx.model_kind,
+            "mlflow_run_id": (inp.jacobian_meta or {}).get("mlflow_run_id"),
+        }
         for k in varying:
             row[k] = f.get(k)
         for col, tkey, skey in HEADLINES:
@@ -97,10 +105,16 @@ def write_sweep_report(
     out = Path(out_dir)
     cols = list(dict.fromkeys(c for r in rows for c in r))
     pio.write_csv(out / "sweep_comparison.csv", rows, cols)
-    intro = (f"{len(rows)} runs; config keys that differ across them: {', '.join(varying) or 'none'}.")
+    intro = f"{len(rows)} runs; config keys that differ across them: {', '.join(varying) or 'none'}."
     pio.write_text(out / "sweep_report.md", f"# Sweep comparison\n\n{intro}\n\n" + _md_table(cols, rows))
-    pio.write_text(out / "sweep_report.html",
-                   f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Sweep comparison</title><style>{CSS}"
-                   f"</style></head><body><h1>Sweep comparison</h1><p>{intro}</p>"
-                   f"<section data-table='sweep'>{_html_table(cols, rows, 'ours')}</section></body></html>\n")
-    return {"csv": out / "sweep_comparison.csv", "md": out / "sweep_report.md", "html": out / "sweep_report.html"}
+    pio.write_text(
+        out / "sweep_report.html",
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Sweep comparison</title><style>{CSS}"
+        f"</style></head><body><h1>Sweep comparison</h1><p>{intro}</p>"
+        f"<section data-table='sweep'>{_html_table(cols, rows, 'ours')}</section></body></html>\n",
+    )
+    return {
+        "csv": out / "sweep_comparison.csv",
+        "md": out / "sweep_report.md",
+        "html": out / "sweep_report.html",
+    }

@@ -61,11 +61,20 @@ def write_synthetic_run(
     F = expansion_function(a, ap, lam)  # [S, M]
     oracle = kind == "gaussian_oracle"
     config = {
-        "model": {"name": kind, "kind": "gaussian_oracle" if oracle else "unet",
-                  "structure": "block_diagonal" if oracle else None, "block_size": patch_size if oracle else None,
-                  "dtype": "float64" if oracle else "float32"},
-        "schedule": {"name": "linear", "kind": "linear", "num_train_timesteps": T, "beta_start": 1e-4,
-                     "beta_end": 0.02},
+        "model": {
+            "name": kind,
+            "kind": "gaussian_oracle" if oracle else "unet",
+            "structure": "block_diagonal" if oracle else None,
+            "block_size": patch_size if oracle else None,
+            "dtype": "float64" if oracle else "float32",
+        },
+        "schedule": {
+            "name": "linear",
+            "kind": "linear",
+            "num_train_timesteps": T,
+            "beta_start": 1e-4,
+            "beta_end": 0.02,
+        },
         "sampler": {"name": "ddim50", "num_steps": num_steps, "spacing": "synthetic", "final_alpha_bar": 1.0},
         "patch": {"size": patch_size},
         "dataset": {"name": "synthetic", "resolution": grid * patch_size, "channels": 3},
@@ -74,13 +83,30 @@ def write_synthetic_run(
     }
 
     cov = root / "covariance"
-    write_csv(cov / "patches.csv", [{"k": k, "row": int(rows_[k]), "col": int(cols_[k]), "lambda_k": float(lam[k]),
-                                     "trace": float(3 * lam[k])} for k in range(M)])
+    write_csv(
+        cov / "patches.csv",
+        [
+            {
+                "k": k,
+                "row": int(rows_[k]),
+                "col": int(cols_[k]),
+                "lambda_k": float(lam[k]),
+                "trace": float(3 * lam[k]),
+            }
+            for k in range(M)
+        ],
+    )
     nk = 3 * patch_size * patch_size
-    save_npz(cov / "patch_stats.npz", mean=np.zeros((M, nk)), eigvals=np.tile(lam[:, None], (1, 4)) / [1, 2, 4, 8],
-             v1=np.tile(np.eye(1, nk), (M, 1)))
-    write_json(cov / "meta.json", {"config": config, "mlflow_run_id": "synthetic-cov", "wall_time_s": 1.5,
-                                   "machine": "synthetic"})
+    save_npz(
+        cov / "patch_stats.npz",
+        mean=np.zeros((M, nk)),
+        eigvals=np.tile(lam[:, None], (1, 4)) / [1, 2, 4, 8],
+        v1=np.tile(np.eye(1, nk), (M, 1)),
+    )
+    write_json(
+        cov / "meta.json",
+        {"config": config, "mlflow_run_id": "synthetic-cov", "wall_time_s": 1.5, "machine": "synthetic"},
+    )
 
     traj = root / "trajectories"
     H = grid * patch_size
@@ -88,8 +114,12 @@ def write_synthetic_run(
         g = np.random.default_rng(100 + s)
         x = g.standard_normal((num_steps + 1, 3, H, H)).astype(np.float32)
         x[-1] = np.tanh(x[-1])
-        save_npz(traj / f"seed-{s}.npz", t=ts.astype(np.int64), x=x,
-                 eps=g.standard_normal((num_steps, 3, H, H)).astype(np.float32))
+        save_npz(
+            traj / f"seed-{s}.npz",
+            t=ts.astype(np.int64),
+            x=x,
+            eps=g.standard_normal((num_steps, 3, H, H)).astype(np.float32),
+        )
     write_json(traj / "meta.json", {"config": config, "mlflow_run_id": "synthetic-traj", "wall_time_s": 2.5})
 
     jac = root / "jacobian"
@@ -106,11 +136,16 @@ def write_synthetic_run(
             # Regime II a term rising with lambda restores the Gaussian ordering (sign flip near t ~ 110).
             tau = 0.1 + 0.15 * (1.0 - lam_n)[None, :]
             fr = frac[:, None]
-            rq_target = np.where(fr > 0.8, 1.0 - 0.0005 + 0.0 * tau,
-                                 1.0 + 0.01 * (tau - fr) + 0.05 * np.clip(0.12 - fr, 0, None) * lam_n[None, :])
+            rq_target = np.where(
+                fr > 0.8,
+                1.0 - 0.0005 + 0.0 * tau,
+                1.0 + 0.01 * (tau - fr) + 0.05 * np.clip(0.12 - fr, 0, None) * lam_n[None, :],
+            )
             rq_target = rq_target + 0.0002 * noise.standard_normal(F.shape)
             S = F - rq_target
-            coup = (0.0005 + 0.1 * np.exp(-((frac - 0.45) / 0.15) ** 2))[:, None] * (0.8 + 0.4 * noise.random((1, M)))
+            coup = (0.0005 + 0.1 * np.exp(-(((frac - 0.45) / 0.15) ** 2)))[:, None] * (
+                0.8 + 0.4 * noise.random((1, M))
+            )
         rq = F - S
         diag = rq + (0.0 if oracle else 0.0005)
         slack = (1.0 - diag) - coup
@@ -118,30 +153,72 @@ def write_synthetic_run(
         kappa = np.maximum(diag.max(1), 1.0) + coup.max(1) if not oracle else F.max(1)
         kappa = kappa * factor
         for i, t in enumerate(ts):
-            g_rows.append({
-                "seed": s, "step": i, "t": int(t), "t_prev": int(ts[i + 1]) if i + 1 < len(ts) else 0,
-                "alpha_bar_t": float(a[i]), "alpha_bar_prev": float(ap[i]), "r_t": float(r[i]), "b_t": float(b[i]),
-                "kappa_pi": float(kappa[i]), "kappa_pi_change": 1e-9, "kappa_lanczos": float(kappa[i]),
-                "lanczos_residual": 1e-10, "kappa_diag": float(diag[i].max()), "delta_cross": float(coup[i].max()),
-                "kappa_pc": float(diag[i].max() + coup[i].max()), "matvecs": 40,
-            })
+            g_rows.append(
+                {
+                    "seed": s,
+                    "step": i,
+                    "t": int(t),
+                    "t_prev": int(ts[i + 1]) if i + 1 < len(ts) else 0,
+                    "alpha_bar_t": float(a[i]),
+                    "alpha_bar_prev": float(ap[i]),
+                    "r_t": float(r[i]),
+                    "b_t": float(b[i]),
+                    "kappa_pi": float(kappa[i]),
+                    "kappa_pi_change": 1e-9,
+                    "kappa_lanczos": float(kappa[i]),
+                    "lanczos_residual": 1e-10,
+                    "kappa_diag": float(diag[i].max()),
+                    "delta_cross": float(coup[i].max()),
+                    "kappa_pc": float(diag[i].max() + coup[i].max()),
+                    "matvecs": 40,
+                }
+            )
             for k in range(M):
-                p_rows.append({
-                    "seed": s, "step": i, "t": int(t), "k": k, "row": int(rows_[k]), "col": int(cols_[k]),
-                    "lambda_k": float(lam[k]), "f_t": float(F[i, k]), "rayleigh": float(rq[i, k]),
-                    "suppression": float(S[i, k]), "diag_norm": float(diag[i, k]), "coupling": float(coup[i, k]),
-                    "pc_slack": float(slack[i, k]),
-                })
+                p_rows.append(
+                    {
+                        "seed": s,
+                        "step": i,
+                        "t": int(t),
+                        "k": k,
+                        "row": int(rows_[k]),
+                        "col": int(cols_[k]),
+                        "lambda_k": float(lam[k]),
+                        "f_t": float(F[i, k]),
+                        "rayleigh": float(rq[i, k]),
+                        "suppression": float(S[i, k]),
+                        "diag_norm": float(diag[i, k]),
+                        "coupling": float(coup[i, k]),
+                        "pc_slack": float(slack[i, k]),
+                    }
+                )
         for i in (0, num_steps // 2, num_steps - 1):
             for k in range(M):
                 for j in range(M):
                     if k == j:
                         continue
                     d = int(max(abs(rows_[k] - rows_[j]), abs(cols_[k] - cols_[j])))
-                    v = 0.0 if oracle else float(coup[i, k] / (M - 1) * (2.5 if d == 1 else 1.0)
-                                                 * (1 + 0.1 * noise.standard_normal()))
-                    b_rows.append({"seed": s, "step": i, "t": int(ts[i]), "k": k, "j": j, "chebyshev": d,
-                                   "op_norm": 0.7 * v, "frob_norm": v})
+                    v = (
+                        0.0
+                        if oracle
+                        else float(
+                            coup[i, k]
+                            / (M - 1)
+                            * (2.5 if d == 1 else 1.0)
+                            * (1 + 0.1 * noise.standard_normal())
+                        )
+                    )
+                    b_rows.append(
+                        {
+                            "seed": s,
+                            "step": i,
+                            "t": int(ts[i]),
+                            "k": k,
+                            "j": j,
+                            "chebyshev": d,
+                            "op_norm": 0.7 * v,
+                            "frob_norm": v,
+                        }
+                    )
         lyap_gauss = np.log(F).mean(0)
         for k in range(M):
             if oracle:
@@ -149,8 +226,15 @@ def write_synthetic_run(
             else:
                 pred = float(np.mean(np.log(F[:, k] - S[:, k]))) - 0.05
                 hat = 0.1 * pred + 0.004 * noise.standard_normal()
-            l_rows.append({"seed": s, "k": k, "lambda_k": float(lam[k]), "lyap_hat": float(hat),
-                           "lyap_pred": float(pred)})
+            l_rows.append(
+                {
+                    "seed": s,
+                    "k": k,
+                    "lambda_k": float(lam[k]),
+                    "lyap_hat": float(hat),
+                    "lyap_pred": float(pred),
+                }
+            )
     write_csv(jac / "global.csv", g_rows)
     write_csv(jac / "patches.csv", p_rows)
     write_csv(jac / "blocks.csv", b_rows)
@@ -159,18 +243,39 @@ def write_synthetic_run(
     px = []
     for t in proxy_t:
         sab = math.sqrt(ab[t])
-        base = math.exp(3.10) * sab ** 0.95 * (1.0 if t >= 800 else 1.0 + (800 - t) / 400)
-        px.append({"t": t, "alpha_bar_t": float(ab[t]), "proxy": base * (1 + 0.01 * rng.standard_normal()),
-                   "proxy_std": 0.22 * base, "exact_deviation": 0.0 if oracle else 0.8 * base})
+        base = math.exp(3.10) * sab**0.95 * (1.0 if t >= 800 else 1.0 + (800 - t) / 400)
+        px.append(
+            {
+                "t": t,
+                "alpha_bar_t": float(ab[t]),
+                "proxy": base * (1 + 0.01 * rng.standard_normal()),
+                "proxy_std": 0.22 * base,
+                "exact_deviation": 0.0 if oracle else 0.8 * base,
+            }
+        )
     write_csv(jac / "proxy.csv", px)
     if not oracle:
         att = []
         for s in seeds:
             for i, t in enumerate(ts):
-                att.append({"seed": s, "step": i, "t": int(t),
-                            "entropy": float(4.0 + 0.95 * frac[i] + 0.001 * np.random.default_rng(s).random())})
+                att.append(
+                    {
+                        "seed": s,
+                        "step": i,
+                        "t": int(t),
+                        "entropy": float(4.0 + 0.95 * frac[i] + 0.001 * np.random.default_rng(s).random()),
+                    }
+                )
         # Coupling must rise monotonically as entropy falls for the synthetic rho = -1.
         write_csv(jac / "attention.csv", att)
-    write_json(jac / "meta.json", {"config": config, "mlflow_run_id": f"synthetic-jac-{kind}", "wall_time_s": 12.0,
-                                   "machine": "synthetic (2 cores)", "versions": {"numpy": np.__version__}})
+    write_json(
+        jac / "meta.json",
+        {
+            "config": config,
+            "mlflow_run_id": f"synthetic-jac-{kind}",
+            "wall_time_s": 12.0,
+            "machine": "synthetic (2 cores)",
+            "versions": {"numpy": np.__version__},
+        },
+    )
     return SyntheticRun(cov, traj, jac)

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from pipeline.errors import PipelineError
 
-class DatasetError(ValueError):
+
+class DatasetError(PipelineError):
     """A dataset cannot be read as configured; the message names the file or key and the fix."""
 
 

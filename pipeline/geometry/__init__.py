@@ -7,7 +7,6 @@ list of DDIM steps actually run. Everything is vectorised numpy in float64 and n
 from .chains import (
     SPACINGS,
     Chain,
-    chain_from_config,
     chain_from_timesteps,
     diffusers_timesteps,
     full_chain,
@@ -27,6 +26,7 @@ from .design import (
     DesignCriteria,
     ShiftCheck,
     SNRCrossing,
+    chain_from_config,
     cosine_offset_L1,
     cosine_offset_ratio,
     design_criteria,

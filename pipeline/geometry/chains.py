@@ -19,16 +19,16 @@ final_alpha_bar=1.0 is diffusers' set_alpha_to_one=True; set_alpha_to_one=False 
 is "trailing" with final_alpha_bar=1.0, i.e. DDIMScheduler(timestep_spacing="trailing", steps_offset=0,
 set_alpha_to_one=True). Its Moran numbers (§7.4 λ** = 1.049681, §7.7 "49-step" λ** = 1.0497) come from
 the same grid without the pure-noise step t = T: stride_chain(schedule, 20, start=980) = paper t
-980, 960, ..., 20 -> ᾱ = 1, i.e. the trailing 50-step diffusers loop started at timesteps[1:]. diffusers' step() takes prev_timestep = t - T//N; that equals the
+980, 960, ..., 20 -> ᾱ = 1, i.e. the trailing 50-step diffusers loop started at timesteps[1:].
+diffusers' step() takes prev_timestep = t - T//N; that equals the
 next grid point for "leading" and for "trailing" when N divides T, but not for "linspace" (diffusers#12633):
 prev="diffusers" reproduces that rule instead of the grid's next point.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -39,7 +39,6 @@ __all__ = [
     "full_chain",
     "strided_chain",
     "chain_from_timesteps",
-    "chain_from_config",
     "diffusers_timesteps",
     "stride_chain",
     "SPACINGS",
@@ -97,8 +96,10 @@ class Chain:
         return 1.0 - self.alpha_bar_prev
 
     def __repr__(self) -> str:
-        return (f"Chain(name={self.name!r}, S={len(self)}, t={int(self.timesteps[0])}..{int(self.timesteps[-1])}, "
-                f"final_alpha_bar={float(self.alpha_bar_prev[-1])!r})")
+        return (
+            f"Chain(name={self.name!r}, S={len(self)}, t={int(self.timesteps[0])}..{int(self.timesteps[-1])}, "
+            f"final_alpha_bar={float(self.alpha_bar_prev[-1])!r})"
+        )
 
 
 def full_chain(schedule: Schedule, name: str | None = None) -> Chain:
@@ -109,7 +110,9 @@ def full_chain(schedule: Schedule, name: str | None = None) -> Chain:
     return Chain(name or f"{schedule.name}_full", ts, ab[ts], ab[ts - 1])
 
 
-def diffusers_timesteps(T: int, num_steps: int, spacing: str = "leading", steps_offset: int = 0) -> np.ndarray:
+def diffusers_timesteps(
+    T: int, num_steps: int, spacing: str = "leading", steps_offset: int = 0
+) -> np.ndarray:
     """diffusers DDIMScheduler.set_timesteps grid as 0-based indices (decreasing), int64[num_steps]."""
     if not 1 <= num_steps <= T:
         raise ValueError(
@@ -125,9 +128,13 @@ def diffusers_timesteps(T: int, num_steps: int, spacing: str = "leading", steps_
         step_ratio = T / num_steps
         ts = np.round(np.arange(T, 0, -step_ratio)).astype(np.int64) - 1
     else:
-        raise ValueError(f"unknown spacing {spacing!r}; use one of {SPACINGS} (or spacing=explicit with timesteps)")
+        raise ValueError(
+            f"unknown spacing {spacing!r}; use one of {SPACINGS} (or spacing=explicit with timesteps)"
+        )
     if ts.max() > T - 1 or ts.min() < 0:
-        raise ValueError(f"spacing {spacing!r} with steps_offset={steps_offset} leaves [0, T-1]: {ts.tolist()}")
+        raise ValueError(
+            f"spacing {spacing!r} with steps_offset={steps_offset} leaves [0, T-1]: {ts.tolist()}"
+        )
     return ts
 
 
@@ -142,7 +149,9 @@ def _final_target(schedule: Schedule, final_alpha_bar: float | None) -> float:
 
 
 def chain_from_timesteps(
-    schedule: Schedule, timesteps: Sequence[int] | np.ndarray, final_alpha_bar: float | None = 1.0,
+    schedule: Schedule,
+    timesteps: Sequence[int] | np.ndarray,
+    final_alpha_bar: float | None = 1.0,
     name: str | None = None,
 ) -> Chain:
     """Chain on explicit decreasing paper timesteps; step s maps ᾱ(t_s) -> ᾱ(t_{s+1}), last -> final_alpha_bar."""
@@ -188,8 +197,12 @@ def strided_chain(
 
 
 def stride_chain(
-    schedule: Schedule, stride: int, start: int | None = None, num_steps: int | None = None,
-    final_alpha_bar: float | None = 1.0, name: str | None = None,
+    schedule: Schedule,
+    stride: int,
+    start: int | None = None,
+    num_steps: int | None = None,
+    final_alpha_bar: float | None = 1.0,
+    name: str | None = None,
 ) -> Chain:
     """Chain on paper t = start, start - stride, ... (> 0), optionally only its first num_steps steps.
 
@@ -201,47 +214,16 @@ def stride_chain(
     T = schedule.T
     start = T if start is None else int(start)
     if int(stride) != stride or stride < 1 or not 1 <= start <= T:
-        raise ValueError(f"stride_chain needs an integer stride >= 1 and 1 <= start <= T={T}, got {stride}, {start}")
+        raise ValueError(
+            f"stride_chain needs an integer stride >= 1 and 1 <= start <= T={T}, got {stride}, {start}"
+        )
     ts = np.arange(start, 0, -int(stride), dtype=np.int64)
     if num_steps is not None:
         if not 1 <= int(num_steps) <= ts.size:
-            raise ValueError(f"num_steps={num_steps} exceeds the {ts.size} steps of stride {stride} from t={start}")
+            raise ValueError(
+                f"num_steps={num_steps} exceeds the {ts.size} steps of stride {stride} from t={start}"
+            )
         ts = ts[: int(num_steps)]
-    return chain_from_timesteps(schedule, ts, final_alpha_bar,
-                                name=name or f"{schedule.name}_stride{stride}_from{start}_{ts.size}")
-
-
-def chain_from_config(schedule: Schedule, cfg: Mapping[str, Any]) -> Chain:
-    """Chain from the Hydra `sampler` group: {name, num_steps, spacing, final_alpha_bar, steps_offset, prev}.
-
-    num_steps null or spacing=full gives the full stride-1 chain (num_steps = T with any spacing and
-    steps_offset 0 gives the same timesteps). spacing=explicit takes `timesteps` (paper t, decreasing).
-    spacing=stride takes `stride` and `start` (paper t; default T) — see stride_chain. spacing=optimal builds
-    the Theorem 35 allocation chain.
-    """
-    cfg = dict(cfg)
-    spacing = cfg.get("spacing", "leading")
-    n = cfg.get("num_steps")
-    name = cfg.get("name")
-    final = cfg.get("final_alpha_bar", 1.0)
-    if spacing == "full" or n is None:
-        ch = full_chain(schedule)
-        return Chain(f"{schedule.name}_{name}" if name else ch.name, ch.timesteps, ch.alpha_bar_t, ch.alpha_bar_prev)
-    full_name = f"{schedule.name}_{name}" if name else None
-    if spacing == "explicit":
-        if cfg.get("timesteps") is None:
-            raise ValueError("sampler spacing=explicit needs `timesteps` (decreasing paper t)")
-        return chain_from_timesteps(schedule, list(cfg["timesteps"]), final, name=full_name)
-    if spacing == "stride":
-        if cfg.get("stride") is None:
-            raise ValueError("sampler spacing=stride needs `stride` (and optionally `start`, paper t)")
-        return stride_chain(schedule, int(cfg["stride"]), cfg.get("start"), None if n is None else int(n),
-                            final, name=full_name)
-    if spacing == "optimal":
-        from .design import optimal_chain
-
-        return optimal_chain(schedule, int(n), final_alpha_bar=final, name=full_name)
-    return strided_chain(
-        schedule, int(n), spacing=spacing, final_alpha_bar=final,
-        steps_offset=int(cfg.get("steps_offset", 0) or 0), prev=cfg.get("prev", "grid"), name=full_name,
+    return chain_from_timesteps(
+        schedule, ts, final_alpha_bar, name=name or f"{schedule.name}_stride{stride}_from{start}_{ts.size}"
     )

@@ -4,11 +4,13 @@ Min-SNR, optimal N-step allocation of Theorem 35)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .chains import Chain, chain_from_timesteps, full_chain
+from .chains import Chain, chain_from_timesteps, full_chain, stride_chain, strided_chain
 from .coefficients import contraction_threshold, expansion_function
 from .moran import moran_threshold
 from .schedules import Schedule, cosine_schedule, shifted_schedule
@@ -34,6 +36,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- §6.4 criteria
+
 
 def lyapunov_contributions(chain: Chain, lambda_starstar: float | None = None) -> np.ndarray:
     """Per-step Lyapunov contribution log f_t(λ**) (§6.4 criterion 2); sums to 0 by eq. (45)."""
@@ -72,11 +75,13 @@ def design_criteria(chain: Chain, schedule: Schedule | None = None) -> DesignCri
     if schedule is not None:
         loads = step_loads(schedule, chain.timesteps)
         cv = float(loads.std() / loads.mean())
-    return DesignCriteria(chain.name, float(L[i]), int(chain.timesteps[i]), float(contrib.var()),
-                          mr.lambda_starstar, cv)
+    return DesignCriteria(
+        chain.name, float(L[i]), int(chain.timesteps[i]), float(contrib.var()), mr.lambda_starstar, cv
+    )
 
 
 # ---------------------------------------------------------------- §6.5.4 Theorem 35
+
 
 def optimal_step_density(schedule: Schedule) -> np.ndarray:
     """ρ*_t ∝ 1/L*_t on t = 1..T, eq. (64), normalised to sum 1 (index 0 is t = 1)."""
@@ -102,11 +107,13 @@ def optimal_chain(
         t[j] = max(t[j], t[j - 1] + 1)
     for j in range(num_steps - 1, -1, -1):
         t[j] = min(t[j], T - (num_steps - 1 - j))
-    return chain_from_timesteps(schedule, t[::-1].copy(), final_alpha_bar,
-                                name=name or f"{schedule.name}_optimal{num_steps}")
+    return chain_from_timesteps(
+        schedule, t[::-1].copy(), final_alpha_bar, name=name or f"{schedule.name}_optimal{num_steps}"
+    )
 
 
 # ---------------------------------------------------------------- §6.5.1 cosine offset
+
 
 @dataclass(frozen=True)
 class CosineOffset:
@@ -135,6 +142,7 @@ def cosine_offset_ratio(s_off: float = 0.008, s_base: float = 0.0, T: int = 1000
 
 
 # ---------------------------------------------------------------- §6.5.2 resolution shift
+
 
 def resolution_shift(d: float, d_base: float = 64.0) -> float:
     """logSNR shift c = 2 log(d_base/d) of eq. (61) for resolution d against reference d_base."""
@@ -184,6 +192,7 @@ def moran_shift_check(schedule: Schedule, shift: float) -> ShiftCheck:
 
 # ---------------------------------------------------------------- §6.5.3 Min-SNR
 
+
 def min_snr_weights(schedule: Schedule, gamma: float = 5.0) -> np.ndarray:
     """Min-SNR-γ loss weights w_t = min(SNR_t, γ)/SNR_t for t = 1..T (§6.5.3, Prop. 34)."""
     if gamma <= 0:
@@ -212,3 +221,50 @@ def snr_crossing(schedule: Schedule, gamma: float = 5.0) -> SNRCrossing:
     t = int(above[-1]) + 1
     L = contraction_threshold(full_chain(schedule))[::-1][t - 1]
     return SNRCrossing(float(gamma), t, float(L), float(math.sqrt(1.0 - ab[t - 1])))
+
+
+def chain_from_config(schedule: Schedule, cfg: Mapping[str, Any]) -> Chain:
+    """Chain from the Hydra `sampler` group: {name, num_steps, spacing, final_alpha_bar, steps_offset, prev}.
+
+    num_steps null or spacing=full gives the full stride-1 chain (num_steps = T with any spacing and
+    steps_offset 0 gives the same timesteps). spacing=explicit takes `timesteps` (paper t, decreasing).
+    spacing=stride takes `stride` and `start` (paper t; default T) — see stride_chain. spacing=optimal builds
+    the Theorem 35 allocation chain.
+    """
+    cfg = dict(cfg)
+    spacing = cfg.get("spacing", "leading")
+    n = cfg.get("num_steps")
+    name = cfg.get("name")
+    final = cfg.get("final_alpha_bar", 1.0)
+    if spacing == "full" or n is None:
+        ch = full_chain(schedule)
+        return Chain(
+            f"{schedule.name}_{name}" if name else ch.name, ch.timesteps, ch.alpha_bar_t, ch.alpha_bar_prev
+        )
+    full_name = f"{schedule.name}_{name}" if name else None
+    if spacing == "explicit":
+        if cfg.get("timesteps") is None:
+            raise ValueError("sampler spacing=explicit needs `timesteps` (decreasing paper t)")
+        return chain_from_timesteps(schedule, list(cfg["timesteps"]), final, name=full_name)
+    if spacing == "stride":
+        if cfg.get("stride") is None:
+            raise ValueError("sampler spacing=stride needs `stride` (and optionally `start`, paper t)")
+        return stride_chain(
+            schedule,
+            int(cfg["stride"]),
+            cfg.get("start"),
+            None if n is None else int(n),
+            final,
+            name=full_name,
+        )
+    if spacing == "optimal":
+        return optimal_chain(schedule, int(n), final_alpha_bar=final, name=full_name)
+    return strided_chain(
+        schedule,
+        int(n),
+        spacing=spacing,
+        final_alpha_bar=final,
+        steps_offset=int(cfg.get("steps_offset", 0) or 0),
+        prev=cfg.get("prev", "grid"),
+        name=full_name,
+    )

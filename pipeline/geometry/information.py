@@ -55,8 +55,9 @@ def ky_growth(
     return (n[keep] * np.log(expansion_function(chain, lam[keep]))).sum(axis=1)
 
 
-def cs_bound(chain: Chain, lambdas: np.ndarray, n_k: np.ndarray | int,
-             lambda_starstar: float | None = None) -> np.ndarray:
+def cs_bound(
+    chain: Chain, lambdas: np.ndarray, n_k: np.ndarray | int, lambda_starstar: float | None = None
+) -> np.ndarray:
     """Right side of eq. (57): √N++ · √IG_t, float64 [S] (Thm 32: Δd_t <= this)."""
     lam, n = _patches(lambdas, n_k)
     lss = moran_threshold(chain).lambda_starstar if lambda_starstar is None else float(lambda_starstar)

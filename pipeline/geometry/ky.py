@@ -87,8 +87,9 @@ def _patch_ky(exps: np.ndarray, lambdas: np.ndarray, n: np.ndarray) -> PatchKYRe
     if not expanding.any():
         return PatchKYResult(0.0, True, True, False, 0, None, None, expanding, exps, d44, 0.0)
     if expanding.all():
-        return PatchKYResult(float(n.sum()), True, True, False, n_plus, None, None, expanding, exps, d44,
-                             float(n.sum()))
+        return PatchKYResult(
+            float(n.sum()), True, True, False, n_plus, None, None, expanding, exps, d44, float(n.sum())
+        )
     contracting = np.nonzero(~expanding)[0]
     # k* is the contracting patch of highest variance (Thm 26) — its exponent is the least negative one
     # when Λ is increasing in λ, which holds for the Gaussian exponents (f_t increasing, Thm 17c).
@@ -103,8 +104,9 @@ def _patch_ky(exps: np.ndarray, lambdas: np.ndarray, n: np.ndarray) -> PatchKYRe
         lam_plus = float(exps[expanding].min())
         d = n_plus + n_plus * lam_plus / abs(lam_minus)
         valid = float(n_plus + 1)
-    return PatchKYResult(float(d), cond, cond, not cond, n_plus, k_star, lam_minus, expanding, exps, d44,
-                         float(valid))
+    return PatchKYResult(
+        float(d), cond, cond, not cond, n_plus, k_star, lam_minus, expanding, exps, d44, float(valid)
+    )
 
 
 def patch_ky_dimension(

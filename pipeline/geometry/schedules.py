@@ -99,8 +99,10 @@ def schedule_from_betas(betas: np.ndarray, name: str = "betas", **meta: Any) -> 
     """Schedule from per-step β_1..β_T: ᾱ_t = Π_{s<=t} (1 - β_s) (paper §2.1)."""
     b = np.asarray(betas, dtype=np.float64).reshape(-1)
     if b.size == 0 or np.any(b <= 0.0) or np.any(b > 1.0):
-        raise ValueError(f"schedule {name!r}: betas must be non-empty and in (0, 1]; got range "
-                         f"[{b.min() if b.size else 'n/a'}, {b.max() if b.size else 'n/a'}]")
+        raise ValueError(
+            f"schedule {name!r}: betas must be non-empty and in (0, 1]; got range "
+            f"[{b.min() if b.size else 'n/a'}, {b.max() if b.size else 'n/a'}]"
+        )
     return Schedule(name=name, alpha_bar=np.concatenate([[1.0], np.cumprod(1.0 - b)]), meta=meta)
 
 
@@ -219,8 +221,11 @@ def schedule_from_diffusers_config(
         ab = np.cumprod(1.0 - np.asarray(betas, dtype=np.float64))
     nm = name or str(cfg.get("_name", None) or f"diffusers_{cfg.get('beta_schedule', 'linear')}")
     sched = schedule_from_alpha_bar(ab, name=nm)
-    return Schedule(name=sched.name, alpha_bar=sched.alpha_bar,
-                    meta={"kind": "diffusers", **{k: v for k, v in cfg.items() if k != "trained_betas"}})
+    return Schedule(
+        name=sched.name,
+        alpha_bar=sched.alpha_bar,
+        meta={"kind": "diffusers", **{k: v for k, v in cfg.items() if k != "trained_betas"}},
+    )
 
 
 def _rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
@@ -246,7 +251,9 @@ def schedule_from_config(cfg: Mapping[str, Any]) -> Schedule:
     name = cfg.get("name") or str(kind)
     T = int(cfg.get("num_train_timesteps", 1000))
     if kind == "linear":
-        s = linear_schedule(T, float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02)), name=name)
+        s = linear_schedule(
+            T, float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02)), name=name
+        )
     elif kind == "cosine":
         mb = cfg.get("max_beta")
         s = cosine_schedule(T, float(cfg.get("s_off", 0.008)), None if mb is None else float(mb), name=name)

@@ -27,11 +27,31 @@ from .coefficients import contraction_threshold, expansion_threshold
 from .moran import moran_threshold
 from .schedules import cosine_schedule, linear_schedule
 
-__all__ = ["COLUMNS", "RowSpec", "geometry_row", "geometry_table", "default_row_specs", "default_geometry_rows"]
+__all__ = [
+    "COLUMNS",
+    "RowSpec",
+    "geometry_row",
+    "geometry_table",
+    "default_row_specs",
+    "default_geometry_rows",
+]
 
 COLUMNS = (
-    "schedule", "chain", "N", "mean_L", "cv_L", "L_finest", "finest_t", "min_lambda_star", "argmin_t",
-    "lambda_starstar", "margin", "interior_max_lambda_star", "interior_argmax_t", "formula", "paper_ref",
+    "schedule",
+    "chain",
+    "N",
+    "mean_L",
+    "cv_L",
+    "L_finest",
+    "finest_t",
+    "min_lambda_star",
+    "argmin_t",
+    "lambda_starstar",
+    "margin",
+    "interior_max_lambda_star",
+    "interior_argmax_t",
+    "formula",
+    "paper_ref",
 )
 
 
@@ -79,7 +99,9 @@ def geometry_row(label: str, chain: Chain, formula: str = "stable", paper_ref: s
     }
 
 
-def geometry_table(rows: Iterable[RowSpec | Chain | tuple], formula: str = "stable") -> list[dict[str, object]]:
+def geometry_table(
+    rows: Iterable[RowSpec | Chain | tuple], formula: str = "stable"
+) -> list[dict[str, object]]:
     """Rows for many chains: each item a RowSpec, a Chain (label = its name), or (label, chain[, formula])."""
     out = []
     for r in rows:
@@ -106,14 +128,26 @@ def default_row_specs() -> Sequence[RowSpec]:
         RowSpec("Cosine (orig., s_off=0)", full_chain(cos0), paper_ref="Table 1 row 2; §6.2"),
         RowSpec("Cosine (impr., s_off=0.008)", full_chain(cos8), paper_ref="Table 1 row 3; §6.2"),
         RowSpec("50-step DDIM (cosine)", strided_chain(cos0, **ddim), paper_ref="Table 1 row 4 (s_off=0)"),
-        RowSpec("50-step DDIM (cosine s_off=0.008)", strided_chain(cos8, **ddim),
-                paper_ref="§6.2 50-step chain (its lambda** is not §7.4's)"),
-        RowSpec("49-step DDIM (cosine s_off=0.008)", stride_chain(cos8, 20, start=980),
-                paper_ref="§7.4 lambda** 1.049681, min lambda* 1.031664; §7.7 lambda** 1.0497"),
-        RowSpec("49-step DDIM (linear)", stride_chain(lin, 20, start=980),
-                paper_ref="schedule of the paper's DDPM models on the paper's grid"),
-        RowSpec("50-step DDIM (linear, diffusers leading)", strided_chain(lin, 50, "leading", final_alpha_bar=1.0),
-                paper_ref="diffusers default grid (Table 4 step labels)"),
+        RowSpec(
+            "50-step DDIM (cosine s_off=0.008)",
+            strided_chain(cos8, **ddim),
+            paper_ref="§6.2 50-step chain (its lambda** is not §7.4's)",
+        ),
+        RowSpec(
+            "49-step DDIM (cosine s_off=0.008)",
+            stride_chain(cos8, 20, start=980),
+            paper_ref="§7.4 lambda** 1.049681, min lambda* 1.031664; §7.7 lambda** 1.0497",
+        ),
+        RowSpec(
+            "49-step DDIM (linear)",
+            stride_chain(lin, 20, start=980),
+            paper_ref="schedule of the paper's DDPM models on the paper's grid",
+        ),
+        RowSpec(
+            "50-step DDIM (linear, diffusers leading)",
+            strided_chain(lin, 50, "leading", final_alpha_bar=1.0),
+            paper_ref="diffusers default grid (Table 4 step labels)",
+        ),
     ]
 
 

@@ -31,7 +31,9 @@ def row_entropy(weights: torch.Tensor) -> torch.Tensor:
     return -(torch.where(w > 0, w * torch.log(w), torch.zeros_like(w))).sum(-1)
 
 
-def attention_entropy(weights: Mapping[str, torch.Tensor], layers: Sequence[str] | None = None) -> AttentionEntropy:
+def attention_entropy(
+    weights: Mapping[str, torch.Tensor], layers: Sequence[str] | None = None
+) -> AttentionEntropy:
     """Entropy of the attention rows of every (selected) layer; weights[name] is [B, heads, Lq, Lk]."""
     names = list(layers) if layers is not None else sorted(weights)
     if not names:
@@ -45,8 +47,12 @@ def attention_entropy(weights: Mapping[str, torch.Tensor], layers: Sequence[str]
         mx[name] = math.log(w.shape[-1])
         counts[name] = w.shape[-2]
     total = sum(counts.values())
-    return AttentionEntropy(per_layer=per, max_entropy=mx, mean=sum(per.values()) / len(per),
-                            token_weighted=sum(per[k] * counts[k] for k in per) / total)
+    return AttentionEntropy(
+        per_layer=per,
+        max_entropy=mx,
+        mean=sum(per.values()) / len(per),
+        token_weighted=sum(per[k] * counts[k] for k in per) / total,
+    )
 
 
 def patch_attention(weights: torch.Tensor, image_hw: tuple[int, int], patch_size: int) -> torch.Tensor:

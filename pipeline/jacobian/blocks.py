@@ -39,7 +39,9 @@ class BlockNorms:
     dense: torch.Tensor | None = None  # the n x n JΦ_t (pixel order) when kept
 
 
-def patch_rayleigh(step: StepJacobian, v1: torch.Tensor, index: torch.Tensor, *, via: str = "vjp") -> np.ndarray:
+def patch_rayleigh(
+    step: StepJacobian, v1: torch.Tensor, index: torch.Tensor, *, via: str = "vjp"
+) -> np.ndarray:
     """⟨v_k, [JΦ_t]_kk v_k⟩ / ⟨v_k, v_k⟩ for every patch k (eq. 32) from one vmapped batch of M products.
 
     ⟨v, B v⟩ = ⟨Bᵀ v, v⟩, so the VJP (cheaper, no tangent map needed) gives the same number as the
@@ -77,8 +79,9 @@ def dense_step_jacobian_rows(step: StepJacobian, rows_idx: torch.Tensor) -> torc
     return step.rmatvec(cot.reshape(-1, *step.image_shape)).reshape(len(rows_idx), n)
 
 
-def dense_block_norms(step: StepJacobian, index: torch.Tensor, *, keep_dense: bool = False,
-                      progress: bool = False) -> BlockNorms:
+def dense_block_norms(
+    step: StepJacobian, index: torch.Tensor, *, keep_dense: bool = False, progress: bool = False
+) -> BlockNorms:
     """Exact ‖[JΦ_t]_kj‖_op and ‖·‖_F for all blocks, one block row (n_k VJPs) at a time."""
     M, nk = index.shape
     op = np.zeros((M, M))
@@ -98,8 +101,16 @@ def dense_block_norms(step: StepJacobian, index: torch.Tensor, *, keep_dense: bo
         blocks = rows[:, index].permute(1, 0, 2).double()  # [M(j), n_k, n_k]
         op[k] = torch.linalg.matrix_norm(blocks, ord=2).cpu().numpy()
         frob[k] = torch.linalg.matrix_norm(blocks, ord="fro").cpu().numpy()
-    return BlockNorms(op=op, frob=frob, method="dense", relative_change=np.zeros((M, M)), iterations=0,
-                      matvecs=step.n, frob_probes=0, dense=dense)
+    return BlockNorms(
+        op=op,
+        frob=frob,
+        method="dense",
+        relative_change=np.zeros((M, M)),
+        iterations=0,
+        matvecs=step.n,
+        frob_probes=0,
+        dense=dense,
+    )
 
 
 def block_problems(M: int, diag_only: bool, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,8 +143,16 @@ def block_krylov(matvec, rmatvec, start: torch.Tensor, iters: int, method: str):
     raise ValueError(f"block method {method!r} is unknown; use 'power' or 'lanczos'")
 
 
-def block_power_norms(step: StepJacobian, index: torch.Tensor, iters: int, generator: torch.Generator, *,
-                      frob_probes: int = 8, diag_only: bool = False, method: str = "power") -> BlockNorms:
+def block_power_norms(
+    step: StepJacobian,
+    index: torch.Tensor,
+    iters: int,
+    generator: torch.Generator,
+    *,
+    frob_probes: int = 8,
+    diag_only: bool = False,
+    method: str = "power",
+) -> BlockNorms:
     """‖[JΦ_t]_kj‖_op of all M² blocks (or the M diagonal ones), every block's iteration run in one
     vmapped batch: K power steps (the paper's per-block protocol) or K Golub-Kahan steps
     (``method="lanczos"``: same matvec budget, far more accurate when singular values cluster)."""
@@ -151,12 +170,20 @@ def block_power_norms(step: StepJacobian, index: torch.Tensor, iters: int, gener
     if frob_probes > 0:
         frob = hutchinson_block_frobenius(step, index, frob_probes, generator)
         matvecs += frob_probes * M
-    return BlockNorms(op=op, frob=frob, method=method, relative_change=change, iterations=iters,
-                      matvecs=matvecs, frob_probes=frob_probes)
+    return BlockNorms(
+        op=op,
+        frob=frob,
+        method=method,
+        relative_change=change,
+        iterations=iters,
+        matvecs=matvecs,
+        frob_probes=frob_probes,
+    )
 
 
-def hutchinson_block_frobenius(step: StepJacobian, index: torch.Tensor, probes: int,
-                               generator: torch.Generator) -> np.ndarray:
+def hutchinson_block_frobenius(
+    step: StepJacobian, index: torch.Tensor, probes: int, generator: torch.Generator
+) -> np.ndarray:
     """Unbiased estimate of ‖[JΦ_t]_kj‖_F² (then sqrt) from Rademacher probes z: E‖B z‖² = ‖B‖_F².
 
     One JVP with the probe embedded in patch j yields B_kj z for every k, so a probe costs M JVPs.

@@ -65,8 +65,9 @@ class GaussianSurrogate:
         return out
 
 
-def score_deviation(eps_hat: torch.Tensor, x: torch.Tensor, surrogate: GaussianSurrogate,
-                    alpha_bar: float) -> np.ndarray:
+def score_deviation(
+    eps_hat: torch.Tensor, x: torch.Tensor, surrogate: GaussianSurrogate, alpha_bar: float
+) -> np.ndarray:
     """‖Δ_t(x)‖₂ = ‖ε̂(x, t) − ε^N(x, t)‖₂ (eq. 28) for x, eps_hat [..., C, H, W]; returns [...]."""
     d = eps_hat.double() - surrogate.eps(x, alpha_bar)
     return torch.linalg.vector_norm(d.reshape(*x.shape[:-3], -1), dim=-1).cpu().numpy()
@@ -77,8 +78,15 @@ def exact_suppression(rayleigh_hat: np.ndarray, rayleigh_surrogate: np.ndarray) 
     return np.asarray(rayleigh_surrogate, dtype=np.float64) - np.asarray(rayleigh_hat, dtype=np.float64)
 
 
-def score_deviation_proxy(predict: Callable[[torch.Tensor, int], torch.Tensor], x0: torch.Tensor, t: int,
-                          alpha_bar_t: float, generator: torch.Generator, *, batch_size: int = 32) -> np.ndarray:
+def score_deviation_proxy(
+    predict: Callable[[torch.Tensor, int], torch.Tensor],
+    x0: torch.Tensor,
+    t: int,
+    alpha_bar_t: float,
+    generator: torch.Generator,
+    *,
+    batch_size: int = 32,
+) -> np.ndarray:
     """‖ε̂(x_real, t) − ε̂(x_noise, t)‖₂ per image (eq. 65): x_real = √ᾱ x₀ + √v ε, x_noise = √v ε.
 
     predict(x [B,C,H,W], t) is the noise predictor (paper timestep t); x0: [N, C, H, W] real images in
@@ -91,10 +99,10 @@ def score_deviation_proxy(predict: Callable[[torch.Tensor, int], torch.Tensor], 
     out = []
     with torch.no_grad():
         for i in range(0, x0.shape[0], batch_size):
-            e = noise[i:i + batch_size]
-            xr = sa * x0[i:i + batch_size] + sv * e
+            e = noise[i : i + batch_size]
+            xr = sa * x0[i : i + batch_size] + sv * e
             xn = sv * e
             d = predict(torch.cat([xr, xn]), t).double()
-            diff = d[: len(e)] - d[len(e):]
+            diff = d[: len(e)] - d[len(e) :]
             out.append(torch.linalg.vector_norm(diff.reshape(len(e), -1), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)

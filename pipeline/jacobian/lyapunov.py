@@ -46,13 +46,24 @@ def rayleigh_exponents(rayleigh: np.ndarray, step_axis: int = 0) -> PatchExponen
         raise ValueError(f"rayleigh must be at least [S, M] (steps, patches), got shape {rq.shape}")
     with np.errstate(divide="ignore"):
         logs = np.log(np.abs(rq))
-    return PatchExponents(exponents=logs.mean(axis=step_axis), nonpositive_steps=(rq <= 0).sum(axis=step_axis),
-                          steps=rq.shape[step_axis])
+    return PatchExponents(
+        exponents=logs.mean(axis=step_axis),
+        nonpositive_steps=(rq <= 0).sum(axis=step_axis),
+        steps=rq.shape[step_axis],
+    )
 
 
-def trajectory_rayleigh(eps_at: EpsAt, xs: torch.Tensor, r: Sequence[float], b: Sequence[float],
-                        directions: torch.Tensor, patch_size: int, *, chunk_size: int | None = 64,
-                        progress: bool = False) -> np.ndarray:
+def trajectory_rayleigh(
+    eps_at: EpsAt,
+    xs: torch.Tensor,
+    r: Sequence[float],
+    b: Sequence[float],
+    directions: torch.Tensor,
+    patch_size: int,
+    *,
+    chunk_size: int | None = 64,
+    progress: bool = False,
+) -> np.ndarray:
     """⟨u, [JΦ_s]_kk u⟩ for every step s and every patch direction u, one vmapped VJP batch per step.
 
     eps_at(s) returns the noise predictor of step s (its paper timestep); xs: [S(+1), C, H, W] trajectory
@@ -70,7 +81,9 @@ def trajectory_rayleigh(eps_at: EpsAt, xs: torch.Tensor, r: Sequence[float], b: 
     image_shape = tuple(xs.shape[1:])
     index = patch_index(image_shape, patch_size, device=xs.device)
     if tuple(index.shape) != (M, nk):
-        raise ValueError(f"directions must be [M, (q,) n_k] with M, n_k = {tuple(index.shape)}; got {tuple(d.shape)}")
+        raise ValueError(
+            f"directions must be [M, (q,) n_k] with M, n_k = {tuple(index.shape)}; got {tuple(d.shape)}"
+        )
     flat = d.reshape(M * q, nk).to(xs.device, xs.dtype)
     rows = torch.arange(M, device=xs.device).repeat_interleave(q)
     T = embed_patches(flat, index, image_shape, rows)
@@ -100,10 +113,19 @@ class BenettinResult:
     basis: torch.Tensor = field(repr=False)  # [p, C, H, W] final orthonormal vectors
 
 
-def benettin_spectrum(eps_at: EpsAt, xs: torch.Tensor, r: Sequence[float], b: Sequence[float], p: int,
-                      generator: torch.Generator | None = None, *, start: torch.Tensor | None = None,
-                      chunk_size: int | None = 64, jvp_method: str = "forward",
-                      progress: bool = False) -> BenettinResult:
+def benettin_spectrum(
+    eps_at: EpsAt,
+    xs: torch.Tensor,
+    r: Sequence[float],
+    b: Sequence[float],
+    p: int,
+    generator: torch.Generator | None = None,
+    *,
+    start: torch.Tensor | None = None,
+    chunk_size: int | None = 64,
+    jvp_method: str = "forward",
+    progress: bool = False,
+) -> BenettinResult:
     """ℓ_1..ℓ_p of J = JΦ_{t_S}⋯JΦ_{t_1} along the trajectory xs (chain order, x_{t_1} = x_T first).
 
     Each step costs p JVPs (one vmapped batch; the default `forward` method needs no reverse graph) and a
@@ -130,8 +152,9 @@ def benettin_spectrum(eps_at: EpsAt, xs: torch.Tensor, r: Sequence[float], b: Se
 
         it = tqdm(it, desc="Benettin QR", leave=False)
     for s in it:
-        score = ScoreLinearization(eps_at(s), xs[s], jvp_method=jvp_method, chunk_size=chunk_size,
-                                   with_vjp=jvp_method != "forward")
+        score = ScoreLinearization(
+            eps_at(s), xs[s], jvp_method=jvp_method, chunk_size=chunk_size, with_vjp=jvp_method != "forward"
+        )
         V = Q.T.reshape(p, *image_shape).to(xs.device, xs.dtype)
         Y = StepJacobian(score, r[s], b[s]).matvec(V).reshape(p, n).double().cpu()
         jvps += p
@@ -141,8 +164,13 @@ def benettin_spectrum(eps_at: EpsAt, xs: torch.Tensor, r: Sequence[float], b: Se
         sign = torch.where(diag < 0, -1.0, 1.0).to(Q.dtype)
         Q = Q * sign
         log_growth[s] = torch.log(diag.abs()).numpy()
-    return BenettinResult(exponents=log_growth.mean(0), log_growth=log_growth, steps=S, jvps=jvps,
-                          basis=Q.T.reshape(p, *image_shape))
+    return BenettinResult(
+        exponents=log_growth.mean(0),
+        log_growth=log_growth,
+        steps=S,
+        jvps=jvps,
+        basis=Q.T.reshape(p, *image_shape),
+    )
 
 
 @dataclass

@@ -55,7 +55,9 @@ class MeasureConfig:
         if self.blocks not in BLOCK_METHODS:
             raise ValueError(f"measure.blocks={self.blocks!r} is unknown; use one of {BLOCK_METHODS}")
         if self.jvp_method not in ("auto",) + JVP_METHODS:
-            raise ValueError(f"measure.jvp_method={self.jvp_method!r} is unknown; use auto or one of {JVP_METHODS}")
+            raise ValueError(
+                f"measure.jvp_method={self.jvp_method!r} is unknown; use auto or one of {JVP_METHODS}"
+            )
         if self.rayleigh_via not in ("vjp", "jvp"):
             raise ValueError(f"measure.rayleigh_via={self.rayleigh_via!r} is unknown; use 'vjp' or 'jvp'")
         for name in ("power_iters", "block_power_iters"):
@@ -166,22 +168,37 @@ class StepMeasurement:
     # ---- long-format rows ----
     def global_row(self) -> dict[str, Any]:
         row = {
-            "r": self.r, "b": self.b, "n": self.n, "M": self.num_patches,
-            "kappa_pi": self.kappa_pi, "kappa_pi_change": self.kappa_pi_change,
-            "kappa_pi_residual": self.kappa_pi_residual, "pi_iters": self.pi_iters,
-            "kappa_lanczos": self.kappa_lanczos, "lanczos_residual": self.lanczos_residual,
-            "lanczos_change": self.lanczos_change, "lanczos_iters": self.lanczos_iters,
+            "r": self.r,
+            "b": self.b,
+            "n": self.n,
+            "M": self.num_patches,
+            "kappa_pi": self.kappa_pi,
+            "kappa_pi_change": self.kappa_pi_change,
+            "kappa_pi_residual": self.kappa_pi_residual,
+            "pi_iters": self.pi_iters,
+            "kappa_lanczos": self.kappa_lanczos,
+            "lanczos_residual": self.lanczos_residual,
+            "lanczos_change": self.lanczos_change,
+            "lanczos_iters": self.lanczos_iters,
             "kappa_dense": self.kappa_dense,
-            "kappa_diag": self.kappa_diag, "delta_cross": self.delta_cross, "kappa_pc": self.kappa_pc,
+            "kappa_diag": self.kappa_diag,
+            "delta_cross": self.delta_cross,
+            "kappa_pc": self.kappa_pc,
             "kappa_pc_blockmax": self.kappa_pc_blockmax,
-            "rayleigh_max": _max(self.rayleigh), "suppression_min": _min(self.suppression),
+            "rayleigh_max": _max(self.rayleigh),
+            "suppression_min": _min(self.suppression),
             "suppression_mean": _mean(self.suppression),
-            "pc_slack_min": _min(self.pc_slack), "pc_violated": _count_neg(self.pc_slack),
+            "pc_slack_min": _min(self.pc_slack),
+            "pc_violated": _count_neg(self.pc_slack),
             "pc_slack_rayleigh_min": _min(self.pc_slack_rayleigh),
             "pc_violated_rayleigh": _count_neg(self.pc_slack_rayleigh),
-            "block_method": self.block_method, "block_iters": self.block_iters,
-            "block_change_max": _max(self.block_change), "block_frob_probes": self.block_frob_probes,
-            "jvp_method": self.jvp_method, "jvps": self.jvps, "vjps": self.vjps,
+            "block_method": self.block_method,
+            "block_iters": self.block_iters,
+            "block_change_max": _max(self.block_change),
+            "block_frob_probes": self.block_frob_probes,
+            "jvp_method": self.jvp_method,
+            "jvps": self.jvps,
+            "vjps": self.vjps,
             "seconds": float(sum(self.seconds.values())),
         }
         return row
@@ -189,9 +206,14 @@ class StepMeasurement:
     def patch_rows(self) -> list[dict[str, Any]]:
         M = self.num_patches
         cols = {
-            "rayleigh": self.rayleigh, "expansion": self.expansion, "suppression": self.suppression,
-            "margin": self.margin, "diag_norm": self.diag_norm, "coupling": self.coupling,
-            "pc_slack": self.pc_slack, "pc_slack_rayleigh": self.pc_slack_rayleigh,
+            "rayleigh": self.rayleigh,
+            "expansion": self.expansion,
+            "suppression": self.suppression,
+            "margin": self.margin,
+            "diag_norm": self.diag_norm,
+            "coupling": self.coupling,
+            "pc_slack": self.pc_slack,
+            "pc_slack_rayleigh": self.pc_slack_rayleigh,
         }
         rows = []
         for k in range(M):
@@ -214,10 +236,15 @@ class StepMeasurement:
         for k in range(M):
             for j in range(M):
                 d = max(abs(k // cols - j // cols), abs(k % cols - j % cols))
-                rows.append({
-                    "k": k, "j": j, "distance": d, "op": float(self.block_op[k, j]),
-                    "frob": float(self.block_frob[k, j]) if self.block_frob is not None else math.nan,
-                })
+                rows.append(
+                    {
+                        "k": k,
+                        "j": j,
+                        "distance": d,
+                        "op": float(self.block_op[k, j]),
+                        "frob": float(self.block_frob[k, j]) if self.block_frob is not None else math.nan,
+                    }
+                )
         return rows
 
 
@@ -261,8 +288,11 @@ def plan_measurement(n: int, M: int, cfg: MeasureConfig, have_v1: bool) -> Plan:
 
     def jvp_cost(count: int) -> tuple[str, float]:
         if cfg.jvp_method != "auto":
-            per = {"linearize": cfg.cost_jvp_linearized, "double_vjp": cfg.cost_jvp_double_vjp,
-                   "forward": 2 * cfg.cost_jvp_double_vjp}[cfg.jvp_method]
+            per = {
+                "linearize": cfg.cost_jvp_linearized,
+                "double_vjp": cfg.cost_jvp_double_vjp,
+                "forward": 2 * cfg.cost_jvp_double_vjp,
+            }[cfg.jvp_method]
             extra = cfg.cost_linearize_trace if cfg.jvp_method == "linearize" else 0.0
             return cfg.jvp_method, count * per + extra
         dv = count * cfg.cost_jvp_double_vjp
@@ -295,7 +325,9 @@ def plan_measurement(n: int, M: int, cfg: MeasureConfig, have_v1: bool) -> Plan:
             "use measure.blocks=power (or auto), or raise dense_max_n"
         )
     method, cost = costs[blocks]
-    return Plan(blocks=blocks, jvp_method=method, estimated_cost=cost, costs={k: v[1] for k, v in costs.items()})
+    return Plan(
+        blocks=blocks, jvp_method=method, estimated_cost=cost, costs={k: v[1] for k, v in costs.items()}
+    )
 
 
 def checked_expansion(expansion, M: int) -> np.ndarray:
@@ -310,7 +342,9 @@ def checked_v1(v1, index: torch.Tensor, patch_size: int) -> torch.Tensor:
     """The patch covariances' top eigenvectors as a tensor [M, n_k], refused if the shape is not the patch grid's."""
     v = torch.as_tensor(np.asarray(v1) if not torch.is_tensor(v1) else v1)
     if tuple(v.shape) != tuple(index.shape):
-        raise ValueError(f"v1 must be [M, n_k] = {tuple(index.shape)} for patch size {patch_size}, got {tuple(v.shape)}")
+        raise ValueError(
+            f"v1 must be [M, n_k] = {tuple(index.shape)} for patch size {patch_size}, got {tuple(v.shape)}"
+        )
     return v
 
 
@@ -414,9 +448,15 @@ def measure_step(
             if bn.dense is not None:
                 out.kappa_dense = float(torch.linalg.matrix_norm(bn.dense, ord=2))
         else:
-            bn = block_power_norms(step, index, cfg.block_power_iters, block_gen,
-                                   frob_probes=cfg.frob_probes if plan.blocks != "diag" else 0,
-                                   diag_only=plan.blocks == "diag", method=block_krylov_method(plan.blocks))
+            bn = block_power_norms(
+                step,
+                index,
+                cfg.block_power_iters,
+                block_gen,
+                frob_probes=cfg.frob_probes if plan.blocks != "diag" else 0,
+                diag_only=plan.blocks == "diag",
+                method=block_krylov_method(plan.blocks),
+            )
         record_blocks(out, bn, plan.blocks, cfg)
         seconds["blocks"] = time.perf_counter() - t0
 

@@ -48,15 +48,25 @@ class MatvecCounter:
 class ScoreLinearization:
     """ε̂(·, t) linearised at x: ε̂(x) plus u ↦ Jε̂ u and w ↦ Jε̂ᵀ w (the score part of eq. 7)."""
 
-    def __init__(self, eps_fn: EpsFn, x: torch.Tensor, *, jvp_method: str = "double_vjp",
-                 chunk_size: int | None = 64, with_vjp: bool = True, stacked: bool = False):
+    def __init__(
+        self,
+        eps_fn: EpsFn,
+        x: torch.Tensor,
+        *,
+        jvp_method: str = "double_vjp",
+        chunk_size: int | None = 64,
+        with_vjp: bool = True,
+        stacked: bool = False,
+    ):
         if jvp_method not in JVP_METHODS:
             raise ValueError(f"jvp_method={jvp_method!r} is unknown; use one of {JVP_METHODS}")
         if stacked and x.dim() != 4:
             raise ValueError(f"stacked=True needs points [S,C,H,W], got shape {tuple(x.shape)}")
         if not stacked and x.dim() != 3:
-            raise ValueError(f"x must be one image [C,H,W], got shape {tuple(x.shape)}; "
-                             "for several points use stacked=True with the model's batched call")
+            raise ValueError(
+                f"x must be one image [C,H,W], got shape {tuple(x.shape)}; "
+                "for several points use stacked=True with the model's batched call"
+            )
         self.eps_fn = eps_fn
         self.x = x.detach()
         self.image_shape = tuple(self.x.shape)
@@ -64,7 +74,9 @@ class ScoreLinearization:
         self.chunk_size = chunk_size
         self.counter = MatvecCounter()
         if not with_vjp and jvp_method != "forward":
-            raise ValueError(f"with_vjp=False only works with jvp_method='forward' ({jvp_method!r} needs the vjp closure)")
+            raise ValueError(
+                f"with_vjp=False only works with jvp_method='forward' ({jvp_method!r} needs the vjp closure)"
+            )
         if with_vjp:
             eps, self._vjp_closure = vjp(eps_fn, self.x)
         else:  # JVP-only use (Benettin QR): no reverse-mode graph is kept
@@ -94,8 +106,10 @@ class ScoreLinearization:
         if tuple(v.shape) == self.image_shape:
             return fn(v)
         if tuple(v.shape[1:]) != self.image_shape or v.dim() != len(self.image_shape) + 1:
-            raise ValueError(f"vectors must be {list(self.image_shape)} or [B, *{list(self.image_shape)}], "
-                             f"got {tuple(v.shape)}")
+            raise ValueError(
+                f"vectors must be {list(self.image_shape)} or [B, *{list(self.image_shape)}], "
+                f"got {tuple(v.shape)}"
+            )
         if v.shape[0] == 0:
             return v.clone()
         if v.shape[0] == 1:
@@ -113,7 +127,9 @@ class ScoreLinearization:
     def vjp(self, w: torch.Tensor) -> torch.Tensor:
         """Jε̂ᵀ w for one cotangent [C,H,W] or a batch [B,C,H,W]."""
         if self._vjp_closure is None:
-            raise RuntimeError("this linearisation was built with with_vjp=False; build it with with_vjp=True")
+            raise RuntimeError(
+                "this linearisation was built with with_vjp=False; build it with with_vjp=True"
+            )
         self.counter.vjp += self._count(w)
         return self._apply(self._vjp_single, w.to(self.x.dtype))
 
@@ -146,7 +162,8 @@ class StepJacobian:
         return self.rmatvec(self.matvec(u))
 
 
-def linearize_score(eps_fn: EpsFn, x: torch.Tensor, *, jvp_method: str = "double_vjp",
-                    chunk_size: int | None = 64) -> ScoreLinearization:
+def linearize_score(
+    eps_fn: EpsFn, x: torch.Tensor, *, jvp_method: str = "double_vjp", chunk_size: int | None = 64
+) -> ScoreLinearization:
     """Linearise ε̂(·, t) at x (see `ScoreLinearization`)."""
     return ScoreLinearization(eps_fn, x, jvp_method=jvp_method, chunk_size=chunk_size)

@@ -63,7 +63,9 @@ def _interleave(per_point: list[torch.Tensor]) -> torch.Tensor:
     return stacked.reshape(-1, *stacked.shape[2:])
 
 
-def stacked_dense_block_norms(step: StepJacobian, index: torch.Tensor, *, keep_dense: bool = False) -> list[BlockNorms]:
+def stacked_dense_block_norms(
+    step: StepJacobian, index: torch.Tensor, *, keep_dense: bool = False
+) -> list[BlockNorms]:
     """`dense_block_norms` for every point: one stacked cotangent per pixel gives that row at all S points."""
     S, C, H, W = step.image_shape
     M, nk = index.shape
@@ -81,13 +83,31 @@ def stacked_dense_block_norms(step: StepJacobian, index: torch.Tensor, *, keep_d
         blocks = rows[:, :, index].permute(0, 2, 1, 3).double()  # [S, M(j), n_k, n_k]
         op[:, k] = torch.linalg.matrix_norm(blocks, ord=2).cpu().numpy()
         frob[:, k] = torch.linalg.matrix_norm(blocks, ord="fro").cpu().numpy()
-    return [BlockNorms(op=op[s], frob=frob[s], method="dense", relative_change=np.zeros((M, M)), iterations=0,
-                       matvecs=n, frob_probes=0, dense=None if dense is None else dense[s]) for s in range(S)]
+    return [
+        BlockNorms(
+            op=op[s],
+            frob=frob[s],
+            method="dense",
+            relative_change=np.zeros((M, M)),
+            iterations=0,
+            matvecs=n,
+            frob_probes=0,
+            dense=None if dense is None else dense[s],
+        )
+        for s in range(S)
+    ]
 
 
-def stacked_block_krylov_norms(step: StepJacobian, index: torch.Tensor, iters: int,
-                               generators: Sequence[torch.Generator], *, frob_probes: int, diag_only: bool,
-                               method: str) -> list[BlockNorms]:
+def stacked_block_krylov_norms(
+    step: StepJacobian,
+    index: torch.Tensor,
+    iters: int,
+    generators: Sequence[torch.Generator],
+    *,
+    frob_probes: int,
+    diag_only: bool,
+    method: str,
+) -> list[BlockNorms]:
     """`block_power_norms` for every point: the M² (or M) block problems of all S points in one batch."""
     S = step.image_shape[0]
     M, nk = index.shape
@@ -95,7 +115,9 @@ def stacked_block_krylov_norms(step: StepJacobian, index: torch.Tensor, iters: i
     k_of, j_of = block_problems(M, diag_only, x.device)
     B = len(k_of)
     matvec, rmatvec = _problem_operators(step, index, k_of, j_of)
-    start = _interleave([torch.randn(B, nk, generator=g, dtype=torch.float64) for g in generators]).to(x.device, x.dtype)
+    start = _interleave([torch.randn(B, nk, generator=g, dtype=torch.float64) for g in generators]).to(
+        x.device, x.dtype
+    )
     res = block_krylov(matvec, rmatvec, start, iters, method)
     value = np.asarray(res.value).reshape(B, S)
     change = np.asarray(res.relative_change).reshape(B, S)
@@ -109,13 +131,23 @@ def stacked_block_krylov_norms(step: StepJacobian, index: torch.Tensor, iters: i
         ch = np.full((M, M), np.nan)
         op[kk, jj] = value[:, s]
         ch[kk, jj] = change[:, s]
-        out.append(BlockNorms(op=op, frob=frob[s], method=method, relative_change=ch, iterations=iters,
-                              matvecs=res.matvecs // S + frob_probes * M, frob_probes=frob_probes))
+        out.append(
+            BlockNorms(
+                op=op,
+                frob=frob[s],
+                method=method,
+                relative_change=ch,
+                iterations=iters,
+                matvecs=res.matvecs // S + frob_probes * M,
+                frob_probes=frob_probes,
+            )
+        )
     return out
 
 
-def stacked_hutchinson_frobenius(step: StepJacobian, index: torch.Tensor, probes: int,
-                                 generators: Sequence[torch.Generator]) -> np.ndarray:
+def stacked_hutchinson_frobenius(
+    step: StepJacobian, index: torch.Tensor, probes: int, generators: Sequence[torch.Generator]
+) -> np.ndarray:
     """`hutchinson_block_frobenius` for every point ([S, M, M]), each point's probes from its own generator."""
     S, C, H, W = step.image_shape
     M, nk = index.shape
@@ -123,7 +155,9 @@ def stacked_hutchinson_frobenius(step: StepJacobian, index: torch.Tensor, probes
     acc = torch.zeros(S, M, M, dtype=torch.float64)
     cols = torch.arange(M, device=x.device).repeat_interleave(S)
     for _ in range(probes):
-        z = _interleave([(torch.randint(0, 2, (M, nk), generator=g) * 2 - 1) for g in generators]).to(x.device, x.dtype)
+        z = _interleave([(torch.randint(0, 2, (M, nk), generator=g) * 2 - 1) for g in generators]).to(
+            x.device, x.dtype
+        )
         Y = step.matvec(embed_patches(z, index, (C, H, W), cols).reshape(M, S, C, H, W))  # [M(j), S, C, H, W]
         Yp = Y.reshape(M, S, -1)[:, :, index].double()  # [j, s, k, n_k]
         acc += (Yp * Yp).sum(-1).permute(1, 2, 0).cpu()  # [s, k, j]
@@ -161,12 +195,15 @@ def measure_points(
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    score = ScoreLinearization(eps_fn, xs, jvp_method=plan.jvp_method, chunk_size=_per_point_chunk(cfg.chunk_size, S),
-                               stacked=True)
+    score = ScoreLinearization(
+        eps_fn, xs, jvp_method=plan.jvp_method, chunk_size=_per_point_chunk(cfg.chunk_size, S), stacked=True
+    )
     step = StepJacobian(score, r, b)
     seconds["linearize"] = time.perf_counter() - t0
-    outs = [StepMeasurement(r=float(r), b=float(b), n=n, num_patches=M, jvp_method=plan.jvp_method)
-            for _ in range(S)]
+    outs = [
+        StepMeasurement(r=float(r), b=float(b), n=n, num_patches=M, jvp_method=plan.jvp_method)
+        for _ in range(S)
+    ]
 
     # The same draws, in the same order, as measure_step's per point.
     start_pi = torch.cat([random_start((1, *image_shape), g, xs.dtype, xs.device) for g in gens])
@@ -213,9 +250,15 @@ def measure_points(
                     out.kappa_dense = float(torch.linalg.matrix_norm(bn.dense, ord=2))
                     bn.dense = None
         else:
-            bns = stacked_block_krylov_norms(step, index, cfg.block_power_iters, block_gens,
-                                             frob_probes=cfg.frob_probes if plan.blocks != "diag" else 0,
-                                             diag_only=plan.blocks == "diag", method=block_krylov_method(plan.blocks))
+            bns = stacked_block_krylov_norms(
+                step,
+                index,
+                cfg.block_power_iters,
+                block_gens,
+                frob_probes=cfg.frob_probes if plan.blocks != "diag" else 0,
+                diag_only=plan.blocks == "diag",
+                method=block_krylov_method(plan.blocks),
+            )
         for out, bn in zip(outs, bns, strict=True):
             record_blocks(out, bn, plan.blocks, cfg)
         seconds["blocks"] = time.perf_counter() - t0

@@ -58,7 +58,9 @@ def random_start(shape: tuple[int, ...], generator: torch.Generator, dtype, devi
     return v.to(device=device, dtype=dtype)
 
 
-def power_iteration(matvec: Operator, rmatvec: Operator, start: torch.Tensor, iters: int) -> PowerIterationResult:
+def power_iteration(
+    matvec: Operator, rmatvec: Operator, start: torch.Tensor, iters: int
+) -> PowerIterationResult:
     """K power steps v ← AᵀAv/‖AᵀAv‖ on each of start.shape[0] problems (the paper's PowerIter(JΦ, K_PI), §7.1)."""
     if iters < 1:
         raise ValueError(f"power iteration needs iters >= 1, got {iters}")
@@ -86,8 +88,15 @@ def power_iteration(matvec: Operator, rmatvec: Operator, start: torch.Tensor, it
         change = np.where(value > 0, np.abs(value - prev) / value, 0.0)
     if iters == 1:
         change = np.full(B, np.nan)
-    return PowerIterationResult(value=value, relative_change=change, residual=residual, iterations=iters,
-                                matvecs=2 * iters * B, history=history, vector=v)
+    return PowerIterationResult(
+        value=value,
+        relative_change=change,
+        residual=residual,
+        iterations=iters,
+        matvecs=2 * iters * B,
+        history=history,
+        vector=v,
+    )
 
 
 def _orthogonalise(p: torch.Tensor, basis: list[torch.Tensor]) -> torch.Tensor:
@@ -146,17 +155,29 @@ def golub_kahan(matvec: Operator, rmatvec: Operator, start: torch.Tensor, iters:
             matvecs += 1
     k = len(alphas)
     if k == 0:
-        return LanczosResult(0.0, 0.0, 0.0, 0, matvecs, np.zeros(1), np.zeros(1), True, torch.zeros_like(start))
+        return LanczosResult(
+            0.0, 0.0, 0.0, 0, matvecs, np.zeros(1), np.zeros(1), True, torch.zeros_like(start)
+        )
     sig, X, Y = _bidiag_svd(alphas, betas[: k - 1])
     beta_k = betas[k - 1] if len(betas) >= k else 0.0
     residual = abs(beta_k * X[k - 1, 0])
     value = float(sig[0])
     change = abs(value - history[-2]) / value if len(history) > 1 and value > 0 else float("nan")
     Vk = torch.stack([q.reshape(-1).double() for q in V[:k]])
-    vec = (torch.as_tensor(Y[:, 0], dtype=torch.float64, device=Vk.device) @ Vk).to(start.dtype).reshape(shape)
-    return LanczosResult(value=value, residual=float(residual), relative_change=float(change), iterations=k,
-                         matvecs=matvecs, singular_values=sig, history=np.asarray(history),
-                         breakdown=breakdown, vector=vec)
+    vec = (
+        (torch.as_tensor(Y[:, 0], dtype=torch.float64, device=Vk.device) @ Vk).to(start.dtype).reshape(shape)
+    )
+    return LanczosResult(
+        value=value,
+        residual=float(residual),
+        relative_change=float(change),
+        iterations=k,
+        matvecs=matvecs,
+        singular_values=sig,
+        history=np.asarray(history),
+        breakdown=breakdown,
+        vector=vec,
+    )
 
 
 def _bidiag_svd(alphas: list[float], betas: list[float]):
@@ -180,7 +201,9 @@ class BatchedLanczosResult:
     matvecs: int
 
 
-def golub_kahan_batched(matvec: Operator, rmatvec: Operator, start: torch.Tensor, iters: int) -> BatchedLanczosResult:
+def golub_kahan_batched(
+    matvec: Operator, rmatvec: Operator, start: torch.Tensor, iters: int
+) -> BatchedLanczosResult:
     """`golub_kahan` on start.shape[0] independent problems at once (e.g. all M² patch blocks).
 
     A problem whose Krylov space is exhausted (α or β ≈ 0: a zero block, or an invariant subspace) stops
@@ -248,5 +271,6 @@ def golub_kahan_batched(matvec: Operator, rmatvec: Operator, start: torch.Tensor
             change = np.where(value > 0, np.abs(value - prev) / value, 0.0)
     else:
         change = np.full(B, np.nan)
-    return BatchedLanczosResult(value=value, residual=residual, relative_change=change, iterations=k,
-                                matvecs=matvecs)
+    return BatchedLanczosResult(
+        value=value, residual=residual, relative_change=change, iterations=k, matvecs=matvecs
+    )

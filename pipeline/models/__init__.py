@@ -85,7 +85,7 @@ def model_from_config(
             raise ModelError("model kind=unet needs model.path (a local checkpoint folder or a hub id)")
         path = cfg["path"]
         if str(path).startswith("pkg://"):  # a checkpoint shipped inside the package (model=pifs_ddpm16)
-            from pipeline.training import resolve_asset_path
+            from pipeline.models.assets import resolve_asset_path
 
             path = str(resolve_asset_path(path))
         return load_unet(

@@ -7,8 +7,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from pipeline.errors import PipelineError
 
-class ModelError(ValueError):
+
+class ModelError(PipelineError):
     """A model could not be built or does not fit the data it is asked to run on."""
 
 
@@ -86,7 +88,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = torch.device(device)
     if out.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device={device} requested but CUDA is not available; use device=cpu or device=auto")
+        raise ModelError(
+            f"device={device} requested but CUDA is not available; use device=cpu or device=auto"
+        )
     return out
 
 

@@ -104,7 +104,10 @@ class GaussianOracle:
     ) -> GaussianOracle:
         """Keep only Σ's diagonal P×P patch blocks (Theorem 17's independent-patch Gaussian)."""
         image_shape, mean, cov = _full_gaussian(
-            mean, cov, image_shape, "block_diagonal",
+            mean,
+            cov,
+            image_shape,
+            "block_diagonal",
             hint=" (for per-patch blocks [M, n_k, n_k] use GaussianOracle.from_patch_blocks)",
         )
         perm = patch_permutation(image_shape, patch_size)

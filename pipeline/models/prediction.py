@@ -27,7 +27,9 @@ def check_prediction_type(prediction_type: str, source: str = "") -> str:
     return prediction_type
 
 
-def eps_from_prediction(out: torch.Tensor, x: torch.Tensor, alpha_bar_t, prediction_type: str) -> torch.Tensor:
+def eps_from_prediction(
+    out: torch.Tensor, x: torch.Tensor, alpha_bar_t, prediction_type: str
+) -> torch.Tensor:
     """ε̂ from the raw output ``out`` at x_t; ``alpha_bar_t`` a float or a tensor broadcastable to x."""
     if prediction_type == "epsilon":
         return out
@@ -39,10 +41,14 @@ def eps_from_prediction(out: torch.Tensor, x: torch.Tensor, alpha_bar_t, predict
         return a * out + s * x
     if prediction_type == "sample":
         return (x - a * out) / s
-    raise ValueError(f"prediction_type={prediction_type!r} is not supported; use one of {list(PREDICTION_TYPES)}")
+    raise ValueError(
+        f"prediction_type={prediction_type!r} is not supported; use one of {list(PREDICTION_TYPES)}"
+    )
 
 
-def prediction_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar_t, prediction_type: str) -> torch.Tensor:
+def prediction_target(
+    x0: torch.Tensor, noise: torch.Tensor, alpha_bar_t, prediction_type: str
+) -> torch.Tensor:
     """What a network of this prediction type is trained to output at x_t = √ᾱ x_0 + √(1−ᾱ) ε."""
     if prediction_type == "epsilon":
         return noise
@@ -51,4 +57,6 @@ def prediction_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar_t, predic
         return a * noise - s * x0
     if prediction_type == "sample":
         return x0
-    raise ValueError(f"prediction_type={prediction_type!r} is not supported; use one of {list(PREDICTION_TYPES)}")
+    raise ValueError(
+        f"prediction_type={prediction_type!r} is not supported; use one of {list(PREDICTION_TYPES)}"
+    )

@@ -19,15 +19,30 @@ import numpy as np
 from pipeline import io
 
 # Keys of the `measure` config group read here, not by pipeline.jacobian.MeasureConfig.
-_SELECTION_KEYS = ("steps", "max_seeds", "block_steps", "seed_batch", "proxy_images", "proxy_timesteps",
-                   "proxy_seed")
+_SELECTION_KEYS = (
+    "steps",
+    "max_seeds",
+    "block_steps",
+    "seed_batch",
+    "proxy_images",
+    "proxy_timesteps",
+    "proxy_seed",
+)
 
 GLOBAL_PREFIX = ["seed", "step", "t", "t_prev", "alpha_bar_t", "alpha_bar_prev", "r_t", "b_t"]
 PATCH_PREFIX = ["seed", "step", "t", "k", "row", "col", "lambda_k", "f_t"]
 BLOCK_COLUMNS = ["seed", "step", "t", "k", "j", "chebyshev", "op_norm", "frob_norm"]
 ATTENTION_COLUMNS = ["seed", "step", "t", "entropy", "entropy_token_weighted", "max_entropy"]
 LYAPUNOV_COLUMNS = ["seed", "k", "lambda_k", "lyap_hat", "lyap_pred", "nonpositive_steps", "steps"]
-PROXY_COLUMNS = ["t", "sqrt_alpha_bar", "proxy", "proxy_std", "exact_deviation", "exact_deviation_std", "num_images"]
+PROXY_COLUMNS = [
+    "t",
+    "sqrt_alpha_bar",
+    "proxy",
+    "proxy_std",
+    "exact_deviation",
+    "exact_deviation_std",
+    "num_images",
+]
 
 
 @dataclass
@@ -55,7 +70,9 @@ def selected_steps(timesteps: np.ndarray, steps: Any) -> list[int]:
 def _seed_files(trajectories_dir: Path) -> list[tuple[int, Path]]:
     files = sorted(trajectories_dir.glob("seed-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
     if not files:
-        raise FileNotFoundError(f"no seed-<s>.npz trajectories in {trajectories_dir}; run the trajectories stage")
+        raise FileNotFoundError(
+            f"no seed-<s>.npz trajectories in {trajectories_dir}; run the trajectories stage"
+        )
     return [(int(p.stem.split("-")[1]), p) for p in files]
 
 
@@ -69,7 +86,14 @@ def _measure_one(model, x, t, r, b, patch_size, v1, f_t, config, seed, step):
 
     x = torch.as_tensor(x, dtype=model.dtype, device=model.device)
     return measure_step(
-        eps_fn, x, r, b, patch_size, v1=v1, expansion=f_t, config=config,
+        eps_fn,
+        x,
+        r,
+        b,
+        patch_size,
+        v1=v1,
+        expansion=f_t,
+        config=config,
         seed=measurement_seed(seed, step),
     )
 
@@ -82,8 +106,15 @@ def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step)
 
     xs = torch.as_tensor(xs, dtype=model.dtype, device=model.device)
     return measure_points(
-        lambda z: model(z, t), xs, r, b, patch_size, [measurement_seed(s, step) for s in seeds],
-        v1=v1, expansion=f_t, config=config,
+        lambda z: model(z, t),
+        xs,
+        r,
+        b,
+        patch_size,
+        [measurement_seed(s, step) for s in seeds],
+        v1=v1,
+        expansion=f_t,
+        config=config,
     )
 
 
@@ -116,7 +147,9 @@ def measure_trajectories(
             "rerun the covariance stage with this patch.size"
         )
     if tuple(stats.image_shape) != tuple(model.image_shape):
-        raise ValueError(f"covariance image shape {tuple(stats.image_shape)} != model's {tuple(model.image_shape)}")
+        raise ValueError(
+            f"covariance image shape {tuple(stats.image_shape)} != model's {tuple(model.image_shape)}"
+        )
     grid = patch_grid(model.image_shape[1], model.image_shape[2], patch_size)
     lam = np.asarray(stats.lambda_k, dtype=np.float64)
     v1 = np.asarray(stats.v1, dtype=np.float64)
@@ -127,7 +160,9 @@ def measure_trajectories(
     steps = selected_steps(ts, selection["steps"])
     # The full M² block decomposition is the expensive part: measure it at block_steps only and
     # the diagonal blocks everywhere else (null = the configured method at every step).
-    block_steps = set(steps if selection["block_steps"] is None else selected_steps(ts, selection["block_steps"]))
+    block_steps = set(
+        steps if selection["block_steps"] is None else selected_steps(ts, selection["block_steps"])
+    )
     light = replace(config, blocks="diag") if config.blocks not in ("off", "diag") else config
     seeds = _seed_files(Path(trajectories_dir))
     if selection["max_seeds"]:
@@ -146,9 +181,16 @@ def measure_trajectories(
 
     def write_unit(m, seed: int, i: int, x_point) -> dict:
         t = int(ts[i])
-        head = {"seed": seed, "step": i, "t": t, "t_prev": int(t_prev[i]),
-                "alpha_bar_t": float(chain.alpha_bar_t[i]), "alpha_bar_prev": float(chain.alpha_bar_prev[i]),
-                "r_t": float(coeffs.r[i]), "b_t": float(coeffs.b[i])}
+        head = {
+            "seed": seed,
+            "step": i,
+            "t": t,
+            "t_prev": int(t_prev[i]),
+            "alpha_bar_t": float(chain.alpha_bar_t[i]),
+            "alpha_bar_prev": float(chain.alpha_bar_prev[i]),
+            "r_t": float(coeffs.r[i]),
+            "b_t": float(coeffs.b[i]),
+        }
         g = m.global_row()
         g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
         # wall-clock time is not a measurement: kept out of the tables (byte-identical reruns)
@@ -156,13 +198,39 @@ def measure_trajectories(
         prow = []
         for row in m.patch_rows():
             k = int(row["k"])
-            prow.append({"seed": seed, "step": i, "t": t, "k": k, "row": k // grid.cols, "col": k % grid.cols,
-                         "lambda_k": float(lam[k]), "f_t": float(f[i, k]), **row})
-        brow = [{"seed": seed, "step": i, "t": t, "k": r["k"], "j": r["j"], "chebyshev": r["distance"],
-                 "op_norm": r["op"], "frob_norm": r["frob"]}
-                for r in m.block_rows((grid.rows, grid.cols))]
-        unit = {"global": {**head, **g}, "patches": prow, "blocks": brow, "seconds": seconds,
-                "attention": _attention_row(model, x_point, t, head)}
+            prow.append(
+                {
+                    "seed": seed,
+                    "step": i,
+                    "t": t,
+                    "k": k,
+                    "row": k // grid.cols,
+                    "col": k % grid.cols,
+                    "lambda_k": float(lam[k]),
+                    "f_t": float(f[i, k]),
+                    **row,
+                }
+            )
+        brow = [
+            {
+                "seed": seed,
+                "step": i,
+                "t": t,
+                "k": r["k"],
+                "j": r["j"],
+                "chebyshev": r["distance"],
+                "op_norm": r["op"],
+                "frob_norm": r["frob"],
+            }
+            for r in m.block_rows((grid.rows, grid.cols))
+        ]
+        unit = {
+            "global": {**head, **g},
+            "patches": prow,
+            "blocks": brow,
+            "seconds": seconds,
+            "attention": _attention_row(model, x_point, t, head),
+        }
         io.write_text(unit_file_of(seed, i), json.dumps(unit))
         return unit
 
@@ -173,7 +241,7 @@ def measure_trajectories(
         groups = []
         for i in steps:
             todo = [seed for seed, _ in seeds if not unit_file_of(seed, i).exists()]
-            groups += [(i, todo[a:a + seed_batch]) for a in range(0, len(todo), seed_batch)]
+            groups += [(i, todo[a : a + seed_batch]) for a in range(0, len(todo), seed_batch)]
         # Every stack has one size, b: CPU kernels are chosen by batch size (~1e-7 relative in float32),
         # so a short group is padded with copies of its last point and a point's numbers depend on
         # (seed, step, b) only, not on which seeds a resume left to share its stack.
@@ -181,8 +249,19 @@ def measure_trajectories(
         for i, group in tqdm(groups, desc=f"jacobian (step, {b} seeds)", unit="group", disable=not progress):
             padded = group + [group[-1]] * (b - len(group))
             xs = np.stack([trajs[seed][i] for seed in padded])
-            ms = _measure_group(model, xs, int(ts[i]), float(coeffs.r[i]), float(coeffs.b[i]), patch_size, v1,
-                                f[i], config if i in block_steps else light, padded, i)[: len(group)]
+            ms = _measure_group(
+                model,
+                xs,
+                int(ts[i]),
+                float(coeffs.r[i]),
+                float(coeffs.b[i]),
+                patch_size,
+                v1,
+                f[i],
+                config if i in block_steps else light,
+                padded,
+                i,
+            )[: len(group)]
             for seed, m in zip(group, ms, strict=True):
                 write_unit(m, seed, i, trajs[seed][i])
         trajs.clear()
@@ -200,8 +279,19 @@ def measure_trajectories(
                 cache.clear()
                 cache[seed] = io.load_npz(path)["x"]
             x_traj = cache[seed]
-            m = _measure_one(model, x_traj[i], int(ts[i]), float(coeffs.r[i]), float(coeffs.b[i]), patch_size,
-                             v1, f[i], config if i in block_steps else light, seed, i)
+            m = _measure_one(
+                model,
+                x_traj[i],
+                int(ts[i]),
+                float(coeffs.r[i]),
+                float(coeffs.b[i]),
+                patch_size,
+                v1,
+                f[i],
+                config if i in block_steps else light,
+                seed,
+                i,
+            )
             unit = write_unit(m, seed, i, x_traj[i])
         global_rows.append(unit["global"])
         measure_seconds.append(float(unit.get("seconds", math.nan)))
@@ -241,8 +331,14 @@ def _attention_row(model, x, t: int, head: dict) -> dict | None:
     if not weights:
         return None
     ent = attention_entropy(weights)
-    return {"seed": head["seed"], "step": head["step"], "t": head["t"], "entropy": ent.mean,
-            "entropy_token_weighted": ent.token_weighted, "max_entropy": max(ent.max_entropy.values())}
+    return {
+        "seed": head["seed"],
+        "step": head["step"],
+        "t": head["t"],
+        "entropy": ent.mean,
+        "entropy_token_weighted": ent.token_weighted,
+        "max_entropy": max(ent.max_entropy.values()),
+    }
 
 
 def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> list[dict]:
@@ -261,9 +357,17 @@ def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> lis
         rq = np.array([[d[(s, k)] for k in range(M)] for s in steps])
         ex = rayleigh_exponents(rq, step_axis=0)
         for k in range(M):
-            rows.append({"seed": seed, "k": k, "lambda_k": float(lam[k]), "lyap_hat": float(ex.exponents[k]),
-                         "lyap_pred": float(lyap_pred[k]), "nonpositive_steps": int(ex.nonpositive_steps[k]),
-                         "steps": int(ex.steps)})
+            rows.append(
+                {
+                    "seed": seed,
+                    "k": k,
+                    "lambda_k": float(lam[k]),
+                    "lyap_hat": float(ex.exponents[k]),
+                    "lyap_pred": float(lyap_pred[k]),
+                    "nonpositive_steps": int(ex.nonpositive_steps[k]),
+                    "steps": int(ex.steps),
+                }
+            )
     return rows
 
 
@@ -283,16 +387,26 @@ def measure_proxy(model, alpha_bar: np.ndarray, x0, timesteps, seed: int, surrog
         a = float(alpha_bar[t])
         gen = torch.Generator().manual_seed(int(seed) * 100003 + t)
         proxy = score_deviation_proxy(model, x0, t, a, gen)
-        row = {"t": t, "sqrt_alpha_bar": math.sqrt(a), "proxy": float(proxy.mean()),
-               "proxy_std": float(proxy.std(ddof=1)) if len(proxy) > 1 else math.nan,
-               "exact_deviation": math.nan, "exact_deviation_std": math.nan, "num_images": len(proxy)}
+        row = {
+            "t": t,
+            "sqrt_alpha_bar": math.sqrt(a),
+            "proxy": float(proxy.mean()),
+            "proxy_std": float(proxy.std(ddof=1)) if len(proxy) > 1 else math.nan,
+            "exact_deviation": math.nan,
+            "exact_deviation_std": math.nan,
+            "num_images": len(proxy),
+        }
         if surrogate is not None:
             gen = torch.Generator().manual_seed(int(seed) * 100003 + t)  # the same ε as the proxy's x_real
             eps = torch.randn(x0.shape, generator=gen, dtype=torch.float32).to(x0.device, x0.dtype)
             xr = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
             with torch.no_grad():
-                dev = np.concatenate([score_deviation(model(xr[i:i + 64], t), xr[i:i + 64], surrogate, a)
-                                      for i in range(0, len(xr), 64)])
+                dev = np.concatenate(
+                    [
+                        score_deviation(model(xr[i : i + 64], t), xr[i : i + 64], surrogate, a)
+                        for i in range(0, len(xr), 64)
+                    ]
+                )
             row["exact_deviation"] = float(dev.mean())
             row["exact_deviation_std"] = float(dev.std(ddof=1)) if len(dev) > 1 else math.nan
         rows.append(row)
@@ -316,7 +430,14 @@ def _summarise(global_rows, patch_rows, num_seeds, num_steps) -> MeasurementSumm
     out.metrics.update(num_seeds=float(num_seeds), num_steps_measured=float(num_steps))
     by_t: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for g in global_rows:
-        for name in ("kappa_pi", "kappa_lanczos", "kappa_diag", "delta_cross", "kappa_pc", "suppression_mean"):
+        for name in (
+            "kappa_pi",
+            "kappa_lanczos",
+            "kappa_diag",
+            "delta_cross",
+            "kappa_pc",
+            "suppression_mean",
+        ):
             v = g.get(name)
             if v is not None and math.isfinite(float(v)):
                 by_t[name][int(g["t"])].append(float(v))
@@ -326,8 +447,11 @@ def _summarise(global_rows, patch_rows, num_seeds, num_steps) -> MeasurementSumm
     if sup:
         out.metrics["suppression_abs_max"] = float(np.max(np.abs(sup)))
         out.metrics["suppression_mean"] = float(np.mean(sup))
-    dev = _finite(abs(float(r["diag_norm"]) - float(r["f_t"])) for r in patch_rows
-                  if r.get("diag_norm") is not None and math.isfinite(float(r["diag_norm"])))
+    dev = _finite(
+        abs(float(r["diag_norm"]) - float(r["f_t"]))
+        for r in patch_rows
+        if r.get("diag_norm") is not None and math.isfinite(float(r["diag_norm"]))
+    )
     if dev:
         out.metrics["diag_norm_minus_f_t_abs_max"] = float(np.max(dev))
     kap = _finite(g.get("kappa_pi") for g in global_rows)
@@ -335,7 +459,11 @@ def _summarise(global_rows, patch_rows, num_seeds, num_steps) -> MeasurementSumm
         out.metrics["kappa_pi_max"] = float(np.max(kap))
         per_seed: dict[int, float] = defaultdict(float)
         for g in global_rows:
-            if g.get("kappa_pi") is not None and math.isfinite(float(g["kappa_pi"])) and float(g["kappa_pi"]) > 0:
+            if (
+                g.get("kappa_pi") is not None
+                and math.isfinite(float(g["kappa_pi"]))
+                and float(g["kappa_pi"]) > 0
+            ):
                 per_seed[int(g["seed"])] += math.log(float(g["kappa_pi"]))
         out.metrics["log_s_hat_median"] = float(np.median(list(per_seed.values())))
     cross = _finite(g.get("delta_cross") for g in global_rows)

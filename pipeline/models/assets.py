@@ -1,0 +1,28 @@
+"""Checkpoints shipped inside the package: ``pkg://pipeline/assets/<name>`` paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PKG_PREFIX = "pkg://"
+
+
+def resolve_asset_path(path: str | Path) -> Path:
+    """``pkg://pipeline/assets/<name>`` -> the folder inside the installed package; other paths unchanged."""
+    s = str(path)
+    if not s.startswith(PKG_PREFIX):
+        return Path(s)
+    rel = s[len(PKG_PREFIX) :].strip("/")
+    parts = rel.split("/")
+    if not parts or parts[0] != "pipeline":
+        raise ValueError(
+            f"{s}: pkg:// paths must start with pkg://pipeline/ (e.g. pkg://pipeline/assets/...)"
+        )
+    import pipeline
+
+    folder = Path(pipeline.__file__).resolve().parent.joinpath(*parts[1:])
+    if not folder.exists():
+        raise FileNotFoundError(
+            f"{s} resolves to {folder}, which does not exist; check the model preset's path"
+        )
+    return folder
