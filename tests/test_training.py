@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from pipeline.geometry import linear_schedule
+from pipeline.models.assets import resolve_asset_path
 from pipeline.training import (
     TrainConfig,
     diffusers_scheduler_config,
     dsm_loss,
     load_checkpoint,
     new_state,
-    resolve_asset_path,
     save_model,
     train,
     train_step,
