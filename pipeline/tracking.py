@@ -197,7 +197,14 @@ class Tracker:
             retry_on_lock(self.client.set_tag, self.run_id, k, str(v))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if self.enabled:
+        """A file, or a folder as a folder of the same name (e.g. figures/)."""
+        if not self.enabled:
+            return
+        path = Path(path)
+        if path.is_dir():
+            dest = f"{artifact_path}/{path.name}" if artifact_path else path.name
+            retry_on_lock(self.client.log_artifacts, self.run_id, str(path), dest)
+        else:
             retry_on_lock(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def finish(self, status: str = "FINISHED") -> None:
