@@ -41,6 +41,12 @@ def test_headline_at_the_papers_t_and_verdict_counts():
     assert m["claims"] == {"not_testable": 1, "partly_supported": 1, "supported": 2}
 
 
+def test_a_coupling_that_is_zero_throughout_has_no_peak():
+    table = {**_table(), "delta_cross": np.zeros(6)}
+    m = headline_metrics(by_t_rows(table), [])
+    assert m["delta_cross"]["max"] == 0.0 and "argmax_t" not in m["delta_cross"]
+
+
 def test_no_jacobian_table_gives_only_the_claims():
     assert by_t_rows(None) == []
     assert headline_metrics([], []) == {"claims": {}}

@@ -91,7 +91,11 @@ def headline_metrics(rows: list[dict[str, object]], verdict_statuses: Iterable[s
             kappa["max"] = max(k_vals)
         if c_rows:
             peak = max(c_rows, key=lambda r: float(r["delta_cross"]))
-            cross.update(max=float(peak["delta_cross"]), argmax_t=int(peak["t"]))
+            cross["max"] = float(peak["delta_cross"])
+            if (
+                cross["max"] > 0
+            ):  # where the coupling peaks (Table 5: t = 360); no peak when it is 0 throughout
+                cross["argmax_t"] = int(peak["t"])
     if kappa:
         out["kappa"] = kappa
     if cross:
