@@ -30,6 +30,8 @@ KEY_TAG = "pifs.invocation"
 PID_TAG = "pifs.invocation_pid"
 START_TAG = "pifs.invocation_start"
 HOST_TAG = "host"
+# where process ancestry and liveness are read (Linux); tests point it at a stand-in tree
+PROC = Path("/proc")
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,13 @@ def _is_dvc(argv: list[str]) -> int | None:
 
 
 def dvc_invocation(
-    environ: Mapping[str, str] | None = None, pid: int | None = None, proc: str | Path = "/proc"
+    environ: Mapping[str, str] | None = None, pid: int | None = None, proc: str | Path | None = None
 ) -> DvcInvocation | None:
     """The dvc invocation running this process, or None outside dvc (or where /proc is absent)."""
     environ = os.environ if environ is None else environ
     if not environ.get("DVC_STAGE"):
         return None  # DVC sets it for every stage command it runs
-    proc = Path(proc)
+    proc = PROC if proc is None else Path(proc)
     current = os.getpid() if pid is None else pid
     for _ in range(64):  # ancestors: the stage's shell, dvc, ...
         stat = _stat(current, proc)
@@ -146,7 +148,6 @@ def open_parent(
     tags: Mapping[str, str],
     lock: Callable[[], Any],
     retry: Callable[..., Any] = _call,
-    proc: str | Path = "/proc",
 ) -> ParentRun:
     """Find this invocation's parent run (tag ``pifs.invocation``) or create it; reopen it for a stage."""
     retry_on_lock = retry
@@ -160,7 +161,7 @@ def open_parent(
         if found:
             parent = ParentRun(client, found[0].info.run_id, retry)
         else:
-            _close_orphans(client, experiment_id, Path(proc), retry)
+            _close_orphans(client, experiment_id, PROC, retry)
             name = (
                 f"{invocation.command} ({invocation.experiment})"
                 if invocation.experiment

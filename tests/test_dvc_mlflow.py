@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import invocation
 from pipeline.invocation import DvcInvocation, dvc_invocation
 from pipeline.provenance import git_revision
 from pipeline.tracking import Tracker, system_tags
@@ -67,41 +68,29 @@ def store(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-def _start(uri, stage, inv, proc, experiment):
-    import pipeline.invocation as invocation
-
-    invocation_proc = proc  # orphans are judged against the fake /proc
-    old = invocation._close_orphans
-
-    def close(client, exp, _proc, retry):
-        return old(client, exp, invocation_proc, retry)
-
-    invocation._close_orphans = close
-    try:
-        return Tracker.start(
-            enabled=True,
-            uri=uri,
-            experiment=experiment,
-            run_name=stage,
-            tags={"stage": stage, **system_tags(stage, f"stages.{stage}", "abc123-dirty")},
-            invocation=inv,
-            project_root=Path(uri.removeprefix("sqlite:///")).parent,
-        )
-    finally:
-        invocation._close_orphans = old
+def _start(uri, stage, inv, experiment):
+    return Tracker.start(
+        enabled=True,
+        uri=uri,
+        experiment=experiment,
+        run_name=stage,
+        tags={"stage": stage, **system_tags(stage, f"stages.{stage}", "abc123-dirty")},
+        invocation=inv,
+        project_root=Path(uri.removeprefix("sqlite:///")).parent,
+    )
 
 
-def test_stages_of_one_invocation_nest_under_one_parent_that_ends_final(tmp_path, store):
+def test_stages_of_one_invocation_nest_under_one_parent_that_ends_final(tmp_path, store, monkeypatch):
     uri, exp = store, "nesting"
-    proc = _tree(tmp_path)
+    monkeypatch.setattr(invocation, "PROC", _tree(tmp_path))  # orphans are judged against the stand-in
     inv = DvcInvocation(80, "5000", "dvc repro", None)
-    first = _start(uri, "covariance", inv, proc, exp)
+    first = _start(uri, "covariance", inv, exp)
     parent_id = first.parent.run_id
     client = _client(uri)
     assert client.get_run(parent_id).info.status == "RUNNING"
     first.finish("FINISHED")
     assert client.get_run(parent_id).info.status == "FINISHED"  # final between stages too
-    second = _start(uri, "trajectories", inv, proc, exp)
+    second = _start(uri, "trajectories", inv, exp)
     assert second.parent.run_id == parent_id
     assert client.get_run(parent_id).info.status == "RUNNING"  # reopened while the stage runs
     second.finish("FINISHED")
@@ -112,18 +101,18 @@ def test_stages_of_one_invocation_nest_under_one_parent_that_ends_final(tmp_path
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert sorted(c.data.tags["stage"] for c in children) == ["covariance", "trajectories"]
     # a failed stage leaves the parent FAILED
-    third = _start(uri, "jacobian", inv, proc, exp)
+    third = _start(uri, "jacobian", inv, exp)
     third.finish("FAILED")
     assert client.get_run(parent_id).info.status == "FAILED"
 
 
-def test_a_parent_whose_dvc_process_died_is_closed_as_killed(tmp_path, store):
+def test_a_parent_whose_dvc_process_died_is_closed_as_killed(tmp_path, store, monkeypatch):
     uri, exp = store, "orphans"
-    proc = _tree(tmp_path)
+    monkeypatch.setattr(invocation, "PROC", _tree(tmp_path))
     dead = DvcInvocation(80, "4000", "dvc repro", None)  # pid 80 now runs with another start time
-    t = _start(uri, "covariance", dead, proc, exp)
+    t = _start(uri, "covariance", dead, exp)
     dead_parent = t.parent.run_id  # the stage was SIGKILLed: nobody finishes it
-    live = _start(uri, "covariance", DvcInvocation(80, "5000", "dvc repro", None), proc, exp)
+    live = _start(uri, "covariance", DvcInvocation(80, "5000", "dvc repro", None), exp)
     assert live.parent.run_id != dead_parent
     assert _client(uri).get_run(dead_parent).info.status == "KILLED"
     assert _client(uri).get_run(live.parent.run_id).info.status == "RUNNING"
