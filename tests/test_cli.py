@@ -118,3 +118,17 @@ def test_stage_overrides_pass_through_unchanged():
     proc = _py(["-m", "stages.cli", "jacobian", "experiment=smoke", "patch.size=2", "--cfg", "job"])
     assert proc.returncode == 0, proc.stderr
     assert "size: 2" in proc.stdout and "num_steps: 10" in proc.stdout
+
+
+def test_sweeps_lists_the_jobs_of_a_sweep_folder(tmp_path, capsys):
+    (tmp_path / "sweep.json").write_text('{"sweep_id": "s1"}')
+    for num, seed in ((0, 0), (1, 1)):
+        (tmp_path / str(num)).mkdir()
+        (tmp_path / str(num) / "pifs_job.json").write_text(
+            f'{{"stage": "trajectories", "status": "COMPLETED", "job_num": {num}, "overrides": ["seed={seed}"],'
+            f' "run_key": "k{num}"}}'
+        )
+    assert cli.main(["sweeps", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t")[:3] == ["job_num", "stage", "status"]
+    assert [line.split("\t")[-1] for line in lines[1:]] == ["seed=0", "seed=1"]
