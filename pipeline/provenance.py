@@ -20,14 +20,31 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def git_revision(root: str | Path = ".") -> str:
-    """HEAD's commit, suffixed with '-dirty' when tracked files differ; 'unknown' outside git."""
+# Files DVC itself rewrites during `dvc repro` / `dvc exp run` (the lock after each stage; the params
+# files that `dvc exp run -S` composes). They record parameters, which meta.json holds in full, not
+# code, so they alone do not make the code that ran differ from the commit.
+DVC_WRITTEN = ("dvc.lock", "params.yaml", "params_learned.yaml")
+
+
+def git_revision(root: str | Path | None = None) -> str:
+    """HEAD's commit, suffixed with '-dirty' when tracked files other than DVC_WRITTEN differ from it;
+    'unknown' outside git. ``root`` defaults to the checkout this code was imported from, not the
+    working directory (a run from another folder still names the code that ran)."""
+    root = Path(__file__).resolve().parent.parent if root is None else root
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                *(f":(top,exclude){f}" for f in DVC_WRITTEN),
+            ],
             cwd=root,
             capture_output=True,
             text=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +54,18 @@ def config_digest(cfg: Mapping[str, Any], sections: tuple[str, ...]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
+def sampler_label(sampler: Mapping[str, Any]) -> str:
+    """The sampler's name with the step count it really runs: `ddim50` at num_steps=10 is `ddim10`."""
+    name = str(sampler.get("name") or "sampler")
+    n = sampler.get("num_steps")
+    if n is None or sampler.get("spacing") == "full":
+        return name
+    count = re.search(r"\d+", name)
+    if count is None:
+        return f"{name}{int(n)}"
+    return f"{name[: count.start()]}{int(n)}{name[count.end() :]}"
+
+
 def run_key(stage: str, cfg: Mapping[str, Any]) -> str:
     """Folder name under outputs/<stage>/: ``cfg['run_key']`` if set, else a readable digest."""
     fixed = cfg.get("run_key")
@@ -61,7 +74,7 @@ def run_key(stage: str, cfg: Mapping[str, Any]) -> str:
     dataset = (cfg.get("dataset") or {}).get("name", "data")
     patch = (cfg.get("patch") or {}).get("size", "?")
     model = (cfg.get("model") or {}).get("name", "model")
-    sampler = (cfg.get("sampler") or {}).get("name", "sampler")
+    sampler = sampler_label(cfg.get("sampler") or {})
     seeds = f"s{cfg.get('seed', 0)}x{cfg.get('num_seeds', 1)}"
     label = {
         "covariance": f"{dataset}-P{patch}",

@@ -204,10 +204,10 @@ def sweep_table(runs: list[SweepRun], params: tuple[str, ...] = ()) -> list[dict
     return [{c: row.get(c) for c in cols} for row in rows]
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], prog: str = "python -m pipeline.sweeps") -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.sweeps", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     ap.add_argument("sweep", nargs="?", help="sweep id (MLflow) or sweep folder; default: latest sweep")
     ap.add_argument(
         "--uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"

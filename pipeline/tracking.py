@@ -41,6 +41,29 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def system_tags(run_name: str, source_name: str, git_revision: str) -> dict[str, str]:
+    """MLflow's standard system tags (the UI's run name, source, user and commit columns).
+
+    ``git_revision`` is provenance's HEAD commit, '-dirty' suffixed when tracked code differs;
+    MLflow's commit column takes the bare commit, the suffix stays in the ``git_revision`` tag.
+    """
+    import getpass
+
+    tags = {
+        "mlflow.runName": run_name,
+        "mlflow.source.name": source_name,
+        "mlflow.source.type": "JOB" if os.environ.get("SLURM_JOB_ID") else "LOCAL",
+    }
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for this uid (some containers)
+        pass
+    commit = git_revision.removesuffix("-dirty")
+    if commit and commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
 def _sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
@@ -108,6 +131,7 @@ class Tracker:
     run_id: str | None = None
     experiment_id: str | None = None
     tracking_uri: str | None = None
+    parent: Any = None  # pipeline.invocation.ParentRun when nested under a dvc invocation's run
     _t0: float = field(default_factory=time.time)
 
     @classmethod
@@ -121,7 +145,10 @@ class Tracker:
         artifact_location: str | None = None,
         parent_run_id: str | None = None,
         project_root: str | Path = ".",
+        invocation: Any = None,
     ) -> Tracker:
+        """A new run; nested under ``parent_run_id`` if given, else under ``invocation``'s parent run
+        (a pipeline.invocation.DvcInvocation: found or created here, closed again by ``finish``)."""
         if not enabled:
             return cls()
         from mlflow.tracking import MlflowClient
@@ -146,10 +173,26 @@ class Tracker:
             else:
                 exp_id = exp.experiment_id
         all_tags = dict(tags)
+        parent = None
+        if not parent_run_id and invocation is not None:
+            from pipeline.invocation import open_parent
+
+            keep = ("mlflow.user", "mlflow.source.type", "mlflow.source.git.commit", "git_revision")
+            parent = open_parent(
+                client,
+                exp_id,
+                invocation,
+                {k: all_tags[k] for k in keep if k in all_tags},
+                lambda: store_init_lock(uri),
+                retry_on_lock,
+            )
+            parent_run_id = parent.run_id
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = retry_on_lock(client.create_run, exp_id, run_name=run_name, tags=all_tags)
-        return cls(client=client, run_id=run.info.run_id, experiment_id=exp_id, tracking_uri=uri)
+        return cls(
+            client=client, run_id=run.info.run_id, experiment_id=exp_id, tracking_uri=uri, parent=parent
+        )
 
     @property
     def enabled(self) -> bool:
@@ -197,9 +240,25 @@ class Tracker:
             retry_on_lock(self.client.set_tag, self.run_id, k, str(v))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if self.enabled:
+        """A file, or a folder as a folder of the same name (e.g. figures/)."""
+        if not self.enabled:
+            return
+        path = Path(path)
+        if path.is_dir():
+            dest = f"{artifact_path}/{path.name}" if artifact_path else path.name
+            retry_on_lock(self.client.log_artifacts, self.run_id, str(path), dest)
+        else:
             retry_on_lock(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        """A whole mapping as one JSON/YAML artifact (e.g. the full resolved config)."""
         if self.enabled:
-            retry_on_lock(self.client.set_terminated, self.run_id, status=status)
+            retry_on_lock(self.client.log_dict, self.run_id, dict(data), artifact_file)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """End the run; a dvc invocation's parent is left final with the outcome so far."""
+        if not self.enabled:
+            return
+        retry_on_lock(self.client.set_terminated, self.run_id, status=status)
+        if self.parent is not None:
+            self.parent.close_after(status)

@@ -1,7 +1,8 @@
 """Stage 4: tables, figures and the report, beside the paper's numbers.
 
 python -m stages.analysis [overrides]   → outputs/analysis/<run-key>/
-  schedule_geometry.csv, table_<N>.csv, figures (*.png), report.html, report.md
+  schedule_geometry.csv, table_<N>.csv, figures (*.png), report.html, report.md,
+  metrics.json (headline κ̂, δ̂^cross, verdict counts: `dvc metrics show`) and plots/by_t.csv (`dvc plots`)
 Reads whatever upstream outputs exist for this config and says what is missing.
 """
 
@@ -40,8 +41,17 @@ def run(cfg: DictConfig | dict) -> StageResult:
         }
         result = build_analysis(inputs, ctx.out_dir, run_info)
         ctx.metrics.update(getattr(result, "metrics", {}) or {})
+        from pipeline.analysis.headline import PLOT_COLUMNS, by_t_rows, headline_metrics
 
-    return run_stage("analysis", cfg, body, artifacts=("report.html", "report.md"))
+        by_t = by_t_rows(inputs.global_)
+        io.write_csv(ctx.out_dir / "plots" / "by_t.csv", by_t, PLOT_COLUMNS)
+        io.write_json(
+            ctx.out_dir / "metrics.json", headline_metrics(by_t, [v.status for v in result.verdicts])
+        )
+
+    return run_stage(
+        "analysis", cfg, body, artifacts=("report.html", "report.md", "metrics.json", "figures", "plots")
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

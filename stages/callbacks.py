@@ -82,21 +82,24 @@ class SweepTracking(Callback):
         tcfg = _tracking(config)
         if tcfg.get("enabled", True):
             from pipeline.provenance import git_revision
-            from pipeline.tracking import Tracker
+            from pipeline.tracking import Tracker, system_tags
 
+            run_name = f"sweep:{config.hydra.job.name}:{self.sweep_id}"
+            rev = git_revision()
             tracker = Tracker.start(
                 enabled=True,
                 uri=tcfg.get("uri"),
                 experiment=tcfg.get("experiment", "pifs-repro"),
-                run_name=f"sweep:{config.hydra.job.name}:{self.sweep_id}",
+                run_name=run_name,
                 tags={
+                    **system_tags(run_name, f"stages.{config.hydra.job.name}", rev),
                     "sweep_id": self.sweep_id,
                     "pifs.role": "sweep",
                     "stage": str(config.hydra.job.name),
                     "sweep_overrides": " ".join(overrides)[:5000],
                     "sweep_dir": self.sweep_dir,
                     "launcher": str(OmegaConf.select(config, "hydra.launcher._target_", default="")),
-                    "git_revision": git_revision(),
+                    "git_revision": rev,
                 },
                 artifact_location=tcfg.get("artifact_location"),
             )

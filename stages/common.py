@@ -17,9 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import io
 from pipeline.errors import PipelineError
+from pipeline.invocation import dvc_invocation
 from pipeline.provenance import git_revision, machine, package_versions
 from pipeline.runkeys import config_digest, key_sections, run_key
-from pipeline.tracking import Tracker
+from pipeline.tracking import Tracker, system_tags
 
 log = logging.getLogger("pifs")
 
@@ -181,6 +182,7 @@ def run_stage(
         "git_revision": rev,
         "config_digest": digest,
         "host": socket.gethostname(),
+        **system_tags(f"{stage}:{key}", f"stages.{stage}", rev),
     }
     for env, tag in (
         ("SLURM_JOB_ID", "slurm_job_id"),
@@ -198,10 +200,13 @@ def run_stage(
         tags=tags,
         artifact_location=tcfg.get("artifact_location"),
         parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
+        invocation=dvc_invocation(),  # under `dvc repro`: nest in the invocation's parent run
     )
     t0 = time.time()
     try:
-        tracker.log_params(cfg)
+        # params: the sections that determine this stage's outputs; the whole config as an artifact
+        tracker.log_params({s: cfg[s] for s in key_sections(stage) if s in cfg})
+        tracker.log_dict(cfg, "config.yaml")
         with io.atomic_dir(final) as tmp:
             ctx = StageContext(stage, cfg, key, tmp, final, work, tracker)
             body(ctx)

@@ -93,3 +93,16 @@ def test_run_keys_separate_sweeps_and_share_upstream():
     s1 = prepare_config(compose_config(["seed=1"]))
     assert run_key("trajectories", a) != run_key("trajectories", s1)
     assert run_key("covariance", a) == run_key("covariance", s1)
+
+
+def test_run_keys_name_the_step_count_the_chain_runs():
+    """A seed sweep of the 10-step smoke chain must not be filed under "ddim50"."""
+    from pipeline.runkeys import sampler_label
+
+    assert sampler_label({"name": "ddim50", "num_steps": 10, "spacing": "trailing"}) == "ddim10"
+    assert sampler_label({"name": "ddim50_leading", "num_steps": 20}) == "ddim20_leading"
+    assert sampler_label({"name": "ddim49", "num_steps": 49, "spacing": "stride"}) == "ddim49"
+    assert sampler_label({"name": "full", "num_steps": None, "spacing": "full"}) == "full"
+    assert sampler_label({"name": "optimal", "num_steps": 12}) == "optimal12"
+    cfg = prepare_config(compose_config(["experiment=smoke", "sampler.num_steps=10"]))
+    assert "-ddim10-" in run_key("trajectories", cfg)

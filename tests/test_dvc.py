@@ -173,4 +173,14 @@ def test_dvc_repro_noop_downstream_rerun_and_hydra_experiment_on_a_fresh_clone(t
         [e.experiment_id for e in client.search_experiments()],
         filter_string=f"tags.dvc_experiment = '{name}'",
     )
-    assert sorted(r.data.tags["stage"] for r in runs) == ["analysis", "covariance", "jacobian"]
+    stage_runs = [r for r in runs if r.data.tags.get("pifs.role") != "dvc"]
+    assert sorted(r.data.tags["stage"] for r in stage_runs) == ["analysis", "covariance", "jacobian"]
+    # ... nested under one parent run for the `dvc exp run`, left FINISHED, every run naming the commit
+    parents = [r for r in runs if r.data.tags.get("pifs.role") == "dvc"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in stage_runs} == {parents[0].info.run_id}
+    head = _run(["git", "rev-parse", "HEAD"], repo).strip()
+    assert {r.data.tags["mlflow.source.git.commit"] for r in runs} == {head}
+    # DVC's metrics: the analysis stage's headline figures
+    metrics = _run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], repo)
+    assert "kappa" in metrics and "claims" in metrics

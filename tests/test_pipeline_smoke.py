@@ -54,9 +54,21 @@ def test_every_stage_run_is_an_mlflow_run_with_params_and_metrics(smoke_run):
     exp = client.get_experiment_by_name("pifs-repro")
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.data.tags["stage"] for r in runs) == sorted(r.stage for r in results)
+    from pipeline.runkeys import key_sections
+
     for r in runs:
-        assert r.info.status == "FINISHED"
-        assert r.data.params["patch.size"] == "4" and r.data.metrics
+        assert r.info.status == "FINISHED" and r.data.metrics
+        # params: exactly the config sections that determine the stage's outputs; the rest is an artifact
+        sections = {k.split(".")[0] for k in r.data.params}
+        assert sections == set(key_sections(r.data.tags["stage"]))
+        assert "train" not in sections and "tracking" not in sections
+        assert r.data.tags["mlflow.source.name"] == f"stages.{r.data.tags['stage']}"
+        assert "config.yaml" in {a.path for a in client.list_artifacts(r.info.run_id)}
+    cov = next(r for r in runs if r.data.tags["stage"] == "covariance")
+    assert cov.data.params["patch.size"] == "4"
+    analysis = next(r for r in runs if r.data.tags["stage"] == "analysis")
+    logged = {a.path for a in client.list_artifacts(analysis.info.run_id)}
+    assert {"report.html", "metrics.json", "figures"} <= logged
     for res in results:
         meta = json.loads((res.out_dir / "meta.json").read_text())
         assert meta["mlflow_run_id"] == res.run_id
@@ -85,6 +97,15 @@ def test_analysis_leaves_a_report(smoke_run):
     _, results, _, _ = smoke_run
     out = results[3].out_dir
     assert (out / "report.html").stat().st_size > 1000
+    # DVC's metrics and plots: seed means of the jacobian stage's κ̂_t at the paper's t
+    metrics = json.loads((out / "metrics.json").read_text())
+    plot = io.read_csv(out / "plots" / "by_t.csv")
+    glob = io.read_csv(results[2].out_dir / "global.csv")
+    finest = min(int(r["t"]) for r in glob)
+    kappa = np.mean([float(r["kappa_pi"]) for r in glob if int(r["t"]) == finest])
+    assert metrics["kappa"]["finest_t"] == finest and np.isclose(metrics["kappa"]["finest"], kappa)
+    assert [int(r["t"]) for r in plot] == sorted({int(r["t"]) for r in glob}, reverse=True)
+    assert sum(metrics["claims"].values()) == 5  # P1-P5
     assert (out / "schedule_geometry.csv").is_file()
     # the λ_k table of the covariance stage is in the report
     report = (out / "report.md").read_text()

@@ -79,8 +79,8 @@ def pair_markdown(rows: list[dict], labels: tuple[str, str] = ("A", "B")) -> str
     return head + body
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m pipeline.analysis.pair") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("run_a", type=Path)
     ap.add_argument("run_b", type=Path)
     ap.add_argument("--labels", nargs=2, default=["A", "B"])
