@@ -12,15 +12,23 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from stages.common import StageContext, StageResult, prepare_config, read_meta, run_stage, stage_dir
+from stages.common import (
+    StageContext,
+    StageResult,
+    prepare_config,
+    read_meta,
+    run_stage,
+    stage_dir,
+    upstream_dir,
+)
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
     upstream = {}
     for s in ("covariance", "trajectories", "jacobian"):
-        d = stage_dir(s, cfg)
-        upstream[s] = d if read_meta(d) is not None else None
+        # an upstream folder that exists must still hold the files its meta.json hashed
+        upstream[s] = upstream_dir(s, cfg, needed_by="analysis") if read_meta(stage_dir(s, cfg)) else None
 
     def body(ctx: StageContext) -> None:
         from pipeline import io
@@ -41,7 +49,8 @@ def run(cfg: DictConfig | dict) -> StageResult:
         result = build_analysis(inputs, ctx.out_dir, run_info)
         ctx.metrics.update(getattr(result, "metrics", {}) or {})
 
-    return run_stage("analysis", cfg, body, artifacts=("report.html", "report.md"))
+    inputs = {k: v for k, v in upstream.items() if v is not None}
+    return run_stage("analysis", cfg, body, artifacts=("report.html", "report.md"), inputs=inputs)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
