@@ -258,7 +258,8 @@ def load_checkpoint(state: TrainState, folder: str | Path) -> bool:
     path = Path(folder) / CHECKPOINT
     if not path.is_file():
         return False
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: tensors and plain containers only, so a planted pickle cannot run code
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     state.unet.load_state_dict(ck["unet"])
     state.ema.load_state_dict(ck["ema"])
     state.optimizer.load_state_dict(ck["optimizer"])

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from pipeline.geometry import linear_schedule
+from pipeline.models.assets import resolve_asset_path
 from pipeline.training import (
     TrainConfig,
     diffusers_scheduler_config,
     dsm_loss,
     load_checkpoint,
     new_state,
-    resolve_asset_path,
     save_model,
     train,
     train_step,
@@ -174,7 +174,8 @@ def test_train_entry_point_writes_a_loadable_model_folder(project):
             "patch.size=4",
             "train.eval_images=8",
             "progress=false",
-        ]
+        ],
+        config_name="train",
     )
     folder = run(cfg)
     names = {p.name for p in folder.iterdir()}
