@@ -405,7 +405,10 @@ def run_stage(
 def _run_locked(stage, cfg, body, artifacts, inputs, final: Path, key: str, what: str) -> StageResult:
     check_replaceable(final, stage, what)  # again under the lock: another writer may have been first
     io.remove_path(scratch_path(final))  # a killed run's scratch; nobody else can be writing it now
-    clean_stale(final.parent)
+    if (
+        what == "run_key"
+    ):  # <paths.outputs>/<stage>/ holds only runs' folders; a chosen out_dir's parent may not
+        clean_stale(final.parent)
     digest = config_digest(cfg, key_sections(stage))
     input_hashes = _input_digests(inputs)
     meta = read_meta(final)

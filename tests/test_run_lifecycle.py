@@ -199,10 +199,51 @@ def test_work_units_of_another_config_are_discarded_not_merged(tmp_path, caplog)
     assert seen == ["unit-0.txt", "work.json"]
 
 
-def _kill_when(proc: subprocess.Popen, pattern_root: Path, pattern: str, n: int, sig: int) -> int:
+def test_a_trajectory_rerun_after_a_schedule_change_reuses_no_old_seed(project, monkeypatch):
+    import pipeline.sampler as sampler
+    from stages import covariance, trajectories
+
+    common = [*SMOKE, "run_key=fixed", "num_seeds=3", "trajectories.batch_size=1"]
+    covariance.run(compose_config(common))
+    real = sampler.ddim_sample
+    calls = []
+
+    def preempted_after_one(*a, **k):
+        if calls:
+            raise RuntimeError("preempted")
+        calls.append(1)
+        return real(*a, **k)
+
+    with monkeypatch.context() as m, pytest.raises(RuntimeError, match="preempted"):
+        m.setattr(sampler, "ddim_sample", preempted_after_one)
+        trajectories.run(compose_config(common))
+    assert len(list(project.glob("outputs/trajectories/.work-fixed/seed-*.npz"))) == 1
+    calls.clear()
+    monkeypatch.setattr(sampler, "ddim_sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    res = trajectories.run(compose_config([*common, "schedule=cosine"]))
+    assert len(calls) == 3 and res.metrics["seeds_resumed"] == 0
+    # every seed is the new schedule's: equal to a run that never saw the old one
+    cov = project / "outputs" / "covariance"
+    shutil.copytree(cov / "fixed", cov / "ref")
+    ref = trajectories.run(
+        compose_config([*SMOKE, "run_key=ref", "num_seeds=3", "trajectories.batch_size=1", "schedule=cosine"])
+    )
+    for s in range(3):
+        a, b = io.load_npz(res.out_dir / f"seed-{s}.npz"), io.load_npz(ref.out_dir / f"seed-{s}.npz")
+        assert all(np.array_equal(a[k], b[k]) for k in ("t", "x", "eps"))
+
+
+def _kill_when(
+    proc: subprocess.Popen, pattern_root: Path, pattern: str, n: int, sig: int, meanwhile=None
+) -> int:
+    """Send ``sig`` once ``n`` unit files exist (calling ``meanwhile()`` once the first one does)."""
     deadline = time.time() + 300
     while time.time() < deadline:
         done = len(list(pattern_root.glob(pattern)))
+        if done >= 1 and meanwhile is not None:
+            meanwhile()
+            meanwhile = None
+            continue
         if done >= n:
             os.killpg(proc.pid, sig)
             break
@@ -264,7 +305,7 @@ def test_sigterm_marks_the_mlflow_run_killed_and_the_rerun_resumes(tmp_path, mon
         "progress=false",
         f"tracking.uri={uri}",
         "tracking.experiment=t",
-        "num_seeds=6",
+        "num_seeds=8",
         "trajectories.batch_size=1",
         "sampler.num_steps=200",
     ]
@@ -279,13 +320,31 @@ def test_sigterm_marks_the_mlflow_run_killed_and_the_rerun_resumes(tmp_path, mon
         text=True,
         start_new_session=True,
     )
-    done = _kill_when(proc, tmp_path / "outputs/trajectories", ".work-*/seed-*.npz", 2, signal.SIGTERM)
+    refused = []
+
+    def second_writer():
+        # a second run on the same folder while the first is writing it is refused, naming the first
+        with pytest.raises(
+            io.FolderBusyError, match=rf"being written by another run \(host .*, pid {proc.pid},"
+        ):
+            trajectories.run(compose_config(common))
+        refused.append(1)
+
+    done = _kill_when(
+        proc,
+        tmp_path / "outputs/trajectories",
+        ".work-*/seed-*.npz",
+        2,
+        signal.SIGTERM,
+        meanwhile=second_writer,
+    )
+    assert refused == [1]
     output = proc.stdout.read()
     assert proc.returncode == 128 + signal.SIGTERM, output
     assert "Traceback" not in output and "stopped by signal 15" in output
     root = tmp_path / "outputs/trajectories"
     assert not list(root.glob(".partial-*")) and not [p for p in root.iterdir() if not p.name.startswith(".")]
-    assert 0 < done < 6 and list(root.glob(".work-*"))  # scratch gone, work kept
+    assert 0 < done < 8 and list(root.glob(".work-*"))  # scratch gone, work kept
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
     assert [r.info.status for r in runs] == ["KILLED"]
