@@ -161,13 +161,12 @@ def verify_outputs(folder: Path, meta: Mapping[str, Any]) -> str | None:
     recorded = meta.get("outputs")
     if not isinstance(recorded, dict):
         return "its meta.json records no output hashes (written by an older version)"
-    for name, sha in sorted(recorded.items()):
-        path = folder / name
-        if not path.is_file():
-            return f"{path} is missing"
-        if io.sha256_file(path) != sha:
-            return f"{path} differs from the sha256 in its meta.json (edited or corrupt)"
     actual = io.tree_sha256(folder, exclude=("meta.json",))
+    for name, sha in sorted(recorded.items()):
+        if name not in actual:
+            return f"{folder / name} is missing"
+        if actual[name] != sha:
+            return f"{folder / name} differs from the sha256 in its meta.json (edited or corrupt)"
     extra = sorted(set(actual) - set(recorded))
     if extra:
         return f"{folder / extra[0]} is not one of the outputs its meta.json records"
@@ -187,7 +186,7 @@ def upstream_dir(stage: str, cfg: Mapping[str, Any], needed_by: str) -> Path:
     if problem is not None:
         raise PipelineError(
             f"{needed_by} cannot use {folder}: {problem} — rerun `python -m stages.{stage}` with the same "
-            "overrides and force=true (or `dvc repro`)"
+            "overrides (it recomputes a folder whose files changed), or `dvc repro`"
         )
     return folder
 
@@ -446,19 +445,20 @@ def _run_locked(stage, cfg, body, artifacts, inputs, final: Path, key: str, what
     ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
-    tracker = Tracker.start(
-        enabled=bool(tcfg.get("enabled", True)),
-        uri=tcfg.get("uri"),
-        experiment=tcfg.get("experiment", "pifs-repro"),
-        run_name=f"{stage}:{key}",
-        tags=tags,
-        artifact_location=tcfg.get("artifact_location"),
-        parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
-    )
     t0 = time.time()
     signals = _SignalsAsExit()
+    tracker = Tracker()  # a no-op until the run exists
     try:
         with signals:
+            tracker = Tracker.start(
+                enabled=bool(tcfg.get("enabled", True)),
+                uri=tcfg.get("uri"),
+                experiment=tcfg.get("experiment", "pifs-repro"),
+                run_name=f"{stage}:{key}",
+                tags=tags,
+                artifact_location=tcfg.get("artifact_location"),
+                parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
+            )
             tracker.log_params(cfg)
             with io.atomic_dir(final, scratch=scratch_path(final)) as tmp:
                 ctx = StageContext(stage, cfg, key, tmp, final, work, tracker)
