@@ -85,6 +85,9 @@ Figures: `loss_curve.png` (running-mean training loss), `samples.png` ({summary[
 def run(cfg: DictConfig | dict) -> Path:
     """Train (resuming from the work folder), then publish the model folder through the stage lifecycle."""
     cfg = prepare_config(cfg)
+    # an output folder that is not a finished model of this stage is refused before any work
+    final = output_folder(cfg)
+    check_replaceable(final, TRAIN_STAGE, "train.out_dir")
     from pipeline import io
     from pipeline.data import dataset_from_config
     from pipeline.geometry import schedule_from_config, schedule_from_diffusers_config, strided_chain
@@ -119,9 +122,6 @@ def run(cfg: DictConfig | dict) -> Path:
     dcfg = dict(cfg["dataset"])
     source = dataset_from_config(dcfg)
     eval_n = int(tcfg.get("eval_images", 512))
-    # an output folder that is not a finished model of this stage is refused before any data is read
-    final = output_folder(cfg)
-    check_replaceable(final, TRAIN_STAGE, "train.out_dir")
 
     def body(ctx: StageContext) -> None:
         data = torch.from_numpy(np.ascontiguousarray(source.load_all(), dtype=np.float32))

@@ -199,6 +199,7 @@ def test_work_units_of_another_config_are_discarded_not_merged(tmp_path, caplog)
     assert seen == ["unit-0.txt", "work.json"]
 
 
+@pytest.mark.integration
 def test_a_trajectory_rerun_after_a_schedule_change_reuses_no_old_seed(project, monkeypatch):
     import pipeline.sampler as sampler
     from stages import covariance, trajectories
