@@ -199,6 +199,50 @@ def test_work_units_of_another_config_are_discarded_not_merged(tmp_path, caplog)
     assert seen == ["unit-0.txt", "work.json"]
 
 
+class _RecordingTracker:
+    """Stands in for the MLflow run (the subprocess SIGTERM test uses a real store)."""
+
+    run_id = tracking_uri = None
+
+    def __init__(self) -> None:
+        self.status, self.tags = None, {}
+
+    def log_params(self, params) -> None:
+        pass
+
+    def set_tags(self, tags) -> None:
+        self.tags.update(tags)
+
+    def finish(self, status: str) -> None:
+        self.status = status
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_body_stops_cleanly_keeps_work_and_marks_the_run_killed(project, monkeypatch, sig):
+    from stages import common
+    from stages.common import StageInterrupted
+
+    tracker = _RecordingTracker()
+    monkeypatch.setattr(common.Tracker, "start", classmethod(lambda cls, **kw: tracker))
+
+    def body(ctx):
+        io.write_text(ctx.work_dir / "unit-0.txt", "done")
+        io.write_text(ctx.out_dir / "half.csv", "half")
+        os.kill(os.getpid(), sig)
+        time.sleep(5)  # the handler raises here
+        pytest.fail("the signal did not stop the body")
+
+    with pytest.raises(StageInterrupted) as info:
+        run_stage("covariance", _toy_cfg(project), body)
+    assert info.value.code == 128 + sig
+    parent = project / "outputs" / "covariance"
+    assert sorted(p.name for p in parent.iterdir()) == [".lock-toy", ".work-toy"]  # no scratch, no output
+    assert (parent / ".work-toy" / "unit-0.txt").read_text() == "done"
+    assert tracker.status == "KILLED" and f"stopped by signal {int(sig)}" in tracker.tags["error"]
+    # the handlers are the process's own again afterwards
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.integration
 def test_a_trajectory_rerun_after_a_schedule_change_reuses_no_old_seed(project, monkeypatch):
     import pipeline.sampler as sampler
