@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.errors import PipelineError
 
 # A fixed timestamp makes .npz bytes depend only on the arrays, so DVC sees an unchanged
 # file when a stage reruns and produces the same numbers (downstream stages are skipped).
@@ -21,6 +26,11 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (os.umask is process-wide)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -115,25 +125,137 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def remove_path(path: str | Path) -> None:
+    """Remove a file, link or folder tree if it exists."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 @contextlib.contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
+def atomic_dir(final: str | Path, scratch: str | Path | None = None) -> Iterator[Path]:
     """Yield a scratch folder beside ``final``; on success it replaces ``final`` in one rename.
 
     On any error the scratch folder is removed, so a failed run never leaves a half-written
-    output folder behind (an earlier complete ``final`` stays untouched).
+    output folder behind (an earlier complete ``final`` stays untouched). ``scratch``: a fixed
+    scratch path (the stage runner's, which holds the folder's lock); default a fresh temp name.
+    The caller decides whether ``final`` may be replaced at all.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    if scratch is None:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    else:
+        tmp = Path(scratch)
+        remove_path(tmp)
+        tmp.mkdir()
+    # mkdtemp creates 0700; an output folder gets the user's umask like any other folder
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists() or final.is_symlink():
+        old = tmp.with_name(f"{tmp.name}.old")
+        remove_path(old)
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_path(old)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_sha256(folder: str | Path, exclude: Sequence[str] = ()) -> dict[str, str]:
+    """{relative posix path: sha256} of every regular file under ``folder``, sorted (``exclude``: top-level names)."""
+    folder = Path(folder)
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if rel in exclude or not path.is_file():
+            continue
+        out[rel] = sha256_file(path)
+    return out
+
+
+def digest_of(obj: object) -> str:
+    """Hex sha256 of a JSON-able object in canonical form (sorted keys, no spaces)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class FolderBusyError(PipelineError):
+    """Another process holds the writer lock of an output folder."""
+
+
+def _lock_holder(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        if info:
+            return f"host {info.get('host')}, pid {info.get('pid')}, since {info.get('since')}"
+    return "holder unknown"
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no OS lock to take (the project's targets are Linux and SLURM)
+        return True
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def writer_lock(lock_path: str | Path, what: str) -> Iterator[None]:
+    """Hold the OS lock (flock) on ``lock_path`` while writing ``what``; a second writer is refused.
+
+    The lock file records who holds it (host, pid, start), named in the refusal. The kernel frees
+    the lock when the process ends, however it ends, so a killed run never leaves a stale lock.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if not _try_flock(fd):
+            raise FolderBusyError(
+                f"{what} is being written by another run ({_lock_holder(fd)}) — wait for that run to finish, "
+                "or give this one another run_key"
+            )
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def lock_is_free(lock_path: str | Path) -> bool:
+    """Whether no process holds the writer lock at ``lock_path`` (a missing lock file is free)."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        return _try_flock(fd)
+    finally:
+        os.close(fd)

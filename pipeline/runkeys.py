@@ -8,7 +8,38 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.errors import PipelineError
+
 STAGES = ("covariance", "trajectories", "jacobian", "analysis")
+# stages.train writes outputs/train/<run-key>/ through the same lifecycle; it is not part of the chain
+TRAIN_STAGE = "train"
+
+# One plain folder name: no separators, never `.` or `..`, never hidden (the runner's own scratch,
+# work and lock entries beside a run folder all start with a dot, so they cannot collide with one).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_MAX_NAME = 200
+
+
+class RunKeyError(PipelineError):
+    """A run key that is not one plain folder name."""
+
+
+def check_run_key(name: object, what: str = "run_key") -> str:
+    """``name`` if it is one plain folder name (``[A-Za-z0-9][A-Za-z0-9._-]*``), else a RunKeyError."""
+    text = str(name)
+    if not _PLAIN_NAME.fullmatch(text) or len(text) > _MAX_NAME:
+        raise RunKeyError(
+            f"{what}={text!r} is not a plain folder name — use letters, digits, '.', '_' and '-' only, "
+            f"starting with a letter or digit (at most {_MAX_NAME} characters; no '/', no '.' or '..'); "
+            "outputs always go to <paths.outputs>/<stage>/<run_key>/"
+        )
+    return text
+
+
+def _plain(label: str) -> str:
+    """A derived label made safe as a folder name (model names like org/model keep their parts)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "run"
+
 
 # The config sections whose values change a stage's numbers, upstream stages' included, so
 # a sweep over any knob never overwrites another run. Trajectories leave out `patch`: a
@@ -37,13 +68,14 @@ _KEY_SECTIONS: dict[str, tuple[str, ...]] = {
         "trajectories",
         "measure",
     ),
+    TRAIN_STAGE: ("dataset", "schedule", "train"),
 }
 
 
 def key_sections(stage: str) -> tuple[str, ...]:
     """Config sections that determine ``stage``'s outputs (its own and its upstream's)."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    if stage not in STAGES and stage != TRAIN_STAGE:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)} or {TRAIN_STAGE}")
     return _KEY_SECTIONS.get(stage, _KEY_SECTIONS["jacobian"] + ("analysis",))
 
 
@@ -69,8 +101,8 @@ def sampler_label(sampler: Mapping[str, Any]) -> str:
 def run_key(stage: str, cfg: Mapping[str, Any]) -> str:
     """Folder name under outputs/<stage>/: ``cfg['run_key']`` if set, else a readable digest."""
     fixed = cfg.get("run_key")
-    if fixed:
-        return str(fixed)
+    if fixed is not None and fixed != "":
+        return check_run_key(fixed)
     dataset = (cfg.get("dataset") or {}).get("name", "data")
     patch = (cfg.get("patch") or {}).get("size", "?")
     model = (cfg.get("model") or {}).get("name", "model")
@@ -79,5 +111,6 @@ def run_key(stage: str, cfg: Mapping[str, Any]) -> str:
     label = {
         "covariance": f"{dataset}-P{patch}",
         "trajectories": f"{dataset}-{model}-{sampler}-{seeds}",
+        TRAIN_STAGE: str((cfg.get("train") or {}).get("name", "train")),
     }.get(stage, f"{dataset}-P{patch}-{model}-{sampler}-{seeds}")
-    return f"{label}-{config_digest(cfg, key_sections(stage))}"
+    return check_run_key(f"{_plain(label)[:150]}-{config_digest(cfg, key_sections(stage))}")

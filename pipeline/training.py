@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline import io
+from pipeline.errors import PipelineError
 from pipeline.models.prediction import check_prediction_type, eps_from_prediction
 
 
@@ -258,7 +260,14 @@ def load_checkpoint(state: TrainState, folder: str | Path) -> bool:
     path = Path(folder) / CHECKPOINT
     if not path.is_file():
         return False
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: tensors and plain containers only, so a planted pickle cannot run code
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise PipelineError(
+            f"{path} is not a plain weights checkpoint ({str(e).splitlines()[0][:200]}) — delete {path.parent} "
+            "to train from the start"
+        ) from None
     state.unet.load_state_dict(ck["unet"])
     state.ema.load_state_dict(ck["ema"])
     state.optimizer.load_state_dict(ck["optimizer"])

@@ -13,15 +13,23 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from stages.common import StageContext, StageResult, prepare_config, read_meta, run_stage, stage_dir
+from stages.common import (
+    StageContext,
+    StageResult,
+    prepare_config,
+    read_meta,
+    run_stage,
+    stage_dir,
+    upstream_dir,
+)
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
     upstream = {}
     for s in ("covariance", "trajectories", "jacobian"):
-        d = stage_dir(s, cfg)
-        upstream[s] = d if read_meta(d) is not None else None
+        # an upstream folder that exists must still hold the files its meta.json hashed
+        upstream[s] = upstream_dir(s, cfg, needed_by="analysis") if read_meta(stage_dir(s, cfg)) else None
 
     def body(ctx: StageContext) -> None:
         from pipeline import io
@@ -49,8 +57,13 @@ def run(cfg: DictConfig | dict) -> StageResult:
             ctx.out_dir / "metrics.json", headline_metrics(by_t, [v.status for v in result.verdicts])
         )
 
+    inputs = {k: v for k, v in upstream.items() if v is not None}
     return run_stage(
-        "analysis", cfg, body, artifacts=("report.html", "report.md", "metrics.json", "figures", "plots")
+        "analysis",
+        cfg,
+        body,
+        artifacts=("report.html", "report.md", "metrics.json", "figures", "plots"),
+        inputs=inputs,
     )
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
-import shutil
+import signal
 import socket
+import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from pipeline import io
 from pipeline.errors import PipelineError
 from pipeline.invocation import dvc_invocation
 from pipeline.provenance import git_revision, machine, package_versions
-from pipeline.runkeys import config_digest, key_sections, run_key
+from pipeline.runkeys import check_run_key, config_digest, key_sections, run_key
 from pipeline.tracking import Tracker, system_tags
 
 log = logging.getLogger("pifs")
@@ -60,6 +63,8 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
             f"model.block_size={block} does not divide the image size {res}; "
             f"set model.block_size to a divisor of {res} (usually equal to patch.size)"
         )
+    if cfg.get("run_key") is not None and cfg.get("run_key") != "":
+        check_run_key(cfg["run_key"])
     if int(cfg.get("num_seeds", 1)) < 1:
         raise ConfigError(f"num_seeds must be >= 1, got {cfg.get('num_seeds')}")
 
@@ -101,24 +106,239 @@ def stage_dir(stage: str, cfg: Mapping[str, Any]) -> Path:
     return outputs_root(cfg) / stage / run_key(stage, cfg)
 
 
+# Entries beside a run folder <parent>/<name> that belong to its run. Run keys never start with a
+# dot and each prefix differs from the others in its first letter, so no two runs' entries collide.
+def lock_path(final: Path) -> Path:
+    return final.parent / f".lock-{final.name}"
+
+
+def work_path(final: Path) -> Path:
+    return final.parent / f".work-{final.name}"
+
+
+def scratch_path(final: Path) -> Path:
+    return final.parent / f".partial-{final.name}"
+
+
+_WORK_RECORD = "work.json"
+
+
 def read_meta(folder: Path) -> dict[str, Any] | None:
+    """The folder's meta.json, or None when it has none (or an unreadable one)."""
     meta = folder / "meta.json"
     if not meta.is_file():
         return None
-    import json
+    try:
+        obj = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
-    return json.loads(meta.read_text())
+
+def check_replaceable(final: Path, stage: str, what: str = "run_key") -> None:
+    """Refuse before any work when ``final`` exists and is not a completed output of ``stage``.
+
+    Only a folder whose meta.json says it is this stage's output (or an empty folder) may be
+    replaced; anything else is somebody's data and stays untouched.
+    """
+    if not final.exists() and not final.is_symlink():
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise ConfigError(
+            f"{final} exists and is not a folder; it is left untouched — move it away or choose another {what}"
+        )
+    if not any(final.iterdir()):
+        return
+    meta = read_meta(final)
+    if meta is None or meta.get("stage") != stage:
+        raise ConfigError(
+            f"{final} exists but is not a completed output of the {stage} stage (its meta.json does not say so); "
+            f"it is left untouched — move it away or choose another {what}"
+        )
+
+
+def verify_outputs(folder: Path, meta: Mapping[str, Any]) -> str | None:
+    """None when every output file matches the sha256 meta.json recorded, else what differs."""
+    recorded = meta.get("outputs")
+    if not isinstance(recorded, dict):
+        return "its meta.json records no output hashes (written by an older version)"
+    actual = io.tree_sha256(folder, exclude=("meta.json",))
+    for name, sha in sorted(recorded.items()):
+        if name not in actual:
+            return f"{folder / name} is missing"
+        if actual[name] != sha:
+            return f"{folder / name} differs from the sha256 in its meta.json (edited or corrupt)"
+    extra = sorted(set(actual) - set(recorded))
+    if extra:
+        return f"{folder / extra[0]} is not one of the outputs its meta.json records"
+    return None
 
 
 def upstream_dir(stage: str, cfg: Mapping[str, Any], needed_by: str) -> Path:
-    """The completed output folder of an upstream stage, or a clear error saying what to run."""
+    """The completed, unaltered output folder of an upstream stage, or a clear error saying what to run."""
     folder = stage_dir(stage, cfg)
-    if read_meta(folder) is None:
-        raise FileNotFoundError(
-            f"{needed_by} needs the {stage} stage's outputs at {folder}, which do not exist; run "
+    meta = read_meta(folder)
+    if meta is None:
+        raise PipelineError(
+            f"{needed_by} needs the {stage} stage's outputs at {folder}, which do not exist — run "
             f"`python -m stages.{stage}` with the same overrides first (or `dvc repro`)"
         )
+    problem = verify_outputs(folder, meta)
+    if problem is not None:
+        raise PipelineError(
+            f"{needed_by} cannot use {folder}: {problem} — rerun `python -m stages.{stage}` with the same "
+            "overrides (it recomputes a folder whose files changed), or `dvc repro`"
+        )
     return folder
+
+
+InputSpec = Path | str | Sequence[Path]
+
+
+def input_record(value: InputSpec) -> dict[str, Any]:
+    """{"path", "sha256"[, "files"]} of one input: a stage folder (its recorded output hashes, checked),
+    a file, a folder, a list of files, or a plain string (e.g. a resolved hub revision)."""
+    if isinstance(value, str) and not Path(value).exists():
+        return {"value": value, "sha256": io.digest_of(value)}
+    if isinstance(value, (str, Path)):
+        path = Path(value)
+        meta = read_meta(path) if path.is_dir() else None
+        if meta is not None and isinstance(meta.get("outputs"), dict) and meta.get("stage"):
+            return {"path": str(path), "stage": meta["stage"], "sha256": io.digest_of(meta["outputs"])}
+        if path.is_dir():
+            files = io.tree_sha256(path)
+            return {"path": str(path), "sha256": io.digest_of(files), "files": files}
+        return {"path": str(path), "sha256": io.sha256_file(path)}
+    files = {str(Path(p)): io.sha256_file(p) for p in value}
+    return {"sha256": io.digest_of(files), "files": files}
+
+
+def _input_digests(inputs: Mapping[str, InputSpec]) -> dict[str, dict[str, Any]]:
+    return {label: input_record(v) for label, v in sorted(inputs.items())}
+
+
+def _reuse_problem(final: Path, meta: Mapping[str, Any] | None, digest: str, inputs: Mapping) -> str | None:
+    """None when ``final`` can be reused as this run's result, else why it cannot."""
+    if meta is None:
+        return "no completed output"
+    if meta.get("config_digest") != digest:
+        return f"it was made with another config (digest {meta.get('config_digest')}, now {digest})"
+    recorded = {k: (v or {}).get("sha256") for k, v in (meta.get("input_hashes") or {}).items()}
+    now = {k: v["sha256"] for k, v in inputs.items()}
+    if recorded != now:
+        changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+        return f"its inputs changed ({', '.join(changed)})"
+    return verify_outputs(final, meta)
+
+
+def _prepare_work(work: Path, stage: str, unit_digest: str) -> None:
+    """Keep the work folder's resumable units only if they were made for exactly this run's units."""
+    record = work / _WORK_RECORD
+    if work.is_dir() and any(work.iterdir()):
+        try:
+            held = json.loads(record.read_text()).get("unit_digest")
+        except (OSError, ValueError, AttributeError):
+            held = None
+        if held != unit_digest:
+            n = sum(1 for p in work.rglob("*") if p.is_file() and p.name != _WORK_RECORD)
+            log.warning(
+                "%s: discarding %d resumable file(s) in %s: they were made for another config or other "
+                "inputs (unit digest %s, this run %s); units are never mixed",
+                stage,
+                n,
+                work,
+                held,
+                unit_digest,
+            )
+            io.remove_path(work)
+        elif any(p.name != _WORK_RECORD for p in work.iterdir()):
+            log.info("%s: resuming from the units in %s", stage, work)
+    work.mkdir(parents=True, exist_ok=True)
+    io.write_json(record, {"stage": stage, "unit_digest": unit_digest})
+
+
+@contextlib.contextmanager
+def _held_if_free(lock: Path) -> Iterator[bool]:
+    """Hold ``lock`` for the block when no writer holds it; yield whether it is held."""
+    try:
+        with io.writer_lock(lock, str(lock)):
+            yield True
+    except io.FolderBusyError:
+        yield False
+
+
+def clean_stale(parent: Path) -> list[Path]:
+    """Remove scratch left by killed runs, and work folders no run can resume, where no writer holds the lock.
+
+    Scratch (``.partial-<key>``, and its ``.old``) is never resumable. A work folder is removed when
+    it holds no units, or when the complete output beside it was made from the same units.
+    """
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for entry in sorted(parent.iterdir()):
+        name = entry.name
+        for prefix in (".partial-", ".work-"):
+            if not name.startswith(prefix):
+                continue
+            key = name[len(prefix) :].removesuffix(".old")
+            if prefix == ".work-":
+                units = [p for p in entry.rglob("*") if p.is_file() and p.name != _WORK_RECORD]
+                meta = read_meta(parent / key)
+                try:
+                    held = json.loads((entry / _WORK_RECORD).read_text()).get("unit_digest")
+                except (OSError, ValueError, AttributeError):
+                    held = None
+                if units and not (meta and held and meta.get("unit_digest") == held):
+                    continue
+            with _held_if_free(parent / f".lock-{key}") as held_lock:
+                if held_lock and entry.exists():
+                    io.remove_path(entry)
+                    removed.append(entry)
+    for path in removed:
+        log.info("removed %s (left by a run that has ended)", path)
+    return removed
+
+
+class StageInterrupted(SystemExit):
+    """SIGTERM/SIGINT reached a running stage: it unwinds (scratch removed, work kept) and exits 128+signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + int(signum))
+        self.signum = int(signum)
+
+
+class _SignalsAsExit:
+    """SIGTERM (SLURM preemption and time-out) and SIGINT raise StageInterrupted in the main thread.
+
+    After ``defer()`` (the result is being published) a signal is only recorded in ``pending``, so
+    it cannot cut the rename of a finished folder or its FINISHED status in half.
+    """
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self._deferred = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self._deferred:
+            self.pending = signum
+            return
+        raise StageInterrupted(signum)
+
+    def defer(self) -> None:
+        self._deferred = True
+
+    def __enter__(self) -> _SignalsAsExit:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {
+                sig: signal.signal(sig, self._handler) for sig in (signal.SIGTERM, signal.SIGINT)
+            }
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._previous.items():
+            signal.signal(sig, old)
 
 
 @dataclass
@@ -155,25 +375,60 @@ def run_stage(
     cfg: Mapping[str, Any],
     body: Callable[[StageContext], None],
     artifacts: tuple[str, ...] = (),
+    inputs: Mapping[str, InputSpec] | None = None,
+    final: Path | None = None,
 ) -> StageResult:
     """Run ``body`` for ``stage`` with an atomic output folder, meta.json and an MLflow run.
 
-    A complete folder for the same config is reused unless ``force``; a failed run leaves
-    no output folder, only its resumable work folder.
+    One writer per folder (an OS lock beside it). A complete folder is reused when its config,
+    its inputs' sha256 and its own files' sha256 all still match (unless ``force``); otherwise it
+    is recomputed and the log says why. Resumable units live in a work folder keyed to the config
+    sections and inputs that determine them; units of another key are discarded, never merged.
+    A failed or interrupted run leaves no output folder, only its work folder. ``inputs``: files,
+    folders or upstream stage folders whose content the outputs depend on. ``final``: the output
+    folder when it is not <paths.outputs>/<stage>/<run_key> (train.out_dir).
     """
     cfg = dict(cfg)
-    key = run_key(stage, cfg)
-    final = outputs_root(cfg) / stage / key
+    if final is None:
+        key = run_key(stage, cfg)
+        final = outputs_root(cfg) / stage / key
+        what = "run_key"
+    else:
+        key = final.name
+        what = f"{stage}.out_dir"
+    check_replaceable(final, stage, what)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with io.writer_lock(lock_path(final), str(final)):
+        return _run_locked(stage, cfg, body, artifacts, inputs or {}, final, key, what)
+
+
+def _run_locked(stage, cfg, body, artifacts, inputs, final: Path, key: str, what: str) -> StageResult:
+    check_replaceable(final, stage, what)  # again under the lock: another writer may have been first
+    io.remove_path(scratch_path(final))  # a killed run's scratch; nobody else can be writing it now
+    if (
+        what == "run_key"
+    ):  # <paths.outputs>/<stage>/ holds only runs' folders; a chosen out_dir's parent may not
+        clean_stale(final.parent)
     digest = config_digest(cfg, key_sections(stage))
+    input_hashes = _input_digests(inputs)
     meta = read_meta(final)
-    if meta is not None and meta.get("config_digest") == digest and not cfg.get("force"):
-        log.info("%s: %s is complete for this config; reusing it (force=true recomputes)", stage, final)
+    why = _reuse_problem(final, meta, digest, input_hashes)
+    if why is None and not cfg.get("force"):
+        log.info(
+            "%s: %s is complete for this config and inputs; reusing it (force=true recomputes)", stage, final
+        )
         return StageResult(
             stage, final.absolute(), meta.get("mlflow_run_id"), True, meta.get("metrics", {}), 0.0
         )
+    if meta is not None:
+        log.info("%s: recomputing %s: %s", stage, final, "force=true" if why is None else why)
 
-    work = final.parent / f".work-{key}"
-    work.mkdir(parents=True, exist_ok=True)
+    # everything that determines the resumable units: the config sections and the inputs' content
+    unit_digest = io.digest_of(
+        {"stage": stage, "config": {s: cfg.get(s) for s in key_sections(stage)}, "inputs": input_hashes}
+    )
+    work = work_path(final)
+    _prepare_work(work, stage, unit_digest)
     tcfg = cfg.get("tracking", {})
     rev = git_revision()
     tags = {
@@ -192,56 +447,113 @@ def run_stage(
     ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
-    tracker = Tracker.start(
-        enabled=bool(tcfg.get("enabled", True)),
-        uri=tcfg.get("uri"),
-        experiment=tcfg.get("experiment", "pifs-repro"),
-        run_name=f"{stage}:{key}",
-        tags=tags,
-        artifact_location=tcfg.get("artifact_location"),
-        parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
-        invocation=dvc_invocation(),  # under `dvc repro`: nest in the invocation's parent run
-    )
     t0 = time.time()
+    signals = _SignalsAsExit()
+    tracker = Tracker()  # a no-op until the run exists
     try:
-        # params: the sections that determine this stage's outputs; the whole config as an artifact
-        tracker.log_params({s: cfg[s] for s in key_sections(stage) if s in cfg})
-        tracker.log_dict(cfg, "config.yaml")
-        with io.atomic_dir(final) as tmp:
-            ctx = StageContext(stage, cfg, key, tmp, final, work, tracker)
-            body(ctx)
-            wall = time.time() - t0
-            io.write_json(
-                tmp / "meta.json",
-                {
-                    "stage": stage,
-                    "run_key": key,
-                    "config_digest": digest,
-                    "config": cfg,
-                    "inputs": ctx.inputs,
-                    "metrics": ctx.metrics,
-                    "versions": package_versions(),
-                    "git_revision": rev,
-                    "machine": machine(),
-                    "wall_time_s": wall,
-                    "mlflow_run_id": tracker.run_id,
-                    "mlflow_tracking_uri": tracker.tracking_uri,
-                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                },
+        with signals:
+            tracker = Tracker.start(
+                enabled=bool(tcfg.get("enabled", True)),
+                uri=tcfg.get("uri"),
+                experiment=tcfg.get("experiment", "pifs-repro"),
+                run_name=f"{stage}:{key}",
+                tags=tags,
+                artifact_location=tcfg.get("artifact_location"),
+                parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
+                invocation=dvc_invocation(),  # under `dvc repro`: nest in the invocation's parent run
             )
-        tracker.log_metrics({**ctx.metrics, "wall_time_s": wall})
-        for name in ("meta.json", *artifacts):
-            path = final / name
-            if path.exists():
-                tracker.log_artifact(path)
-        tracker.finish("FINISHED")
+            # params: the sections that determine this stage's outputs; the whole config as an artifact
+            tracker.log_params({s: cfg[s] for s in key_sections(stage) if s in cfg})
+            tracker.log_dict(cfg, "config.yaml")
+            with io.atomic_dir(final, scratch=scratch_path(final)) as tmp:
+                ctx = StageContext(stage, cfg, key, tmp, final, work, tracker)
+                body(ctx)
+                wall = time.time() - t0
+                io.write_json(
+                    tmp / "meta.json",
+                    {
+                        "stage": stage,
+                        "run_key": key,
+                        "config_digest": digest,
+                        "unit_digest": unit_digest,
+                        "config": cfg,
+                        "inputs": ctx.inputs,
+                        "input_hashes": input_hashes,
+                        "outputs": io.tree_sha256(tmp, exclude=("meta.json",)),
+                        "metrics": ctx.metrics,
+                        "versions": package_versions(),
+                        "git_revision": rev,
+                        "machine": machine(),
+                        "wall_time_s": wall,
+                        "mlflow_run_id": tracker.run_id,
+                        "mlflow_tracking_uri": tracker.tracking_uri,
+                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    },
+                )
+                # the result is complete: a signal from here on waits until it is published
+                signals.defer()
+            tracker.log_metrics({**ctx.metrics, "wall_time_s": wall})
+            for name in ("meta.json", *artifacts):
+                path = final / name
+                if path.exists():
+                    tracker.log_artifact(path)
+            tracker.finish("FINISHED")
+    except StageInterrupted as exc:
+        tracker.set_tags(
+            {"error": f"stopped by signal {exc.signum}; the work folder {work} is kept for resume"}
+        )
+        tracker.finish("KILLED")
+        log.error(
+            "%s: stopped by signal %d; scratch removed, resumable work kept in %s (rerun the same command "
+            "to resume)",
+            stage,
+            exc.signum,
+            work,
+        )
+        raise
     except BaseException as exc:
         tracker.set_tags({"error": "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]})
         tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    shutil.rmtree(work, ignore_errors=True)
+    io.remove_path(work)
     log.info("%s: wrote %s in %.1f s (MLflow run %s)", stage, final, wall, tracker.run_id)
+    if signals.pending is not None:
+        raise StageInterrupted(signals.pending)  # asked to stop while publishing: stop now, result complete
     return StageResult(stage, final.absolute(), tracker.run_id, False, ctx.metrics, wall)
+
+
+def dataset_inputs(source) -> dict[str, InputSpec]:
+    """The files a dataset source reads (hashed into meta.json); none for synthetic sources."""
+    files = getattr(source, "files", None) or getattr(source, "_files", None)
+    if files:
+        return {"dataset": [Path(f) for f in files]}
+    photographs = getattr(source, "photographs", None)
+    if photographs:
+        from pipeline.data.natural_crops import PHOTOGRAPHS, skimage_data_dir
+
+        return {"dataset": [skimage_data_dir() / PHOTOGRAPHS[name] for name in photographs]}
+    return {}
+
+
+def model_inputs(cfg: Mapping[str, Any], cov_dir: Path | None) -> dict[str, InputSpec]:
+    """What the configured model's numbers come from: its checkpoint files (and the hub revision the
+    id resolved to), or for the Gaussian oracle the covariance folder it is fitted from."""
+    mcfg = cfg["model"]
+    if mcfg.get("kind") != "unet":
+        return {"model": cov_dir} if cov_dir is not None else {}
+    path = str(mcfg.get("path"))
+    if path.startswith("pkg://"):
+        from pipeline.models.assets import resolve_asset_path
+
+        return {"model": resolve_asset_path(path)}
+    from pipeline.models.unet import resolve_checkpoint_dir
+
+    # the model is built already, so a hub id resolves from the local cache (no network)
+    folder = resolve_checkpoint_dir(path, local_files_only=True, revision=mcfg.get("revision"))
+    out: dict[str, InputSpec] = {"model": folder}
+    if folder.parent.name == "snapshots":  # a hub snapshot: <cache>/models--org--name/snapshots/<commit>
+        out["model_revision"] = folder.name
+    return out
 
 
 def image_shape(cfg: Mapping[str, Any]) -> tuple[int, int, int]:

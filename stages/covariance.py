@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from stages.common import StageContext, StageResult, prepare_config, run_stage
+from stages.common import StageContext, StageResult, dataset_inputs, prepare_config, run_stage
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
@@ -33,7 +33,9 @@ def run(cfg: DictConfig | dict) -> StageResult:
         write_covariance_outputs(ctx.out_dir, stats)
         ctx.metrics.update(summary_metrics(stats))
 
-    return run_stage("covariance", cfg, body, artifacts=("patches.csv", "lambda_k.png"))
+    return run_stage(
+        "covariance", cfg, body, artifacts=("patches.csv", "lambda_k.png"), inputs=dataset_inputs(source)
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -21,6 +21,7 @@ from stages.common import (
     StageResult,
     build_chain,
     build_model,
+    model_inputs,
     prepare_config,
     run_stage,
     upstream_dir,
@@ -80,7 +81,8 @@ def run(cfg: DictConfig | dict) -> StageResult:
         for name, series in summary.series.items():
             ctx.tracker.log_metric_series(name, series)
 
-    return run_stage("jacobian", cfg, body, artifacts=("global.csv",))
+    inputs = {**model_inputs(cfg, cov_dir), "covariance": cov_dir, "trajectories": traj_dir}
+    return run_stage("jacobian", cfg, body, artifacts=("global.csv",), inputs=inputs)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -4,16 +4,16 @@ python -m stages.train [experiment=learned16] [train=default|collage|smoke] [tra
   → <train.out_dir or outputs/train/<name>-<digest>>/: config.json + diffusion_pytorch_model.safetensors
     + scheduler_config.json (a folder pipeline.models.load_unet reads), loss_curve.png, samples.png,
     train_summary.json (losses, held-out DSM per t, wall time), MODEL_CARD.md.
-Resumable: the checkpoint lives in <parent>/.work-<name>/ until the model folder is complete.
+Runs through the stages' lifecycle (stages.common.run_stage): meta.json with sha256 of inputs and outputs,
+reuse of a complete folder, one writer per folder, and a resumable checkpoint in <parent>/.work-<name>/ (read
+with weights_only=True) until the model folder is complete. train.out_dir may only name a new folder or a
+model folder this stage wrote. Its primary config is conf/train.yaml.
 Loss curves (every train.log_every steps), held-out DSM and the sample grid go to MLflow.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -22,25 +22,25 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from stages.common import prepare_config
+from pipeline.runkeys import TRAIN_STAGE, run_key
+from stages.common import (
+    StageContext,
+    check_replaceable,
+    dataset_inputs,
+    outputs_root,
+    prepare_config,
+    run_stage,
+)
 
 log = logging.getLogger("pifs")
 
-TRAIN_SECTIONS = ("dataset", "schedule", "train")
-
 
 def output_folder(cfg: dict) -> Path:
-    from pipeline.runkeys import config_digest
-
+    """train.out_dir, or outputs/train/<train.name>-<digest of dataset + schedule + train>."""
     tcfg = cfg["train"]
     if tcfg.get("out_dir"):
         return Path(tcfg["out_dir"])
-    digest = config_digest(cfg, TRAIN_SECTIONS)[:10]
-    return (
-        Path(cfg.get("paths", {}).get("outputs", "outputs"))
-        / "train"
-        / f"{tcfg.get('name', 'train')}-{digest}"
-    )
+    return outputs_root(cfg) / TRAIN_STAGE / run_key(TRAIN_STAGE, cfg)
 
 
 def model_card(summary: dict) -> str:
@@ -83,12 +83,15 @@ Figures: `loss_curve.png` (running-mean training loss), `samples.png` ({summary[
 
 
 def run(cfg: DictConfig | dict) -> Path:
+    """Train (resuming from the work folder), then publish the model folder through the stage lifecycle."""
     cfg = prepare_config(cfg)
+    # an output folder that is not a finished model of this stage is refused before any work
+    final = output_folder(cfg)
+    check_replaceable(final, TRAIN_STAGE, "train.out_dir")
     from pipeline import io
     from pipeline.data import dataset_from_config
     from pipeline.geometry import schedule_from_config, schedule_from_diffusers_config, strided_chain
     from pipeline.provenance import git_revision, machine
-    from pipeline.tracking import Tracker
     from pipeline.training import (
         TrainConfig,
         diffusers_scheduler_config,
@@ -117,34 +120,20 @@ def run(cfg: DictConfig | dict) -> Path:
             f"scheduler_config.json would give ᾱ_t off by {diff:.2e} from schedule={cfg['schedule']}"
         )
     dcfg = dict(cfg["dataset"])
-    data = torch.from_numpy(np.ascontiguousarray(dataset_from_config(dcfg).load_all(), dtype=np.float32))
+    source = dataset_from_config(dcfg)
     eval_n = int(tcfg.get("eval_images", 512))
-    held = dataset_from_config(
-        {**dcfg, "seed": int(dcfg.get("seed", 0)) + 1000, "num_images": eval_n}
-    ).load_all()
-    held = torch.from_numpy(np.ascontiguousarray(held, dtype=np.float32))
 
-    final = output_folder(cfg)
-    work = final.parent / f".work-{final.name}"
-    work.mkdir(parents=True, exist_ok=True)
-    trk = cfg.get("tracking", {})
-    tracker = Tracker.start(
-        enabled=bool(trk.get("enabled", True)),
-        uri=trk.get("uri"),
-        experiment=trk.get("experiment", "pifs-repro"),
-        run_name=f"train:{final.name}",
-        tags={"stage": "train", "git_revision": git_revision(), "host": socket.gethostname()},
-        artifact_location=trk.get("artifact_location"),
-        parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
-    )
-    try:
-        tracker.log_params({"train": tc.to_dict(), "dataset": dcfg, "schedule": cfg["schedule"]})
+    def body(ctx: StageContext) -> None:
+        data = torch.from_numpy(np.ascontiguousarray(source.load_all(), dtype=np.float32))
+        held = dataset_from_config({**dcfg, "seed": int(dcfg.get("seed", 0)) + 1000, "num_images": eval_n})
+        held = torch.from_numpy(np.ascontiguousarray(held.load_all(), dtype=np.float32))
+        tracker = ctx.tracker
         state = train(
             tc,
             data,
             schedule.alpha_bar,
-            work,
-            progress=bool(cfg.get("progress", True)),
+            ctx.work_dir,
+            progress=ctx.progress,
             log_fn=lambda step, m: tracker.log_metrics({f"train/{k}": v for k, v in m.items()}, step),
         )
         eval_ts = [int(t) for t in tcfg.get("eval_timesteps", [1, 10, 50, 100, 250, 500, 750, 1000])]
@@ -153,67 +142,69 @@ def run(cfg: DictConfig | dict) -> Path:
         )
         for t, (m, _) in held_res.items():
             tracker.log_metrics({"heldout_dsm": m}, step=t)
-        with io.atomic_dir(final) as tmp:
-            save_model(state.ema, tmp, sched_json)
-            from pipeline.models import load_unet
-            from pipeline.sampler import ddim_sample, initial_noise, save_sample_grid
+        tmp = ctx.out_dir
+        save_model(state.ema, tmp, sched_json)
+        from pipeline.models import load_unet
+        from pipeline.sampler import ddim_sample, initial_noise, save_sample_grid
 
-            model = load_unet(tmp, dtype="float32", device="cpu")
-            n_s, s_steps = int(tcfg.get("sample_count", 64)), int(tcfg.get("sample_steps", 50))
-            chain = strided_chain(schedule, s_steps, spacing="leading")
-            xT = torch.cat([initial_noise(s, (1, *data.shape[1:])) for s in range(n_s)])
-            x0 = ddim_sample(model, chain, xT, progress=False).x[-1]
-            save_sample_grid(x0, tmp / "samples.png", nrow=8)
-            plot_loss_curve(
-                state.history,
-                tmp / "loss_curve.png",
-                title=f"{tc_name(tcfg)}: μ_reg={tc.mu_reg}, {state.step} steps",
-            )
-            weights = tmp / "diffusion_pytorch_model.safetensors"
-            summary = {
-                "train": {**tc.to_dict(), "name": tc_name(tcfg)},
-                "dataset": dcfg,
-                "scheduler_config": sched_json,
-                "steps": state.step,
-                "wall_s": state.wall_s,
-                "threads": threads,
-                "machine": f"{machine().get('platform')}, {machine().get('cpus')} CPUs (shared)",
-                "num_parameters": sum(p.numel() for p in state.ema.parameters()),
-                "weights_bytes": weights.stat().st_size,
-                "final": state.history[-1] if state.history else {},
-                "history": state.history,
-                "heldout_dsm": {str(k): v for k, v in held_res.items()},
-                "eval_images": eval_n,
-                "sample_count": n_s,
-                "sample_steps": s_steps,
-                "sample_stats": {
-                    "mean": float(x0.mean()),
-                    "std": float(x0.std()),
-                    "abs_max": float(x0.abs().max()),
-                },
-                "git_revision": git_revision(),
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "mlflow_run_id": tracker.run_id,
-            }
-            io.write_json(tmp / "train_summary.json", summary)
-            io.write_text(tmp / "MODEL_CARD.md", model_card(summary))
-        for name in ("samples.png", "loss_curve.png", "MODEL_CARD.md", "train_summary.json"):
-            tracker.log_artifact(final / name)
-        tracker.log_metrics({"wall_s": state.wall_s, "steps": state.step})
-        tracker.finish("FINISHED")
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    log.info("train: wrote %s (%d steps, %.1f min)", final, state.step, state.wall_s / 60)
-    return final
+        model = load_unet(tmp, dtype="float32", device="cpu")
+        n_s, s_steps = int(tcfg.get("sample_count", 64)), int(tcfg.get("sample_steps", 50))
+        chain = strided_chain(schedule, s_steps, spacing="leading")
+        xT = torch.cat([initial_noise(s, (1, *data.shape[1:])) for s in range(n_s)])
+        x0 = ddim_sample(model, chain, xT, progress=False).x[-1]
+        save_sample_grid(x0, tmp / "samples.png", nrow=8)
+        plot_loss_curve(
+            state.history,
+            tmp / "loss_curve.png",
+            title=f"{tc_name(tcfg)}: μ_reg={tc.mu_reg}, {state.step} steps",
+        )
+        weights = tmp / "diffusion_pytorch_model.safetensors"
+        summary = {
+            "train": {**tc.to_dict(), "name": tc_name(tcfg)},
+            "dataset": dcfg,
+            "scheduler_config": sched_json,
+            "steps": state.step,
+            "wall_s": state.wall_s,
+            "threads": threads,
+            "machine": f"{machine().get('platform')}, {machine().get('cpus')} CPUs (shared)",
+            "num_parameters": sum(p.numel() for p in state.ema.parameters()),
+            "weights_bytes": weights.stat().st_size,
+            "final": state.history[-1] if state.history else {},
+            "history": state.history,
+            "heldout_dsm": {str(k): v for k, v in held_res.items()},
+            "eval_images": eval_n,
+            "sample_count": n_s,
+            "sample_steps": s_steps,
+            "sample_stats": {
+                "mean": float(x0.mean()),
+                "std": float(x0.std()),
+                "abs_max": float(x0.abs().max()),
+            },
+            "git_revision": git_revision(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "mlflow_run_id": tracker.run_id,
+        }
+        io.write_json(tmp / "train_summary.json", summary)
+        io.write_text(tmp / "MODEL_CARD.md", model_card(summary))
+        ctx.metrics.update(wall_s=state.wall_s, steps=float(state.step))
+        log.info("train: %d steps in %.1f min", state.step, state.wall_s / 60)
+
+    result = run_stage(
+        TRAIN_STAGE,
+        cfg,
+        body,
+        artifacts=("samples.png", "loss_curve.png", "MODEL_CARD.md", "train_summary.json"),
+        inputs=dataset_inputs(source),
+        final=final,
+    )
+    return result.out_dir
 
 
 def tc_name(tcfg: dict) -> str:
     return str(tcfg.get("name", "train"))
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

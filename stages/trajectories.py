@@ -13,7 +13,15 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from stages.common import StageContext, StageResult, build_chain, build_model, prepare_config, run_stage
+from stages.common import (
+    StageContext,
+    StageResult,
+    build_chain,
+    build_model,
+    model_inputs,
+    prepare_config,
+    run_stage,
+)
 
 
 def seeds_of(cfg: dict) -> list[int]:
@@ -58,7 +66,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
             seeds_resumed=float(resumed),
         )
 
-    return run_stage("trajectories", cfg, body, artifacts=("samples.png",))
+    return run_stage("trajectories", cfg, body, artifacts=("samples.png",), inputs=model_inputs(cfg, cov_dir))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -23,12 +23,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)
 
 
-def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False):
-    """Compose conf/config.yaml with overrides through Hydra's compose API."""
+def compose_config(
+    overrides: list[str] | None = None, return_hydra_config: bool = False, config_name: str = "config"
+):
+    """Compose conf/<config_name>.yaml (config: the four stages; train: stages.train) with overrides."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(
-            config_name="config", overrides=list(overrides or []), return_hydra_config=return_hydra_config
+            config_name=config_name, overrides=list(overrides or []), return_hydra_config=return_hydra_config
         )
 
 

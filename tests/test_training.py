@@ -174,7 +174,8 @@ def test_train_entry_point_writes_a_loadable_model_folder(project):
             "patch.size=4",
             "train.eval_images=8",
             "progress=false",
-        ]
+        ],
+        config_name="train",
     )
     folder = run(cfg)
     names = {p.name for p in folder.iterdir()}
