@@ -144,6 +144,35 @@ PAPER_SAYS = {
 }
 
 
+# Prose written with ASCII names (verdict evidence, table notes, claims) shown with the paper's symbols.
+_SYMBOLS = (
+    (r"\bsqrt\(alpha_bar(_t)?\)", "√ᾱ_t"),
+    (r"\balpha_bar(_t)?\b", "ᾱ_t"),
+    (r"\blambda\*\*\*", "λ***"),
+    (r"\blambda\*\*", "λ**"),
+    (r"\blambda\*", "λ*"),
+    (r"\blambda_", "λ_"),
+    (r"\blambda\b", "λ"),
+    (r"\bLambda_", "Λ_"),
+    (r"\bkappa\^", "κ̂^"),
+    (r"\bkappa_", "κ̂_"),
+    (r"\bdelta\^", "δ̂^"),
+    (r"\bDelta_t\b", "Δ_t"),
+    (r"\bgamma_", "γ_"),
+    (r"\brho\b", "ρ"),
+    (r"\bPhi_", "Φ_"),
+    (r" >= ", " ≥ "),
+    (r" <= ", " ≤ "),
+)
+
+
+def symbols(text: str) -> str:
+    """'rho(lambda_k, kappa^diag)' -> 'ρ(λ_k, κ̂^diag)': the paper's notation in report prose."""
+    for pat, sym in _SYMBOLS:
+        text = re.sub(pat, sym, text)
+    return text
+
+
 # ------------------------------------------------------------------------------------------- numbers
 _NUMERIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 SIG_DIGITS = 4

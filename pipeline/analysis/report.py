@@ -202,12 +202,12 @@ def _reference_reason(c: ReportContent, t: TableResult) -> str:
 
 def _table_view(c: ReportContent, key: str, t: TableResult, fig_by_name: dict, path_of: dict) -> dict:
     reason = _reference_reason(c, t)
-    notes = list(t.notes) + (list(t.paper.notes) if t.paper else [])
+    notes = [pr.symbols(n) for n in list(t.notes) + (list(t.paper.notes) if t.paper else [])]
     return {
         "key": key,
         "title": t.title,
         "paper": f"{t.paper.citation} — {t.paper.setting}" if t.paper is not None else "",
-        "reads": t.reads,
+        "reads": pr.symbols(t.reads),
         "notes": notes,
         "summary": "; ".join(f"{pr.header(k)} = {fmt(v)}" for k, v in t.summary.items()),
         "comparison": pr.table_view(COMPARISON_COLUMNS, _cmp_rows(t.comparison), "status", bool(reason))
@@ -237,6 +237,17 @@ def table_status(c_tables: dict[str, TableResult], setting: pr.RunSetting) -> di
         }
         for key, t in c_tables.items()
     }
+
+
+def _paper_ref(key: str) -> str:
+    """'§7.3, Table 3' for table_3 (also when this run did not build it); release times: eq. (36)."""
+    if key == "release_times":
+        cite = pv.RELEASE_SPREAD["citation"]
+    elif key.startswith("table_") and key[6:].isdigit() and int(key[6:]) in pv.PAPER_TABLES:
+        cite = pv.PAPER_TABLES[int(key[6:])].citation
+    else:
+        return ""
+    return cite.replace(f"{pv.PAPER}, ", "")
 
 
 def _short(status: str) -> str:
@@ -298,7 +309,7 @@ def summary_block(c: ReportContent) -> pr.SummaryBlock:
     keys.sort(key=lambda k: order.index(k) if k in order else len(order))
     for key in keys:
         t = c.tables.get(key)
-        paper = t.paper.citation.replace(f"{pv.PAPER}, ", "") if t is not None and t.paper is not None else ""
+        paper = _paper_ref(key)
         cells, decisive = [], None
         for run in runs:
             st = run["tables"].get(key)
@@ -334,9 +345,11 @@ def _companion_view(comp: Companion) -> dict:
     if not comp.found:
         return {"found": False, "reason": comp.reason}
     verdicts = [dict(v) for v in comp.verdicts]
-    if comp.setting is not None:
-        for v in verdicts:
+    for v in verdicts:
+        if comp.setting is not None:
             v["claim"] = pr.claim_for(str(v.get("key")), comp.setting)
+        v["claim"] = pr.symbols(str(v.get("claim", "")))
+        v["evidence"] = pr.symbols(str(v.get("evidence", "")))
     return {
         "found": True,
         "label": comp.label,
@@ -375,7 +388,12 @@ def _context(c: ReportContent, figure_paths: dict[str, str] | None = None) -> di
     tables = [_table_view(c, k, t, fig_by_name, paths) for k, t in c.tables.items()]
     used = {f["name"] for t in tables for f in t["figures"]}
     claims = [
-        {"key": v.key, "status": v.status, "claim": pr.claim_for(v.key, c.setting), "evidence": v.evidence}
+        {
+            "key": v.key,
+            "status": v.status,
+            "claim": pr.symbols(pr.claim_for(v.key, c.setting)),
+            "evidence": pr.symbols(v.evidence),
+        }
         for v in c.verdicts
     ]
     any_reference = any(t["reference"] for t in tables)
@@ -405,7 +423,7 @@ def _context(c: ReportContent, figure_paths: dict[str, str] | None = None) -> di
         if c.oracle is None
         else {
             "all_agree": c.oracle.all_agree,
-            "statement": c.oracle.statement,
+            "statement": pr.symbols(c.oracle.statement),
             "view": pr.table_view(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows], "status"),
         },
         "oracle_note": (
