@@ -191,3 +191,30 @@ def test_numbers_to_significant_digits():
     assert pr.fmt("0.12345678901234567") == "0.1235" and pr.fmt(1.0e-7) == "1×10^-7"
     assert pr.fmt("1000") == "1000" and pr.fmt(-0.5) == "−0.5" and pr.fmt("nan") == "—"
     assert pr.fmt_mean_se(1.23456, 0.0123) == "1.235 ± 0.012"
+
+
+@pytest.mark.parametrize(
+    ("statuses", "cell", "verdict"),
+    [
+        (["agrees"] * 3, "3 of 3 quantities agree", "reproduced"),
+        (
+            ["agrees", "agrees", "not converged"],
+            "2 of 3 quantities agree; 1 not converged",
+            "reproduced; 1 estimate not converged",
+        ),
+        (
+            ["agrees", "differs", "not converged", "no data"],
+            "1 of 3 quantities agree; 1 not converged",
+            "NOT reproduced: 1 differ",
+        ),
+    ],
+)
+def test_oracle_row_tells_an_unconverged_estimate_from_a_wrong_value(statuses, cell, verdict):
+    from types import SimpleNamespace
+
+    from pipeline.analysis.report import ReportContent, summary_block
+
+    oracle = SimpleNamespace(rows=[SimpleNamespace(status=s) for s in statuses], all_agree=False)
+    content = ReportContent("t", "gaussian_oracle", {}, {}, [], [], oracle, [], {}, {})
+    row = summary_block(content).rows[0]
+    assert row.key == "oracle" and row.runs[0].text == cell and row.verdict.text == verdict
