@@ -67,6 +67,7 @@ class Shot:
     summary_top_px: int
     summary_bottom_px: int
     page_width_px: int
+    page_height_px: int
 
 
 def shoot(browser: str, report: Path, out_dir: Path, width: int, height: int = FIRST_SCREEN_PX) -> Shot:
@@ -88,6 +89,7 @@ def shoot(browser: str, report: Path, out_dir: Path, width: int, height: int = F
         int(attrs.get("data-summary-top", -1)),
         int(attrs.get("data-summary-bottom", -1)),
         int(attrs.get("data-page-width", -1)),
+        int(attrs.get("data-page-height", -1)),
     )
 
 
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             fits = "inside" if 0 <= s.summary_bottom_px <= args.height else "NOT inside"
             print(
                 f"{s.report} @ {w}px: {s.png}; summary block {s.summary_top_px}-{s.summary_bottom_px} px "
-                f"({fits} the first {args.height} px); page width {s.page_width_px} px"
+                f"({fits} the first {args.height} px); page {s.page_width_px} x {s.page_height_px} px"
             )
     print(json.dumps({"first_screen_px": args.height, "shots": [asdict(s) for s in shots]}))
     return 0 if all(0 <= s.summary_bottom_px <= args.height for s in shots) else 1

@@ -14,6 +14,7 @@ window.addEventListener('load', function () {
   }
   b.setAttribute('data-viewport-width', String(window.innerWidth));
   b.setAttribute('data-page-width', String(document.documentElement.scrollWidth));
+  b.setAttribute('data-page-height', String(document.documentElement.scrollHeight));
   b.setAttribute('data-checked', 'yes');
 });
 // Printing opens every collapsed block, so a printout holds the whole report.
