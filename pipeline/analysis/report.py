@@ -205,7 +205,7 @@ def _table_view(c: ReportContent, key: str, t: TableResult, fig_by_name: dict, p
     notes = [pr.symbols(n) for n in list(t.notes) + (list(t.paper.notes) if t.paper else [])]
     return {
         "key": key,
-        "title": t.title,
+        "title": pr.symbols(t.title),
         "paper": f"{t.paper.citation} — {t.paper.setting}" if t.paper is not None else "",
         "reads": pr.symbols(t.reads),
         "notes": notes,
