@@ -8,6 +8,7 @@ each table computes what notes/analysis.md says it does.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import re
@@ -15,6 +16,7 @@ import re
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from PIL import Image
 
 from pipeline.analysis import build_analysis, compare_runs, load_stage_outputs, write_sweep_report
 from pipeline.analysis.inputs import read_table
@@ -475,9 +477,10 @@ def test_pc_geometry_rows_mean_and_standard_error_by_hand():
     ]
     (r,) = pc_geometry_rows(rows)
     # margins 1 − 0.9 − 0.1 = 0 and 1 − 1.0 − 0.3 = −0.3: mean −0.15, SE = (0.3/√2)/√2 = 0.15;
-    # κ̂ falls back to power iteration where Lanczos is missing: (1.2 + 1.0)/2, SE 0.1
-    assert r["pc_margin"] == "-0.1500 ± 0.1500" and r["kappa_t"] == "1.1000 ± 0.1000"
-    assert r["seeds"] == 2 and r["delta_cross"] == "0.2000 ± 0.1000"
+    # κ̂ falls back to power iteration where Lanczos is missing: (1.2 + 1.0)/2, SE 0.1. The SE is shown to
+    # 2 significant digits and the mean to the same decimal place.
+    assert r["pc_margin"] == "−0.15 ± 0.15" and r["kappa_t"] == "1.10 ± 0.10"
+    assert r["seeds"] == 2 and r["delta_cross"] == "0.20 ± 0.10"
 
 
 def test_report_embeds_a_companion_run_and_says_when_one_is_missing(oracle_run, learned_run, tmp_path):
@@ -513,11 +516,16 @@ def test_report_embeds_a_companion_run_and_says_when_one_is_missing(oracle_run, 
         {"config": {"model": {"name": "tiny"}}, "inputs": {"trajectories": str(tmp_path)}},
     )
     res2 = build_analysis(inp, tmp_path / "with_samples", {"companions": [str(lres.out_dir)]})
-    b64 = base64.b64encode((tmp_path / "samples.png").read_bytes()).decode("ascii")
-    assert (
-        f"data-figure='companion-samples'><img alt='samples of tiny' src='data:image/png;base64,{b64}'"
-        in _html(res2)
+    m = re.search(
+        r"data-figure='companion-samples'><img alt='samples of tiny' src='data:image/png;base64,([^']+)'",
+        _html(res2),
     )
+    # shown upscaled by an integer factor with nearest-neighbour: every source pixel becomes an f x f square
+    small = np.asarray(Image.open(tmp_path / "samples.png"))
+    big = np.asarray(Image.open(io.BytesIO(base64.b64decode(m.group(1)))))
+    f = big.shape[1] // small.shape[1]
+    assert f >= 2 and big.shape[1] >= 320
+    np.testing.assert_array_equal(big, small.repeat(f, axis=0).repeat(f, axis=1))
     link = re.search(r"<a href='([^']+)'>its report</a>", page).group(1)
     assert (res.out_dir / link).resolve() == (lres.out_dir / "report.html").resolve()
     summary = json.loads(res.summary_json.read_text())

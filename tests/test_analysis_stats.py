@@ -12,6 +12,7 @@ from scipy import stats as sps
 from pipeline.analysis import closed_form as cf
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis import stats
+from tests import stats_reference
 
 
 # ------------------------------------------------------------------------------------------- ranks
@@ -287,3 +288,50 @@ def test_corrected_moran_reports_no_root_instead_of_the_bracket_end():
         a, ap, suppression=np.zeros((len(a), 3)), lambda_k=np.array([40.0, 100.0, 230.0])
     )
     assert f"{sol0.value:.6f}" == "1.049681"
+
+
+# ------------------------------------------------------- scipy.stats vs the hand-written reference
+# pipeline.analysis.stats calls scipy.stats; tests/stats_reference.py is the analysis's earlier hand-written
+# code (sort-and-scan ranks, explicit enumeration, normal equations, explicit index draws). Same numbers.
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_spearman_and_ols_equal_the_hand_written_reference(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 6, 15).astype(float)  # ties
+    y = 0.5 * x + rng.standard_normal(15)
+    y[3] = np.nan  # dropped pair
+    r = stats.spearman(x, y)
+    rho, p = stats_reference.spearman(x, y)
+    assert r.rho == pytest.approx(rho, abs=1e-14) and r.p_value == pytest.approx(p, rel=1e-12)
+    ok = np.isfinite(y)
+    fit, want = stats.ols_fit(x, y), stats_reference.ols(x[ok], y[ok])
+    for got, key in (
+        (fit.slope, "slope"),
+        (fit.intercept, "intercept"),
+        (fit.slope_se, "slope_se"),
+        (fit.intercept_se, "intercept_se"),
+        (fit.slope_ci[0], "ci_lo"),
+        (fit.slope_ci[1], "ci_hi"),
+        (fit.r2, "r2"),
+    ):
+        assert got == pytest.approx(want[key], rel=1e-11, abs=1e-14), key
+
+
+def test_exact_permutation_p_equals_the_hand_written_enumeration():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 5, 8).astype(float)
+    y = x + rng.integers(0, 4, 8)
+    r = stats.spearman_permutation_test(x, y)
+    assert r.exact and r.n_permutations == 40320
+    assert r.p_value == pytest.approx(stats_reference.permutation_p_exact(x, y), abs=1e-15)
+    assert r.rho == pytest.approx(stats_reference.spearman(x, y)[0], abs=1e-14)
+
+
+@pytest.mark.parametrize("shape", [(9,), (6, 3)])
+def test_bootstrap_equals_the_hand_written_index_draws(shape):
+    data = np.random.default_rng(9).random(shape)
+    stat = np.mean if len(shape) == 1 else (lambda d: float(np.mean(d[:, 0] * d[:, 1])))
+    got = stats.bootstrap_ci(data, stat, n_resamples=3000, seed=11)
+    est, ci, se = stats_reference.bootstrap_percentile(data, stat, 3000, 11)
+    assert got.estimate == est
+    assert got.ci == pytest.approx(ci, rel=1e-13)
+    assert got.se == pytest.approx(se, rel=1e-12)

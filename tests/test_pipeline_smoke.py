@@ -107,7 +107,9 @@ def test_analysis_leaves_a_report(smoke_run):
     assert [int(r["t"]) for r in plot] == sorted({int(r["t"]) for r in glob}, reverse=True)
     assert sum(metrics["claims"].values()) == 5  # P1-P5
     assert (out / "schedule_geometry.csv").is_file()
-    # the λ_k table of the covariance stage is in the report
+    # the λ_k table of the covariance stage is in the report, its numbers to significant digits
+    from pipeline.analysis.presentation import fmt
+
     report = (out / "report.md").read_text()
     lam = io.read_csv(results[0].out_dir / "patches.csv")[0]["lambda_k"]
-    assert "λ_k and trace per patch" in report and lam in report
+    assert "λ_k and trace per patch" in report and f"| {fmt(lam)} |" in report

@@ -1,8 +1,11 @@
 """The report renders in a real browser: headless Chromium loads report.html, a script in the page counts
-rendered tables and images with naturalWidth 0, and the test reads those counts from the dumped DOM.
+rendered tables and images with naturalWidth 0 and measures where the verdicts summary block sits, and the
+test reads those figures from the dumped DOM. The first screen (1000 px) must hold the whole summary block
+at a desktop (1400 px) and a narrow (800 px) width, with nothing wider than the window.
 
 Needs Debian's chromium package (`apt-get install -y chromium`); skipped with that reason when absent.
-Set PIFS_REPORT_SCREENSHOT=<path.png> to keep the screenshot taken here.
+Set PIFS_REPORT_SCREENSHOT=<path.png> to keep the screenshot taken here. benchmarks/screenshots.py takes the
+same first-screen shots of the two reports `dvc repro` builds.
 """
 
 from __future__ import annotations
@@ -91,6 +94,26 @@ def test_screenshot_shows_the_rendered_page(report, tmp_path):
     keep = os.environ.get("PIFS_REPORT_SCREENSHOT")
     if keep and report.oracle is not None:
         shutil.copyfile(shot, keep)
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_summary_block_is_on_the_first_screen(report, tmp_path, width):
+    from benchmarks.screenshots import FIRST_SCREEN_PX, shoot
+
+    shot = shoot(CHROMIUM, report.report_html, tmp_path / "shots", width)
+    assert 0 < shot.summary_top_px < shot.summary_bottom_px <= FIRST_SCREEN_PX, shot
+    assert shot.page_width_px <= width, "the page is wider than the window (clipped on the right)"
+    img = imread(shot.png)
+    assert img.shape[1] == width and img.shape[0] == FIRST_SCREEN_PX
+    dom = _chromium(
+        tmp_path, f"--window-size={width},{FIRST_SCREEN_PX}", "--dump-dom", report.report_html.as_uri()
+    )
+    # one row per claim and per built table, before the nav and the first detail section
+    block = re.search(r'<section id="summary".*?</section>', dom, re.S).group(0)
+    keys = re.findall(r'<tr data-key="([^"]+)"', block)
+    assert [k for k in keys if k.startswith("P")] == ["P1", "P2", "P3", "P4", "P5"]
+    assert set(report.table_results) <= set(keys)
+    assert dom.index('id="summary"') < dom.index("<nav>")
 
 
 def test_a_broken_image_is_detected(report, tmp_path):

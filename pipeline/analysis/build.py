@@ -12,7 +12,8 @@ from pipeline import io as pio
 from pipeline.analysis.figures import build_figures
 from pipeline.analysis.inputs import AnalysisInputs, read_table
 from pipeline.analysis.oracle import OracleCheck
-from pipeline.analysis.report import ReportContent, render_html, render_markdown
+from pipeline.analysis.presentation import RunSetting
+from pipeline.analysis.report import ReportContent, render_html, render_markdown, table_status
 from pipeline.analysis.scoring import analyse
 from pipeline.analysis.sweep import compare_runs
 from pipeline.analysis.tables import TableResult
@@ -85,12 +86,13 @@ def build_analysis(
     out_dir: str | Path,
     run_info: dict | None = None,
     *,
-    title: str = "PIFS reproduction: analysis report",
+    title: str | None = None,
     progress: bool = False,
 ) -> AnalysisResult:
     """Write table_<N>.csv (+ release_times.csv, comparison.csv), figures/*.png, report.html, report.md,
     summary.json into out_dir. ``run_info`` (config, MLflow run id, machine, wall time, ...) is shown in
     the report as the analysis run's own metadata. Geometry CSVs already in out_dir are embedded too.
+    ``title`` defaults to the run's model, data and patch size ("Gaussian oracle — natural crops 32×32, P=8").
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,8 +159,9 @@ def build_analysis(
         "trajectories": inputs.trajectories_meta,
         "jacobian": inputs.jacobian_meta,
     }
+    setting = RunSetting.from_config(run_info.get("config") or inputs.any_config(), ctx.model_kind)
     content = ReportContent(
-        title,
+        title or setting.title,
         ctx.model_kind,
         tables,
         skipped,
@@ -171,6 +174,7 @@ def build_analysis(
         extra,
         sweep,
         companions,
+        setting,
     )
     html_path, md_path = out / "report.html", out / "report.md"
     pio.write_text(html_path, render_html(content))
@@ -185,6 +189,7 @@ def build_analysis(
         "skipped": skipped,
         "missing": inputs.missing,
         "verdicts": [v.__dict__ for v in verdicts],
+        "table_status": table_status(tables, setting),
         "oracle": None
         if oracle is None
         else {

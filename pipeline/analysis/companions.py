@@ -7,14 +7,19 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import io
+from pipeline.analysis.presentation import RunSetting, fmt_mean_se
 
 # per-t columns of the companion's (PC) geometry table (eq. 16-19, Theorem 15)
 GEOMETRY_COLUMNS = ["t", "seeds", "kappa_t", "kappa_diag", "delta_cross", "pc_margin", "suppression_mean"]
+# A sample grid is shown at least this wide, upscaled by an integer factor with nearest-neighbour so its
+# pixels stay visible (a 16x16-pixel model's grid is ~38 px wide as written).
+SAMPLES_MIN_WIDTH_PX = 320
 
 
 @dataclass
@@ -32,6 +37,10 @@ class Companion:
     geometry: list[dict] = field(default_factory=list)
     samples_png: bytes | None = None
     samples_note: str = ""
+    setting: RunSetting | None = None
+    setting_text: str = ""
+    table_status: dict[str, dict] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def _mean_se(values: list[float]) -> str:
@@ -39,7 +48,22 @@ def _mean_se(values: list[float]) -> str:
     if v.size == 0:
         return "n/a"
     se = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else float("nan")
-    return f"{v.mean():.4f} ± {se:.4f}" if math.isfinite(se) else f"{v.mean():.4f}"
+    return fmt_mean_se(float(v.mean()), se)
+
+
+def upscale_png(png: bytes, min_width: int = SAMPLES_MIN_WIDTH_PX) -> tuple[bytes, int]:
+    """(PNG, factor): the image repeated ``factor`` times along each axis (nearest-neighbour), the smallest
+    integer factor that makes it at least ``min_width`` pixels wide; factor 1 returns the bytes unchanged."""
+    from PIL import Image
+
+    img = Image.open(BytesIO(png))
+    factor = max(1, math.ceil(min_width / img.width))
+    if factor == 1:
+        return png, 1
+    big = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    buf = BytesIO()
+    big.save(buf, format="PNG")
+    return buf.getvalue(), factor
 
 
 def pc_geometry_rows(global_rows: list[dict]) -> list[dict]:
@@ -96,21 +120,25 @@ def load_companion(folder: str | Path, report_dir: str | Path) -> Companion:
     meta = json.loads(meta_path.read_text())
     cfg = meta.get("config") or {}
     model = cfg.get("model") or {}
-    ds, sampler = cfg.get("dataset") or {}, cfg.get("sampler") or {}
-    res = ds.get("resolution")
-    setting = (
-        f"{ds.get('name')} {res}x{res}, P = {(cfg.get('patch') or {}).get('size')}, "
+    sampler = cfg.get("sampler") or {}
+    run = RunSetting.from_config(cfg, str(summary.get("model_kind") or ""))
+    steps = (cfg.get("measure") or {}).get("steps")
+    setting_text = (
+        f"{run.data}, {run.patch}×{run.patch} patches, "
         f"{sampler.get('name', 'sampler')} ({sampler.get('num_steps', '?')} steps), "
-        f"{cfg.get('num_seeds')} seeds, measured t = {(cfg.get('measure') or {}).get('steps')}"
+        f"{cfg.get('num_seeds')} seeds, measured t = {', '.join(map(str, steps)) if steps else 'every step'}"
     )
     comp = Companion(
         folder,
         True,
         label=str(model.get("name") or summary.get("model_kind")),
         model=f"{model.get('kind')}: {model.get('path', model.get('name', ''))}",
-        setting=setting,
+        setting=run,
+        setting_text=setting_text,
         report_link=os.path.relpath(folder / "report.html", Path(report_dir)),
         verdicts=list(summary.get("verdicts") or []),
+        table_status=dict(summary.get("table_status") or {}),
+        skipped=dict(summary.get("skipped") or {}),
     )
     inputs = meta.get("inputs") or {}
     jac = Path(inputs["jacobian"]) if inputs.get("jacobian") else None
@@ -118,6 +146,9 @@ def load_companion(folder: str | Path, report_dir: str | Path) -> Companion:
         comp.geometry = pc_geometry_rows(io.read_csv(jac / "global.csv"))
     traj = Path(inputs["trajectories"]) if inputs.get("trajectories") else None
     if traj is not None and (traj / "samples.png").is_file():
-        comp.samples_png = (traj / "samples.png").read_bytes()
-        comp.samples_note = f"final DDIM samples x_0 of the companion's trajectories ({traj / 'samples.png'})"
+        comp.samples_png, factor = upscale_png((traj / "samples.png").read_bytes())
+        comp.samples_note = (
+            f"final DDIM samples x_0 of the companion's trajectories ({traj / 'samples.png'}), "
+            f"shown {factor}× with nearest-neighbour upscaling so each model pixel is a visible square"
+        )
     return comp

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import TwoSlopeNorm
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullLocator
 
 from pipeline.analysis import closed_form as cf
 from pipeline.analysis.inputs import AnalysisInputs
@@ -26,6 +27,8 @@ class FigureResult:
     title: str
     caption: str
     png: bytes
+    # the drawn matplotlib Figure, kept so tests can read its axes (labels, ticks, colour norms)
+    figure: Figure | None = field(default=None, repr=False, compare=False)
 
 
 def _png(fig: Figure) -> bytes:
@@ -36,9 +39,51 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+T_LABEL = "paper timestep t (sampling runs right to left)"
+ONE_LABEL = "1: contraction boundary"
+
+
 def _time_axis(ax) -> None:
-    ax.set_xlabel("paper timestep t (sampling runs right to left)")
+    ax.set_xlabel(T_LABEL)
     ax.grid(alpha=0.3)
+
+
+def _result(name: str, title: str, caption: str, fig: Figure) -> FigureResult:
+    return FigureResult(name, title, caption, _png(fig), fig)
+
+
+def _cell_edges(ts: np.ndarray, log: bool) -> np.ndarray:
+    """Column edges halfway between neighbouring measured t (geometric halfway on a log axis), so each
+    column is centred on its t and as wide as the gaps around it."""
+    x = np.log(ts) if log else ts.astype(np.float64)
+    if len(x) == 1:
+        half = np.array([0.25 if log else 0.5])
+    else:
+        gaps = np.diff(x)
+        half = np.concatenate([[gaps[0]], gaps]) / 2
+    mid = (x[:-1] + x[1:]) / 2
+    edges = np.concatenate([[x[0] - half[0]], mid, [x[-1] + (np.diff(x)[-1] / 2 if len(x) > 1 else half[0])]])
+    return np.exp(edges) if log else edges
+
+
+def use_log_t(ts: np.ndarray) -> bool:
+    """Log t axis when the measured t span over a decade with very uneven gaps (e.g. 1000, 500, 200, ...,
+    20), where a linear axis would squeeze the low-noise end; evenly spaced t stay linear."""
+    ts = np.sort(np.asarray(ts, dtype=np.float64))
+    if len(ts) < 3 or ts[0] <= 0 or ts[-1] / ts[0] <= 10:
+        return False
+    gaps = np.diff(ts)
+    return bool(gaps.max() / gaps.min() > 4)
+
+
+def time_ticks(ax, ts: np.ndarray, max_labels: int = 12) -> None:
+    """Major ticks at exactly the measured t (labelled; every k-th label when crowded), no minor ticks."""
+    ts = np.sort(np.asarray(ts, dtype=np.float64))
+    every = max(1, math.ceil(len(ts) / max_labels))
+    keep = set(range(0, len(ts), every)) | {len(ts) - 1}
+    ax.xaxis.set_major_locator(FixedLocator(ts))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{t:g}" if i in keep else "" for i, t in enumerate(ts)], fontsize=7)
 
 
 def fig_kappa_t(tables, ctx, inp) -> FigureResult | None:
@@ -63,19 +108,19 @@ def fig_kappa_t(tables, ctx, inp) -> FigureResult | None:
     t = np.array([r["t"] for r in t4.rows])
     mean = np.array([r["mean"] for r in t4.rows])
     std = np.nan_to_num(np.array([r["std"] for r in t4.rows]))
-    ax.plot(t, mean, "k-", lw=2, label="mean over seeds")
+    ax.plot(t, mean, "ko-", ms=3, lw=2, label="mean over seeds")
     ax.fill_between(t, mean - std, mean + std, color="k", alpha=0.15, label="± std")
-    ax.axhline(1.0, color="r", lw=0.8, ls=":")
+    ax.axhline(1.0, color="r", lw=0.8, ls=":", label=ONE_LABEL)
     ax.set_ylabel(r"$\hat\kappa_t=\|J_x\Phi_t\|_2$")
     ax.set_title(f"Global spectral norm per step ({col})")
     _time_axis(ax)
     ax.legend(fontsize=8)
-    return FigureResult(
+    return _result(
         "kappa_t",
-        "kappa_t vs t",
-        f"Global per-step spectral norm ({col}), per seed and mean ± std "
-        "(Table 4). Dashed: seeds flagged by the outlier rule (kept in the mean).",
-        _png(fig),
+        "κ̂_t vs t",
+        f"Global per-step spectral norm κ̂_t ({col}) at each measured t (dots), per seed and mean ± std "
+        "(Table 4). Dashed: seeds flagged by the outlier rule (kept in the mean). Dotted red: κ̂ = 1.",
+        fig,
     )
 
 
@@ -94,67 +139,95 @@ def fig_block(tables, ctx, inp) -> FigureResult | None:
     ):
         y = np.array([r.get(q, math.nan) for r in t5.rows], dtype=float)
         if np.isfinite(y).any():
-            ax1.plot(t, y, label=lab, ls=":" if q == "f_t_lambda_max" else "-")
-    ax1.axhline(1.0, color="r", lw=0.8, ls=":")
+            ax1.plot(t, y, marker="o", ms=4, label=lab, ls=":" if q == "f_t_lambda_max" else "-")
+    ax1.axhline(1.0, color="r", lw=0.8, ls=":", label=ONE_LABEL)
     ax1.set_title("diagonal and global norms")
+    ax1.set_ylabel("spectral norm")
     ax1.legend(fontsize=8)
     _time_axis(ax1)
     y = np.array([r["delta_cross"] for r in t5.rows], dtype=float)
     ys = np.nan_to_num(np.array([r["delta_cross_std"] for r in t5.rows], dtype=float))
-    ax2.plot(t, y, "C3-", label=r"$\hat\delta^{cross}_t$")
-    ax2.fill_between(t, y - ys, y + ys, color="C3", alpha=0.2)
+    ax2.errorbar(t, y, yerr=ys, fmt="C3o-", ms=4, capsize=3, label=r"$\hat\delta^{cross}_t$ (mean ± std)")
+    ax2.axhline(0.0, color="k", lw=0.6, label="0: no coupling")
     ax2.set_title("cross-patch coupling")
+    ax2.set_ylabel(r"$\hat\delta^{cross}_t$")
     ax2.legend(fontsize=8)
     _time_axis(ax2)
-    return FigureResult(
+    n = len(t)
+    return _result(
         "block_decomposition",
-        "kappa^diag and delta^cross vs t",
-        "Block decomposition (Table 5): diagonal norm, global norm, kappa^pc and the Gaussian "
-        "f_t(lambda_max) (left); cross-patch coupling delta^cross, mean ± std over seeds (right).",
-        _png(fig),
+        "κ̂^diag and δ̂^cross vs t",
+        f"Block decomposition (Table 5) at {n} measured t{'' if n > 1 else ' (one point)'}: diagonal norm, "
+        "global norm, κ̂^pc and the Gaussian f_t(λ_max) (left, dotted red: 1); cross-patch coupling δ̂^cross, "
+        "mean ± std over seeds (right).",
+        fig,
     )
 
 
-def _heatmap(ctx, P, col, title, name, caption, diverging=True) -> FigureResult | None:
+def _heatmap(ctx, P, col, title, name, caption, cmap, bar_label) -> FigureResult | None:
+    """Patch × t map with t on its true scale (log when the measured t span over a decade): each column is
+    centred on its measured t and ticked there. Signed values on a diverging map centred on 0 (white = 0)."""
     ts, ks, mat, lam = patch_matrix(ctx, P, col)
+    ts = np.asarray(ts, dtype=np.float64)
+    t_order = np.argsort(ts)
+    ts = ts[t_order]
     order = np.argsort(lam)
-    mat = mat[:, order].T  # rows = patches sorted by lambda_k, columns = t descending
+    mat = mat[t_order][
+        :, order
+    ].T  # rows = patches sorted by lambda_k (bottom = smallest), columns = t ascending
+    log = use_log_t(ts)
     fig = Figure(layout="constrained", figsize=(9, 4.5))
     ax = fig.add_subplot()
     fin = mat[np.isfinite(mat)]
-    kw = {}
-    if diverging and fin.size and fin.min() < 0 < fin.max():
-        kw["norm"] = TwoSlopeNorm(vcenter=0.0, vmin=fin.min(), vmax=fin.max())
-        cmap = "RdBu_r"
-    else:
-        cmap = "viridis"
-    im = ax.imshow(
-        mat,
-        aspect="auto",
+    vlim = float(np.max(np.abs(fin))) if fin.size else 0.0
+    vlim = vlim if vlim > 0 else 1.0  # all zero (the oracle's S = 0): one white map
+    mesh = ax.pcolormesh(
+        _cell_edges(ts, log),
+        np.arange(len(ks) + 1) - 0.5,
+        np.ma.masked_invalid(mat),
         cmap=cmap,
-        interpolation="nearest",
-        extent=(ts[0] + 0.5, ts[-1] - 0.5, len(ks) - 0.5, -0.5),
-        **kw,
+        norm=Normalize(vmin=-vlim, vmax=vlim),
+        shading="flat",
     )
+    if log:
+        ax.set_xscale("log")
+    time_ticks(ax, ts)
     ax.set_yticks(range(len(ks)))
     ax.set_yticklabels([f"k={int(ks[i])} λ={lam[i]:.3g}" for i in order], fontsize=6)
-    ax.invert_xaxis()  # t increasing left to right, like the other time plots
-    ax.set_xlabel("paper timestep t (sampling runs right to left)")
+    ax.set_ylabel("patch k, sorted by λ_k (top = largest)")
+    ax.set_xlabel(T_LABEL + (", log scale" if log else ""))
     ax.set_title(title)
-    fig.colorbar(im, ax=ax)
-    return FigureResult(name, title, caption, _png(fig))
+    fig.colorbar(mesh, ax=ax, label=bar_label)
+    scale = "log scale" if log else "linear scale"
+    return _result(
+        name,
+        title,
+        f"{caption} Columns sit at the {len(ts)} measured t on a {scale} (ticks = measured t).",
+        fig,
+    )
 
 
 def fig_suppression(tables, ctx, inp) -> FigureResult | None:
     if "table_3" not in tables:
         return None
+    S = patch_matrix(ctx, inp.patches, "suppression")[2]
+    fin = S[np.isfinite(S)]
+    share = float(np.mean(fin > 0)) if fin.size else math.nan
+    what = (
+        "every cell is 0 (white), the oracle's closed form S = 0"
+        if fin.size and not np.any(fin)
+        else f"S > 0 at {share:.0%} of cells"
+    )
     return _heatmap(
         ctx,
         inp.patches,
         "suppression",
-        "Suppression field S_k,t (patch x t)",
+        "Suppression field S_k,t (patch × t)",
         "suppression_heatmap",
-        "Directional suppression S_k,t (eq. 30), seed mean; patches sorted by lambda_k (bottom = largest).",
+        "Directional suppression S_k,t (eq. 30), seed mean, on a diverging map centred on 0: red = S > 0 "
+        f"(suppression), blue = S < 0, white = 0; {what}.",
+        "RdBu_r",
+        "S_k,t",
     )
 
 
@@ -165,13 +238,19 @@ def fig_slack(tables, ctx, inp) -> FigureResult | None:
     if "pc_slack" not in P:
         P = dict(P)
         P["pc_slack"] = 1.0 - P["diag_norm"] - P["coupling"]
+    M = patch_matrix(ctx, P, "pc_slack")[2]
+    fin = M[np.isfinite(M)]
+    share = float(np.mean(fin < 0)) if fin.size else math.nan
     return _heatmap(
         ctx,
         P,
         "pc_slack",
-        "(PC) slack (1 - kappa_k^diag) - C_k,t (patch x t)",
+        "(PC) slack 1 − κ̂_k^diag − C_k,t (patch × t)",
         "pc_slack_heatmap",
-        "Per-patch (PC) slack (Table 8), seed mean; blue = satisfied (> 0), red = violated (< 0).",
+        "Per-patch (PC) slack (Table 8), seed mean, on a diverging map centred on 0: blue = satisfied "
+        f"(slack > 0), red = violated (< 0), white = 0; violated at {share:.0%} of cells.",
+        "RdBu",
+        "(PC) slack",
     )
 
 
@@ -215,12 +294,12 @@ def fig_lambda_star(tables, ctx, inp) -> FigureResult | None:
     ax.set_title("Expansion threshold per schedule and the patch eigenvalue band")
     _time_axis(ax)
     ax.legend(fontsize=7)
-    return FigureResult(
+    return _result(
         "lambda_star",
-        "lambda*(t) per schedule with the lambda_k band",
-        "Patch expansion threshold lambda*(t) (eq. 27): patches above the curve are Gaussian-"
+        "λ*(t) per schedule with the λ_k band",
+        "Patch expansion threshold λ*(t) (eq. 27, log scale): patches above the curve are Gaussian-"
         "expanding at that step. Paper schedules from pipeline.geometry when available.",
-        _png(fig),
+        fig,
     )
 
 
@@ -241,7 +320,8 @@ def fig_proxy(tables, ctx, inp) -> FigureResult | None:
     if np.isfinite(ex).any():
         ax1.plot(t, ex, "s--", ms=3, label="exact Δ_t")
         ax1.legend(fontsize=8)
-    ax1.axvline(0.8 * ctx.T, color="k", ls="--", lw=0.8)
+    ax1.axvline(0.8 * ctx.T, color="k", ls="--", lw=0.8, label="t = 0.8T: fit window starts")
+    ax1.legend(fontsize=8)
     ax1.set_ylabel(r"$E\|\hat\Delta_t\|_2$")
     ax1.set_title("proxy vs t")
     _time_axis(ax1)
@@ -258,15 +338,16 @@ def fig_proxy(tables, ctx, inp) -> FigureResult | None:
             label=f"OLS slope {s['ols_slope']:.3f} [{s['ols_ci_lo']:.3f}, {s['ols_ci_hi']:.3f}]",
         )
     ax2.set_xlabel(r"$\sqrt{\bar\alpha_t}$")
+    ax2.set_ylabel(r"$E\|\hat\Delta_t\|_2$")
     ax2.set_title("log-log with OLS on the high-noise points")
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize=8)
-    return FigureResult(
+    return _result(
         "proxy_loglog",
         "Figure 1: proxy vs t and log-log fit",
-        "Paired-difference proxy E||Δ_t||_2 (eq. 65; Table 10, the paper's Figure 1). Right: OLS "
-        "of log proxy on log sqrt(alpha_bar_t) over t >= 0.8 T.",
-        _png(fig),
+        "Paired-difference proxy E‖Δ̂_t‖₂ (eq. 65; Table 10, the paper's Figure 1), mean ± std. Right: OLS "
+        "of log proxy on log √ᾱ_t over t ≥ 0.8 T (black points); slope 1 is P5's O(√ᾱ_t).",
+        fig,
     )
 
 
@@ -301,13 +382,15 @@ def fig_lambda_grid(tables, ctx, inp) -> FigureResult | None:
         )
     ax.set_xticks(range(nc))
     ax.set_yticks(range(nr))
+    ax.set_xlabel("patch column")
+    ax.set_ylabel("patch row")
     ax.set_title(r"$\lambda_k$ (top patch eigenvalue) on the patch grid")
-    fig.colorbar(im, ax=ax)
-    return FigureResult(
+    fig.colorbar(im, ax=ax, label=r"$\lambda_k$")
+    return _result(
         "lambda_grid",
-        "lambda_k on the patch grid",
-        "Leading eigenvalue lambda_k of each patch covariance at its grid position (row-major k).",
-        _png(fig),
+        "λ_k on the patch grid",
+        "Leading eigenvalue λ_k of each patch covariance at its grid position (row-major k); brighter = larger.",
+        fig,
     )
 
 
@@ -332,12 +415,12 @@ def fig_release(tables, ctx, inp) -> FigureResult | None:
     ax.set_ylabel("release time t_k^rel")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return FigureResult(
+    return _result(
         "release_times",
-        "release time vs lambda_k",
-        "Per-patch release time (largest t with gamma_k,t <= 0) against lambda_k; Theorem 22(a) "
+        "release time vs λ_k",
+        "Per-patch release time (largest t with γ_k,t ≤ 0) against λ_k; Theorem 22(a) "
         "predicts lower-variance patches release at larger t.",
-        _png(fig),
+        fig,
     )
 
 
@@ -353,17 +436,17 @@ def fig_rho(tables, ctx, inp) -> FigureResult | None:
     ):
         if tab is not None:
             ax.plot([r["t"] for r in tab.rows], [r["rho"] for r in tab.rows], "o-", ms=3, label=lab)
-    ax.axhline(0, color="k", lw=0.8)
+    ax.axhline(0, color="k", lw=0.8, label="ρ = 0")
     ax.set_ylim(-1.05, 1.05)
     ax.set_ylabel("Spearman ρ across patches")
     _time_axis(ax)
     ax.legend(fontsize=8)
-    return FigureResult(
+    return _result(
         "rho_vs_t",
-        "Spearman rho vs t (Tables 3 and 9)",
-        "Rank correlations across patches per timestep (undefined points, e.g. S = 0 on the oracle, "
+        "Spearman ρ vs t (Tables 3 and 9)",
+        "Rank correlations across patches per measured timestep (undefined points, e.g. S = 0 on the oracle, "
         "are not drawn).",
-        _png(fig),
+        fig,
     )
 
 
@@ -379,14 +462,20 @@ def fig_samples(tables, ctx, inp: AnalysisInputs) -> FigureResult | None:
             img = img[0]
         img = np.clip((np.moveaxis(img, 0, -1) + 1.0) / 2.0, 0, 1)
         ax = fig.add_subplot(1, len(trajs), i + 1)
-        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+        ax.imshow(
+            img[..., 0] if img.shape[-1] == 1 else img,
+            cmap="gray" if img.shape[-1] == 1 else None,
+            interpolation="nearest",  # upscaled: every model pixel a visible square, no smoothing
+        )
         ax.set_title(f"seed {tr.seed}", fontsize=8)
         ax.axis("off")
-    return FigureResult(
+    h, w = img.shape[:2]
+    return _result(
         "samples",
         "final samples",
-        "Final DDIM samples x_0 of the trajectories stage (first 8 seeds).",
-        _png(fig),
+        f"Final DDIM samples x_0 of the trajectories stage (first {len(trajs)} seeds), {w}×{h} pixels each, "
+        "upscaled with nearest-neighbour so each pixel is a visible square.",
+        fig,
     )
 
 

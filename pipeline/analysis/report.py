@@ -1,50 +1,27 @@
-"""The report: one self-contained HTML page (inline CSS, base64 images) and the same content as Markdown."""
+"""The report: one self-contained HTML page (inline CSS, base64 images) and the same content as Markdown,
+rendered from Jinja2 templates (pipeline/analysis/templates/, HTML autoescaped). Verdicts come first: a
+summary block with each claim and table beside the paper and every run, then the detail, then run info."""
 
 from __future__ import annotations
 
 import base64
-import html
 import json
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+import jinja2
 
 from pipeline.analysis import paper_values as pv
+from pipeline.analysis import presentation as pr
 from pipeline.analysis.companions import GEOMETRY_COLUMNS, Companion
 from pipeline.analysis.figures import FigureResult
 from pipeline.analysis.oracle import OracleCheck
 from pipeline.analysis.tables import ComparisonRow, TableResult
 from pipeline.analysis.verdicts import Verdict
 
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1200px;padding:1em 2em;
-color:#222;line-height:1.4}
-h1{font-size:1.6em;border-bottom:2px solid #444}h2{margin-top:1.8em;border-bottom:1px solid #bbb}
-table{border-collapse:collapse;margin:.5em 0 1em;font-size:.82em}
-th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}
-td.txt,th.txt{text-align:left}
-.scroll{overflow:auto;display:inline-block;max-width:100%}.scroll.long{max-height:420px}
-nav a{margin-right:.8em;font-size:.85em}
-.agrees,.supported,.oracle-ok{background:#dff0d8}.differs,.not-supported,.oracle-bad{background:#f2dede}
-.partly-supported,.reference,.not-converged{background:#fcf8e3}.no-data,.not-testable{background:#eee}
-figure{margin:1em 0;display:inline-block;max-width:100%}figure img{max-width:100%;border:1px solid #ddd}
-figcaption{font-size:.85em;color:#555;max-width:900px}
-.note{font-size:.85em;color:#555}.banner{padding:.6em 1em;border-left:5px solid #888;background:#f6f6f6}
-pre{font-size:.75em;background:#f8f8f8;padding:.5em;overflow:auto;max-height:400px}
-"""
-
-# Runs when the page has loaded: counts what rendered so a headless browser can verify the page.
-CHECK_SCRIPT = """
-window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.querySelectorAll('figure[data-figure] img'));
-  var broken = imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; }).length;
-  var b = document.body;
-  b.setAttribute('data-images', String(imgs.length));
-  b.setAttribute('data-broken-images', String(broken));
-  b.setAttribute('data-tables-rendered', String(document.querySelectorAll('section[data-table] table.ours').length));
-  b.setAttribute('data-checked', 'yes');
-});
-"""
+# kept for callers that format one value the report's way
+fmt = pr.fmt
 
 
 @dataclass
@@ -62,117 +39,68 @@ class ReportContent:
     extra_tables: dict[str, tuple[list[str], list[dict]]] = field(default_factory=dict)
     sweep: tuple[list[str], list[dict], str] | None = None
     companions: list[Companion] = field(default_factory=list)
+    setting: pr.RunSetting = field(default_factory=pr.RunSetting)
 
 
 COMPANION_INTRO = (
     "Another model measured by the same four stages on its own chain (dvc.yaml's *_learned stages); its "
-    "full report is linked. pc_margin = 1 − κ̂^diag − δ̂^cross per seed (Theorem 15, eq. 19); "
+    "full report is linked. 1 − κ̂^diag − δ̂^cross is the (PC) margin per seed (Theorem 15, eq. 19); "
     "mean ± standard error over seeds."
 )
-
-
-def _companions_html(comps: list[Companion]) -> list[str]:
-    parts = [
-        "<h2 id='companions'>Companion runs: the learned model beside this one</h2>",
-        f"<p class='note'>{html.escape(COMPANION_INTRO)}</p>",
-    ]
-    for c in comps:
-        if not c.found:
-            parts.append(f"<p class='note' data-companion='missing'>{html.escape(c.reason)}</p>")
-            continue
-        parts.append(
-            f"<div data-companion='{html.escape(c.label)}'><h3>{html.escape(c.label)} "
-            f"(<a href='{html.escape(c.report_link)}'>its report</a>)</h3>"
-            f"<p class='note'>{html.escape(c.model)}; {html.escape(c.setting)}.</p>"
-        )
-        parts.append(_html_table(["key", "status", "claim", "evidence"], c.verdicts, "companion", "status"))
-        if c.geometry:
-            parts.append(_html_table(GEOMETRY_COLUMNS, c.geometry, "companion"))
-        if c.samples_png:
-            b64 = base64.b64encode(c.samples_png).decode("ascii")
-            parts.append(
-                f"<figure data-figure='companion-samples'><img alt='samples of {html.escape(c.label)}' "
-                f"src='data:image/png;base64,{b64}'><figcaption>{html.escape(c.samples_note)}</figcaption>"
-                "</figure>"
-            )
-        parts.append("</div>")
-    return parts
-
-
-def _companions_md(comps: list[Companion]) -> list[str]:
-    out = ["## Companion runs: the learned model beside this one\n", COMPANION_INTRO + "\n"]
-    for c in comps:
-        if not c.found:
-            out.append(f"- {c.reason}\n")
-            continue
-        out += [
-            f"### {c.label} ([its report]({c.report_link}))\n",
-            f"{c.model}; {c.setting}.\n",
-            _md_table(["key", "status", "claim", "evidence"], c.verdicts),
-        ]
-        if c.geometry:
-            out.append(_md_table(GEOMETRY_COLUMNS, c.geometry))
-        if c.samples_png:
-            out.append(f"Samples: {c.samples_note}.\n")
-    return out
-
-
-def fmt(v) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "—" if math.isnan(v) else ("∞" if v > 0 else "−∞")
-        return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(fmt(x) for x in v) + "]"
-    return str(v)
-
-
-def _cls(status: str) -> str:
-    s = status.lower()
-    if s.startswith("oracle:"):
-        return "oracle-bad" if "not" in s else "oracle-ok"
-    if s.startswith("reference"):
-        return "reference"
-    return s.replace(" ", "-").replace("(", "").replace(")", "")
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-# ---------------------------------------------------------------------------------------------- HTML
-def _html_table(columns: Sequence[str], rows: Sequence[dict], cls: str, status_col: str | None = None) -> str:
-    first = rows[0] if rows else {}
-    head = "".join(
-        f'<th class="{"" if _is_num(first.get(c)) else "txt"}">{html.escape(c)}</th>' for c in columns
-    )
-    body = []
-    for r in rows:
-        cells = []
-        for c in columns:
-            v = r.get(c)
-            klass = "" if _is_num(v) else "txt"
-            if c == status_col and v is not None:
-                klass += " " + _cls(str(v))
-            cells.append(f'<td class="{klass.strip()}">{html.escape(fmt(v))}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    long = " long" if len(rows) > 20 else ""
-    return (
-        f'<div class="scroll{long}"><table class="{cls}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
-
-
 ORACLE_COLUMNS = ["quantity", "closed_form", "measured", "max_abs_error", "tolerance", "status", "diagnostic"]
 COMPARISON_COLUMNS = ["quantity", "paper", "ours", "difference", "tolerance", "status", "note"]
+VERDICT_COLUMNS = ["key", "status", "claim", "evidence"]
+TABLE_FIGURES = {
+    "table_4": ["kappa_t"],
+    "table_5": ["block_decomposition"],
+    "table_3": ["suppression_heatmap", "rho_vs_t"],
+    "table_8": ["pc_slack_heatmap"],
+    "table_10": ["proxy_loglog"],
+    "release_times": ["release_times"],
+}
+# what each table row of the summary block is called, with the paper's symbols
+TABLE_ITEMS = {
+    "table_3": "S_k,t vs λ_k (Spearman ρ per t)",
+    "table_4": "global κ̂_t per step",
+    "table_5": "κ̂^diag and δ̂^cross",
+    "table_6": "attention entropy vs δ̂^cross",
+    "table_7": "coupling by patch distance",
+    "table_8": "(PC) violation by regime",
+    "table_9": "ρ(λ_k, κ̂^diag) sign flip",
+    "release_times": "release time vs λ_k",
+    "table_10": "score-deviation proxy slope",
+    "table_11": "suppression-corrected Lyapunov Λ",
+}
 
 
+# ------------------------------------------------------------------------------------------ Jinja2
+def _mdcell(v) -> str:
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _resource(name: str) -> str:
+    return resources.files("pipeline.analysis").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=2)
+def _env(markdown: bool) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline.analysis", "templates"),
+        autoescape=not markdown,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["mdcell"] = _mdcell
+    return env
+
+
+def css() -> str:
+    return _resource("report.css")
+
+
+# --------------------------------------------------------------------------------------- view data
 def _cmp_rows(rows: list[ComparisonRow]) -> list[dict]:
     return [
         {
@@ -188,40 +116,36 @@ def _cmp_rows(rows: list[ComparisonRow]) -> list[dict]:
     ]
 
 
-def _img(f: FigureResult) -> str:
-    b64 = base64.b64encode(f.png).decode("ascii")
-    return (
-        f'<figure data-figure="{html.escape(f.name)}"><img alt="{html.escape(f.title)}" '
-        f'src="data:image/png;base64,{b64}"><figcaption><b>{html.escape(f.title)}.</b> '
-        f"{html.escape(f.caption)}</figcaption></figure>"
-    )
+def _figure(f: FigureResult, path: str = "") -> dict:
+    return {
+        "name": f.name,
+        "title": f.title,
+        "caption": f.caption,
+        "b64": base64.b64encode(f.png).decode("ascii"),
+        "pixels": f.name == "samples",
+        "path": path,
+    }
 
 
-TABLE_FIGURES = {
-    "table_4": ["kappa_t"],
-    "table_5": ["block_decomposition"],
-    "table_3": ["suppression_heatmap", "rho_vs_t"],
-    "table_8": ["pc_slack_heatmap"],
-    "table_10": ["proxy_loglog"],
-    "release_times": ["release_times"],
-}
+def _is_nested(v) -> bool:
+    return isinstance(v, dict) or (isinstance(v, list) and len(json.dumps(v, default=str)) > 200)
 
 
-def _run_sources(content: ReportContent) -> list[tuple[str, dict | None]]:
-    return [("analysis", content.run_info)] + list(content.metas.items())
+def _run_sources(c: ReportContent) -> list[tuple[str, dict | None]]:
+    return [("analysis", c.run_info)] + list(c.metas.items())
 
 
-def _run_info_rows(content: ReportContent) -> list[dict]:
+def _run_info_rows(c: ReportContent) -> list[dict]:
     """Scalar entries of each stage's meta (MLflow run id, machine, wall time, git revision, ...)."""
     rows = []
-    for stage, meta in _run_sources(content):
+    for stage, meta in _run_sources(c):
         if not meta:
             rows.append({"stage": stage, "key": "(no meta.json)", "value": ""})
             continue
         for k in sorted(meta):
             v = meta[k]
-            if isinstance(v, dict) or (isinstance(v, list) and len(json.dumps(v, default=str)) > 200):
-                continue  # nested: shown as a collapsible JSON block
+            if _is_nested(v):
+                continue  # shown as a collapsible JSON block
             rows.append(
                 {
                     "stage": stage,
@@ -232,185 +156,327 @@ def _run_info_rows(content: ReportContent) -> list[dict]:
     return rows
 
 
-def _run_info_blocks(content: ReportContent) -> list[tuple[str, str]]:
+def _run_info_blocks(c: ReportContent) -> list[tuple[str, str]]:
     """(label, pretty JSON) for every nested meta entry: resolved configs, versions, upstream metas."""
     out = []
-    for stage, meta in _run_sources(content):
+    for stage, meta in _run_sources(c):
         for k in sorted(meta or {}):
-            v = meta[k]
-            if isinstance(v, dict) or (isinstance(v, list) and len(json.dumps(v, default=str)) > 200):
-                out.append((f"{stage}: {k}", json.dumps(v, indent=2, sort_keys=True, default=str)))
+            if _is_nested(meta[k]):
+                out.append((f"{stage}: {k}", json.dumps(meta[k], indent=2, sort_keys=True, default=str)))
     return out
 
 
-def render_html(content: ReportContent) -> str:
-    c = content
-    fig_by_name = {f.name: f for f in c.figures}
-    used: set[str] = set()
-    parts = [
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(c.title)}</title>"
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(c.title)}</h1>",
+def _cannot_produce(c: ReportContent) -> dict[str, str]:
+    return pr.CANNOT_PRODUCE.get(c.model_kind, {})
+
+
+def _split_missing(c: ReportContent) -> tuple[list[str], list[str], dict[str, str]]:
+    """(not applicable lines, missing lines, table key -> 'not applicable: why') for this run kind."""
+    na: list[str] = []
+    missing: list[str] = []
+    na_tables: dict[str, str] = {}
+    cannot = _cannot_produce(c)
+    for m in c.missing:
+        hit = next((f for f in cannot if f in m), None)
+        if hit is None:
+            missing.append(m)
+        elif cannot[hit] not in na:
+            na.append(cannot[hit])
+    for key, why in c.skipped.items():
+        hit = next((f for f in cannot if f in why), None)
+        if hit is not None:
+            na_tables[key] = f"not applicable: {cannot[hit]}"
+        else:
+            missing.append(f"{key} not built: {why}")
+    return na, missing, na_tables
+
+
+def _reference_reason(c: ReportContent, t: TableResult) -> str:
+    if not pr.is_reference(c.setting, t):
+        return ""
+    paper_model = pr.paper_model_of(t) or "the paper's model"
+    if c.setting.is_oracle:
+        return f"the paper measured {paper_model}; this run is the Gaussian oracle, tested by its closed form"
+    return f"the paper measured {paper_model}; this run is {c.setting.model_name} on {c.setting.data}"
+
+
+def _table_view(c: ReportContent, key: str, t: TableResult, fig_by_name: dict, path_of: dict) -> dict:
+    reason = _reference_reason(c, t)
+    notes = [pr.symbols(n) for n in list(t.notes) + (list(t.paper.notes) if t.paper else [])]
+    return {
+        "key": key,
+        "title": pr.symbols(t.title),
+        "paper": f"{t.paper.citation} — {t.paper.setting}" if t.paper is not None else "",
+        "reads": pr.symbols(t.reads),
+        "notes": notes,
+        "summary": "; ".join(f"{pr.header(k)} = {fmt(v)}" for k, v in t.summary.items()),
+        "comparison": pr.table_view(COMPARISON_COLUMNS, _cmp_rows(t.comparison), "status", bool(reason))
+        if t.comparison
+        else None,
+        "reference": reason,
+        "ours": pr.table_view(t.columns, t.rows),
+        "extra": [
+            (name, pr.table_view(list(rows[0].keys()), rows)) for name, rows in t.extra.items() if rows
+        ],
+        "figures": [
+            _figure(fig_by_name[n], path_of.get(n, ""))
+            for n in TABLE_FIGURES.get(key, [])
+            if n in fig_by_name
+        ],
+    }
+
+
+def table_status(c_tables: dict[str, TableResult], setting: pr.RunSetting) -> dict[str, dict]:
+    """Per table: title, comparison statuses and whether they are reference only (summary.json keeps it,
+    so a report that embeds this run as a companion can count them)."""
+    return {
+        key: {
+            "title": t.title,
+            "statuses": [r.status for r in t.comparison],
+            "reference": pr.is_reference(setting, t),
+        }
+        for key, t in c_tables.items()
+    }
+
+
+def _paper_ref(key: str) -> str:
+    """'§7.3, Table 3' for table_3 (also when this run did not build it); release times: eq. (36)."""
+    if key == "release_times":
+        cite = pv.RELEASE_SPREAD["citation"]
+    elif key.startswith("table_") and key[6:].isdigit() and int(key[6:]) in pv.PAPER_TABLES:
+        cite = pv.PAPER_TABLES[int(key[6:])].citation
+    else:
+        return ""
+    return cite.replace(f"{pv.PAPER}, ", "")
+
+
+def _short(status: str) -> str:
+    return status[len("oracle: ") :] if status.startswith("oracle: ") else status
+
+
+def summary_block(c: ReportContent) -> pr.SummaryBlock:
+    """The verdicts-first block: P1–P5 and each reproduced table, the paper, this run, every companion."""
+    _, _, na_tables = _split_missing(c)
+    runs = [
+        {
+            "label": f"{c.setting.label} (this run)",
+            "verdicts": {v.key: v.status for v in c.verdicts},
+            "tables": table_status(c.tables, c.setting),
+            "skipped": {**{k: f"not built: {v}" for k, v in c.skipped.items()}, **na_tables},
+        }
     ]
-    ids = [m.get("mlflow_run_id") for m in c.metas.values() if m and m.get("mlflow_run_id")]
-    parts.append(
-        f"<p class='banner'>Model kind: <b>{html.escape(c.model_kind)}</b>. Tables built: "
-        f"{len(c.tables)}; figures: {len(c.figures)}. MLflow run ids: {html.escape(', '.join(ids) or 'none')}. "
-        f"Paper: {html.escape(pv.PAPER)}. All t are the paper's 1-based timesteps.</p>"
-    )
-    toc = (
-        ([("oracle", "oracle check")] if c.oracle is not None else [])
-        + [("verdicts", "P1–P5")]
-        + ([("companions", "learned model")] if c.companions else [])
-        + [(k, k) for k in c.tables]
-        + ([("sweep", "sweep")] if c.sweep else [])
-        + [("run", "run info")]
-    )
-    parts.append(
-        "<nav>" + "".join(f"<a href='#{html.escape(a)}'>{html.escape(b)}</a>" for a, b in toc) + "</nav>"
-    )
-    if c.model_kind == "gaussian_oracle":
-        parts.append(
-            "<p class='banner'>This run uses the Gaussian oracle. The paper's numbers are for learned DDPMs "
-            "and are shown for reference only (status 'reference'); the test of this run is the closed-form "
-            "check below.</p>"
-        )
+    for comp in c.companions:
+        if comp.found:
+            runs.append(
+                {
+                    "label": f"{comp.setting.label if comp.setting else comp.label} (companion)",
+                    "verdicts": {v.get("key"): v.get("status") for v in comp.verdicts},
+                    "tables": comp.table_status,
+                    "skipped": {k: f"not built: {v}" for k, v in comp.skipped.items()},
+                }
+            )
+    rows: list[pr.SummaryRow] = []
     if c.oracle is not None:
-        parts.append("<h2 id='oracle'>Gaussian oracle: closed form vs measured</h2>")
-        parts.append(
-            f"<p data-oracle-agree='{'yes' if c.oracle.all_agree else 'no'}'>{html.escape(c.oracle.statement)}</p>"
+        judged = [r.status for r in c.oracle.rows if r.status != "no data"]
+        agree, slow = judged.count("agrees"), judged.count("not converged")
+        wrong = len(judged) - agree - slow
+        text = f"{agree} of {len(judged)} quantities agree" + (f"; {slow} not converged" if slow else "")
+        if wrong:
+            verdict = pr.Cell(f"NOT reproduced: {wrong} differ", "oracle-bad")
+        elif slow:
+            # an iterative estimate on the right side of the closed form, short of tolerance: more iterations
+            verdict = pr.Cell(f"reproduced; {slow} estimate not converged", "partly-supported")
+        else:
+            verdict = pr.Cell("reproduced", "oracle-ok")
+        rows.append(
+            pr.SummaryRow(
+                "oracle",
+                "closed form",
+                "Thm. 17: ‖[JΦ_t]_kk‖ = f_t(λ_k)",
+                [pr.Cell(text, verdict.cls)] + [pr.Cell("—") for _ in runs[1:]],
+                verdict,
+                "oracle",
+            )
         )
-        parts.append(_html_table(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows], "oracle", "status"))
-    parts.append("<h2 id='verdicts'>Predictions P1–P5 (§7)</h2>")
-    parts.append(
-        _html_table(
-            ["key", "status", "claim", "evidence"], [v.__dict__ for v in c.verdicts], "verdicts", "status"
+    for key in ("P1", "P2", "P3", "P4", "P5"):
+        cells, pairs = [], []
+        for run in runs:
+            s = run["verdicts"].get(key)
+            if s is None:
+                cells.append(pr.Cell("—", "no-data"))
+                continue
+            cells.append(pr.Cell(_short(s), pr.status_class(s)))
+            pairs.append((run["label"].split(" (")[0], s))
+        rows.append(
+            pr.SummaryRow(
+                key, pr.SHORT_CLAIMS[key], pr.PAPER_SAYS[key], cells, pr.claim_verdict(pairs), "claims"
+            )
         )
+    keys = list(dict.fromkeys([k for run in runs for k in list(run["tables"]) + list(run["skipped"])]))
+    order = list(TABLE_ITEMS)
+    keys.sort(key=lambda k: order.index(k) if k in order else len(order))
+    for key in keys:
+        t = c.tables.get(key)
+        paper = _paper_ref(key)
+        cells, decisive = [], None
+        for run in runs:
+            st = run["tables"].get(key)
+            if st is None:
+                why = run["skipped"].get(key, "not built")
+                cells.append(pr.Cell(why.split(":")[0], pr.status_class(why), why))
+                continue
+            text, cls = pr.comparison_counts(list(st["statuses"]), bool(st["reference"]))
+            cells.append(pr.Cell(text, cls))
+            if decisive is None and not st["reference"] and st["statuses"]:
+                decisive = pr.Cell(text, cls)
+        verdict = decisive or pr.Cell(
+            "reference only", "reference", "no run of the paper's model: not a test"
+        )
+        label = key.replace("_", " ").replace("table", "Table").replace("release times", "Release times")
+        rows.append(
+            pr.SummaryRow(key, TABLE_ITEMS.get(key, t.title if t else key), paper, cells, verdict, key, label)
+        )
+    counts = []
+    for run in runs:
+        statuses = [_short(s) for s in run["verdicts"].values() if s]
+        counts.append(f"{run['label']}: P1–P5 {pr.count_phrase(statuses) or 'no verdicts'}.")
+    built = [k for k in keys if k in runs[0]["tables"]]
+    counts.append(
+        f"This run built {len(built)} of {len(keys)} tables"
+        + (f"; {len(na_tables)} not applicable to this run kind" if na_tables else "")
+        + f"; {len(c.figures)} figures."
     )
-    if c.companions:
-        parts += _companions_html(c.companions)
-    if c.missing or c.skipped:
-        parts.append("<h2 id='missing'>Missing inputs</h2><ul>")
-        parts += [f"<li>{html.escape(m)}</li>" for m in c.missing]
-        parts += [f"<li>{html.escape(k)} not built: {html.escape(v)}</li>" for k, v in c.skipped.items()]
-        parts.append("</ul>")
-    for name, (cols, rows) in c.extra_tables.items():
-        parts.append(f"<section data-table='{html.escape(name)}'><h2>{html.escape(name)}</h2>")
-        parts.append(_html_table(cols, rows, "ours") + "</section>")
-    for key, t in c.tables.items():
-        parts.append(
-            f"<section data-table='{html.escape(key)}'><h2 id='{html.escape(key)}'>{html.escape(key)}: "
-            f"{html.escape(t.title)}</h2>"
-        )
-        if t.paper is not None:
-            parts.append(
-                f"<p class='note'>Paper: {html.escape(t.paper.citation)} — {html.escape(t.paper.setting)}.</p>"
-            )
-        parts.append(f"<p class='note'>Reads: {html.escape(t.reads)}.</p>")
-        for n in t.notes + (list(t.paper.notes) if t.paper else []):
-            parts.append(f"<p class='note'>{html.escape(n)}</p>")
-        if t.summary:
-            parts.append(
-                "<p class='note'>"
-                + "; ".join(f"{html.escape(k)} = {html.escape(fmt(v))}" for k, v in t.summary.items())
-                + "</p>"
-            )
-        if t.comparison:
-            parts.append("<h3>Paper vs ours</h3>")
-            parts.append(_html_table(COMPARISON_COLUMNS, _cmp_rows(t.comparison), "comparison", "status"))
-        parts.append("<h3>Ours</h3>" + _html_table(t.columns, t.rows, "ours"))
-        for ename, erows in t.extra.items():
-            if erows:
-                parts.append(
-                    f"<h3>{html.escape(ename)}</h3>" + _html_table(list(erows[0].keys()), erows, "extra")
-                )
-        for fname in TABLE_FIGURES.get(key, []):
-            if fname in fig_by_name:
-                parts.append(_img(fig_by_name[fname]))
-                used.add(fname)
-        parts.append("</section>")
-    if c.sweep:
-        cols, rows, intro = c.sweep
-        parts.append(
-            f"<section data-table='sweep'><h2 id='sweep'>Sweep comparison</h2><p>{html.escape(intro)}</p>"
-            + _html_table(cols, rows, "ours")
-            + "</section>"
-        )
-    rest = [f for f in c.figures if f.name not in used]
-    if rest:
-        parts.append("<h2 id='figures'>More figures</h2>" + "".join(_img(f) for f in rest))
-    parts.append("<h2 id='run'>Run: config, MLflow ids, machine, wall times</h2>")
-    parts.append(_html_table(["stage", "key", "value"], _run_info_rows(c), "runinfo"))
-    for label, text in _run_info_blocks(c):
-        parts.append(
-            f"<details><summary>{html.escape(label)}</summary><pre>{html.escape(text)}</pre></details>"
-        )
-    parts.append(f"<script>{CHECK_SCRIPT}</script></body></html>")
-    return "\n".join(parts) + "\n"
+    return pr.SummaryBlock([r["label"] for r in runs], rows, counts)
 
 
-# ------------------------------------------------------------------------------------------ Markdown
-def _md_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
-    def cell(v) -> str:
-        return fmt(v).replace("|", "\\|").replace("\n", " ")
+def _companion_view(comp: Companion) -> dict:
+    if not comp.found:
+        return {"found": False, "reason": comp.reason}
+    verdicts = [dict(v) for v in comp.verdicts]
+    for v in verdicts:
+        if comp.setting is not None:
+            v["claim"] = pr.claim_for(str(v.get("key")), comp.setting)
+        v["claim"] = pr.symbols(str(v.get("claim", "")))
+        v["evidence"] = pr.symbols(str(v.get("evidence", "")))
+    return {
+        "found": True,
+        "label": comp.label,
+        "title": comp.setting.title if comp.setting else comp.label,
+        "report_link": comp.report_link,
+        "model": comp.model,
+        "setting_text": comp.setting_text,
+        "verdicts": pr.table_view(VERDICT_COLUMNS, verdicts, "status"),
+        "geometry": pr.table_view(GEOMETRY_COLUMNS, comp.geometry) if comp.geometry else None,
+        "samples": base64.b64encode(comp.samples_png).decode("ascii") if comp.samples_png else "",
+        "samples_note": comp.samples_note,
+    }
 
-    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    out += ["| " + " | ".join(cell(r.get(col)) for col in columns) + " |" for r in rows]
-    return "\n".join(out) + "\n"
+
+def _subtitle(c: ReportContent) -> str:
+    s = c.setting
+    parts = [f"Reproduction of {pv.PAPER}"]
+    model = s.model_path or s.model_name or c.model_kind
+    parts.append(f"model {model}" + (" (exact ε* of the data's Gaussian fit)" if s.is_oracle else ""))
+    if s.patch:
+        parts.append(
+            f"data {s.data}, {s.patch}×{s.patch} patches"
+            + (f" (M = {s.num_patches})" if s.num_patches else "")
+        )
+    if s.sampler:
+        parts.append(f"{s.sampler}" + (f" ({s.num_steps} steps)" if s.num_steps else ""))
+    if s.num_seeds:
+        parts.append(f"{s.num_seeds} seeds")
+    return "; ".join(parts) + ". All t are the paper's 1-based timesteps."
+
+
+def _context(c: ReportContent, figure_paths: dict[str, str] | None = None) -> dict:
+    paths = figure_paths or {}
+    fig_by_name = {f.name: f for f in c.figures}
+    na, missing, _ = _split_missing(c)
+    tables = [_table_view(c, k, t, fig_by_name, paths) for k, t in c.tables.items()]
+    used = {f["name"] for t in tables for f in t["figures"]}
+    claims = [
+        {
+            "key": v.key,
+            "status": v.status,
+            "claim": pr.symbols(pr.claim_for(v.key, c.setting)),
+            "evidence": pr.symbols(v.evidence),
+        }
+        for v in c.verdicts
+    ]
+    any_reference = any(t["reference"] for t in tables)
+    nav = (
+        [("summary", "Summary")]
+        + ([("oracle", "Oracle check")] if c.oracle is not None else [])
+        + [("claims", "P1–P5 evidence")]
+        + ([("companions", "Learned model")] if c.companions else [])
+        + [("tables", "Tables")]
+        + ([("sweep", "Sweep")] if c.sweep else [])
+        + [("run", "Run info")]
+    )
+    return {
+        "title": c.title,
+        "subtitle": _subtitle(c),
+        "css": css(),
+        "script": _resource("check.js"),
+        "summary": summary_block(c),
+        "reference_note": (
+            "Reference only: this run is not the model the paper measured, so paper-vs-run differences "
+            "describe the two models, not a failed reproduction; those comparisons are collapsed below."
+            if any_reference
+            else ""
+        ),
+        "nav": nav,
+        "oracle": None
+        if c.oracle is None
+        else {
+            "all_agree": c.oracle.all_agree,
+            "statement": pr.symbols(c.oracle.statement),
+            "view": pr.table_view(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows], "status"),
+        },
+        "oracle_note": (
+            "This run uses the Gaussian oracle: P1–P2 are checked against their closed-form signature "
+            "(S = 0 exactly); P3–P5 are claims about learned models, tested on the companion below."
+            if c.setting.is_oracle or c.model_kind == "gaussian_oracle"
+            else ""
+        ),
+        "claims": pr.table_view(VERDICT_COLUMNS, claims, "status"),
+        "companion_intro": COMPANION_INTRO,
+        "companions": [_companion_view(x) for x in c.companions],
+        "not_applicable": na,
+        "missing": missing,
+        "tables": tables,
+        "extra_tables": [(name, pr.table_view(cols, rows)) for name, (cols, rows) in c.extra_tables.items()],
+        "sweep": None
+        if not c.sweep
+        else {"intro": c.sweep[2], "view": pr.table_view(c.sweep[0], c.sweep[1])},
+        "more_figures": [_figure(f) for f in c.figures if f.name not in used],
+        "figures": [_figure(f, paths.get(f.name, "")) for f in c.figures],
+        "run_info": pr.table_view(["stage", "key", "value"], _run_info_rows(c)),
+        "run_blocks": _run_info_blocks(c),
+    }
+
+
+def render_html(content: ReportContent) -> str:
+    return _env(False).get_template("report.html.j2").render(_context(content))
 
 
 def render_markdown(content: ReportContent, figure_paths: dict[str, str]) -> str:
-    c = content
-    out = [
-        f"# {c.title}\n",
-        f"Model kind: **{c.model_kind}**. Paper: {pv.PAPER}. All t are the paper's 1-based timesteps.\n",
-    ]
-    if c.model_kind == "gaussian_oracle":
-        out.append(
-            "> Gaussian oracle run: the paper's (learned-model) numbers are shown for reference only.\n"
-        )
-    if c.oracle is not None:
-        out += [
-            "## Gaussian oracle: closed form vs measured\n",
-            c.oracle.statement + "\n",
-            _md_table(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows]),
-        ]
-    out += [
-        "## Predictions P1–P5 (§7)\n",
-        _md_table(["key", "status", "claim", "evidence"], [v.__dict__ for v in c.verdicts]),
-    ]
-    if c.companions:
-        out += _companions_md(c.companions)
-    if c.missing or c.skipped:
-        out.append("## Missing inputs\n")
-        out += [f"- {m}" for m in c.missing] + [f"- {k} not built: {v}" for k, v in c.skipped.items()]
-        out.append("")
-    for name, (cols, rows) in c.extra_tables.items():
-        out += [f"## {name}\n", _md_table(cols, rows)]
-    for key, t in c.tables.items():
-        out.append(f"## {key}: {t.title}\n")
-        if t.paper is not None:
-            out.append(f"Paper: {t.paper.citation} — {t.paper.setting}.\n")
-        out.append(f"Reads: {t.reads}. CSV: `{key}.csv`.\n")
-        out += [f"- {n}" for n in t.notes + (list(t.paper.notes) if t.paper else [])]
-        if t.summary:
-            out.append("\n" + "; ".join(f"{k} = {fmt(v)}" for k, v in t.summary.items()) + "\n")
-        if t.comparison:
-            out += ["### Paper vs ours\n", _md_table(COMPARISON_COLUMNS, _cmp_rows(t.comparison))]
-        out += ["### Ours\n", _md_table(t.columns, t.rows)]
-        for ename, erows in t.extra.items():
-            if erows:
-                out += [f"### {ename}\n", _md_table(list(erows[0].keys()), erows)]
-    if c.sweep:
-        cols, rows, intro = c.sweep
-        out += ["## Sweep comparison\n", intro + "\n", _md_table(cols, rows)]
-    out.append("## Figures\n")
-    for f in c.figures:
-        out.append(f"![{f.title}]({figure_paths[f.name]})\n\n*{f.title}.* {f.caption}\n")
-    out += [
-        "## Run: config, MLflow ids, machine, wall times\n",
-        _md_table(["stage", "key", "value"], _run_info_rows(c)),
-    ]
-    for label, text in _run_info_blocks(c):
-        out += [f"<details><summary>{label}</summary>\n\n```json\n{text}\n```\n</details>\n"]
+    return _env(True).get_template("report.md.j2").render(_context(content, figure_paths))
+
+
+def render_table_page(title: str, intro: str, columns: list[str], rows: list[dict]) -> str:
+    """A one-table HTML page (the sweep comparison) in the report's style."""
+    return (
+        _env(False)
+        .get_template("table_page.html.j2")
+        .render(title=title, intro=intro, css=css(), view=pr.table_view(columns, rows))
+    )
+
+
+def markdown_table(columns: list[str], rows: list[dict]) -> str:
+    """A Markdown table with the report's headers and number formatting."""
+    view = pr.table_view(columns, rows)
+    out = ["| " + " | ".join(_mdcell(h) for _, h, _ in view.columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(_mdcell(c.text) for c in r) + " |" for r in view.rows]
     return "\n".join(out) + "\n"

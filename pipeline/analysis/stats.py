@@ -1,14 +1,15 @@
 """Statistics used by the reproduced tables, in float64, each checked against hand-worked cases.
 
-Spearman's rho with average ranks for ties (two-sided p from the t approximation, as scipy and the
-paper's tables use), the exact permutation p-value for small n (Table 6), OLS with a t-based
-confidence interval (Table 10), percentile bootstrap with an explicit seed (Table 11), and the
-outlier rule for the per-seed products s_hat (Table 4).
+Spearman's rho with average ranks for ties (two-sided p from the t approximation, as the paper's
+tables use), the exact permutation p-value for small n (Table 6), OLS with a t-based confidence
+interval (Table 10) and the percentile bootstrap with an explicit seed (Table 11) go through
+scipy.stats (spearmanr, permutation_test, linregress, bootstrap); tests/stats_reference.py holds
+independent hand-written versions they are checked against. The outlier rule for the per-seed
+products s_hat (Table 4) and the sign-flip rule (Table 9) are the project's own.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,28 +22,9 @@ EXACT_PERMUTATION_MAX_N = 10
 OUTLIER_Z = 3.5
 
 
-def rank_average(x: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties given the mean of the ranks they span."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
-    return ranks
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    da, db = a - a.mean(), b - b.mean()
-    den = math.sqrt(float(da @ da) * float(db @ db))
-    if den == 0.0:
-        return math.nan
-    return float(np.clip((da @ db) / den, -1.0, 1.0))
+def rank_average(x) -> np.ndarray:
+    """1-based ranks with ties given the mean of the ranks they span (scipy.stats.rankdata, 'average')."""
+    return _sps.rankdata(np.asarray(x, dtype=np.float64), method="average")
 
 
 @dataclass(frozen=True)
@@ -61,24 +43,24 @@ def _paired_finite(x, y) -> tuple[np.ndarray, np.ndarray]:
     return x[ok], y[ok]
 
 
+def _constant(v: np.ndarray) -> bool:
+    return bool(np.all(v == v[0]))
+
+
 def spearman(x, y) -> SpearmanResult:
     """Spearman's rho (average ranks for ties) and its two-sided p from t = rho sqrt((n-2)/(1-rho^2)).
 
-    Pairs with a NaN are dropped. rho is NaN when either variable is constant (ranks carry no order):
-    that is the expected outcome for S_k,t on the Gaussian oracle, where S = 0 exactly.
+    scipy.stats.spearmanr on the finite pairs. rho is NaN when either variable is constant (ranks carry
+    no order): the expected outcome for S_k,t on the Gaussian oracle, where S = 0 exactly; checked here
+    rather than left to scipy's ConstantInputWarning.
     """
     x, y = _paired_finite(x, y)
     n = len(x)
-    if n < 3:
+    if n < 3 or _constant(x) or _constant(y):
         return SpearmanResult(math.nan, math.nan, n)
-    rho = _pearson(rank_average(x), rank_average(y))
-    if math.isnan(rho):
-        return SpearmanResult(math.nan, math.nan, n)
-    if abs(rho) >= 1.0:
-        return SpearmanResult(rho, 0.0, n)
-    t = rho * math.sqrt((n - 2) / (1.0 - rho * rho))
-    p = float(2.0 * _sps.t.sf(abs(t), n - 2))
-    return SpearmanResult(rho, p, n)
+    r = _sps.spearmanr(x, y)
+    rho = float(np.clip(r.statistic, -1.0, 1.0))
+    return SpearmanResult(rho, 0.0 if abs(rho) >= 1.0 else float(r.pvalue), n)
 
 
 @dataclass(frozen=True)
@@ -95,44 +77,34 @@ def spearman_permutation_test(
 ) -> PermutationResult:
     """Two-sided permutation p-value of Spearman's rho: P(|rho_perm| >= |rho_obs|) under H0.
 
-    Exact (all n! orderings of y's ranks) for n <= exact_max_n; otherwise a Monte Carlo estimate from
-    ``n_resamples`` seeded permutations, counted as (hits + 1)/(n_resamples + 1) so it is never 0.
+    scipy.stats.permutation_test (pairings) on the statistic |sum of centred rank products|: exact over all
+    n! orderings for n <= exact_max_n, otherwise ``n_resamples`` permutations drawn from default_rng(seed),
+    counted as (hits + 1)/(n_resamples + 1) so the p-value is never 0.
     """
     x, y = _paired_finite(x, y)
     n = len(x)
+    if n < 2 or _constant(x) or _constant(y):
+        return PermutationResult(math.nan, math.nan, n, False, 0)
     rx, ry = rank_average(x), rank_average(y)
-    rho = _pearson(rx, ry)
-    if n < 2 or math.isnan(rho):
-        return PermutationResult(rho, math.nan, n, False, 0)
     dx = rx - rx.mean()
-    dy = ry - ry.mean()
-    den = math.sqrt(float(dx @ dx) * float(dy @ dy))
-    # A relative tolerance keeps exact ties with the observed |rho| (e.g. its mirror image) counted.
-    threshold = abs(rho) * den * (1.0 - 1e-12)
-    if n <= exact_max_n:
-        hits = 0
-        total = 0
-        perms = itertools.permutations(range(n))
-        while True:
-            chunk = np.fromiter(
-                itertools.chain.from_iterable(itertools.islice(perms, 500_000)), dtype=np.int16
-            )
-            if chunk.size == 0:
-                break
-            idx = chunk.reshape(-1, n)
-            num = dy[idx] @ dx
-            hits += int(np.count_nonzero(np.abs(num) >= threshold))
-            total += len(idx)
-        return PermutationResult(rho, hits / total, n, True, total)
-    rng = np.random.default_rng(seed)
-    hits = 0
-    done = 0
-    while done < n_resamples:
-        b = min(100_000, n_resamples - done)
-        idx = rng.permuted(np.broadcast_to(np.arange(n), (b, n)), axis=1)
-        hits += int(np.count_nonzero(np.abs(dy[idx] @ dx) >= threshold))
-        done += b
-    return PermutationResult(rho, (hits + 1) / (n_resamples + 1), n, False, n_resamples)
+
+    def abs_cov(ry_perm, axis=-1):
+        # |rho| up to the permutation-invariant factor sqrt(Sxx Syy): the same ordering of the null
+        return np.abs(((ry_perm - ry_perm.mean(axis=axis, keepdims=True)) * dx).sum(axis=axis))
+
+    exact = n <= exact_max_n
+    res = _sps.permutation_test(
+        (ry,),
+        abs_cov,
+        permutation_type="pairings",
+        n_resamples=np.inf if exact else n_resamples,
+        alternative="greater",
+        vectorized=True,
+        batch=500_000,
+        rng=np.random.default_rng(seed),
+    )
+    rho = float(np.clip(_sps.spearmanr(x, y).statistic, -1.0, 1.0))
+    return PermutationResult(rho, float(res.pvalue), n, exact, math.factorial(n) if exact else n_resamples)
 
 
 @dataclass(frozen=True)
@@ -164,27 +136,26 @@ class OLSResult:
 
 
 def ols_fit(x, y, alpha: float = 0.05) -> OLSResult:
-    """Ordinary least squares of y on x with an intercept; needs n >= 3 finite pairs."""
+    """Ordinary least squares of y on x with an intercept (scipy.stats.linregress); needs n >= 3 pairs."""
     x, y = _paired_finite(x, y)
     n = len(x)
     if n < 3:
         raise ValueError(f"OLS needs at least 3 finite (x, y) pairs for a confidence interval, got {n}")
-    xm, ym = x.mean(), y.mean()
-    sxx = float(((x - xm) ** 2).sum())
-    if sxx == 0.0:
+    if _constant(x):
         raise ValueError("OLS needs at least two distinct x values; all x are equal")
-    slope = float(((x - xm) * (y - ym)).sum() / sxx)
-    intercept = float(ym - slope * xm)
-    resid = y - (intercept + slope * x)
-    sse = float(resid @ resid)
-    sst = float(((y - ym) ** 2).sum())
-    s2 = sse / (n - 2)
-    slope_se = math.sqrt(s2 / sxx)
-    intercept_se = math.sqrt(s2 * (1.0 / n + xm * xm / sxx))
+    r = _sps.linregress(x, y)
+    slope, se = float(r.slope), float(r.stderr)
     q = float(_sps.t.ppf(1.0 - alpha / 2.0, n - 2))
-    r2 = 1.0 - sse / sst if sst > 0 else math.nan
+    r2 = float(r.rvalue) ** 2 if not _constant(y) else math.nan
     return OLSResult(
-        slope, intercept, slope_se, intercept_se, (slope - q * slope_se, slope + q * slope_se), r2, n, alpha
+        slope,
+        float(r.intercept),
+        se,
+        float(r.intercept_stderr),
+        (slope - q * se, slope + q * se),
+        r2,
+        n,
+        alpha,
     )
 
 
@@ -209,18 +180,28 @@ def bootstrap_ci(
     """Percentile bootstrap over the first axis of ``data`` (rows resampled with replacement).
 
     Rows are the independent units (e.g. trajectories): a statistic over an [n_traj, M] array
-    resamples whole trajectories. Same data + seed => same interval, bit for bit.
+    resamples whole trajectories. scipy.stats.bootstrap resamples row indices drawn from
+    default_rng(seed), so same data + seed => same interval, bit for bit.
     """
     data = np.asarray(data, dtype=np.float64)
     n = data.shape[0]
     if n < 1:
         raise ValueError("bootstrap needs at least one observation")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    reps = np.array([float(statistic(data[i])) for i in idx])
-    lo, hi = np.quantile(reps, [alpha / 2.0, 1.0 - alpha / 2.0])
+    estimate = float(statistic(data))
+    if n == 1:  # every resample is the one row; scipy refuses a single observation
+        return BootstrapResult(estimate, (estimate, estimate), 0.0, n_resamples, seed, alpha)
+    res = _sps.bootstrap(
+        (np.arange(n),),
+        lambda i: float(statistic(data[np.asarray(i, dtype=np.intp)])),
+        n_resamples=n_resamples,
+        confidence_level=1.0 - alpha,
+        method="percentile",
+        vectorized=False,
+        rng=np.random.default_rng(seed),
+    )
+    ci = res.confidence_interval
     return BootstrapResult(
-        float(statistic(data)), (float(lo), float(hi)), float(reps.std(ddof=1)), n_resamples, seed, alpha
+        estimate, (float(ci.low), float(ci.high)), float(res.standard_error), n_resamples, seed, alpha
     )
 
 

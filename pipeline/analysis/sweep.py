@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline import io as pio
 from pipeline.analysis.inputs import load_stage_outputs
-from pipeline.analysis.report import CSS, _html_table, _md_table
+from pipeline.analysis.report import markdown_table, render_table_page
 from pipeline.analysis.scoring import analyse
 
 # Headline numbers per run: (column, table key, summary key).
@@ -106,13 +106,8 @@ def write_sweep_report(
     cols = list(dict.fromkeys(c for r in rows for c in r))
     pio.write_csv(out / "sweep_comparison.csv", rows, cols)
     intro = f"{len(rows)} runs; config keys that differ across them: {', '.join(varying) or 'none'}."
-    pio.write_text(out / "sweep_report.md", f"# Sweep comparison\n\n{intro}\n\n" + _md_table(cols, rows))
-    pio.write_text(
-        out / "sweep_report.html",
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Sweep comparison</title><style>{CSS}"
-        f"</style></head><body><h1>Sweep comparison</h1><p>{intro}</p>"
-        f"<section data-table='sweep'>{_html_table(cols, rows, 'ours')}</section></body></html>\n",
-    )
+    pio.write_text(out / "sweep_report.md", f"# Sweep comparison\n\n{intro}\n\n" + markdown_table(cols, rows))
+    pio.write_text(out / "sweep_report.html", render_table_page("Sweep comparison", intro, cols, rows))
     return {
         "csv": out / "sweep_comparison.csv",
         "md": out / "sweep_report.md",
