@@ -316,7 +316,8 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
 
 # ------------------------------------------------------------------------------------------- Table 4
 def _kappa_column(G: Table) -> str | None:
-    for c in ("kappa_dense", "kappa_lanczos", "kappa_pi"):
+    """The global.csv column that best stands for kappa_t at every measured step (figures plot it)."""
+    for c in ("kappa_lanczos", "kappa_dense", "kappa_pi"):
         if has_values(G, c):
             return c
     return None
@@ -451,7 +452,8 @@ def table_4(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     fin = s_vals[np.isfinite(s_vals)]
     unfl = np.array([r["s_hat"] for r in seed_rows if not r["outlier"] and math.isfinite(r["s_hat"])])
     res.summary.update(
-        kappa_source=route_txt,
+        kappa_source=_kappa_column(G),
+        kappa_route=route_txt,
         n_pi_short=int(np.count_nonzero(short)),
         n_seeds=len(seed_rows),
         n_steps=len(steps_all),
@@ -1418,8 +1420,11 @@ def corrected_exponents(
     ks = np.unique(P["k"][np.isfinite(P["k"])]).astype(int)
     seeds = np.unique(P["seed"][np.isfinite(P["seed"])]).astype(int) if "seed" in P else np.array([0])
     seed_col = P["seed"] if "seed" in P else np.zeros(n_rows(P))
+    from pipeline.geometry import Chain, suppressed_lyapunov_exponents
+
     lam = np.array([lambda_k.get(int(k), math.nan) for k in ks])
     F = cf.expansion_function(chain.alpha_bar_t, chain.alpha_bar_prev, lam)  # [S, M']
+    gchain = Chain("measured", chain.t.astype(np.int64), chain.alpha_bar_t, chain.alpha_bar_prev)
     chain_t = chain.t.astype(np.float64)
     logs = np.full((len(seeds), len(ks)), math.nan)
     S_sum = np.zeros((len(chain_t), len(ks)))
@@ -1437,11 +1442,10 @@ def corrected_exponents(
             n_t[j] = max(n_t[j], len(np.unique(t)))
             S_sum[:, j] += S_c
             S_cnt[j] += 1
-            g = F[:, j] - S_c
-            bad = int(np.count_nonzero(~(g > 0)))
+            bad = int(np.count_nonzero(~(F[:, j] - S_c > 0)))
             nonpos[j] += bad
-            if not bad:
-                logs[i, j] = float(np.mean(np.log(g)))
+            if not bad:  # eq. (48)-(49) for this trajectory: pipeline.geometry's one implementation
+                logs[i, j] = float(suppressed_lyapunov_exponents(gchain, lam[j : j + 1], S_c[:, None])[0])
     keep = S_cnt > 0
     if not keep.any():
         return None
