@@ -241,3 +241,62 @@ def test_learned_tables_8_and_9_rayleigh_equal_the_dense_jacobian(learned_stage_
     assert t8["kappa_diag_min"] == pytest.approx(kbar.min(), abs=2e-5)
     assert t8["kappa_diag_max"] == pytest.approx(kbar.max(), abs=2e-5)
     assert t8["mean_slack"] == pytest.approx(np.mean(1 - kbar - cbar), abs=2e-5)
+
+
+def test_tables_4_and_5_use_the_converged_norm_and_flag_a_short_power_iteration(tmp_path):
+    """Table 4's kappa_t per row is the dense SVD where it exists, else Golub-Kahan; power iteration
+    stands beside it (mean_pi) and is flagged where (ours − PI)/ours exceeds its own stated tolerance
+    kappa_pi_change. Hand-made global.csv: seed 0 dense at step 0, Lanczos at step 1."""
+    from pipeline.io import write_csv, write_json
+
+    jac = tmp_path / "jac"
+    rows = []
+    for s in (0, 1):
+        for step, t in enumerate((900, 100)):
+            rows.append(
+                {
+                    "seed": s,
+                    "step": step,
+                    "t": t,
+                    "alpha_bar_t": 0.1 if t == 900 else 0.9,
+                    "alpha_bar_prev": 0.2 if t == 900 else 1.0,
+                    "kappa_dense": 1.2 if (s, step) == (0, 0) else math.nan,
+                    "kappa_lanczos": 1.19 + 0.1 * step,
+                    "lanczos_residual": 1e-6,
+                    "kappa_pi": 1.15 + 0.1 * step,
+                    # seed 0 states 1e-3 (short by more: flagged); seed 1 states 0.1 (within it: not flagged)
+                    "kappa_pi_change": 1e-3 if s == 0 else 0.1,
+                    "kappa_diag": 1.0,
+                    "delta_cross": 0.05,
+                }
+            )
+    write_csv(jac / "global.csv", rows)
+    write_json(jac / "meta.json", {"config": {"model": {"kind": "unet"}}})
+    inp = load_stage_outputs(jacobian_dir=jac)
+    ctx = make_context(inp)
+    from pipeline.analysis.tables import table_4, table_5
+
+    t4 = table_4(inp, ctx)
+    step0, step1 = t4.rows
+    assert step0["mean"] == pytest.approx((1.2 + 1.19) / 2) and step0["route"] == "dense+lanczos"
+    assert step1["mean"] == pytest.approx(1.29) and step1["route"] == "lanczos"
+    assert step0["mean_pi"] == pytest.approx(1.15) and step0["n_pi_short"] == 1 and step1["n_pi_short"] == 1
+    s_hat = {r["seed"]: r["s_hat"] for r in t4.extra["table_4_seeds"]}
+    assert s_hat == pytest.approx({0: 1.2 * 1.29, 1: 1.19 * 1.29})
+    t5 = table_5(inp, ctx)
+    assert t5.rows[0]["kappa_global"] == pytest.approx((1.2 + 1.19) / 2)
+    assert t5.rows[0]["kappa_global_pi"] == pytest.approx(1.15) and t5.rows[0]["n_pi_short"] == 1
+
+
+def test_oracle_table_7_is_zero_and_states_its_frobenius_error(oracle_stage_run):
+    """Block oracle: every cross block [JΦ_t]_kj (k ≠ j) vanishes (Thm 17), so the mean coupling is 0 at
+    every Chebyshev distance. The smoke preset estimates ‖·‖_F from p = 2 Hutchinson probes: the table
+    states the relative standard error bound sqrt(1/(2p)) = 50%."""
+    from pipeline.analysis.tables import table_7
+
+    inp, ctx = _tables(oracle_stage_run)
+    t7 = table_7(inp, ctx)
+    assert [r["distance"] for r in t7.rows] == [1, 2, 3]
+    assert all(abs(r["mean"]) < 1e-12 for r in t7.rows)
+    assert t7.summary["frob_rel_se_bound"] == pytest.approx(0.5)
+    assert "2 probes" in t7.summary["frob_route"] and any("50.0%" in n for n in t7.notes)
