@@ -156,6 +156,25 @@ def write_synthetic_run(
         kappa = np.maximum(diag.max(1), 1.0) + coup.max(1) if not oracle else F.max(1)
         kappa = kappa * factor
         for i, t in enumerate(ts):
+            # the derived columns (suppression, margin, (PC) slacks, kappa^diag, delta^cross, kappa^pc)
+            # come from the stage's own code
+            unit = StepMeasurement(
+                r=float(r[i]),
+                b=float(b[i]),
+                n=3 * H * H,
+                num_patches=M,
+                kappa_pi=float(kappa[i]),
+                kappa_pi_change=1e-9,
+                kappa_lanczos=float(kappa[i]),
+                lanczos_residual=1e-10,
+                rayleigh=rq[i],
+                expansion=F[i],
+                diag_norm=diag[i],
+                coupling=coup[i],
+                block_method="dense",
+            )
+            g = unit.global_row()
+            g.pop("seconds")
             g_rows.append(
                 {
                     "seed": s,
@@ -166,26 +185,9 @@ def write_synthetic_run(
                     "alpha_bar_prev": float(ap[i]),
                     "r_t": float(r[i]),
                     "b_t": float(b[i]),
-                    "kappa_pi": float(kappa[i]),
-                    "kappa_pi_change": 1e-9,
-                    "kappa_lanczos": float(kappa[i]),
-                    "lanczos_residual": 1e-10,
-                    "kappa_diag": float(diag[i].max()),
-                    "delta_cross": float(coup[i].max()),
-                    "kappa_pc": float(diag[i].max() + coup[i].max()),
+                    **g,
                     "matvecs": 40,
                 }
-            )
-            # the derived columns (suppression, margin, (PC) slacks) come from the stage's own code
-            unit = StepMeasurement(
-                r=float(r[i]),
-                b=float(b[i]),
-                n=3 * H * H,
-                num_patches=M,
-                rayleigh=rq[i],
-                expansion=F[i],
-                diag_norm=diag[i],
-                coupling=coup[i],
             )
             for row in unit.patch_rows():
                 k = row["k"]
