@@ -300,3 +300,20 @@ def test_oracle_table_7_is_zero_and_states_its_frobenius_error(oracle_stage_run)
     assert all(abs(r["mean"]) < 1e-12 for r in t7.rows)
     assert t7.summary["frob_rel_se_bound"] == pytest.approx(0.5)
     assert "2 probes" in t7.summary["frob_route"] and any("50.0%" in n for n in t7.notes)
+
+
+def test_learned_report_shows_table_11_populated(learned_stage_run, tmp_path):
+    """The analysis of the learned run writes Table 11 with Λ_pred, the Gaussian Λ, Λ̂ over both
+    trajectories, sign agreement and its bootstrap interval, and the report names the readings."""
+    from pipeline.analysis.build import build_analysis
+
+    res = build_analysis(_inputs(learned_stage_run), tmp_path / "analysis")
+    rows = io.read_csv(res.out_dir / "table_11.csv")
+    assert len(rows) == 16
+    assert all(int(r["n_traj"]) == 2 and math.isfinite(float(r["lyap_hat"])) for r in rows)
+    assert all(math.isfinite(float(r["lyap_pred"])) and math.isfinite(float(r["lyap_gauss"])) for r in rows)
+    summary = res.table_results["table_11"].summary
+    assert {"sign_agreement", "bootstrap_ci_lo", "bootstrap_ci_hi"} <= set(summary)
+    html = res.report_html.read_text()
+    assert "<section data-table='table_11'>" in html and "E[log g_k,t]" in html
+    assert "Rayleigh quotient" in html and "eq. 32" in html and "Theorem 22(b)" in html
