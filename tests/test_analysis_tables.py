@@ -135,6 +135,7 @@ def test_oracle_section_checks_tables_3_8_9_and_11(oracle_stage_run):
     by_name = {r.quantity: r for r in chk.rows}
     for name in (
         "Table 3 S_mean, S_min, S_max",
+        "Table 3 exact S_k,t (rho_exact's input, eq. 29-30)",
         "Table 8 mean/min slack, kappa_diag min/max (Rayleigh reading)",
         "Table 9 rho(lambda_k, kappa_k,t^diag) (Rayleigh reading)",
         "Table 11 lyap_pred",
