@@ -168,7 +168,8 @@ def test_learned_table_11_is_the_corrected_prediction(learned_stage_run):
     """On the learned model Λ_pred,k = (1/S) Σ_t mean_seeds log(f_t(λ_k) − S_k,t) (eq. 48-49), recomputed
     here from patches.csv (every chain step measured: no interpolation), differs from the Gaussian
     Λ(λ_k) (lyapunov.csv lyap_gauss), and — g_k,t being the measured Rayleigh quotient (eq. 32) —
-    equals the trajectory mean of lyapunov.csv's Λ̂_k."""
+    equals the trajectory mean of lyapunov.csv's Λ̂_k. lyap_pred_sparse (the paper's protocol: S at the
+    representative steps only, here the block step t = 250, held constant beyond it) is recomputed too."""
     run = learned_stage_run
     inp, ctx = _tables(run)
     res = table_11(inp, ctx)
@@ -194,6 +195,13 @@ def test_learned_table_11_is_the_corrected_prediction(learned_stage_run):
         assert row["lyap_pred"] == pytest.approx(np.mean(hats), rel=1e-9, abs=1e-12)
         assert row["lyap_gauss"] == pytest.approx(gauss.pop(), rel=1e-12)
         assert row["n_traj"] == 2 and math.isfinite(row["lyap_hat"])
+        # the paper's protocol: S only at the representative (block) step t = 250, held over the chain
+        sparse = []
+        for s in seeds:
+            mine = [r for r in P if int(r["seed"]) == s and int(r["k"]) == k]
+            s250 = next(float(r["suppression"]) for r in mine if int(r["t"]) == 250)
+            sparse.append(np.mean([math.log(float(r["f_t"]) - s250) for r in mine]))
+        assert row["lyap_pred_sparse"] == pytest.approx(np.mean(sparse), rel=1e-12, abs=1e-14)
     pred = np.array([r["lyap_pred"] for r in res.rows])
     gauss = np.array([r["lyap_gauss"] for r in res.rows])
     assert len(res.rows) == len(ks) and np.max(np.abs(pred - gauss)) > 1e-3
