@@ -444,7 +444,9 @@ def _table_rows(inp: AnalysisInputs, ctx: AnalysisContext, tol: float) -> list[O
     if t11 is not None and chain is not None:
         lam = np.array([r["lambda_k"] for r in t11.rows])
         closed = np.log(cf.expansion_function(chain.alpha_bar_t, chain.alpha_bar_prev, lam)).mean(axis=0)
-        for col in ("lyap_pred", "lyap_gauss", "lyap_hat"):
+        for col in ("lyap_pred", "lyap_pred_sparse", "lyap_gauss", "lyap_hat"):
+            if col not in t11.columns:
+                continue
             v = np.array([r[col] for r in t11.rows], dtype=np.float64)
             if np.isfinite(v).any():
                 rows.append(
