@@ -743,7 +743,7 @@ def frobenius_route(G: Table | None) -> tuple[str, float]:
     full = [i for i, m in enumerate(G["block_method"]) if str(m) not in ("", "nan", "off", "diag")]
     methods = sorted({str(G["block_method"][i]) for i in full})
     if methods == ["dense"]:
-        return "exact (dense rows of J Phi_t, one SVD-free norm per block)", 0.0
+        return "exact (from the dense rows of J Phi_t)", 0.0
     probes = [float(G["block_frob_probes"][i]) for i in full] if has_values(G, "block_frob_probes") else []
     probes = [p for p in probes if math.isfinite(p) and p > 0]
     if not probes:
