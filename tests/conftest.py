@@ -41,3 +41,51 @@ def project(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("PIFS_PARENT_RUN_ID", raising=False)
     return tmp_path
+
+
+def run_measurement_stages(root: Path, overrides: list[str]) -> dict[str, Path]:
+    """covariance → trajectories → jacobian, in-process in ``root``: the folders the stages wrote."""
+    from stages import covariance, jacobian, trajectories
+
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        cfg = compose_config(["progress=false", "tracking.enabled=false", *overrides])
+        return {m.__name__.split(".")[-1]: m.run(cfg).out_dir for m in (covariance, trajectories, jacobian)}
+    finally:
+        os.chdir(cwd)
+
+
+# The oracle on the smoke preset, every step of its 10-step chain measured (global norms and Rayleigh
+# quotients, so lyapunov.csv is written), the full block decomposition at three steps.
+ORACLE_STAGE_OVERRIDES = [
+    "experiment=smoke",
+    "measure.steps=null",
+    "measure.block_steps=[1000,500,100]",
+    "measure.light_blocks=off",
+    "measure.proxy_images=0",
+]
+# The shipped learned DDPM (pifs_ddpm16) on a 4-step chain, two trajectories, every step measured and
+# the dense block decomposition at one step.
+LEARNED_STAGE_OVERRIDES = [
+    "experiment=learned16",
+    "dataset.num_images=512",
+    "sampler.num_steps=4",
+    "num_seeds=2",
+    "measure.block_steps=[250]",
+    "measure.power_iters=4",
+    "measure.global_lanczos=false",
+    "measure.proxy_images=0",
+]
+
+
+@pytest.fixture(scope="session")
+def oracle_stage_run(tmp_path_factory) -> dict[str, Path]:
+    """Tables written by the real stages on the block-diagonal Gaussian oracle (run once per session)."""
+    return run_measurement_stages(tmp_path_factory.mktemp("oracle_stages"), ORACLE_STAGE_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def learned_stage_run(tmp_path_factory) -> dict[str, Path]:
+    """Tables written by the real stages on the shipped learned model (run once per session)."""
+    return run_measurement_stages(tmp_path_factory.mktemp("learned_stages"), LEARNED_STAGE_OVERRIDES)

@@ -176,7 +176,13 @@ def test_oracle_check_catches_a_wrong_measurement(oracle_run, tmp_path):
     inp = load_stage_outputs(run.covariance_dir, None, jac)
     _, _, _, oracle, verdicts = analyse(inp)
     bad = {r.quantity for r in oracle.rows if r.status == "differs"}
-    assert bad == {"S_k,t (eq. 30)", "kappa_k,t^diag (Thm. 17)"}
+    # the wrong S also reaches the tables built on it (Table 3's S columns, Table 11's Lambda_pred)
+    assert bad == {
+        "S_k,t (eq. 30)",
+        "kappa_k,t^diag (Thm. 17)",
+        "Table 3 S_mean, S_min, S_max",
+        "Table 11 lyap_pred",
+    }
     assert not oracle.all_agree and "DIFFER" in oracle.statement
     assert verdicts[0].status == ORACLE_BAD
 

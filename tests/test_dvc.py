@@ -30,6 +30,7 @@ LEARNED_SMOKE = [
     "num_seeds=1",
     "sampler.num_steps=10",
     "measure.steps=[1000,100]",
+    "measure.block_steps=null",
     "dataset.num_images=512",
     "measure.proxy_images=16",
     "measure.proxy_timesteps=[999,500]",

@@ -35,7 +35,7 @@ def test_lyapunov_exponents_of_the_block_oracle_equal_the_gaussian_prediction(bl
     rows = io.read_csv(block_oracle_run / "lyapunov.csv")
     assert len(rows) == 2 * 16  # 2 seeds x 16 patches (16x16 image, 4x4 patches)
     hat = np.array([float(r["lyap_hat"]) for r in rows])
-    pred = np.array([float(r["lyap_pred"]) for r in rows])
+    pred = np.array([float(r["lyap_gauss"]) for r in rows])
     np.testing.assert_allclose(hat, pred, rtol=0, atol=1e-10)
     # all patches expand under the Gaussian baseline here (λ_k far above λ**)
     assert np.all(pred > 0) and all(int(r["steps"]) == 10 for r in rows)
@@ -53,7 +53,7 @@ def test_proxy_table_has_the_papers_timesteps(block_oracle_run):
 
 
 def test_exact_deviation_vanishes_when_the_model_is_the_surrogate(tmp_path):
-    """model.structure=full: ε̂ = ε^N exactly, so ‖Δ_t‖ = ‖ε̂ − ε^N‖ is round-off (eq. 28)."""
+    """model.structure=full: ε̂ = ε^N exactly, so ‖Δ_t‖ = ‖ε̂ − ε^N‖ (eq. 28) and ρ_k^N − ρ_k are round-off."""
     out = _run(
         tmp_path,
         [
@@ -67,6 +67,10 @@ def test_exact_deviation_vanishes_when_the_model_is_the_surrogate(tmp_path):
     rows = io.read_csv(out / "proxy.csv")
     dev = np.array([float(r["exact_deviation"]) for r in rows])
     assert np.max(dev) < 1e-9
+    # and the exact suppression ρ_k^N − ρ_k (eq. 30, Table 3's rho_exact) is round-off on every patch
+    patches = io.read_csv(out / "patches.csv")
+    exact = np.array([float(r["exact_suppression"]) for r in patches])
+    assert len(exact) == 2 * 16 and np.max(np.abs(exact)) < 1e-10
 
 
 def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatch):

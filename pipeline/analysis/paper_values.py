@@ -158,7 +158,11 @@ TABLE_8 = PaperTable(
         (160, "II", 0.001382, 0.000905, 0, 16),
         (40, "II", 0.006412, 0.006518, 0, 16),
     ),
-    scalars={"crossover_window": (160, 200)},
+    scalars={
+        "crossover_window": (160, 200),
+        # §7.5 text: the Rayleigh-quotient kappa_k,t^diag (eq. 32) throughout Regime II (t <= 160)
+        "kappa_diag_regime_II_range": (0.991, 0.995),
+    },
     notes=(
         "Row t=40 prints min slack (+0.006518) above mean slack (+0.006412), impossible for a "
         "min over patches (inconsistent as printed).",

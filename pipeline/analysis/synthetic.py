@@ -2,6 +2,8 @@
 
 ``kind="gaussian_oracle"``: the closed forms of a block-diagonal Gaussian oracle (S = 0,
 diag_norm = rayleigh = f_t(lambda_k), coupling = 0, Lambda_hat = Lambda(lambda_k)), no attention.
+The derived per-patch columns and lyapunov.csv are produced by the jacobian stage's own code
+(StepMeasurement.patch_rows, pipeline.jacobian.loop.lyapunov_rows) from the made-up base quantities.
 ``kind="learned"``: made-up numbers with the paper's qualitative shape (S > 0 rising with lambda_k in
 mid chain, a (PC) crossover, a sign flip of rho(lambda_k, kappa^diag), entropy falling as coupling
 rises, proxy ~ sqrt(alpha_bar)^0.95 at high noise, one outlier seed). Nothing here is a measurement.
@@ -17,6 +19,8 @@ import numpy as np
 
 from pipeline.analysis.closed_form import expansion_function, step_coefficients
 from pipeline.io import save_npz, write_csv, write_json
+from pipeline.jacobian.loop import LYAPUNOV_COLUMNS, lyapunov_rows
+from pipeline.jacobian.measure import StepMeasurement
 
 
 @dataclass(frozen=True)
@@ -148,11 +152,29 @@ def write_synthetic_run(
             )
         rq = F - S
         diag = rq + (0.0 if oracle else 0.0005)
-        slack = (1.0 - diag) - coup
         factor = 1.0 if oracle else (1.15 if si == len(seeds) - 1 else 1.0 + 0.002 * si)
         kappa = np.maximum(diag.max(1), 1.0) + coup.max(1) if not oracle else F.max(1)
         kappa = kappa * factor
         for i, t in enumerate(ts):
+            # the derived columns (suppression, margin, (PC) slacks, kappa^diag, delta^cross, kappa^pc)
+            # come from the stage's own code
+            unit = StepMeasurement(
+                r=float(r[i]),
+                b=float(b[i]),
+                n=3 * H * H,
+                num_patches=M,
+                kappa_pi=float(kappa[i]),
+                kappa_pi_change=1e-9,
+                kappa_lanczos=float(kappa[i]),
+                lanczos_residual=1e-10,
+                rayleigh=rq[i],
+                expansion=F[i],
+                diag_norm=diag[i],
+                coupling=coup[i],
+                block_method="dense",
+            )
+            g = unit.global_row()
+            g.pop("seconds")
             g_rows.append(
                 {
                     "seed": s,
@@ -163,17 +185,12 @@ def write_synthetic_run(
                     "alpha_bar_prev": float(ap[i]),
                     "r_t": float(r[i]),
                     "b_t": float(b[i]),
-                    "kappa_pi": float(kappa[i]),
-                    "kappa_pi_change": 1e-9,
-                    "kappa_lanczos": float(kappa[i]),
-                    "lanczos_residual": 1e-10,
-                    "kappa_diag": float(diag[i].max()),
-                    "delta_cross": float(coup[i].max()),
-                    "kappa_pc": float(diag[i].max() + coup[i].max()),
+                    **g,
                     "matvecs": 40,
                 }
             )
-            for k in range(M):
+            for row in unit.patch_rows():
+                k = row["k"]
                 p_rows.append(
                     {
                         "seed": s,
@@ -184,11 +201,7 @@ def write_synthetic_run(
                         "col": int(cols_[k]),
                         "lambda_k": float(lam[k]),
                         "f_t": float(F[i, k]),
-                        "rayleigh": float(rq[i, k]),
-                        "suppression": float(S[i, k]),
-                        "diag_norm": float(diag[i, k]),
-                        "coupling": float(coup[i, k]),
-                        "pc_slack": float(slack[i, k]),
+                        **row,
                     }
                 )
         for i in (0, num_steps // 2, num_steps - 1):
@@ -219,26 +232,12 @@ def write_synthetic_run(
                             "frob_norm": v,
                         }
                     )
-        lyap_gauss = np.log(F).mean(0)
-        for k in range(M):
-            if oracle:
-                pred, hat = lyap_gauss[k], lyap_gauss[k]
-            else:
-                pred = float(np.mean(np.log(F[:, k] - S[:, k]))) - 0.05
-                hat = 0.1 * pred + 0.004 * noise.standard_normal()
-            l_rows.append(
-                {
-                    "seed": s,
-                    "k": k,
-                    "lambda_k": float(lam[k]),
-                    "lyap_hat": float(hat),
-                    "lyap_pred": float(pred),
-                }
-            )
+    # Λ̂_k and the Gaussian Λ(λ_k) through the jacobian stage's own lyapunov_rows (Table 11 computes Λ_pred)
+    l_rows = lyapunov_rows(p_rows, lam, F)
     write_csv(jac / "global.csv", g_rows)
     write_csv(jac / "patches.csv", p_rows)
     write_csv(jac / "blocks.csv", b_rows)
-    write_csv(jac / "lyapunov.csv", l_rows)
+    write_csv(jac / "lyapunov.csv", l_rows, LYAPUNOV_COLUMNS)
     proxy_t = [999, 990, 980, 960, 940, 920, 900, 850, 800, 700, 600, 500, 400, 300]
     px = []
     for t in proxy_t:

@@ -23,6 +23,7 @@ _SELECTION_KEYS = (
     "steps",
     "max_seeds",
     "block_steps",
+    "light_blocks",
     "seed_batch",
     "proxy_images",
     "proxy_timesteps",
@@ -33,7 +34,7 @@ GLOBAL_PREFIX = ["seed", "step", "t", "t_prev", "alpha_bar_t", "alpha_bar_prev",
 PATCH_PREFIX = ["seed", "step", "t", "k", "row", "col", "lambda_k", "f_t"]
 BLOCK_COLUMNS = ["seed", "step", "t", "k", "j", "chebyshev", "op_norm", "frob_norm"]
 ATTENTION_COLUMNS = ["seed", "step", "t", "entropy", "entropy_token_weighted", "max_entropy"]
-LYAPUNOV_COLUMNS = ["seed", "k", "lambda_k", "lyap_hat", "lyap_pred", "nonpositive_steps", "steps"]
+LYAPUNOV_COLUMNS = ["seed", "k", "lambda_k", "lyap_hat", "lyap_gauss", "nonpositive_steps", "steps"]
 PROXY_COLUMNS = [
     "t",
     "sqrt_alpha_bar",
@@ -163,7 +164,10 @@ def measure_trajectories(
     block_steps = set(
         steps if selection["block_steps"] is None else selected_steps(ts, selection["block_steps"])
     )
-    light = replace(config, blocks="diag") if config.blocks not in ("off", "diag") else config
+    light_blocks = selection["light_blocks"] or "diag"
+    if light_blocks not in ("diag", "off"):
+        raise ValueError(f"measure.light_blocks={light_blocks!r} is unknown; use 'diag' or 'off'")
+    light = replace(config, blocks=light_blocks) if config.blocks not in ("off", "diag") else config
     seeds = _seed_files(Path(trajectories_dir))
     if selection["max_seeds"]:
         seeds = seeds[: int(selection["max_seeds"])]
@@ -266,6 +270,12 @@ def measure_trajectories(
                 write_unit(m, seed, i, trajs[seed][i])
         trajs.clear()
 
+    # Exact S against the full-Σ₀ Gaussian surrogate (eq. 29-30): ρ_k^N − ρ_k, where the covariance stage
+    # fitted Σ₀. ρ^N depends on the step only (the surrogate's Jacobian is constant in x).
+    rho_surrogate = surrogate_rayleigh(
+        Path(covariance_dir), model.image_shape, chain, coeffs, steps, v1, patch_size
+    )
+
     units = [(s, p, i) for s, p in seeds for i in steps]
     bar = tqdm(units, desc="jacobian (seed, step)", unit="pt", disable=not progress or seed_batch > 1)
     cache: dict[int, np.ndarray] = {}
@@ -295,7 +305,7 @@ def measure_trajectories(
             unit = write_unit(m, seed, i, x_traj[i])
         global_rows.append(unit["global"])
         measure_seconds.append(float(unit.get("seconds", math.nan)))
-        patch_rows.extend(unit["patches"])
+        patch_rows.extend(with_exact_suppression(unit["patches"], rho_surrogate))
         block_rows.extend(unit["blocks"])
         if unit.get("attention"):
             attention_rows.append(unit["attention"])
@@ -314,6 +324,34 @@ def measure_trajectories(
         summary.metrics["seconds_per_point_mean"] = float(np.mean(finite))
         summary.metrics["seconds_measuring_total"] = float(np.sum(finite))
     return summary
+
+
+def surrogate_rayleigh(covariance_dir: Path, image_shape, chain, coeffs, steps, v1, patch_size):
+    """{chain step: [M] ⟨v_k, [JΦ_t^N]_kk v_k⟩} of the full-Σ₀ Gaussian surrogate, or None without Σ₀."""
+    if not (covariance_dir / "gaussian_fit.npz").is_file():
+        return None
+    from pipeline.covariance import read_gaussian_fit
+    from pipeline.jacobian.deviation import GaussianSurrogate
+
+    fit = read_gaussian_fit(covariance_dir)
+    if tuple(fit.image_shape) != tuple(image_shape):
+        return None
+    sur = GaussianSurrogate(fit.mean, fit.cov, tuple(image_shape))
+    return {
+        i: sur.rayleigh(float(chain.alpha_bar_t[i]), float(coeffs.r[i]), float(coeffs.b[i]), v1, patch_size)
+        for i in steps
+    }
+
+
+def with_exact_suppression(rows: list[dict], rho_surrogate: dict | None) -> list[dict]:
+    """Patch rows with rayleigh_surrogate = ρ_k^N and exact_suppression = ρ_k^N − ρ_k (eq. 30, Table 3);
+    NaN where the surrogate or the measured quotient is missing."""
+    out = []
+    for r in rows:
+        rn = math.nan if rho_surrogate is None else float(rho_surrogate[int(r["step"])][int(r["k"])])
+        rq = float(r.get("rayleigh", math.nan))
+        out.append({**r, "rayleigh_surrogate": rn, "exact_suppression": rn - rq})
+    return out
 
 
 def _attention_row(model, x, t: int, head: dict) -> dict | None:
@@ -343,10 +381,11 @@ def _attention_row(model, x, t: int, head: dict) -> dict | None:
 
 def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> list[dict]:
     """Per (seed, k): Λ̂_k = mean_t log|ρ_k,t| (eq. 49 with eq. 32's quotient) beside the Gaussian
-    Λ(λ_k) = mean_t log f_t(λ_k) over the same chain (§5.1, Table 11)."""
+    Λ(λ_k) = mean_t log f_t(λ_k) over the same chain (§5.1), column lyap_gauss. The suppression-corrected
+    Λ_pred of eq. 48-49 is not written here: Table 11 computes it from patches.csv's S_k,t."""
     from pipeline.jacobian.lyapunov import rayleigh_exponents
 
-    lyap_pred = np.log(f).mean(axis=0)  # [M]
+    lyap_gauss = np.log(f).mean(axis=0)  # [M] Gaussian Λ(λ_k); the corrected Λ_pred of eq. 49 is Table 11's
     by_seed: dict[int, dict[tuple[int, int], float]] = defaultdict(dict)
     for r in patch_rows:
         by_seed[int(r["seed"])][(int(r["step"]), int(r["k"]))] = float(r["rayleigh"])
@@ -363,7 +402,7 @@ def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> lis
                     "k": k,
                     "lambda_k": float(lam[k]),
                     "lyap_hat": float(ex.exponents[k]),
-                    "lyap_pred": float(lyap_pred[k]),
+                    "lyap_gauss": float(lyap_gauss[k]),
                     "nonpositive_steps": int(ex.nonpositive_steps[k]),
                     "steps": int(ex.steps),
                 }

@@ -38,7 +38,7 @@ class MeasureConfig:
     rayleigh_via: str = "vjp"  # "vjp" or "jvp": ⟨v, Bv⟩ = ⟨Bᵀv, v⟩, same number
     blocks: str = "auto"  # auto | dense | power | lanczos | diag (diagonal blocks only, Lanczos) | off
     block_power_iters: int = 10  # K per block, power or Lanczos (paper Table 5: 10; Table 8: 30)
-    frob_probes: int = 8  # Hutchinson probes for Frobenius block norms in power mode (0: skip)
+    frob_probes: int = 200  # Hutchinson probes (power/Lanczos blocks; 0: skip): relative SE <= sqrt(1/(2p))
     keep_block_matrices: bool = True  # return the [M, M] op / Frobenius matrices
     dense_max_n: int = 16384  # never build the dense Jacobian above this n
     dense_global_max_n: int = 4096  # exact ‖JΦ‖ from the dense matrix (an n x n SVD) up to this n
