@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from stages.cli_errors import run_cli
 from stages.common import StageContext, StageResult, prepare_config, read_meta, run_stage, stage_dir
 
 
@@ -51,4 +52,4 @@ def main(cfg: DictConfig) -> StageResult:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -20,6 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.provenance import git_revision, machine, package_versions
 from pipeline.runkeys import config_digest, key_sections, run_key
 from pipeline.tracking import Tracker
+from stages.preflight import preflight
 
 log = logging.getLogger("pifs")
 
@@ -84,6 +85,7 @@ def prepare_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
             if k not in _RUNTIME_KEYS and k != "hydra":
                 cfg[k] = v
     validate_config(cfg)
+    preflight(cfg)
     if cfg.get("torch_threads"):
         import torch
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from stages.cli_errors import run_cli
 from stages.common import StageContext, StageResult, prepare_config, run_stage
 
 
@@ -43,4 +44,4 @@ def main(cfg: DictConfig) -> StageResult:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from pipeline import io
 from pipeline.jacobian.loop import PROXY_COLUMNS, measure_proxy
+from stages.cli_errors import run_cli
 from stages.common import (
     StageContext,
     StageResult,
@@ -90,4 +91,4 @@ def main(cfg: DictConfig) -> StageResult:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

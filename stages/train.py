@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from stages.cli_errors import run_cli
 from stages.common import prepare_config
 
 log = logging.getLogger("pifs")
@@ -219,4 +220,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -13,6 +13,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from stages.cli_errors import run_cli
 from stages.common import StageContext, StageResult, build_chain, build_model, prepare_config, run_stage
 
 
@@ -68,4 +69,4 @@ def main(cfg: DictConfig) -> StageResult:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import InputMissingError
+
 from .base import DatasetError, ImageSource, resolve_count, uint8_to_unit
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -306,8 +308,13 @@ class Cifar10Source(ImageSource):
             v = versions[0]
             return v, download_cifar10(self.root, v)
         if not self.root.exists():
-            raise FileNotFoundError(f"CIFAR-10 root {self.root} does not exist. " + _instructions(self.root))
-        raise FileNotFoundError(f"no CIFAR-10 batches found in {self.root}. " + _instructions(self.root))
+            raise InputMissingError(f"CIFAR-10 root {self.root} does not exist — " + _instructions(self.root))
+        if not self.root.is_dir():
+            raise DatasetError(
+                f"dataset.root={self.root} is a file, not a folder — set dataset.root to the folder holding "
+                "cifar-10-batches-bin/ (or the archive)"
+            )
+        raise InputMissingError(f"no CIFAR-10 batches found in {self.root} — " + _instructions(self.root))
 
     def _count(self, path: Path) -> int:
         if self.version == "binary":
