@@ -53,3 +53,7 @@ def reading(path: object, fix: str) -> Iterator[None]:
         raise InputFileError(
             f"{path} is corrupt or not in the expected format ({type(exc).__name__}: {first_line(exc)}) — {fix}"
         ) from exc
+
+
+class SettingError(PipelineError):
+    """A configured value outside what a computation accepts (still a ValueError for older callers)."""

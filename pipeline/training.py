@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline import io
+from pipeline.errors import SettingError
 from pipeline.models.prediction import check_prediction_type, eps_from_prediction
 
 
@@ -74,7 +75,9 @@ class TrainConfig:
                 "train.block_out_channels, down_block_types and up_block_types need equal lengths"
             )
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"train.steps={self.steps} and train.batch_size={self.batch_size} must be >= 1")
+            raise SettingError(
+                f"train.steps={self.steps}, train.batch_size={self.batch_size} — set both to at least 1"
+            )
         if self.mu_reg < 0:
             raise ValueError(f"train.mu_reg={self.mu_reg} must be >= 0 (0 turns the collage term off)")
         check_prediction_type(self.prediction_type, "train")

@@ -12,12 +12,26 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from stages.cli_errors import run_cli
-from stages.common import StageContext, StageResult, prepare_config, read_meta, run_stage, stage_dir
+from stages.cli_errors import in_job, run_cli
+from stages.common import (
+    ConfigError,
+    StageContext,
+    StageResult,
+    prepare_config,
+    read_meta,
+    run_stage,
+    stage_dir,
+)
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
+    for folder in cfg["analysis"].get("compare") or []:
+        if read_meta(Path(folder)) is None:
+            raise ConfigError(
+                f"analysis.compare lists {folder}, which is not a finished jacobian run folder — "
+                "list outputs/jacobian/ for the run keys and fix analysis.compare"
+            )
     upstream = {}
     for s in ("covariance", "trajectories", "jacobian"):
         d = stage_dir(s, cfg)
@@ -48,7 +62,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> StageResult:
     # returned so Hydra/submitit callers get the output folder and MLflow run id
-    return run(cfg)
+    return in_job(run, cfg)
 
 
 if __name__ == "__main__":

@@ -163,9 +163,46 @@ def report(exc: BaseException, stream=None) -> int:
     return EXIT_EXPECTED
 
 
+class _JobFailed(BaseException):
+    """Carries a single run's exception past Hydra (which would print its own lines) to run_cli."""
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+def _single_run() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.RUN
+    except (ImportError, ValueError):  # not inside a Hydra job
+        return False
+
+
+def in_job(run: Callable[..., Any], *args: Any) -> Any:
+    """Call a stage's ``run`` as the body of its Hydra task function.
+
+    In a single run a failure bypasses Hydra's reporting (which adds its own lines) and reaches
+    run_cli whole. In a multirun Hydra records each job's failure and runs the other jobs; run_cli
+    then reports the first failure in one line.
+    """
+    try:
+        return run(*args)
+    except Exception as exc:
+        if _single_run():
+            raise _JobFailed(exc) from None
+        raise
+
+
 def _guarded(thunk: Callable[[], Any], debug: bool) -> int:
     try:
         thunk()
+    except _JobFailed as carried:
+        if debug:
+            raise carried.exc from None
+        return report(carried.exc)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:

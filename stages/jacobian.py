@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from pipeline import io
 from pipeline.jacobian.loop import PROXY_COLUMNS, measure_proxy
-from stages.cli_errors import run_cli
+from stages.cli_errors import in_job, run_cli
 from stages.common import (
     StageContext,
     StageResult,
@@ -87,7 +87,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> StageResult:
     # returned so Hydra/submitit callers get the output folder and MLflow run id
-    return run(cfg)
+    return in_job(run, cfg)
 
 
 if __name__ == "__main__":

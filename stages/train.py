@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from stages.cli_errors import run_cli
+from stages.cli_errors import in_job, run_cli
 from stages.common import prepare_config
+from stages.preflight import check_output_location
 
 log = logging.getLogger("pifs")
 
@@ -85,6 +86,8 @@ Figures: `loss_curve.png` (running-mean training loss), `samples.png` ({summary[
 
 def run(cfg: DictConfig | dict) -> Path:
     cfg = prepare_config(cfg)
+    if cfg["train"].get("out_dir"):
+        check_output_location(cfg["train"]["out_dir"], "train.out_dir")
     from pipeline import io
     from pipeline.data import dataset_from_config
     from pipeline.geometry import schedule_from_config, schedule_from_diffusers_config, strided_chain
@@ -216,7 +219,7 @@ def tc_name(tcfg: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    in_job(run, cfg)
 
 
 if __name__ == "__main__":

@@ -94,11 +94,11 @@ def resolve_count(requested: int | None, available: int, what: str, key: str = "
         return available
     requested = int(requested)
     if requested < 1:
-        raise DatasetError(f"{key}={requested}: ask for at least one image (or null for all {available}).")
+        raise DatasetError(f"{key}={requested} — ask for at least one image (or null for all {available})")
     if requested > available:
         raise DatasetError(
-            f"{key}={requested} but {what} holds only {available} images; set {key}={available} "
-            f"(or null for all) or point the dataset at a larger collection."
+            f"{key}={requested} but {what} holds only {available} images — set {key}={available} "
+            f"(or null for all) or point the dataset at a larger collection"
         )
     return requested
 

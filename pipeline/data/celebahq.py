@@ -49,12 +49,12 @@ def list_image_files(root: Path) -> list[Path]:
             continue  # hidden files (.DS_Store) and sub-folders are not part of the collection
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             raise DatasetError(
-                f"{p} is not an image file (suffix {p.suffix!r}; expected one of {sorted(IMAGE_SUFFIXES)}): "
-                f"dataset.root must hold only images. Move it out of {root}."
+                f"{p} is not an image file (suffix {p.suffix!r}, expected one of {sorted(IMAGE_SUFFIXES)}); "
+                f"dataset.root must hold only images — move it out of {root}"
             )
         files.append(p)
     if not files:
-        raise DatasetError(f"no image files in {root}; put the CelebA-HQ png/jpg files there.")
+        raise DatasetError(f"no image files in {root} — put the CelebA-HQ png/jpg files there (dataset.root)")
     return files
 
 
@@ -137,11 +137,11 @@ class ImageFolderSource(ImageSource):
         num_workers: int = 2,
     ) -> None:
         if channels not in (1, 3):
-            raise DatasetError(f"dataset.channels={channels}: use 3 (RGB) or 1 (grayscale).")
+            raise DatasetError(f"dataset.channels={channels} — use 3 (RGB) or 1 (grayscale)")
         if int(resolution) < 1:
-            raise DatasetError(f"dataset.resolution={resolution} must be a positive integer.")
+            raise DatasetError(f"dataset.resolution={resolution} — set it to a positive integer")
         if resample not in RESAMPLE:
-            raise DatasetError(f"dataset.resample={resample!r}: use one of {sorted(RESAMPLE)}.")
+            raise DatasetError(f"dataset.resample={resample!r} — use one of {sorted(RESAMPLE)}")
         self.root = Path(root).expanduser()
         files = list_image_files(self.root)
         n = resolve_count(num_images, len(files), f"the image folder {self.root}")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import io
-from pipeline.errors import NonFiniteError, PipelineError
+from pipeline.errors import InputMissingError, NonFiniteError, PipelineError
 from pipeline.sampler import read_trajectory_arrays
 
 # Keys of the `measure` config group read here, not by pipeline.jacobian.MeasureConfig.
@@ -62,9 +62,9 @@ def selected_steps(timesteps: np.ndarray, steps: Any) -> list[int]:
     chosen = [i for i, t in enumerate(timesteps) if int(t) in wanted]
     missing = sorted(wanted - {int(timesteps[i]) for i in chosen})
     if missing:
-        raise ValueError(
+        raise PipelineError(
             f"measure.steps lists paper timesteps {missing} that are not in the sampler chain "
-            f"({int(timesteps[0])}..{int(timesteps[-1])}, {len(timesteps)} steps); pick t from the chain"
+            f"({int(timesteps[0])}..{int(timesteps[-1])}, {len(timesteps)} steps) — pick t from the chain"
         )
     return chosen
 
@@ -72,8 +72,8 @@ def selected_steps(timesteps: np.ndarray, steps: Any) -> list[int]:
 def _seed_files(trajectories_dir: Path) -> list[tuple[int, Path]]:
     files = sorted(trajectories_dir.glob("seed-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
     if not files:
-        raise FileNotFoundError(
-            f"no seed-<s>.npz trajectories in {trajectories_dir}; run the trajectories stage"
+        raise InputMissingError(
+            f"no seed-<s>.npz trajectories in {trajectories_dir} — run the trajectories stage"
         )
     return [(int(p.stem.split("-")[1]), p) for p in files]
 

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.errors import SettingError
+
 from .blocks import BlockNorms, block_power_norms, dense_block_norms, patch_rayleigh
 from .operators import JVP_METHODS, ScoreLinearization, StepJacobian
 from .patches import patch_index
@@ -53,7 +55,7 @@ class MeasureConfig:
 
     def __post_init__(self):
         if self.blocks not in BLOCK_METHODS:
-            raise ValueError(f"measure.blocks={self.blocks!r} is unknown; use one of {BLOCK_METHODS}")
+            raise SettingError(f"measure.blocks={self.blocks!r} is unknown — use one of {BLOCK_METHODS}")
         if self.jvp_method not in ("auto",) + JVP_METHODS:
             raise ValueError(
                 f"measure.jvp_method={self.jvp_method!r} is unknown; use auto or one of {JVP_METHODS}"

@@ -76,9 +76,9 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
             "double": torch.float64,
         }.get(str(dtype))
         if out is None:
-            raise ModelError(f"unknown dtype {dtype!r}; use float32 or float64")
+            raise ModelError(f"unknown dtype {dtype!r} (model.dtype) — use float32 or float64")
     if out not in (torch.float32, torch.float64):
-        raise ModelError(f"dtype {out} is not supported; use float32 or float64")
+        raise ModelError(f"dtype {out} is not supported (model.dtype) — use float32 or float64")
     return out
 
 
@@ -89,7 +89,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     out = torch.device(device)
     if out.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(
-            f"device={device} requested but CUDA is not available; use device=cpu or device=auto"
+            f"device={device} requested but CUDA is not available — use device=cpu or device=auto"
         )
     return out
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.errors import first_line
 from pipeline.models.attention import AttentionRecord, MathAttnProcessor, install_math_attention, recording
 from pipeline.models.base import (
     ModelError,
@@ -125,11 +126,11 @@ def resolve_checkpoint_dir(
         return p
     if p.exists():
         raise CheckpointNotFoundError(
-            f"model.path={raw} is a file; point it at the checkpoint folder (the one holding config.json)"
+            f"model.path={raw} is a file — point it at the checkpoint folder (the one holding config.json)"
         )
     if not _HUB_ID.match(raw):
         raise CheckpointNotFoundError(
-            f"model.path={raw} is neither an existing directory nor a hub id of the form owner/name; "
+            f"model.path={raw} is neither an existing directory nor a hub id of the form owner/name — "
             "fix the path or use e.g. google/ddpm-cifar10-32"
         )
     offline = _hub_offline(local_files_only)
@@ -151,11 +152,11 @@ def resolve_checkpoint_dir(
         if offline:
             raise CheckpointNotFoundError(
                 f"model.path={raw} looks like a hub id, but it is not in the local Hugging Face cache and the "
-                f"hub is offline (HF_HUB_OFFLINE / local_files_only); {download_hint}. "
-                f"(No local directory {raw!r} exists either.)"
+                f"hub is offline (HF_HUB_OFFLINE / local_files_only), and no local folder {raw!r} exists — "
+                f"{download_hint}"
             ) from e
         raise CheckpointNotFoundError(
-            f"could not fetch hub id {raw} ({type(e).__name__}: {e}); if this machine has no network, "
+            f"could not fetch hub id {raw} ({type(e).__name__}: {first_line(e)}) — if this machine has no network, "
             f"{download_hint}"
         ) from e
     return Path(snap)
@@ -178,11 +179,11 @@ def _find_unet_dir(root: Path) -> Path:
             if cand == root and (root / "unet" / "config.json").is_file():
                 continue
             raise CheckpointNotFoundError(
-                f"{cfg} describes a {cls!r}, not a diffusers UNet2DModel; point model.path at a UNet2DModel "
+                f"{cfg} describes a {cls!r}, not a diffusers UNet2DModel — point model.path at a UNet2DModel "
                 "checkpoint (save_pretrained output or a DDPM pipeline folder)"
             )
     raise CheckpointNotFoundError(
-        f"no UNet2DModel config.json in {root} or {root / 'unet'}; point model.path at the folder that "
+        f"no UNet2DModel config.json in {root} or {root / 'unet'} — point model.path at the folder that "
         "save_pretrained wrote (or a DDPM pipeline folder with unet/ and scheduler/)"
     )
 
@@ -218,22 +219,22 @@ def check_unet_fits(
     cin, cout = int(config.get("in_channels", 3)), int(config.get("out_channels", 3))
     if cin != C or cout != C:
         raise ModelError(
-            f"the UNet{where} maps {cin} -> {cout} channels but the dataset has {C}; choose a dataset with "
+            f"the UNet{where} maps {cin} -> {cout} channels but the dataset has {C} — choose a dataset with "
             f"{cin} channels (dataset.channels) or a checkpoint trained on {C}-channel images"
         )
     size = config.get("sample_size")
     sizes = (size, size) if isinstance(size, int) else tuple(size or (H, W))
     if (H, W) != tuple(sizes) and not allow_resolution_change:
         raise ModelError(
-            f"the UNet{where} was trained at {sizes[0]}x{sizes[1]} but dataset.resolution gives {H}x{W}; set "
+            f"the UNet{where} was trained at {sizes[0]}x{sizes[1]} but dataset.resolution gives {H}x{W} — set "
             f"dataset.resolution={sizes[0]}, or model.allow_resolution_change=true to run the fully "
             "convolutional UNet at another size (as the paper does for CelebA-HQ at 64x64, §7.7)"
         )
     factor = 2 ** (len(config.get("down_block_types", ())) - 1)
     if H % factor or W % factor:
         raise ModelError(
-            f"the UNet{where} downsamples by {factor}; image size {H}x{W} must be a multiple of it "
-            "(change dataset.resolution)"
+            f"the UNet{where} downsamples by {factor}; image size {H}x{W} is not a multiple of it "
+            "— change dataset.resolution"
         )
 
 
@@ -398,15 +399,15 @@ def load_unet(
         pred = sched_cfg.get("prediction_type", "epsilon")
         if pred not in PREDICTION_TYPES:
             raise ModelError(
-                f"{source}: scheduler prediction_type={pred!r} cannot be turned into the ε̂ of eq. (4); "
-                f"supported: {list(PREDICTION_TYPES)}"
+                f"{source}: scheduler prediction_type={pred!r} cannot be turned into the ε̂ of eq. (4) — "
+                f"use a checkpoint with one of {list(PREDICTION_TYPES)}"
             )
         alpha_bar = alpha_bar_from_scheduler_config(sched_cfg)
     elif schedule is not None:
         alpha_bar = np.asarray(getattr(schedule, "alpha_bar", schedule), dtype=np.float64)
     else:
         raise CheckpointNotFoundError(
-            f"{source} has no scheduler config ({' or '.join(_SCHEDULER_FILES)}), so its ᾱ_t is unknown; add "
+            f"{source} has no scheduler config ({' or '.join(_SCHEDULER_FILES)}), so its ᾱ_t is unknown — add "
             "the scheduler_config.json it was trained with, or pass a schedule (config: schedule=<name>)"
         )
 
