@@ -280,7 +280,7 @@ def build_model(cfg: Mapping[str, Any], needed_by: str):
         cov_dir = upstream_dir("covariance", cfg, needed_by)
         if not (cov_dir / "gaussian_fit.npz").is_file():
             raise ConfigError(
-                f"model=gaussian_oracle needs the full Gaussian fit {cov_dir / 'gaussian_fit.npz'}; "
+                f"model=gaussian_oracle needs the full Gaussian fit {cov_dir / 'gaussian_fit.npz'} — "
                 "rerun the covariance stage with covariance.full_cov=true"
             )
         schedule = schedule_from_config(cfg["schedule"])

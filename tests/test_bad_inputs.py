@@ -284,6 +284,18 @@ CASES = [
     Case("num_steps_zero", "trajectories", [*SMOKE, "sampler.num_steps=0"], ("sampler.num_steps", "")),
     Case("measure_step_not_in_chain", "jacobian", [*SMOKE, "measure.steps=[7]"], ("measure.steps", "pick t")),
     Case("blocks_unknown", "jacobian", [*SMOKE, "measure.blocks=nope"], ("measure.blocks", "")),
+    Case(
+        "power_iters_zero",
+        "jacobian",
+        [*SMOKE, "measure.power_iters=0"],
+        ("measure.power_iters=0", "at least 1"),
+    ),
+    Case(
+        "chunk_size_zero",
+        "covariance",
+        [*SMOKE, "covariance.chunk_size=0", "force=true"],
+        ("covariance.chunk_size", "at least 1"),
+    ),
     Case("structure_unknown", "trajectories", [*SMOKE, "model.structure=nope"], ("model.structure", "use")),
     # --- where outputs go ----------------------------------------------------------------------
     Case(
@@ -554,6 +566,20 @@ CASES = [
         _nan_trajectory,
     ),
     Case(
+        "jacobian_trajectory_seed_missing",
+        "jacobian",
+        [*SMOKE, "force=true"],
+        ("seed(s) [1]", "rerun the trajectories stage"),
+        lambda r: _first(r, "outputs/trajectories/*/seed-1.npz").unlink(),
+    ),
+    Case(
+        "trajectories_gaussian_fit_missing",
+        "trajectories",
+        [*SMOKE, "force=true"],
+        ("gaussian_fit.npz", "covariance.full_cov=true"),
+        lambda r: _first(r, "outputs/covariance/*/gaussian_fit.npz").unlink(),
+    ),
+    Case(
         "jacobian_patch_stats_corrupt",
         "jacobian",
         [*SMOKE, "force=true"],
@@ -611,6 +637,7 @@ CASES = [
     # --- training -------------------------------------------------------------------------------
     Case("train_steps_zero", "train", [*TRAIN, "train.steps=0"], ("train.steps", "")),
     Case("train_prediction_type", "train", [*TRAIN, "train.prediction_type=nope"], ("prediction_type", "")),
+    Case("train_reg_scheme", "train", [*TRAIN, "train.reg_scheme=nope"], ("train.reg_scheme", "partition")),
     Case("train_batch_zero", "train", [*TRAIN, "train.batch_size=0"], ("train.batch_size", "")),
     Case(
         "train_dataset_missing",

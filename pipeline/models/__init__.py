@@ -87,7 +87,7 @@ def model_from_config(
     if kind == "unet":
         if not cfg.get("path"):
             raise ModelError(
-                "model kind=unet has no model.path — set it to a local checkpoint folder or a hub id"
+                "model kind=unet needs model.path — set it to a local checkpoint folder or a hub id"
             )
         path = cfg["path"]
         if str(path).startswith("pkg://"):  # a checkpoint shipped inside the package (model=pifs_ddpm16)

@@ -400,7 +400,7 @@ def load_unet(
         if pred not in PREDICTION_TYPES:
             raise ModelError(
                 f"{source}: scheduler prediction_type={pred!r} cannot be turned into the ε̂ of eq. (4) — "
-                f"use a checkpoint with one of {list(PREDICTION_TYPES)}"
+                f"use a checkpoint whose type is supported: {list(PREDICTION_TYPES)}"
             )
         alpha_bar = alpha_bar_from_scheduler_config(sched_cfg)
     elif schedule is not None:
