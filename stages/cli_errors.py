@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 EXIT_EXPECTED = 2
 EXIT_BUG = 1
@@ -54,11 +54,6 @@ def debug_requested() -> bool:
     return any(os.environ.get(k, "").strip() not in ("", "0") for k in DEBUG_ENVS)
 
 
-def _first_line(text: str, limit: int = 300) -> str:
-    line = " ".join(str(text).split("\n", 1)[0].split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def _flat(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -86,7 +81,7 @@ def _hydra_line(exc: BaseException) -> str | None:
     head, rest = lines[0], lines[1:]
     cause = exc.__cause__
     if isinstance(cause, OmegaConfBaseException):
-        rest.append(_first_line(str(cause)))
+        rest.append(first_line(str(cause)))
     if head.lower().startswith("could not override") or "not in struct" in " ".join(rest):
         return f"{head} {' '.join(rest[1:])} — {rest[0] if rest else 'check the key name'}".replace("  ", " ")
     options = [ln for ln in rest if not ln.endswith(":")]
@@ -115,7 +110,7 @@ def _mlflow_line(exc: BaseException) -> str | None:
     if not isinstance(exc, MlflowException):
         return None
     return (
-        f"MLflow tracking failed: {_first_line(exc.message if hasattr(exc, 'message') else str(exc))} — "
+        f"MLflow tracking failed: {first_line(exc.message if hasattr(exc, 'message') else str(exc))} — "
         "check tracking.uri (or MLFLOW_TRACKING_URI), or run without tracking: tracking.enabled=false"
     )
 
@@ -131,17 +126,17 @@ def one_line(exc: BaseException) -> str | None:
         return line
     if isinstance(exc, zipfile.BadZipFile):
         return _with_fix(
-            f"a .npz/zip file is corrupt ({_first_line(str(exc))})",
+            f"a .npz/zip file is corrupt ({first_line(str(exc))})",
             "delete the folder holding it and rerun the stage that wrote it",
         )
     if isinstance(exc, json.JSONDecodeError):
         return _with_fix(
-            f"a JSON file is corrupt ({_first_line(str(exc))})",
+            f"a JSON file is corrupt ({first_line(str(exc))})",
             "delete the folder holding it and rerun the stage that wrote it",
         )
     if type(exc).__name__ == "SafetensorError":
         return _with_fix(
-            f"a safetensors weight file is unreadable ({_first_line(str(exc))})",
+            f"a safetensors weight file is unreadable ({first_line(str(exc))})",
             "re-download or re-save the checkpoint (model.path)",
         )
     if isinstance(exc, MemoryError):

@@ -814,3 +814,12 @@ def test_expected_error_mapping_names_the_path():
     )
     assert "read-only" in cli_errors.one_line(OSError(errno.EROFS, "Read-only", "/x"))
     assert cli_errors.one_line(RuntimeError("a bug")) is None
+
+
+def test_loading_a_checkpoint_prints_no_accelerate_warning(capfd, caplog):
+    from pipeline.models import load_unet
+
+    with caplog.at_level("INFO"):
+        load_unet(ASSET)
+    out, err = capfd.readouterr()
+    assert "accelerate" not in (out + err + caplog.text).lower()
