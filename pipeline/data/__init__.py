@@ -90,7 +90,7 @@ def dataset_from_config(cfg) -> ImageSource:
         if get("download", False):
             raise DatasetError(
                 "dataset.download=true is not supported for CelebA-HQ (no official single-file release with a "
-                "checksum); download the images yourself and set dataset.root to their folder."
+                "checksum) — download the images yourself and set dataset.root to their folder."
             )
         if cfg.get("root") is None:
             raise DatasetError("dataset.root is not set — point it at the folder of CelebA-HQ images")

@@ -229,7 +229,7 @@ def download_cifar10(
             os.replace(part, archive)
         except (urllib.error.URLError, OSError) as e:
             raise DatasetError(
-                f"could not download {url} ({e}); this machine looks offline. " + _instructions(root)
+                f"could not download {url} ({e}); this machine looks offline — " + _instructions(root)
             ) from e
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -41,7 +41,10 @@ def _gaussian_arrays(gaussian: Mapping[str, Any] | str | Path | None) -> tuple[n
         with reading(gaussian, "rerun the covariance stage with force=true"):
             gaussian = load_npz(gaussian)
     if "mean" not in gaussian or "cov" not in gaussian:
-        raise ModelError(f"the Gaussian fit needs keys 'mean' and 'cov', got {sorted(gaussian)}")
+        raise ModelError(
+            f"the Gaussian fit needs keys 'mean' and 'cov', got {sorted(gaussian)} — rerun the covariance stage "
+            "with covariance.full_cov=true"
+        )
     return np.asarray(gaussian["mean"], dtype=np.float64), np.asarray(gaussian["cov"], dtype=np.float64)
 
 

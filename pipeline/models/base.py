@@ -37,11 +37,13 @@ def check_alpha_bar(alpha_bar: np.ndarray, *, what: str = "alpha_bar") -> np.nda
         raise ModelError(f"{what} must be a 1-D array of length T+1 >= 2, got shape {a.shape}")
     if a[0] != 1.0:
         raise ModelError(
-            f"{what}[0] must be 1 (paper convention ᾱ_0 = 1, index = paper t), got {a[0]!r}; "
+            f"{what}[0] must be 1 (paper convention ᾱ_0 = 1, index = paper t), got {a[0]!r} — "
             "prepend 1.0 to a diffusers alphas_cumprod array (pipeline.geometry.schedule_from_alpha_bar does)"
         )
     if not np.all(np.isfinite(a)) or np.any(a[1:] <= 0) or np.any(np.diff(a) >= 0):
-        raise ModelError(f"{what} must be finite, positive and strictly decreasing in t")
+        raise ModelError(
+            f"{what} is not finite, positive and strictly decreasing in t — fix the scheduler config or schedule"
+        )
     return a
 
 

@@ -120,7 +120,7 @@ def resolve_checkpoint_dir(
     """A local folder holding the checkpoint: the folder itself, or the hub snapshot (cache first)."""
     raw = str(path_or_hub_id).strip()
     if not raw:
-        raise CheckpointNotFoundError("model.path is empty; set it to a local checkpoint folder or a hub id")
+        raise CheckpointNotFoundError("model.path is empty — set it to a local checkpoint folder or a hub id")
     p = Path(raw).expanduser()
     if p.is_dir():
         return p
