@@ -74,8 +74,11 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Read every array of an .npz file into memory (no pickles)."""
-    with np.load(Path(path), allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    from pipeline.errors import reading
+
+    with reading(path, "delete it (or its folder) and rerun the stage that wrote it"):
+        with np.load(Path(path), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.errors import InputFileError, NonFiniteError
 from pipeline.io import load_npz, save_npz
 from pipeline.models.base import ModelError, NoisePredictor
 from pipeline.models.prediction import eps_from_prediction
@@ -79,6 +80,33 @@ def noise_batch(
 ) -> torch.Tensor:
     """Stack initial_noise(seed, shape) over seeds -> [B, *shape]."""
     return torch.stack([initial_noise(s, shape, dtype) for s in seeds])
+
+
+class NonFiniteTrajectory(NonFiniteError):
+    """x or ε̂ of some batch members became NaN/inf at one step of the chain."""
+
+    def __init__(self, message: str, members: list[int], step: int, t: int) -> None:
+        super().__init__(message)
+        self.members, self.step, self.t = members, step, t
+
+
+_NONFINITE_FIX = (
+    "the model's output overflows or its weights are broken; check model.path's weights, try "
+    "model.dtype=float64, or a schedule whose ᾱ_t stays away from 0"
+)
+
+
+def _check_finite(x: torch.Tensor, eps: torch.Tensor, step: int, t: int) -> None:
+    ok = torch.isfinite(x).flatten(1).all(1) & torch.isfinite(eps).flatten(1).all(1)
+    if not bool(ok.all()):
+        members = [int(i) for i in torch.nonzero(~ok).flatten()]
+        raise NonFiniteTrajectory(
+            f"the DDIM trajectory of batch member(s) {members} is NaN/inf after step {step} (paper t={t}) — "
+            + _NONFINITE_FIX,
+            members,
+            step,
+            t,
+        )
 
 
 def check_chain_fits_model(model: NoisePredictor, chain) -> None:
@@ -159,6 +187,8 @@ def ddim_sample(
                 out = model.raw(x, int(ts[s]))
                 eps = eps_from_prediction(out, x, float(model.alpha_bar[int(ts[s])]), model.prediction_type)
                 x = compat(s, x, out, model.prediction_type)
+            # a NaN never recovers: stop here, naming the step, rather than write a NaN trajectory
+            _check_finite(x, eps, s, int(ts[s]))
             xs[s + 1] = x.cpu()
             eps_all[s] = eps.cpu()
             if callback is not None:
@@ -221,19 +251,42 @@ def save_trajectory(path: str | Path, traj: Trajectory, b: int = 0) -> None:
     )
 
 
-def load_trajectory(path: str | Path) -> Trajectory:
-    """Read a seed-<s>.npz back as a batch-of-one Trajectory."""
+_RERUN = "rerun the trajectories stage with force=true"
+
+
+def read_trajectory_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """t, x, eps of a seed-<s>.npz, checked: keys, consistent shapes, finite values (else one line naming it)."""
     d = load_npz(path)
     missing = {"t", "x", "eps"} - set(d)
     if missing:
-        raise ValueError(
-            f"{path} lacks {sorted(missing)}; it is not a trajectory file (rerun the trajectories stage)"
-        )
+        raise InputFileError(f"{path} lacks {sorted(missing)}; it is not a trajectory file — {_RERUN}")
     t, x, eps = d["t"], d["x"], d["eps"]
-    if x.shape[0] != t.shape[0] + 1 or eps.shape[0] != t.shape[0] or x.shape[1:] != eps.shape[1:]:
-        raise ValueError(
-            f"{path}: inconsistent shapes t {t.shape}, x {x.shape}, eps {eps.shape}; rerun the stage"
+    if (
+        x.ndim < 2
+        or x.shape[0] != t.shape[0] + 1
+        or eps.shape[0] != t.shape[0]
+        or x.shape[1:] != eps.shape[1:]
+    ):
+        raise InputFileError(
+            f"{path}: inconsistent shapes t {t.shape}, x {x.shape}, eps {eps.shape} — {_RERUN}"
         )
+    for name, arr in (("x", x), ("eps", eps)):
+        bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            where = (
+                "x_T"
+                if name == "x" and i == 0
+                else f"step {i - (name == 'x')} (paper t={int(t[i - (name == 'x')])})"
+            )
+            raise NonFiniteError(f"{path}: {name} is NaN/inf at {where} — {_RERUN}")
+    return {"t": t, "x": x, "eps": eps}
+
+
+def load_trajectory(path: str | Path) -> Trajectory:
+    """Read a seed-<s>.npz back as a batch-of-one Trajectory."""
+    d = read_trajectory_arrays(path)
+    t, x, eps = d["t"], d["x"], d["eps"]
     return Trajectory(
         t=t.astype(np.int64), x=torch.from_numpy(x)[:, None], eps=torch.from_numpy(eps)[:, None]
     )
@@ -252,6 +305,7 @@ def _complete(path: Path, chain, image_shape: tuple[int, ...]) -> bool:
         and np.array_equal(d["t"], np.asarray(chain.timesteps))
         and d["x"].shape == (S + 1, *image_shape)
         and d["eps"].shape == (S, *image_shape)
+        and bool(np.isfinite(d["x"]).all() and np.isfinite(d["eps"]).all())
     )
 
 
@@ -287,13 +341,23 @@ def sample_seeds(
     batches = [todo[i : i + b] for i in range(0, len(todo), b)]
     for batch in tqdm(batches, desc="seed batches", disable=not progress or len(batches) < 2):
         padded = batch + [batch[-1]] * (b - len(batch))
-        traj = ddim_sample(
-            model,
-            chain,
-            noise_batch(padded, model.image_shape, model.dtype),
-            progress=progress,
-            update=update,
-        )
+        try:
+            traj = ddim_sample(
+                model,
+                chain,
+                noise_batch(padded, model.image_shape, model.dtype),
+                progress=progress,
+                update=update,
+            )
+        except NonFiniteTrajectory as e:
+            bad = sorted({padded[i] for i in e.members})
+            raise NonFiniteTrajectory(
+                f"the DDIM trajectory of seed(s) {bad} is NaN/inf after step {e.step} (paper t={e.t}) — "
+                + _NONFINITE_FIX,
+                bad,
+                e.step,
+                e.t,
+            ) from None
         for i, s in enumerate(batch):
             save_trajectory(seed_path(out_dir, s), traj, i)
     return [seed_path(out_dir, s) for s in seeds]

@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from pipeline.errors import PipelineError
 
 # MLflow caps a batch at 1000 metrics / 100 params / 100 tags.
 _PARAM_BATCH = 100
@@ -19,6 +22,58 @@ _DEFAULT_PARAM_LEN = 500
 # SQLite lets one writer in at a time; a write that finds the file locked for longer than the
 # driver's busy timeout fails (and is rolled back), so it is retried for up to this long.
 _LOCK_RETRY_S = 60.0
+# A tracking server that does not answer within this many seconds is treated as down.
+REACH_TIMEOUT_S = 3.0
+# MLflow's own HTTP retries default to 7 with exponential backoff (minutes against a dead server);
+# these bound a transient failure mid-run to seconds. A value the user exported wins.
+_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+class TrackingError(PipelineError):
+    """The configured MLflow tracking store cannot be reached or opened."""
+
+
+def _is_http(uri: str) -> bool:
+    return urlsplit(uri).scheme in ("http", "https")
+
+
+def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Refuse an http(s) tracking URI whose server does not answer within ``timeout`` seconds.
+
+    Any HTTP answer (even an error status: a proxy, an auth wall) counts as reachable; only a
+    connection that cannot be made is refused. Other stores (sqlite, file) need no network.
+    """
+    if not _is_http(uri):
+        return
+    import urllib.error
+    import urllib.request
+
+    parts = urlsplit(uri)
+    health = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        raise TrackingError(
+            f"the MLflow server at {uri} does not answer ({reason}) — start it "
+            f"(`mlflow server --host {host} --port {port}`), point tracking.uri at a running one, "
+            "or run without tracking: tracking.enabled=false"
+        ) from None
+
+
+def bound_http_retries() -> None:
+    """Short MLflow HTTP retries and timeouts unless the user set their own (see _HTTP_ENV)."""
+    for key, value in _HTTP_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def default_tracking_uri(project_root: str | Path = ".") -> str:
@@ -154,6 +209,9 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         uri = uri or default_tracking_uri(project_root)
+        if _is_http(uri):
+            bound_http_retries()
+            check_reachable(uri)
         with store_init_lock(uri):
             client = MlflowClient(tracking_uri=uri)  # creates/migrates a SQLite schema on first use
             exp = retry_on_lock(client.get_experiment_by_name, experiment)

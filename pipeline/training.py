@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline import io
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, SettingError
 from pipeline.models.prediction import check_prediction_type, eps_from_prediction
 
 
@@ -72,16 +72,23 @@ class TrainConfig:
         self.down_block_types = tuple(self.down_block_types)
         self.up_block_types = tuple(self.up_block_types)
         if not (len(self.block_out_channels) == len(self.down_block_types) == len(self.up_block_types)):
-            raise ValueError(
-                "train.block_out_channels, down_block_types and up_block_types need equal lengths"
+            raise SettingError(
+                "train.block_out_channels, down_block_types and up_block_types have different lengths — "
+                "give them equal lengths"
             )
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"train.steps={self.steps} and train.batch_size={self.batch_size} must be >= 1")
+            raise SettingError(
+                f"train.steps={self.steps}, train.batch_size={self.batch_size} — set both to at least 1"
+            )
         if self.mu_reg < 0:
-            raise ValueError(f"train.mu_reg={self.mu_reg} must be >= 0 (0 turns the collage term off)")
+            raise SettingError(f"train.mu_reg={self.mu_reg} — set it >= 0 (0 turns the collage term off)")
         check_prediction_type(self.prediction_type, "train")
+        if self.reg_scheme not in ("partition", "patch"):
+            raise SettingError(f"train.reg_scheme={self.reg_scheme!r} is unknown — use partition or patch")
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
-            raise ValueError(f"train.min_snr_gamma={self.min_snr_gamma} must be > 0, or null for plain DSM")
+            raise SettingError(
+                f"train.min_snr_gamma={self.min_snr_gamma} — set it > 0, or null for plain DSM"
+            )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> TrainConfig:

@@ -13,7 +13,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from stages.cli_errors import in_job, run_cli
 from stages.common import (
+    ConfigError,
     StageContext,
     StageResult,
     prepare_config,
@@ -26,6 +28,12 @@ from stages.common import (
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
+    for folder in cfg["analysis"].get("compare") or []:
+        if read_meta(Path(folder)) is None:
+            raise ConfigError(
+                f"analysis.compare lists {folder}, which is not a finished jacobian run folder — "
+                "list outputs/jacobian/ for the run keys and fix analysis.compare"
+            )
     upstream = {}
     for s in ("covariance", "trajectories", "jacobian"):
         # an upstream folder that exists must still hold the files its meta.json hashed
@@ -70,8 +78,8 @@ def run(cfg: DictConfig | dict) -> StageResult:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> StageResult:
     # returned so Hydra/submitit callers get the output folder and MLflow run id
-    return run(cfg)
+    return in_job(run, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -58,6 +58,50 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_json(path, data)
 
 
+def overlapping_seeds(ranges: list[tuple[int, int]]) -> list[tuple[int, int, list[int]]]:
+    """Pairs (i, j, shared seeds) of seed ranges [seed, seed + num_seeds) that share seeds."""
+    sets = [set(range(int(s), int(s) + int(n))) for s, n in ranges]
+    return [
+        (i, j, sorted(sets[i] & sets[j]))
+        for i in range(len(sets))
+        for j in range(i + 1, len(sets))
+        if sets[i] & sets[j]
+    ]
+
+
+def _swept_values(overrides: list[str], key: str, default: Any) -> list[Any]:
+    """The values a sweep gives ``key`` (its sweep override, or the single configured value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.key_or_group == key:
+            return list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+    return [default]
+
+
+def warn_overlapping_seed_sweep(config: DictConfig, overrides: list[str]) -> None:
+    """Warn when jobs of a seed sweep share seeds (``seed=0,1`` with ``num_seeds=2`` samples seed 1 twice)."""
+    try:
+        seeds = _swept_values(overrides, "seed", OmegaConf.select(config, "seed", default=0))
+        counts = _swept_values(overrides, "num_seeds", OmegaConf.select(config, "num_seeds", default=1))
+        ranges = sorted({(int(s), int(n)) for s in seeds for n in counts})
+    except Exception:  # a sweep syntax this check does not understand: Hydra validates it anyway
+        return
+    clashes = overlapping_seeds(ranges)
+    if len(seeds) > 1 and clashes:
+        i, j, shared = clashes[0]
+        log.warning(
+            "seed sweep: jobs seed=%d and seed=%d (num_seeds=%d and %d) share seeds %s, so their samples are not "
+            "independent; sweep seeds num_seeds apart (e.g. seed=0,%d) or use one job with a larger num_seeds",
+            ranges[i][0],
+            ranges[j][0],
+            ranges[i][1],
+            ranges[j][1],
+            shared,
+            ranges[i][1],
+        )
+
+
 class SweepTracking(Callback):
     """Sweep id + MLflow parent run per multirun; per-job records. Picklable (strings only)."""
 
@@ -79,6 +123,7 @@ class SweepTracking(Callback):
         self.sweep_id = os.environ.get(SWEEP_ENV) or new_sweep_id()
         self.sweep_dir = str(Path(str(config.hydra.sweep.dir)).resolve())
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        warn_overlapping_seed_sweep(config, overrides)
         tcfg = _tracking(config)
         if tcfg.get("enabled", True):
             from pipeline.provenance import git_revision

@@ -19,11 +19,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import io
-from pipeline.errors import PipelineError
+from pipeline.errors import InputMissingError, PipelineError
 from pipeline.invocation import dvc_invocation
 from pipeline.provenance import git_revision, machine, package_versions
 from pipeline.runkeys import check_run_key, config_digest, key_sections, run_key
 from pipeline.tracking import Tracker, system_tags
+from stages.preflight import preflight
 
 log = logging.getLogger("pifs")
 
@@ -49,24 +50,34 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     res = image_resolution(cfg)
     p = cfg.get("patch", {}).get("size")
     if not isinstance(p, int) or isinstance(p, bool) or p <= 0:
-        raise ConfigError(f"patch.size must be a positive integer, got {p!r}")
+        raise ConfigError(
+            f"patch.size={p!r} — set patch.size to a positive integer that divides the image size"
+        )
     if res % p != 0:
         divisors = [d for d in range(1, res + 1) if res % d == 0]
         raise ConfigError(
-            f"patch.size={p} does not divide the image size {res}x{res} (dataset.resolution={res}); "
+            f"patch.size={p} does not divide the image size {res}x{res} (dataset.resolution={res}) — "
             f"choose patch.size from {divisors}"
         )
     model = cfg.get("model") or {}
     block = model.get("block_size")
     if model.get("kind") == "gaussian_oracle" and block is not None and res % int(block) != 0:
         raise ConfigError(
-            f"model.block_size={block} does not divide the image size {res}; "
+            f"model.block_size={block} does not divide the image size {res} — "
             f"set model.block_size to a divisor of {res} (usually equal to patch.size)"
         )
     if cfg.get("run_key") is not None and cfg.get("run_key") != "":
         check_run_key(cfg["run_key"])
+    seed_batch = (cfg.get("measure") or {}).get("seed_batch")
+    if seed_batch is not None and (
+        isinstance(seed_batch, bool) or not isinstance(seed_batch, int) or seed_batch < 1
+    ):
+        raise ConfigError(
+            f"measure.seed_batch={seed_batch} — set it to a positive number of seeds measured together "
+            "(1 = one point at a time)"
+        )
     if int(cfg.get("num_seeds", 1)) < 1:
-        raise ConfigError(f"num_seeds must be >= 1, got {cfg.get('num_seeds')}")
+        raise ConfigError(f"num_seeds={cfg.get('num_seeds')} — set num_seeds to at least 1")
 
 
 def prepare_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -84,12 +95,21 @@ def prepare_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     if params_file:
         path = Path(params_file)
         if not path.is_file():
-            raise ConfigError(f"params_file={params_file} does not exist; run from the project root")
-        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+            raise ConfigError(
+                f"params_file={params_file} does not exist — run from the project root (or fix the path)"
+            )
+        try:
+            loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+        except Exception as e:  # yaml's ParserError/ScannerError, OmegaConf's errors
+            raise ConfigError(
+                f"params_file={params_file} is not valid YAML ({type(e).__name__}) — fix the file "
+                "(or regenerate params.yaml: python -m stages.params)"
+            ) from e
         for k, v in loaded.items():
             if k not in _RUNTIME_KEYS and k != "hydra":
                 cfg[k] = v
     validate_config(cfg)
+    preflight(cfg)
     if cfg.get("torch_threads"):
         import torch
 
@@ -179,7 +199,7 @@ def upstream_dir(stage: str, cfg: Mapping[str, Any], needed_by: str) -> Path:
     folder = stage_dir(stage, cfg)
     meta = read_meta(folder)
     if meta is None:
-        raise PipelineError(
+        raise InputMissingError(
             f"{needed_by} needs the {stage} stage's outputs at {folder}, which do not exist — run "
             f"`python -m stages.{stage}` with the same overrides first (or `dvc repro`)"
         )
@@ -576,7 +596,7 @@ def build_model(cfg: Mapping[str, Any], needed_by: str):
         cov_dir = upstream_dir("covariance", cfg, needed_by)
         if not (cov_dir / "gaussian_fit.npz").is_file():
             raise ConfigError(
-                f"model=gaussian_oracle needs the full Gaussian fit {cov_dir / 'gaussian_fit.npz'}; "
+                f"model=gaussian_oracle needs the full Gaussian fit {cov_dir / 'gaussian_fit.npz'} — "
                 "rerun the covariance stage with covariance.full_cov=true"
             )
         schedule = schedule_from_config(cfg["schedule"])

@@ -15,7 +15,9 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline import io
+from pipeline.errors import InputMissingError
 from pipeline.jacobian.loop import PROXY_COLUMNS, measure_proxy
+from stages.cli_errors import in_job, run_cli
 from stages.common import (
     StageContext,
     StageResult,
@@ -26,6 +28,7 @@ from stages.common import (
     run_stage,
     upstream_dir,
 )
+from stages.trajectories import seeds_of
 
 
 def _proxy(cfg: dict, model, cov_dir, n_images: int) -> list[dict]:
@@ -54,6 +57,12 @@ def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
     cov_dir = upstream_dir("covariance", cfg, needed_by="jacobian")
     traj_dir = upstream_dir("trajectories", cfg, needed_by="jacobian")
+    # a finished trajectories folder missing a seed would be measured on fewer seeds without a word
+    missing = [s for s in seeds_of(cfg) if not (traj_dir / f"seed-{s}.npz").is_file()]
+    if missing:
+        raise InputMissingError(
+            f"{traj_dir} lacks the trajectories of seed(s) {missing} — rerun the trajectories stage with force=true"
+        )
     model, _ = build_model(cfg, needed_by="jacobian")
     chain = build_chain(cfg, model)
 
@@ -88,8 +97,8 @@ def run(cfg: DictConfig | dict) -> StageResult:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> StageResult:
     # returned so Hydra/submitit callers get the output folder and MLflow run id
-    return run(cfg)
+    return in_job(run, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from pipeline.runkeys import TRAIN_STAGE, run_key
+from stages.cli_errors import in_job, run_cli
 from stages.common import (
     StageContext,
     check_replaceable,
@@ -31,6 +32,7 @@ from stages.common import (
     prepare_config,
     run_stage,
 )
+from stages.preflight import check_output_location
 
 log = logging.getLogger("pifs")
 
@@ -85,6 +87,8 @@ Figures: `loss_curve.png` (running-mean training loss), `samples.png` ({summary[
 def run(cfg: DictConfig | dict) -> Path:
     """Train (resuming from the work folder), then publish the model folder through the stage lifecycle."""
     cfg = prepare_config(cfg)
+    if cfg["train"].get("out_dir"):
+        check_output_location(cfg["train"]["out_dir"], "train.out_dir")
     # an output folder that is not a finished model of this stage is refused before any work
     final = output_folder(cfg)
     check_replaceable(final, TRAIN_STAGE, "train.out_dir")
@@ -206,8 +210,8 @@ def tc_name(tcfg: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    in_job(run, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

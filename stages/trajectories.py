@@ -13,6 +13,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from stages.cli_errors import in_job, run_cli
 from stages.common import (
     StageContext,
     StageResult,
@@ -72,8 +73,8 @@ def run(cfg: DictConfig | dict) -> StageResult:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> StageResult:
     # returned so Hydra/submitit callers get the output folder and MLflow run id
-    return run(cfg)
+    return in_job(run, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -113,5 +113,5 @@ def test_cuda_device_without_cuda_is_refused_with_the_fix():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if torch.cuda.is_available():
         pytest.skip("CUDA is available on this machine: nothing to refuse")
-    with pytest.raises(ValueError, match="CUDA is not available; use device=cpu or device=auto"):
+    with pytest.raises(ValueError, match="CUDA is not available — use device=cpu or device=auto"):
         resolve_device("cuda:0")

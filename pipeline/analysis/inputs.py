@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import InputFileError
 from pipeline.io import read_csv
 
 Table = dict[str, np.ndarray]
@@ -55,7 +56,7 @@ def read_table(path: str | Path, required: tuple[str, ...] = ()) -> Table:
     header = [h.strip() for h in header if h.strip()]
     missing = [c for c in required if c not in header]
     if missing:
-        raise ValueError(
+        raise InputFileError(
             f"{path}: missing column(s) {missing} (has {header}); the producing stage wrote an "
             f"incompatible table — rerun that stage with the current code"
         )
@@ -132,8 +133,8 @@ def _folder(path: str | Path | None, stage: str, missing: list[str]) -> Path | N
         missing.append(f"{stage} stage output ({p} does not exist; run `python -m stages.{stage}` first)")
         return None
     if not p.is_dir():
-        raise NotADirectoryError(
-            f"{p} is a file; pass the {stage} stage's run folder (outputs/{stage}/<run-key>/)"
+        raise InputFileError(
+            f"{p} is a file — pass the {stage} stage's run folder (outputs/{stage}/<run-key>/)"
         )
     return p
 

@@ -58,11 +58,11 @@ def dataset_from_config(cfg) -> ImageSource:
     cfg = _plain(cfg)
     name = cfg.get("name")
     if name not in SPECIFIC_KEYS:
-        raise DatasetError(f"dataset.name={name!r}: choose one of {sorted(SPECIFIC_KEYS)}.")
+        raise DatasetError(f"dataset.name={name!r} — choose one of {sorted(SPECIFIC_KEYS)}")
     unknown = sorted(set(cfg) - COMMON_KEYS - SPECIFIC_KEYS[name])
     if unknown:
         raise DatasetError(
-            f"unknown key(s) {unknown} for dataset {name!r}; allowed: {sorted(COMMON_KEYS | SPECIFIC_KEYS[name])}."
+            f"unknown key(s) {unknown} for dataset {name!r} — allowed: {sorted(COMMON_KEYS | SPECIFIC_KEYS[name])}"
         )
 
     def get(key, default=None):
@@ -73,11 +73,11 @@ def dataset_from_config(cfg) -> ImageSource:
         if get("resolution", 32) != 32 or get("channels", 3) != 3:
             raise DatasetError(
                 f"CIFAR-10 images are 32x32 RGB; got dataset.resolution={cfg.get('resolution')}, "
-                f"dataset.channels={cfg.get('channels')}. Set resolution=32, channels=3."
+                f"dataset.channels={cfg.get('channels')} — set dataset.resolution=32, dataset.channels=3"
             )
         if cfg.get("root") is None:
             raise DatasetError(
-                "dataset.root is not set: point it at the folder holding CIFAR-10 (env CIFAR10_ROOT)."
+                "dataset.root is not set — point it at the folder holding CIFAR-10 (env CIFAR10_ROOT)"
             )
         return Cifar10Source(
             root=cfg["root"],
@@ -90,10 +90,10 @@ def dataset_from_config(cfg) -> ImageSource:
         if get("download", False):
             raise DatasetError(
                 "dataset.download=true is not supported for CelebA-HQ (no official single-file release with a "
-                "checksum); download the images yourself and set dataset.root to their folder."
+                "checksum) — download the images yourself and set dataset.root to their folder."
             )
         if cfg.get("root") is None:
-            raise DatasetError("dataset.root is not set: point it at the folder of CelebA-HQ images.")
+            raise DatasetError("dataset.root is not set — point it at the folder of CelebA-HQ images")
         return ImageFolderSource(
             root=cfg["root"],
             num_images=cfg.get("num_images"),

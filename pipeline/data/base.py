@@ -62,7 +62,9 @@ class ImageSource(abc.ABC):
     def _chunk_bounds(self, chunk_size: int, start: int, stop: int | None) -> list[tuple[int, int]]:
         """[(i, j), ...] covering images start..stop-1 in chunks of at most chunk_size (validated)."""
         if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise DatasetError(
+                f"chunk_size={chunk_size} (covariance.chunk_size) — set it to at least 1 image per chunk"
+            )
         stop = len(self) if stop is None else stop
         if not 0 <= start <= stop <= len(self):
             raise ValueError(f"image range {start}..{stop} is outside 0..{len(self)}")
@@ -94,11 +96,11 @@ def resolve_count(requested: int | None, available: int, what: str, key: str = "
         return available
     requested = int(requested)
     if requested < 1:
-        raise DatasetError(f"{key}={requested}: ask for at least one image (or null for all {available}).")
+        raise DatasetError(f"{key}={requested} — ask for at least one image (or null for all {available})")
     if requested > available:
         raise DatasetError(
-            f"{key}={requested} but {what} holds only {available} images; set {key}={available} "
-            f"(or null for all) or point the dataset at a larger collection."
+            f"{key}={requested} but {what} holds only {available} images — set {key}={available} "
+            f"(or null for all) or point the dataset at a larger collection"
         )
     return requested
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import InputMissingError
+
 from .base import DatasetError, ImageSource, resolve_count, uint8_to_unit
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -122,11 +124,11 @@ def load_python_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as e:
         raise DatasetError(
             f"{path} is not a readable CIFAR-10 python batch ({type(e).__name__}: {e}); the file is truncated, "
-            f"corrupted or not from the official archive. Delete it and extract cifar-10-python.tar.gz again."
+            f"corrupted or not from the official archive — delete it and extract cifar-10-python.tar.gz again"
         ) from e
     if not isinstance(obj, dict):
         raise DatasetError(
-            f"{path}: expected a pickled dict, got {type(obj).__name__}; re-extract the archive."
+            f"{path}: expected a pickled dict, got {type(obj).__name__} — re-extract the archive"
         )
     obj = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
     data, labels = obj.get("data"), obj.get("labels")
@@ -140,8 +142,8 @@ def load_python_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     ):
         raise DatasetError(
             f"{path}: expected 'data' uint8 [n, {PIXELS}] and n 'labels'; got data "
-            f"{getattr(data, 'dtype', None)} {getattr(data, 'shape', None)}. The file is corrupted or not a "
-            f"CIFAR-10 batch; re-extract cifar-10-python.tar.gz."
+            f"{getattr(data, 'dtype', None)} {getattr(data, 'shape', None)}; the file is corrupted or not a "
+            f"CIFAR-10 batch — re-extract cifar-10-python.tar.gz"
         )
     return np.ascontiguousarray(data), np.asarray(labels, dtype=np.int64)
 
@@ -171,9 +173,9 @@ def verify_md5(path: Path, expected: str) -> None:
     got = md5_file(path)
     if got != expected.lower():
         raise DatasetError(
-            f"checksum mismatch for {path}: md5 {got}, expected {expected} (the official archive). The file is "
-            f"incomplete or not the official one: delete it and download it again from "
-            f"https://www.cs.toronto.edu/~kriz/cifar.html."
+            f"checksum mismatch for {path}: md5 {got}, expected {expected} (the official archive); the file is "
+            f"incomplete or not the official one — delete it and download it again from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html"
         )
 
 
@@ -193,12 +195,14 @@ def extract_archive(archive: Path, root: Path, spec: ArchiveSpec) -> Path:
                     found.add(member.name)
         missing = sorted(wanted - found)
         if missing:
-            raise DatasetError(f"{archive} lacks {missing}; it is not the official CIFAR-10 {spec.filename}.")
+            raise DatasetError(
+                f"{archive} lacks {missing}; it is not the official CIFAR-10 {spec.filename} — download it again"
+            )
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise DatasetError(f"cannot extract {archive} ({e}); delete it and download it again.") from e
+        raise DatasetError(f"cannot extract {archive} ({e}) — delete it and download it again") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -225,7 +229,7 @@ def download_cifar10(
             os.replace(part, archive)
         except (urllib.error.URLError, OSError) as e:
             raise DatasetError(
-                f"could not download {url} ({e}); this machine looks offline. " + _instructions(root)
+                f"could not download {url} ({e}); this machine looks offline — " + _instructions(root)
             ) from e
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -265,10 +269,10 @@ class Cifar10Source(ImageSource):
     ) -> None:
         if split not in ("train", "test"):
             raise DatasetError(
-                f"dataset.split={split!r}: CIFAR-10 has splits 'train' (50k) and 'test' (10k)."
+                f"dataset.split={split!r} — CIFAR-10 has splits 'train' (50k) and 'test' (10k)"
             )
         if version not in ("auto", "binary", "python"):
-            raise DatasetError(f"dataset.version={version!r}: use 'auto', 'binary' or 'python'.")
+            raise DatasetError(f"dataset.version={version!r} — use 'auto', 'binary' or 'python'")
         self.root = Path(root).expanduser()
         self.split = split
         found = _locate(self.root, version) if self.root.is_dir() else None
@@ -281,15 +285,15 @@ class Cifar10Source(ImageSource):
         for f in self._files:
             if not f.is_file():
                 raise DatasetError(
-                    f"{f} is missing: the {split} split needs {', '.join(names)} in {self.folder}. "
-                    f"Re-extract {spec.filename} there."
+                    f"{f} is missing: the {split} split needs {', '.join(names)} in {self.folder} — "
+                    f"re-extract {spec.filename} there"
                 )
         self._counts = [self._count(f) for f in self._files]
         if len(set(self._counts)) != 1:
             bad = min(zip(self._counts, self._files, strict=True))[1]
             raise DatasetError(
                 f"{bad} holds {min(self._counts)} images but the other batches hold {max(self._counts)}: it is "
-                f"truncated. Re-extract {spec.filename}."
+                f"truncated — re-extract {spec.filename}"
             )
         self._offsets = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
         self._n = resolve_count(
@@ -306,8 +310,13 @@ class Cifar10Source(ImageSource):
             v = versions[0]
             return v, download_cifar10(self.root, v)
         if not self.root.exists():
-            raise FileNotFoundError(f"CIFAR-10 root {self.root} does not exist. " + _instructions(self.root))
-        raise FileNotFoundError(f"no CIFAR-10 batches found in {self.root}. " + _instructions(self.root))
+            raise InputMissingError(f"CIFAR-10 root {self.root} does not exist — " + _instructions(self.root))
+        if not self.root.is_dir():
+            raise DatasetError(
+                f"dataset.root={self.root} is a file, not a folder — set dataset.root to the folder holding "
+                "cifar-10-batches-bin/ (or the archive)"
+            )
+        raise InputMissingError(f"no CIFAR-10 batches found in {self.root} — " + _instructions(self.root))
 
     def _count(self, path: Path) -> int:
         if self.version == "binary":
@@ -315,7 +324,7 @@ class Cifar10Source(ImageSource):
             if size == 0 or size % RECORD_BYTES:
                 raise DatasetError(
                     f"{path} has {size} bytes, not a whole number of {RECORD_BYTES}-byte records: it is truncated "
-                    f"or corrupted. Re-extract {ARCHIVES['binary'].filename}."
+                    f"or corrupted — re-extract {ARCHIVES['binary'].filename}"
                 )
             return size // RECORD_BYTES
         return load_python_batch(path)[0].shape[0]
@@ -345,7 +354,7 @@ class Cifar10Source(ImageSource):
                 buf = f.read((hi - lo) * RECORD_BYTES)
             if len(buf) != (hi - lo) * RECORD_BYTES:
                 raise DatasetError(
-                    f"{path} ended early while reading: it is truncated. Re-extract the archive."
+                    f"{path} ended early while reading: it is truncated — re-extract the archive"
                 )
             rec = np.frombuffer(buf, dtype=np.uint8).reshape(hi - lo, RECORD_BYTES)
             return rec[:, 1:], rec[:, 0].astype(np.int64)

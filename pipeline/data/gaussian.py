@@ -68,9 +68,9 @@ class GaussianSource(ImageSource):
         image_shape = tuple(int(s) for s in image_shape)
         check_patch_size(image_shape, patch_size)
         if int(num_images) < 1:
-            raise DatasetError(f"dataset.num_images={num_images} must be >= 1.")
+            raise DatasetError(f"dataset.num_images={num_images} — set it to at least 1")
         if not 0.0 <= float(coupling) < 1.0:
-            raise DatasetError(f"dataset.coupling={coupling} must be in [0, 1) (0 = block-diagonal Σ₀).")
+            raise DatasetError(f"dataset.coupling={coupling} — set it in [0, 1) (0 = block-diagonal Σ₀)")
         self._shape = image_shape
         self.patch_size = int(patch_size)
         self.coupling = float(coupling)
@@ -83,13 +83,14 @@ class GaussianSource(ImageSource):
         if lambdas is None:
             if not 0 < float(lambda_min) <= float(lambda_max):
                 raise DatasetError(
-                    f"need 0 < dataset.lambda_min <= dataset.lambda_max, got {lambda_min}, {lambda_max}"
+                    f"dataset.lambda_min={lambda_min}, dataset.lambda_max={lambda_max} — "
+                    "set 0 < lambda_min <= lambda_max"
                 )
             lambdas = rng.permutation(np.linspace(float(lambda_min), float(lambda_max), m))
         lambdas = np.asarray(lambdas, dtype=np.float64)
         if lambdas.shape != (m,) or np.any(lambdas <= 0):
             raise DatasetError(
-                f"dataset.lambdas must be {m} positive numbers (one per patch), got {lambdas.shape}"
+                f"dataset.lambdas has shape {lambdas.shape} — give {m} positive numbers (one per patch)"
             )
         self.true_patch_eigvals = power_law_spectra(lambdas, n_k, self.decay)
         self.true_patch_eigvecs = fix_eigenvector_signs(

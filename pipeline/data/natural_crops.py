@@ -45,7 +45,7 @@ def _load_photograph(name: str, channels: int) -> np.ndarray:
     path = skimage_data_dir() / PHOTOGRAPHS[name]
     if not path.is_file():
         raise DatasetError(
-            f"{path} is missing from this scikit-image installation; reinstall scikit-image or drop "
+            f"{path} is missing from this scikit-image installation — reinstall scikit-image or drop "
             f"{name!r} from dataset.photographs."
         )
     with Image.open(path) as im:
@@ -74,17 +74,17 @@ class NaturalCropsSource(ImageSource):
         unknown = [p for p in photographs if p not in PHOTOGRAPHS]
         if unknown:
             raise DatasetError(
-                f"dataset.photographs has unknown names {unknown}; choose from {sorted(PHOTOGRAPHS)}."
+                f"dataset.photographs has unknown names {unknown} — choose from {sorted(PHOTOGRAPHS)}"
             )
         if channels not in (1, 3):
-            raise DatasetError(f"dataset.channels={channels}: use 3 (RGB) or 1 (grayscale).")
+            raise DatasetError(f"dataset.channels={channels} — use 3 (RGB) or 1 (grayscale)")
         if int(num_images) < 1 or int(resolution) < 1:
             raise DatasetError(
-                f"dataset.num_images={num_images} and dataset.resolution={resolution} must be >= 1."
+                f"dataset.num_images={num_images}, dataset.resolution={resolution} — set both to at least 1"
             )
         lo, hi = (float(s) for s in scale)
         if not 0 < lo <= hi:
-            raise DatasetError(f"dataset.scale={list(scale)} must be [min, max] with 0 < min <= max.")
+            raise DatasetError(f"dataset.scale={list(scale)} — set it to [min, max] with 0 < min <= max")
         self.photographs, self.scale = photographs, (lo, hi)
         self.resolution, self.channels, self.seed = int(resolution), int(channels), int(seed)
         self._n = int(num_images)
@@ -93,7 +93,7 @@ class NaturalCropsSource(ImageSource):
         if round(self.resolution * lo) > smallest:
             raise DatasetError(
                 f"crops of {round(self.resolution * lo)} pixels do not fit the smallest photograph "
-                f"({smallest} pixels); lower dataset.resolution or dataset.scale."
+                f"({smallest} pixels) — lower dataset.resolution or dataset.scale"
             )
         # Every crop's parameters are drawn up front in fixed blocks seeded by (seed, block), so crop i
         # depends on neither the chunking of the stream nor on how many crops are asked for.

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import SettingError
+
 from .schedules import Schedule
 
 __all__ = [
@@ -115,8 +117,9 @@ def diffusers_timesteps(
 ) -> np.ndarray:
     """diffusers DDIMScheduler.set_timesteps grid as 0-based indices (decreasing), int64[num_steps]."""
     if not 1 <= num_steps <= T:
-        raise ValueError(
-            f"num_steps must be in [1, T={T}] (diffusers refuses num_inference_steps > num_train_timesteps), "
+        raise SettingError(
+            f"sampler.num_steps must be in [1, T={T}] (diffusers refuses num_inference_steps > num_train_timesteps) — "
+            f"set sampler.num_steps between 1 and {T}; "
             f"got {num_steps}"
         )
     if spacing == "linspace":

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from pipeline import io
+from pipeline.errors import InputMissingError, NonFiniteError, PipelineError
+from pipeline.sampler import read_trajectory_arrays
 
 # Keys of the `measure` config group read here, not by pipeline.jacobian.MeasureConfig.
 _SELECTION_KEYS = (
@@ -61,9 +63,9 @@ def selected_steps(timesteps: np.ndarray, steps: Any) -> list[int]:
     chosen = [i for i, t in enumerate(timesteps) if int(t) in wanted]
     missing = sorted(wanted - {int(timesteps[i]) for i in chosen})
     if missing:
-        raise ValueError(
+        raise PipelineError(
             f"measure.steps lists paper timesteps {missing} that are not in the sampler chain "
-            f"({int(timesteps[0])}..{int(timesteps[-1])}, {len(timesteps)} steps); pick t from the chain"
+            f"({int(timesteps[0])}..{int(timesteps[-1])}, {len(timesteps)} steps) — pick t from the chain"
         )
     return chosen
 
@@ -71,8 +73,8 @@ def selected_steps(timesteps: np.ndarray, steps: Any) -> list[int]:
 def _seed_files(trajectories_dir: Path) -> list[tuple[int, Path]]:
     files = sorted(trajectories_dir.glob("seed-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
     if not files:
-        raise FileNotFoundError(
-            f"no seed-<s>.npz trajectories in {trajectories_dir}; run the trajectories stage"
+        raise InputMissingError(
+            f"no seed-<s>.npz trajectories in {trajectories_dir} — run the trajectories stage"
         )
     return [(int(p.stem.split("-")[1]), p) for p in files]
 
@@ -176,9 +178,12 @@ def measure_trajectories(
     global_rows: list[dict] = []
     patch_rows: list[dict] = []
     block_rows: list[dict] = []
-    seed_batch = int(selection["seed_batch"] or 1)
+    seed_batch = 1 if selection["seed_batch"] is None else int(selection["seed_batch"])
     if seed_batch < 1:
-        raise ValueError(f"measure.seed_batch must be >= 1, got {seed_batch}")
+        raise PipelineError(
+            f"measure.seed_batch={selection['seed_batch']} — set measure.seed_batch to a positive number of "
+            "seeds measured together (1 = one point at a time)"
+        )
 
     def unit_file_of(seed: int, i: int) -> Path:
         return work_dir / f"seed-{seed}" / f"step-{i:04d}.json"
@@ -196,6 +201,7 @@ def measure_trajectories(
             "b_t": float(coeffs.b[i]),
         }
         g = m.global_row()
+        _check_measured(g, config, seed, i, t)
         g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
         # wall-clock time is not a measurement: kept out of the tables (byte-identical reruns)
         seconds = float(g.pop("seconds", math.nan))
@@ -241,7 +247,7 @@ def measure_trajectories(
     if seed_batch > 1:
         # Points of several seeds at one step share t, r_t, b_t: measure them as one stack through the
         # model's batch dimension (pipeline.jacobian.points), then the loop below only reads the units.
-        trajs = {seed: io.load_npz(path)["x"] for seed, path in seeds}
+        trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in seeds}
         groups = []
         for i in steps:
             todo = [seed for seed, _ in seeds if not unit_file_of(seed, i).exists()]
@@ -287,7 +293,7 @@ def measure_trajectories(
         else:
             if seed not in cache:
                 cache.clear()
-                cache[seed] = io.load_npz(path)["x"]
+                cache[seed] = read_trajectory_arrays(path)["x"]
             x_traj = cache[seed]
             m = _measure_one(
                 model,
@@ -352,6 +358,23 @@ def with_exact_suppression(rows: list[dict], rho_surrogate: dict | None) -> list
         rq = float(r.get("rayleigh", math.nan))
         out.append({**r, "rayleigh_surrogate": rn, "exact_suppression": rn - rq})
     return out
+
+
+def _check_measured(g: Mapping[str, Any], config, seed: int, step: int, t: int) -> None:
+    """Stop on a NaN/inf estimate of an enabled estimator: a table must never hold one as a measurement."""
+    enabled = (
+        ("kappa_pi", config.global_power),
+        ("kappa_lanczos", config.global_lanczos),
+        ("rayleigh_max", config.rayleigh),
+        ("kappa_diag", config.blocks != "off"),
+    )
+    bad = [k for k, on in enabled if on and g.get(k) is not None and not math.isfinite(float(g[k]))]
+    if bad:
+        raise NonFiniteError(
+            f"the Jacobian measurement {', '.join(bad)} is NaN/inf at seed {seed}, step {step} (paper t={t}) — "
+            "the model's Jacobian overflows there; check the model's weights, try model.dtype=float64, or leave "
+            "that step out (measure.steps)"
+        )
 
 
 def _attention_row(model, x, t: int, head: dict) -> dict | None:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.errors import SettingError
+
 from .blocks import BlockNorms, block_power_norms, dense_block_norms, patch_rayleigh
 from .operators import JVP_METHODS, ScoreLinearization, StepJacobian
 from .patches import patch_index
@@ -53,16 +55,16 @@ class MeasureConfig:
 
     def __post_init__(self):
         if self.blocks not in BLOCK_METHODS:
-            raise ValueError(f"measure.blocks={self.blocks!r} is unknown; use one of {BLOCK_METHODS}")
+            raise SettingError(f"measure.blocks={self.blocks!r} is unknown — use one of {BLOCK_METHODS}")
         if self.jvp_method not in ("auto",) + JVP_METHODS:
-            raise ValueError(
-                f"measure.jvp_method={self.jvp_method!r} is unknown; use auto or one of {JVP_METHODS}"
+            raise SettingError(
+                f"measure.jvp_method={self.jvp_method!r} is unknown — use auto or one of {JVP_METHODS}"
             )
         if self.rayleigh_via not in ("vjp", "jvp"):
-            raise ValueError(f"measure.rayleigh_via={self.rayleigh_via!r} is unknown; use 'vjp' or 'jvp'")
+            raise SettingError(f"measure.rayleigh_via={self.rayleigh_via!r} is unknown — use 'vjp' or 'jvp'")
         for name in ("power_iters", "block_power_iters"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"measure.{name} must be >= 1, got {getattr(self, name)}")
+                raise SettingError(f"measure.{name}={getattr(self, name)} — set measure.{name} to at least 1")
 
     @property
     def lanczos_steps(self) -> int:
@@ -76,7 +78,7 @@ class MeasureConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise ValueError(f"unknown measure keys {unknown}; valid keys are {sorted(known)}")
+            raise SettingError(f"unknown measure keys {unknown} — valid keys are {sorted(known)}")
         return cls(**cfg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -320,8 +322,8 @@ def plan_measurement(n: int, M: int, cfg: MeasureConfig, have_v1: bool) -> Plan:
     else:
         blocks = cfg.blocks
     if blocks == "dense" and n > cfg.dense_max_n:
-        raise ValueError(
-            f"measure.blocks=dense needs the {n}x{n} Jacobian, above measure.dense_max_n={cfg.dense_max_n}; "
+        raise SettingError(
+            f"measure.blocks=dense needs the {n}x{n} Jacobian, above measure.dense_max_n={cfg.dense_max_n} — "
             "use measure.blocks=power (or auto), or raise dense_max_n"
         )
     method, cost = costs[blocks]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import reading
 from pipeline.models.attention import AttentionRecord, MathAttnProcessor, install_math_attention
 from pipeline.models.base import ModelError, NoisePredictor
 from pipeline.models.oracle import GaussianOracle, patch_permutation
@@ -37,9 +38,13 @@ def _gaussian_arrays(gaussian: Mapping[str, Any] | str | Path | None) -> tuple[n
     if isinstance(gaussian, (str, Path)):
         from pipeline.io import load_npz
 
-        gaussian = load_npz(gaussian)
+        with reading(gaussian, "rerun the covariance stage with force=true"):
+            gaussian = load_npz(gaussian)
     if "mean" not in gaussian or "cov" not in gaussian:
-        raise ModelError(f"the Gaussian fit needs keys 'mean' and 'cov', got {sorted(gaussian)}")
+        raise ModelError(
+            f"the Gaussian fit needs keys 'mean' and 'cov', got {sorted(gaussian)} — rerun the covariance stage "
+            "with covariance.full_cov=true"
+        )
     return np.asarray(gaussian["mean"], dtype=np.float64), np.asarray(gaussian["cov"], dtype=np.float64)
 
 
@@ -73,16 +78,20 @@ def model_from_config(
         if structure == "full":
             return GaussianOracle(mean, cov, **common)
         if structure != "block_diagonal":
-            raise ModelError(f"model.structure={structure!r} is unknown; use block_diagonal or full")
+            raise ModelError(f"model.structure={structure!r} is unknown — use block_diagonal or full")
         if cfg.get("block_size") is None:
-            raise ModelError("model.structure=block_diagonal needs model.block_size (usually patch.size)")
+            raise ModelError(
+                "model.structure=block_diagonal needs model.block_size — set it (usually to patch.size)"
+            )
         P = int(cfg["block_size"])
         if cov.ndim == 3:
             return GaussianOracle.from_patch_blocks(mean, cov, P, **common)
         return GaussianOracle.block_diagonal(mean, cov, P, **common)
     if kind == "unet":
         if not cfg.get("path"):
-            raise ModelError("model kind=unet needs model.path (a local checkpoint folder or a hub id)")
+            raise ModelError(
+                "model kind=unet needs model.path — set it to a local checkpoint folder or a hub id"
+            )
         path = cfg["path"]
         if str(path).startswith("pkg://"):  # a checkpoint shipped inside the package (model=pifs_ddpm16)
             from pipeline.models.assets import resolve_asset_path
@@ -98,4 +107,4 @@ def model_from_config(
             local_files_only=cfg.get("local_files_only"),
             revision=cfg.get("revision"),
         )
-    raise ModelError(f"model.kind={kind!r} is unknown; use gaussian_oracle or unet")
+    raise ModelError(f"model.kind={kind!r} is unknown — use gaussian_oracle or unet")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.errors import InputMissingError, SettingError
+
 PKG_PREFIX = "pkg://"
 
 
@@ -15,14 +17,14 @@ def resolve_asset_path(path: str | Path) -> Path:
     rel = s[len(PKG_PREFIX) :].strip("/")
     parts = rel.split("/")
     if not parts or parts[0] != "pipeline":
-        raise ValueError(
-            f"{s}: pkg:// paths must start with pkg://pipeline/ (e.g. pkg://pipeline/assets/...)"
+        raise SettingError(
+            f"{s}: a pkg:// path outside the package — start it with pkg://pipeline/ (e.g. pkg://pipeline/assets/...)"
         )
     import pipeline
 
     folder = Path(pipeline.__file__).resolve().parent.joinpath(*parts[1:])
     if not folder.exists():
-        raise FileNotFoundError(
-            f"{s} resolves to {folder}, which does not exist; check the model preset's path"
+        raise InputMissingError(
+            f"{s} resolves to {folder}, which does not exist — check the model preset's path (model.path)"
         )
     return folder

@@ -37,11 +37,13 @@ def check_alpha_bar(alpha_bar: np.ndarray, *, what: str = "alpha_bar") -> np.nda
         raise ModelError(f"{what} must be a 1-D array of length T+1 >= 2, got shape {a.shape}")
     if a[0] != 1.0:
         raise ModelError(
-            f"{what}[0] must be 1 (paper convention ᾱ_0 = 1, index = paper t), got {a[0]!r}; "
+            f"{what}[0] must be 1 (paper convention ᾱ_0 = 1, index = paper t), got {a[0]!r} — "
             "prepend 1.0 to a diffusers alphas_cumprod array (pipeline.geometry.schedule_from_alpha_bar does)"
         )
     if not np.all(np.isfinite(a)) or np.any(a[1:] <= 0) or np.any(np.diff(a) >= 0):
-        raise ModelError(f"{what} must be finite, positive and strictly decreasing in t")
+        raise ModelError(
+            f"{what} is not finite, positive and strictly decreasing in t — fix the scheduler config or schedule"
+        )
     return a
 
 
@@ -76,9 +78,9 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
             "double": torch.float64,
         }.get(str(dtype))
         if out is None:
-            raise ModelError(f"unknown dtype {dtype!r}; use float32 or float64")
+            raise ModelError(f"unknown dtype {dtype!r} (model.dtype) — use float32 or float64")
     if out not in (torch.float32, torch.float64):
-        raise ModelError(f"dtype {out} is not supported; use float32 or float64")
+        raise ModelError(f"dtype {out} is not supported (model.dtype) — use float32 or float64")
     return out
 
 
@@ -89,7 +91,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     out = torch.device(device)
     if out.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(
-            f"device={device} requested but CUDA is not available; use device=cpu or device=auto"
+            f"device={device} requested but CUDA is not available — use device=cpu or device=auto"
         )
     return out
 

@@ -26,7 +26,7 @@ def patch_permutation(image_shape: tuple[int, int, int], patch_size: int) -> np.
     P = int(patch_size)
     if P < 1 or H % P or W % P:
         raise ModelError(
-            f"patch size {P} must divide the image size {H}x{W}; pick a divisor (patch.size=...)"
+            f"patch size {P} must divide the image size {H}x{W} — pick a divisor (patch.size=...)"
         )
     idx = np.arange(C * H * W, dtype=np.int64).reshape(C, H // P, P, W // P, P)
     # (C, R, P, Q, P) -> (R, Q, C, P, P): patch (row r, col q) major, then its (C, P, P) block.
@@ -38,12 +38,12 @@ def _eigh_sorted(cov: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     scale = max(float(np.max(np.abs(cov))), np.finfo(np.float64).tiny)
     asym = float(np.max(np.abs(cov - np.swapaxes(cov, -1, -2))))
     if asym > 1e-8 * scale:
-        raise ModelError(f"{what} is not symmetric (max |Σ - Σᵀ| = {asym:.3g}); pass a covariance matrix")
+        raise ModelError(f"{what} is not symmetric (max |Σ - Σᵀ| = {asym:.3g}) — pass a covariance matrix")
     lam, vec = np.linalg.eigh(0.5 * (cov + np.swapaxes(cov, -1, -2)))
     lam, vec = lam[..., ::-1], vec[..., ::-1]
     if float(lam.min()) < -1e-8 * scale:
         raise ModelError(
-            f"{what} is not positive semi-definite (smallest eigenvalue {float(lam.min()):.3g}); "
+            f"{what} is not positive semi-definite (smallest eigenvalue {float(lam.min()):.3g}) — "
             "estimate it from more images or add a ridge"
         )
     lam = np.clip(lam, 0.0, None)

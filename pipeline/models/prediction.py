@@ -14,14 +14,16 @@ import math
 
 import torch
 
+from pipeline.models.base import ModelError
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 def check_prediction_type(prediction_type: str, source: str = "") -> str:
     if prediction_type not in PREDICTION_TYPES:
         where = f"{source}: " if source else ""
-        raise ValueError(
-            f"{where}prediction_type={prediction_type!r} is not supported; use one of {list(PREDICTION_TYPES)} "
+        raise ModelError(
+            f"{where}prediction_type={prediction_type!r} is not supported — use one of {list(PREDICTION_TYPES)} "
             "(diffusers' scheduler_config.json key)"
         )
     return prediction_type

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.errors import first_line
 from pipeline.models.attention import AttentionRecord, MathAttnProcessor, install_math_attention, recording
 from pipeline.models.base import (
     ModelError,
@@ -119,17 +120,17 @@ def resolve_checkpoint_dir(
     """A local folder holding the checkpoint: the folder itself, or the hub snapshot (cache first)."""
     raw = str(path_or_hub_id).strip()
     if not raw:
-        raise CheckpointNotFoundError("model.path is empty; set it to a local checkpoint folder or a hub id")
+        raise CheckpointNotFoundError("model.path is empty — set it to a local checkpoint folder or a hub id")
     p = Path(raw).expanduser()
     if p.is_dir():
         return p
     if p.exists():
         raise CheckpointNotFoundError(
-            f"model.path={raw} is a file; point it at the checkpoint folder (the one holding config.json)"
+            f"model.path={raw} is a file — point it at the checkpoint folder (the one holding config.json)"
         )
     if not _HUB_ID.match(raw):
         raise CheckpointNotFoundError(
-            f"model.path={raw} is neither an existing directory nor a hub id of the form owner/name; "
+            f"model.path={raw} is neither an existing directory nor a hub id of the form owner/name — "
             "fix the path or use e.g. google/ddpm-cifar10-32"
         )
     offline = _hub_offline(local_files_only)
@@ -151,11 +152,11 @@ def resolve_checkpoint_dir(
         if offline:
             raise CheckpointNotFoundError(
                 f"model.path={raw} looks like a hub id, but it is not in the local Hugging Face cache and the "
-                f"hub is offline (HF_HUB_OFFLINE / local_files_only); {download_hint}. "
-                f"(No local directory {raw!r} exists either.)"
+                f"hub is offline (HF_HUB_OFFLINE / local_files_only), and no local folder {raw!r} exists — "
+                f"{download_hint}"
             ) from e
         raise CheckpointNotFoundError(
-            f"could not fetch hub id {raw} ({type(e).__name__}: {e}); if this machine has no network, "
+            f"could not fetch hub id {raw} ({type(e).__name__}: {first_line(e)}) — if this machine has no network, "
             f"{download_hint}"
         ) from e
     return Path(snap)
@@ -165,7 +166,7 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ModelError(f"{path} is not valid JSON ({e}); re-download the checkpoint") from e
+        raise ModelError(f"{path} is not valid JSON ({e}) — re-download or re-save the checkpoint") from e
 
 
 def _find_unet_dir(root: Path) -> Path:
@@ -178,11 +179,11 @@ def _find_unet_dir(root: Path) -> Path:
             if cand == root and (root / "unet" / "config.json").is_file():
                 continue
             raise CheckpointNotFoundError(
-                f"{cfg} describes a {cls!r}, not a diffusers UNet2DModel; point model.path at a UNet2DModel "
+                f"{cfg} describes a {cls!r}, not a diffusers UNet2DModel — point model.path at a UNet2DModel "
                 "checkpoint (save_pretrained output or a DDPM pipeline folder)"
             )
     raise CheckpointNotFoundError(
-        f"no UNet2DModel config.json in {root} or {root / 'unet'}; point model.path at the folder that "
+        f"no UNet2DModel config.json in {root} or {root / 'unet'} — point model.path at the folder that "
         "save_pretrained wrote (or a DDPM pipeline folder with unet/ and scheduler/)"
     )
 
@@ -218,23 +219,146 @@ def check_unet_fits(
     cin, cout = int(config.get("in_channels", 3)), int(config.get("out_channels", 3))
     if cin != C or cout != C:
         raise ModelError(
-            f"the UNet{where} maps {cin} -> {cout} channels but the dataset has {C}; choose a dataset with "
+            f"the UNet{where} maps {cin} -> {cout} channels but the dataset has {C} — choose a dataset with "
             f"{cin} channels (dataset.channels) or a checkpoint trained on {C}-channel images"
         )
     size = config.get("sample_size")
     sizes = (size, size) if isinstance(size, int) else tuple(size or (H, W))
     if (H, W) != tuple(sizes) and not allow_resolution_change:
         raise ModelError(
-            f"the UNet{where} was trained at {sizes[0]}x{sizes[1]} but dataset.resolution gives {H}x{W}; set "
+            f"the UNet{where} was trained at {sizes[0]}x{sizes[1]} but dataset.resolution gives {H}x{W} — set "
             f"dataset.resolution={sizes[0]}, or model.allow_resolution_change=true to run the fully "
             "convolutional UNet at another size (as the paper does for CelebA-HQ at 64x64, §7.7)"
         )
     factor = 2 ** (len(config.get("down_block_types", ())) - 1)
     if H % factor or W % factor:
         raise ModelError(
-            f"the UNet{where} downsamples by {factor}; image size {H}x{W} must be a multiple of it "
-            "(change dataset.resolution)"
+            f"the UNet{where} downsamples by {factor}; image size {H}x{W} is not a multiple of it "
+            "— change dataset.resolution"
         )
+
+
+_WEIGHTS = "diffusion_pytorch_model"
+_LIST = 8  # key names shown in a message before "... and N more"
+
+
+def _names(keys) -> str:
+    keys = sorted(keys)
+    more = f" … and {len(keys) - _LIST} more" if len(keys) > _LIST else ""
+    return ", ".join(keys[:_LIST]) + more
+
+
+def weights_files(unet_dir: Path) -> tuple[list[Path], bool]:
+    """The checkpoint's weight files and whether they are safetensors (preferred over pickled .bin)."""
+    single = unet_dir / f"{_WEIGHTS}.safetensors"
+    if single.is_file():
+        return [single], True
+    index = unet_dir / f"{_WEIGHTS}.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        return [unet_dir / s for s in shards], True
+    if (unet_dir / f"{_WEIGHTS}.bin").is_file():
+        return [unet_dir / f"{_WEIGHTS}.bin"], False
+    raise CheckpointNotFoundError(
+        f"{unet_dir} holds no weights ({_WEIGHTS}.safetensors or .bin) beside config.json — "
+        "re-download the checkpoint, or save it with save_pretrained (which writes safetensors)"
+    )
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Open a safetensors file's header: a truncated or foreign file fails here, naming it."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"weight shard {path} is missing — re-download the checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            list(f.keys())
+    except Exception as e:  # SafetensorError (bad header) or OSError
+        raise ModelError(
+            f"{path} is not a readable safetensors file ({type(e).__name__}: {e}) — it is truncated or "
+            "corrupt: re-download the checkpoint or save it again with save_pretrained"
+        ) from e
+
+
+@contextlib.contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    """Silence diffusers' loading warnings (missing keys are refused below with their names instead)."""
+    import logging
+
+    logger = logging.getLogger("diffusers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _load_checked_weights(unet_dir: Path, dtype: torch.dtype) -> torch.nn.Module:
+    """UNet2DModel.from_pretrained, refusing what diffusers would accept quietly.
+
+    Missing keys (diffusers initialises them at random), unexpected keys, shape mismatches and
+    non-finite weights are each a ModelError naming the keys. Safetensors are used whenever present;
+    a pickled .bin is read by diffusers with torch.load(weights_only=True).
+    """
+    from diffusers import UNet2DModel
+
+    files, safe = weights_files(unet_dir)
+    if safe:
+        for f in files:
+            _check_safetensors_header(f)
+    try:
+        with _quiet_diffusers():
+            # low_cpu_mem_usage=False: the fast path needs `accelerate`, which the project does not depend on.
+            unet, info = UNet2DModel.from_pretrained(
+                str(unet_dir),
+                local_files_only=True,
+                torch_dtype=dtype,
+                low_cpu_mem_usage=False,
+                use_safetensors=safe,
+                output_loading_info=True,
+            )
+    except RuntimeError as e:
+        mism = re.findall(
+            r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) from checkpoint, "
+            r"the shape in current model is torch\.Size\(\[([^\]]*)\]\)",
+            str(e),
+        )
+        if not mism:
+            raise ModelError(
+                f"{unet_dir}: the weights do not load into the UNet of its config.json ({str(e).splitlines()[0]}) — "
+                "use the config.json saved with these weights"
+            ) from e
+        shown = "; ".join(f"{k} is [{a}] in the file but [{b}] in config.json" for k, a, b in mism[:_LIST])
+        raise ModelError(
+            f"{unet_dir}: weight shapes do not match config.json ({shown}) — the weights and config.json come "
+            "from different models; use the config.json saved with these weights"
+        ) from e
+    except Exception as e:  # OSError, or safetensors' SafetensorError on a body cut short
+        if not isinstance(e, OSError) and type(e).__name__ != "SafetensorError":
+            raise
+        raise ModelError(
+            f"{unet_dir}: cannot read the weights ({str(e).splitlines()[0]}) — re-download the checkpoint"
+        ) from e
+    missing, unexpected = info.get("missing_keys") or [], info.get("unexpected_keys") or []
+    if missing:
+        raise ModelError(
+            f"{files[0]} lacks {len(missing)} weight(s) the UNet of config.json needs: {_names(missing)} — "
+            "the file is incomplete or from another architecture; re-download or re-save the checkpoint"
+        )
+    if unexpected:
+        raise ModelError(
+            f"{files[0]} holds {len(unexpected)} weight(s) the UNet of config.json does not have: "
+            f"{_names(unexpected)} — use the config.json saved with these weights"
+        )
+    bad = [k for k, v in unet.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(
+            f"{files[0]} holds non-finite (NaN/inf) values in {len(bad)} tensor(s): {_names(bad)} — the "
+            "checkpoint is broken (a diverged training run?); use another checkpoint"
+        )
+    return unet
 
 
 def load_unet(
@@ -275,24 +399,19 @@ def load_unet(
         pred = sched_cfg.get("prediction_type", "epsilon")
         if pred not in PREDICTION_TYPES:
             raise ModelError(
-                f"{source}: scheduler prediction_type={pred!r} cannot be turned into the ε̂ of eq. (4); "
-                f"supported: {list(PREDICTION_TYPES)}"
+                f"{source}: scheduler prediction_type={pred!r} cannot be turned into the ε̂ of eq. (4) — "
+                f"use a checkpoint whose type is supported: {list(PREDICTION_TYPES)}"
             )
         alpha_bar = alpha_bar_from_scheduler_config(sched_cfg)
     elif schedule is not None:
         alpha_bar = np.asarray(getattr(schedule, "alpha_bar", schedule), dtype=np.float64)
     else:
         raise CheckpointNotFoundError(
-            f"{source} has no scheduler config ({' or '.join(_SCHEDULER_FILES)}), so its ᾱ_t is unknown; add "
+            f"{source} has no scheduler config ({' or '.join(_SCHEDULER_FILES)}), so its ᾱ_t is unknown — add "
             "the scheduler_config.json it was trained with, or pass a schedule (config: schedule=<name>)"
         )
 
-    from diffusers import UNet2DModel
-
-    # low_cpu_mem_usage=False: the fast path needs `accelerate`, which the project does not depend on.
-    unet = UNet2DModel.from_pretrained(
-        str(unet_dir), local_files_only=True, torch_dtype=parse_dtype(dtype), low_cpu_mem_usage=False
-    )
+    unet = _load_checked_weights(unet_dir, parse_dtype(dtype))
     unet = unet.to(device=resolve_device(device))
     return DiffusersNoisePredictor(
         unet, alpha_bar, image_shape, source=source, scheduler_config=sched_cfg, prediction_type=pred
