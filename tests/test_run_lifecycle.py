@@ -210,6 +210,9 @@ class _RecordingTracker:
     def log_params(self, params) -> None:
         pass
 
+    def log_dict(self, data, artifact_file) -> None:
+        pass
+
     def set_tags(self, tags) -> None:
         self.tags.update(tags)
 
