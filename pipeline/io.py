@@ -229,17 +229,30 @@ def writer_lock(lock_path: str | Path, what: str) -> Iterator[None]:
     """Hold the OS lock (flock) on ``lock_path`` while writing ``what``; a second writer is refused.
 
     The lock file records who holds it (host, pid, start), named in the refusal. The kernel frees
-    the lock when the process ends, however it ends, so a killed run never leaves a stale lock.
+    the lock when the process ends, however it ends, so a killed run never leaves a stale lock. A
+    finished holder removes the file while still holding it; a writer that locked the removed file
+    meanwhile sees that the path no longer names its file and opens it again, so the one-writer rule
+    holds and a refused or finished run leaves no lock file behind.
     """
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         if not _try_flock(fd):
+            holder = _lock_holder(fd)
+            os.close(fd)
             raise FolderBusyError(
-                f"{what} is being written by another run ({_lock_holder(fd)}) — wait for that run to finish, "
+                f"{what} is being written by another run ({holder}) — wait for that run to finish, "
                 "or give this one another run_key"
             )
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -249,6 +262,8 @@ def writer_lock(lock_path: str | Path, what: str) -> Iterator[None]:
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
         os.close(fd)  # closing the descriptor releases the flock
 
 

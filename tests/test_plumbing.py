@@ -91,8 +91,8 @@ def test_failed_stage_marks_the_run_failed_and_keeps_work(tmp_path):
         run_stage("covariance", cfg, body)
     stage_root = tmp_path / "outputs" / "covariance"
     names = sorted(p.name for p in stage_root.iterdir())
-    # only the resumable work folder, and the lock file that the OS lock lives on
-    assert len(names) == 2 and names[0].startswith(".lock-") and names[1].startswith(".work-")
+    # only the resumable work folder: the lock file goes with the run that held it
+    assert len(names) == 1 and names[0].startswith(".work-")
     from mlflow.tracking import MlflowClient
 
     runs = MlflowClient(cfg["tracking"]["uri"]).search_runs(

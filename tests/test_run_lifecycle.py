@@ -158,6 +158,29 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     assert (res.out_dir / "a.txt").read_text() == "a"
 
 
+def test_the_lock_file_goes_with_its_holder_and_a_removed_file_is_never_a_second_lock(tmp_path):
+    lock = tmp_path / ".lock-x"
+    with io.writer_lock(lock, "x"):
+        assert lock.is_file()
+        with pytest.raises(io.FolderBusyError):
+            with io.writer_lock(lock, "x"):
+                pass
+        assert lock.is_file()  # the refused writer did not take the holder's file away
+    assert not lock.exists()
+    # a writer that opened the file just before its holder removed it must not count as holding the
+    # lock: the path no longer names that file, so it opens the path again
+    import fcntl
+
+    stale = os.open(lock, os.O_RDWR | os.O_CREAT)
+    os.unlink(lock)
+    with io.writer_lock(lock, "x"):
+        fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the unlinked file is free: not the lock
+        with pytest.raises(io.FolderBusyError):
+            with io.writer_lock(lock, "x"):
+                pass
+    os.close(stale)
+
+
 def test_stale_scratch_and_resumeless_work_folders_are_cleaned_when_their_lock_is_free(tmp_path):
     parent = tmp_path / "outputs" / "covariance"
     for name in (".partial-killed", ".partial-killed.old", ".work-empty", ".work-resumable", ".partial-busy"):
@@ -239,7 +262,7 @@ def test_a_signal_mid_body_stops_cleanly_keeps_work_and_marks_the_run_killed(pro
         run_stage("covariance", _toy_cfg(project), body)
     assert info.value.code == 128 + sig
     parent = project / "outputs" / "covariance"
-    assert sorted(p.name for p in parent.iterdir()) == [".lock-toy", ".work-toy"]  # no scratch, no output
+    assert sorted(p.name for p in parent.iterdir()) == [".work-toy"]  # no scratch, no output, no lock
     assert (parent / ".work-toy" / "unit-0.txt").read_text() == "done"
     assert tracker.status == "KILLED" and f"stopped by signal {int(sig)}" in tracker.tags["error"]
     # the handlers are the process's own again afterwards
