@@ -1,4 +1,4 @@
-"""DDPM training entry (issue 9): DSM loss conventions, Min-SNR, EMA, bit-exact resume, the saved folder.
+"""DDPM training entry: DSM loss conventions, Min-SNR, EMA, bit-exact resume, the saved folder.
 
 Expected values: the exact ε of x_t built from x_0 = 0 (a closed-form oracle module), explicit weight
 formulas, and a straight run against an interrupted-and-resumed one.
@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from pipeline.geometry import linear_schedule
+from pipeline.models.assets import resolve_asset_path
 from pipeline.training import (
     TrainConfig,
     diffusers_scheduler_config,
     dsm_loss,
     load_checkpoint,
     new_state,
-    resolve_asset_path,
     save_model,
     train,
     train_step,
