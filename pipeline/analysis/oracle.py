@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.analysis import closed_form as cf
 from pipeline.analysis.inputs import AnalysisInputs, has_values
 from pipeline.analysis.tables import AnalysisContext, f_t_matrix, patch_matrix
+from pipeline.geometry import expansion_function, step_coefficients
 from pipeline.io import load_npz
 
 NOT_CONVERGED = "not converged"
@@ -231,8 +231,9 @@ def check_oracle(inp: AnalysisInputs, ctx: AnalysisContext) -> OracleCheck | Non
                     )
         if G is not None and ctx.chain is not None and ctx.lambda_k:
             lam = np.array(sorted(ctx.lambda_k.values()))
-            fmax = cf.expansion_function(ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev, lam).max(axis=1)
+            fmax = expansion_function(ctx.chain, lam).max(axis=1)
             by_step = dict(zip(ctx.chain.step.tolist(), fmax, strict=True))
+            by_step_index = {int(s): i for i, s in enumerate(ctx.chain.step)}
             pred = np.array([by_step.get(int(s), math.nan) for s in G["step"]])
             if has_values(G, "kappa_diag"):
                 if block_diag is None:
@@ -284,7 +285,10 @@ def check_oracle(inp: AnalysisInputs, ctx: AnalysisContext) -> OracleCheck | Non
                             diag,
                         )
                     )
-            r, b = cf.step_coefficients(G["alpha_bar_t"], G["alpha_bar_prev"])
+            # eqs. (4)-(5) on the chain's ᾱ columns, looked up per row by its step
+            coef = step_coefficients(ctx.chain)
+            rows_at = [by_step_index.get(int(s), -1) for s in G["step"]]
+            r, b = (np.array([v[i] if i >= 0 else math.nan for i in rows_at]) for v in (coef.r, coef.b))
             for col, ref in (("r_t", r), ("b_t", b)):
                 if has_values(G, col):
                     chk.rows.append(
@@ -298,7 +302,7 @@ def check_oracle(inp: AnalysisInputs, ctx: AnalysisContext) -> OracleCheck | Non
                     )
         L = inp.lyapunov
         if L is not None and ctx.chain is not None and has_values(L, "lambda_k"):
-            closed = cf.expansion_function(ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev, L["lambda_k"])
+            closed = expansion_function(ctx.chain, L["lambda_k"])
             lyap = np.log(closed).mean(axis=0)
             for col in ("lyap_pred", "lyap_hat"):
                 if has_values(L, col):
@@ -408,8 +412,9 @@ def _full_sigma_rows(inp: AnalysisInputs, ctx: AnalysisContext, tol: float) -> l
     cov = load_npz(path).get("cov")
     if cov is None:
         return []
-    mu = np.linalg.eigvalsh(np.asarray(cov, dtype=np.float64))
-    fm = np.abs(cf.expansion_function(ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev, mu)).max(axis=1)
+    # eigenvalues of a covariance are >= 0; eigvalsh's round-off below 0 is clipped (f_t needs λ >= 0)
+    mu = np.clip(np.linalg.eigvalsh(np.asarray(cov, dtype=np.float64)), 0.0, None)
+    fm = np.abs(expansion_function(ctx.chain, mu)).max(axis=1)
     by_step = dict(zip(ctx.chain.step.tolist(), fm, strict=True))
     pred = np.array([by_step.get(int(s), math.nan) for s in G["step"]])
     rows = []

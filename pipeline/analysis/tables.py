@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.analysis import closed_form as cf
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis import stats
 from pipeline.analysis.inputs import AnalysisInputs, Table, has_values, n_rows
+from pipeline.analysis.measured_chain import MeasuredChain, moran_solution
+from pipeline.geometry import expansion_function
 
 # Paper-vs-ours rows are matched to our nearest measured t within this many timesteps.
 T_MATCH_TOL = 10
@@ -59,7 +60,7 @@ class AnalysisContext:
 
     model_kind: str
     T: int
-    chain: cf.MeasuredChain | None
+    chain: MeasuredChain | None
     lambda_k: dict[int, float]
     grid: dict[int, tuple[int, int]]
     # |values| below this are floating-point round-off of a zero (float64 vs float32 models)
@@ -190,17 +191,7 @@ def f_t_matrix(ctx: AnalysisContext, ts: np.ndarray, lam: np.ndarray) -> np.ndar
     if any(float(t) not in idx for t in ts):
         return None
     sel = np.array([idx[float(t)] for t in ts])
-    return cf.expansion_function(ctx.chain.alpha_bar_t[sel], ctx.chain.alpha_bar_prev[sel], lam)
-
-
-def _patch_column(ctx, P: Table, name: str, fallback: Callable[[], np.ndarray | None] | None = None):
-    if has_values(P, name):
-        return P[name], name
-    if fallback is not None:
-        v = fallback()
-        if v is not None:
-            return v, f"{name} (derived)"
-    return None, None
+    return expansion_function(ctx.chain, lam)[sel]
 
 
 # ------------------------------------------------------------------------------------------- Table 3
@@ -278,7 +269,14 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         )
     if finite:
         res.comparison.append(
-            compare("Table 3", "peak rho", 0.953, res.summary["peak_rho"], abs_tol=0.1, ctx=ctx)
+            compare(
+                "Table 3",
+                "peak rho",
+                pv.TABLE_3.scalars["peak_rho"],
+                res.summary["peak_rho"],
+                abs_tol=0.1,
+                ctx=ctx,
+            )
         )
     return res
 
@@ -400,7 +398,7 @@ def table_4(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         compare(
             "Table 4",
             "median s_hat (unflagged seeds)",
-            61,
+            pv.TABLE_4.scalars["median_s_hat"],
             res.summary["median_s_hat_unflagged"],
             rel_tol=0.5,
             ctx=ctx,
@@ -603,13 +601,20 @@ def table_6(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
             )
         )
     res.comparison.append(
-        compare("Table 6", "Spearman rho(H, delta_cross)", -1.0, perm.rho, abs_tol=0.2, ctx=ctx)
+        compare(
+            "Table 6",
+            "Spearman rho(H, delta_cross)",
+            pv.TABLE_6.scalars["spearman_rho"],
+            perm.rho,
+            abs_tol=0.2,
+            ctx=ctx,
+        )
     )
     res.comparison.append(
         compare(
             "Table 6",
             "permutation p",
-            0.00025,
+            pv.TABLE_6.scalars["permutation_p"],
             perm.p_value,
             abs_tol=0.01,
             ctx=ctx,
@@ -863,7 +868,7 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         compare(
             "Table 9",
             "sign-flip t",
-            110,
+            pv.TABLE_9.scalars["sign_flip_t"],
             flip["sign_flip_t"] if flip["sign_flip_t"] is not None else math.nan,
             abs_tol=30,
             ctx=ctx,
@@ -980,7 +985,7 @@ def release_times(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | No
         ("|d gamma/d lambda|", rs["dgamma_dlambda"], dgl),
         ("|d gamma/d t|", rs["dgamma_dt"], dgt),
         ("predicted spread (eq. 36)", rs["predicted_spread_steps"], pred),
-        ("observed spread", 200, observed),
+        ("observed spread", rs["observed_release_window"][0] - rs["observed_release_window"][1], observed),
     ):
         res.comparison.append(compare("Release (eq. 36)", q, pvv, ov, rel_tol=0.5, ctx=ctx))
     return res
@@ -1149,7 +1154,7 @@ def table_11(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     pred_from_S: dict[int, float] = {}
     if sup is not None:
         ks, lam, S_chain, n_measured = sup
-        F = cf.expansion_function(ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev, lam)
+        F = expansion_function(ctx.chain, lam)
         g = F - S_chain
         with np.errstate(invalid="ignore", divide="ignore"):
             lg = np.where(g > 0, np.log(np.where(g > 0, g, 1.0)), np.nan)
@@ -1238,9 +1243,8 @@ def table_11(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         )
     if sup is not None:
         ks, lam, S_chain, n_measured = sup
-        a, ap = ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev
-        gauss = cf.moran_threshold(a, ap)
-        corr = cf.moran_threshold(a, ap, suppression=S_chain, lambda_k=lam)
+        gauss = moran_solution(ctx.chain)
+        corr = moran_solution(ctx.chain, suppression=S_chain, lambda_k=lam)
         res.summary.update(
             lambda_double_star=gauss.value,
             lambda_double_star_status=gauss.describe(),
@@ -1259,7 +1263,7 @@ def table_11(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         compare(
             "Table 11",
             "sign agreement fraction",
-            1.0,
+            s["sign_agreement"][0] / s["sign_agreement"][1],
             res.summary.get("sign_agreement", math.nan),
             abs_tol=0.1,
             ctx=ctx,
@@ -1340,7 +1344,7 @@ def make_context(inp: AnalysisInputs) -> AnalysisContext:
             ts.append(float(np.nanmedian(G["t"][idx])))
             a.append(float(np.nanmedian(G["alpha_bar_t"][idx])))
             ap.append(float(np.nanmedian(G["alpha_bar_prev"][idx])))
-        chain = cf.MeasuredChain(np.array(steps), np.array(ts), np.array(a), np.array(ap))
+        chain = MeasuredChain("measured", np.array(ts), np.array(a), np.array(ap), step=np.array(steps))
     lam: dict[int, float] = {}
     grid: dict[int, tuple[int, int]] = {}
     C = inp.covariance_patches
