@@ -39,7 +39,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
             "companions": [Path(p) for p in cfg["analysis"].get("companions") or []],
         }
         result = build_analysis(inputs, ctx.out_dir, run_info)
-        ctx.metrics.update(getattr(result, "metrics", {}) or {})
+        ctx.metrics.update(result.metrics)
 
     return run_stage("analysis", cfg, body, artifacts=("report.html", "report.md"))
 

@@ -2,7 +2,7 @@
 
 Oracle-like data (S = 0, diag_norm = f_t, coupling = 0) must give a report stating the closed form and
 the measurement agree; learned-like data must render every table; hand-made tiny tables check that
-each table computes what notes/analysis.md says it does.
+each table computes what its docstring says it does.
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def test_ols_refuses_degenerate_input():
 
 def test_ols_on_the_papers_printed_table_10_reproduces_its_slope_and_intercept():
     # §7.6: slope 0.95, intercept 3.10 for t >= 800. (The printed CI [0.88, 1.02] and R^2 = 0.994 are NOT
-    # what these printed means give: [0.928, 0.982] and 0.999; see notes/analysis.md.)
+    # what these printed means give: [0.928, 0.982] and 0.999.)
     rows = [r for r in pv.TABLE_10.records() if r["t"] >= 800]
     fit = stats.ols_fit(np.log([r["sqrt_alpha_bar"] for r in rows]), np.log([r["proxy"] for r in rows]))
     assert round(fit.slope, 2) == 0.95

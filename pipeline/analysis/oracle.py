@@ -1,4 +1,4 @@
-"""Closed-form-vs-measured check for runs on the Gaussian oracle (DESIGN.md validation ladder, rung 2).
+"""Closed-form-vs-measured check for runs on the Gaussian oracle (validation rung 2: measured = closed form).
 
 With a block-diagonal Sigma on the measurement's own patch partition (Theorem 17, 25): S_k,t = 0,
 kappa_k,t^diag = <v_k,[J Phi_t]_kk v_k> = f_t(lambda_k), C_k,t = 0, kappa_t = max_k f_t(lambda_k),

@@ -19,7 +19,7 @@ from pipeline.analysis import paper_values as pv
 from pipeline.analysis import stats
 from pipeline.analysis.inputs import AnalysisInputs, Table, has_values, n_rows
 from pipeline.analysis.measured_chain import MeasuredChain, moran_solution
-from pipeline.geometry import expansion_function
+from pipeline.geometry import expansion_function, schedule_from_config
 
 # Paper-vs-ours rows are matched to our nearest measured t within this many timesteps.
 T_MATCH_TOL = 10
@@ -1001,10 +1001,8 @@ def _alpha_bar_lookup(inp: AnalysisInputs, ctx: AnalysisContext):
     ab_full = None
     if sched:
         try:
-            from pipeline.geometry import schedule_from_config  # optional: lands with the geometry issue
-
             ab_full = np.asarray(schedule_from_config(sched).alpha_bar, dtype=np.float64)
-        except Exception:  # noqa: BLE001 - geometry absent or config it cannot read: fall back to the lut
+        except (ValueError, KeyError, TypeError):  # a schedule config it cannot read: fall back to the lut
             ab_full = None
 
     def lookup(t: int) -> float:

@@ -1,4 +1,4 @@
-"""Jacobian measurement engine (issue 6): operators and estimators on ε̂(·, t) at fixed paper timestep t.
+"""Jacobian measurement engine: operators and estimators on ε̂(·, t) at fixed paper timestep t.
 
 Everything acts on ``eps_fn: Tensor[C,H,W] -> Tensor[C,H,W]`` plus the DDIM step coefficients
 r_t, b_t, through JΦ_t = r_t I + b_t Jε̂ (eq. 7), never materialised for large n.
