@@ -17,8 +17,6 @@ from pipeline.data import (
 from pipeline.data.natural_crops import PHOTOGRAPHS, skimage_data_dir
 from pipeline.patches import extract_patches, patch_blocks_from_full, patch_indices
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
-
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
