@@ -56,12 +56,8 @@ def build_model():
     model = UNet2DModel(**CIFAR_UNET).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    try:
-        from pipeline.models.attention import install_math_attention
-    except ImportError as e:  # the models helper's processor is the supported path
-        raise SystemExit(
-            f"pipeline.models.attention is needed for forward-mode AD through attention: {e}"
-        ) from e
+    from pipeline.models.attention import install_math_attention  # forward-mode AD through attention
+
     procs = install_math_attention(model)
     return model, procs
 

@@ -13,7 +13,7 @@ averaging over a random S with the right scale gives every off-diagonal block ex
 Both are unbiased. With B_S = J[rows in S, columns outside S] and Q = B_S B_Sᵀ, the conditional
 variance over the Rademacher signs is c² · 2 Σ_{l≠l'} Q_{ll'}² (c = 4 or M), and the total variance is
 E_S[c² (2 Σ_{l≠l'} Q_{ll'}² + tr(Q)²)] − (Σ_{k≠j}‖J_kj‖²)²; ``exact_moments`` evaluates it from a
-dense Jacobian (tests; notes/training.md). ``probes`` independent probes divide it by ``probes``.
+dense Jacobian (the tests compare the estimators with it). ``probes`` independent probes divide it by ``probes``.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import numpy as np
 
 from .data.base import DatasetError, ImageSource
 from .data.gaussian import fix_eigenvector_signs
-from .io import load_npz, save_npz, write_csv
+from .io import load_npz, save_npz, write_bytes, write_csv
 from .patches import PatchGrid, check_patch_size, patch_blocks_from_full, patch_grid, patch_indices
 
 try:
@@ -612,7 +612,5 @@ def plot_lambda_grid(stats: PatchStats, path: str | Path | None = None, title: s
     if path is not None:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", metadata={"Software": None})
-        from .io import _replace_atomically  # the shared atomic writer; io exposes no public bytes writer yet
-
-        _replace_atomically(buf.getvalue(), Path(path))
+        write_bytes(path, buf.getvalue())
     return fig

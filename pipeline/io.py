@@ -1,4 +1,4 @@
-"""Atomic, deterministic file output shared by every stage (DESIGN.md, Output contract)."""
+"""Atomic, deterministic file output shared by every stage (the output contract: temp name, then rename)."""
 
 from __future__ import annotations
 

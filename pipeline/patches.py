@@ -1,6 +1,6 @@
 """Non-overlapping P×P patch partition of images (the PIFS partition R_1..R_M of the paper, §2.2, §7.1).
 
-Convention (CONTEXT.md): patches are tiles in row-major order k = 0..M-1; a patch vector is its
+Convention (the project's, used by every stage): patches are tiles in row-major order k = 0..M-1; a patch vector is its
 (C, P, P) block flattened channel-major, then row, then column, so n_k = C·P². Functions accept numpy
 arrays or torch tensors and return the same kind.
 """

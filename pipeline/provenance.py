@@ -57,15 +57,15 @@ def git_revision(root: str | Path | None = None) -> str:
 
 
 def machine() -> dict[str, str]:
+    import os
+
+    import torch
+
     info = {"host": platform.node(), "platform": platform.platform(), "processor": platform.machine()}
+    info["cpus"] = str(os.cpu_count())
     try:
-        import os
-
-        info["cpus"] = str(os.cpu_count())
-        import torch
-
         if torch.cuda.is_available():
             info["cuda_device"] = torch.cuda.get_device_name(0)
-    except Exception:
+    except (RuntimeError, AssertionError):  # a broken CUDA driver must not fail the run's meta.json
         pass
     return info

@@ -7,10 +7,8 @@ noise (η = 0): the chain is the operator Φ = Φ_{t_S} ∘ ... ∘ Φ_{t_1} the
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import tempfile
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.errors import InputFileError, NonFiniteError
-from pipeline.io import load_npz, save_npz
+from pipeline.io import load_npz, save_npz, write_bytes
 from pipeline.models.base import ModelError, NoisePredictor
 from pipeline.models.prediction import eps_from_prediction
 
@@ -297,7 +295,7 @@ def _complete(path: Path, chain, image_shape: tuple[int, ...]) -> bool:
         return False
     try:
         d = load_npz(path)
-    except Exception:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):  # a truncated or foreign file: redo the seed
         return False
     S = len(chain.timesteps)
     return (
@@ -363,20 +361,6 @@ def sample_seeds(
     return [seed_path(out_dir, s) for s in seeds]
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    # pipeline.io has no public bytes writer; same temp-then-rename pattern.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def sample_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
     """[B, C, H, W] images in [-1, 1] -> uint8 grid [rows·(H+pad)+pad, cols·(W+pad)+pad, 3] (clipped for display)."""
     x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
@@ -403,5 +387,5 @@ def save_sample_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: 
     buf = io.BytesIO()
     Image.fromarray(sample_grid(images, nrow)).save(buf, format="PNG")
     path = Path(path)
-    _write_bytes_atomic(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
     return path

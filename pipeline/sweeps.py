@@ -92,6 +92,8 @@ def runs_from_mlflow(sweep_id: str, tracking_uri: str | None = None) -> list[Swe
     """The job runs (not the parent) tagged with ``sweep_id``, in Hydra job order."""
     if not sweep_id or "'" in sweep_id:
         raise ValueError(f"bad sweep id {sweep_id!r}; pass the id printed by the sweep (tag sweep_id)")
+    from mlflow.exceptions import MlflowException
+
     client = _client(tracking_uri)
     runs = []
     for r in _search(client, f"tags.{SWEEP_TAG} = '{sweep_id}'"):
@@ -119,7 +121,7 @@ def runs_from_mlflow(sweep_id: str, tracking_uri: str | None = None) -> list[Swe
         if run.reused_run_id:  # a reused result: the original run holds the params
             try:
                 run.params = dict(client.get_run(run.reused_run_id).data.params)
-            except Exception:
+            except MlflowException:  # the original run is in another store or was deleted
                 pass
         if run.run_key and run.params.get("paths.outputs"):
             run.out_dir = str(Path(run.params["paths.outputs"]) / run.stage / run.run_key)

@@ -174,7 +174,7 @@ def _max_param_length() -> int:
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
         return int(MAX_PARAM_VAL_LENGTH)
-    except Exception:  # older/newer layouts: fall back to the smallest limit ever used
+    except ImportError:  # older/newer layouts: fall back to the smallest limit ever used
         return _DEFAULT_PARAM_LEN
 
 
@@ -206,6 +206,7 @@ class Tracker:
         (a pipeline.invocation.DvcInvocation: found or created here, closed again by ``finish``)."""
         if not enabled:
             return cls()
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         uri = uri or default_tracking_uri(project_root)
@@ -222,7 +223,7 @@ class Tracker:
                     exp_id = retry_on_lock(
                         client.create_experiment, experiment, artifact_location=artifact_location
                     )
-                except Exception:
+                except MlflowException:
                     # another job created it concurrently (a non-SQLite store has no lock)
                     exp = client.get_experiment_by_name(experiment)
                     if exp is None:

@@ -56,7 +56,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
             "companions": [Path(p) for p in cfg["analysis"].get("companions") or []],
         }
         result = build_analysis(inputs, ctx.out_dir, run_info)
-        ctx.metrics.update(getattr(result, "metrics", {}) or {})
+        ctx.metrics.update(result.metrics)
         from pipeline.analysis.headline import PLOT_COLUMNS, by_t_rows, headline_metrics
 
         by_t = by_t_rows(inputs.global_)

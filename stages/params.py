@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# the companion chain of `dvc repro`: the learned model of issue 9 next to the oracle
+# the companion chain of `dvc repro`: the shipped learned model next to the oracle
 LEARNED_OVERRIDES = ("experiment=learned16",)
 PARAMS_FILES = {"params.yaml": None, "params_learned.yaml": LEARNED_OVERRIDES}
 

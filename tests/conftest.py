@@ -1,4 +1,12 @@
-"""Shared fixtures: Hydra compose API against conf/, and an isolated project directory."""
+"""Shared fixtures: Hydra compose API against conf/, an isolated project directory, and the expensive
+builds several test files read (session-scoped: built at most once per worker).
+
+The README's test command runs the suite on two pytest-xdist workers with `--dist loadfile`: a file's
+tests stay on one worker, so its module-scoped fixtures are built once. Every test writes under its own
+tmp_path (outputs/, the MLflow SQLite store) and servers bind free ports, so workers never collide.
+(`--dist loadgroup` would keep files that share a session fixture together, but it does not group
+under pytest 9 with pytest-xdist 3.8: the group suffix it writes into the node id is ignored.)
+"""
 
 from __future__ import annotations
 
@@ -32,6 +40,32 @@ def compose_config(
         return compose(
             config_name=config_name, overrides=list(overrides or []), return_hydra_config=return_hydra_config
         )
+
+
+def _synthetic_report(tmp_path_factory, kind: str, run_info: dict):
+    from pipeline.analysis import build_analysis, load_stage_outputs
+    from pipeline.analysis.synthetic import write_synthetic_run
+
+    root = tmp_path_factory.mktemp(kind)
+    run = write_synthetic_run(root / "stages", kind)
+    inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)
+    return run, build_analysis(inp, root / "analysis", run_info)
+
+
+# run_info of the synthetic oracle report (tests compare the rendered run information with it)
+ORACLE_RUN_INFO = {"mlflow_run_id": "run-analysis-1", "machine": "test box", "wall_time_s": 3.5}
+
+
+@pytest.fixture(scope="session")
+def oracle_run(tmp_path_factory):
+    """Synthetic Gaussian-oracle stage outputs and the analysis built on them: (SyntheticRun, result)."""
+    return _synthetic_report(tmp_path_factory, "gaussian_oracle", dict(ORACLE_RUN_INFO))
+
+
+@pytest.fixture(scope="session")
+def learned_run(tmp_path_factory):
+    """Synthetic learned-model stage outputs and the analysis built on them: (SyntheticRun, result)."""
+    return _synthetic_report(tmp_path_factory, "learned", {"mlflow_run_id": "run-analysis-2"})
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Oracle-like data (S = 0, diag_norm = f_t, coupling = 0) must give a report stating the closed form and
 the measurement agree; learned-like data must render every table; hand-made tiny tables check that
-each table computes what notes/analysis.md says it does.
+each table computes what its docstring says it does.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from PIL import Image
 from pipeline.analysis import build_analysis, compare_runs, load_stage_outputs, write_sweep_report
 from pipeline.analysis.inputs import read_table
 from pipeline.analysis.scoring import analyse
-from pipeline.analysis.synthetic import write_synthetic_run
 from pipeline.analysis.verdicts import ORACLE, ORACLE_BAD
 from pipeline.io import read_csv, write_csv, write_json
 
@@ -49,25 +48,6 @@ FIGURES = [
     "rho_vs_t",
     "samples",
 ]
-
-
-@pytest.fixture(scope="module")
-def oracle_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("oracle")
-    run = write_synthetic_run(root / "stages", "gaussian_oracle")
-    inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)
-    res = build_analysis(
-        inp, root / "analysis", {"mlflow_run_id": "run-analysis-1", "machine": "test box", "wall_time_s": 3.5}
-    )
-    return run, res
-
-
-@pytest.fixture(scope="module")
-def learned_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("learned")
-    run = write_synthetic_run(root / "stages", "learned")
-    inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)
-    return run, build_analysis(inp, root / "analysis", {"mlflow_run_id": "run-analysis-2"})
 
 
 def _html(res) -> str:

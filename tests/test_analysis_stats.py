@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pipeline.analysis import closed_form as cf
+from pipeline import geometry as g
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis import stats
+from pipeline.analysis.measured_chain import MeasuredChain, moran_solution
 from tests import stats_reference
 
 
@@ -141,7 +142,7 @@ def test_ols_refuses_degenerate_input():
 
 def test_ols_on_the_papers_printed_table_10_reproduces_its_slope_and_intercept():
     # §7.6: slope 0.95, intercept 3.10 for t >= 800. (The printed CI [0.88, 1.02] and R^2 = 0.994 are NOT
-    # what these printed means give: [0.928, 0.982] and 0.999; see notes/analysis.md.)
+    # what these printed means give: [0.928, 0.982] and 0.999.)
     rows = [r for r in pv.TABLE_10.records() if r["t"] >= 800]
     fit = stats.ols_fit(np.log([r["sqrt_alpha_bar"] for r in rows]), np.log([r["proxy"] for r in rows]))
     assert round(fit.slope, 2) == 0.95
@@ -229,65 +230,83 @@ def test_sign_flip_absent_and_last_of_several():
     assert f["n_flips"] == 2 and f["sign_flip_t"] == 20.0  # NaN at t=20 is skipped: crossing 30 -> 10
 
 
-# --------------------------------------------------------------------------- closed forms / Moran
+# ----------------------------------------------------------------------- measured chain / Moran
 def _paper_chain():
-    g = pytest.importorskip("pipeline.geometry")
+    """The paper's 50-step chain: cosine s_off = 0.008, trailing grid t = 1000, ..., 20 -> ᾱ = 1."""
     sched = g.schedule_from_config(
         {"name": "cosine", "kind": "cosine", "num_train_timesteps": 1000, "s_off": 0.008, "max_beta": None}
     )
-    return g, g.chain_from_config(
+    return g.chain_from_config(
         sched,
         {"name": "ddim50", "num_steps": 50, "spacing": "trailing", "steps_offset": 0, "final_alpha_bar": 1.0},
     )
 
 
-def test_closed_forms_agree_with_pipeline_geometry():
-    g, chain = _paper_chain()
-    lam = np.array([0.5, 1.0, 18.7, 44.4])
-    a, ap = np.asarray(chain.alpha_bar_t), np.asarray(chain.alpha_bar_prev)
-    np.testing.assert_allclose(
-        cf.expansion_function(a, ap, lam), g.expansion_function(chain, lam), rtol=1e-10
+def _measured(chain, keep=slice(None)) -> MeasuredChain:
+    steps = np.arange(len(chain))[keep]
+    return MeasuredChain(
+        "measured",
+        chain.timesteps[keep],
+        chain.alpha_bar_t[keep],
+        chain.alpha_bar_prev[keep],
+        step=steps,
     )
-    np.testing.assert_allclose(cf.expansion_threshold(a, ap), g.expansion_threshold(chain), rtol=1e-9)
-    r, b = cf.step_coefficients(a, ap)
-    np.testing.assert_allclose(b, g.step_coefficients(chain).b, rtol=1e-10)
-    # f_t(lambda*(t)) = 1 (eq. 26-27) at every step.
-    ls = cf.expansion_threshold(a, ap)
-    np.testing.assert_allclose(np.diagonal(cf.expansion_function(a, ap, ls)), 1.0, atol=1e-10)
 
 
-def test_moran_threshold_reproduces_section_7_4():
-    # §7.4: lambda** = 1.049681 on the DDIM chain t = 980, ..., 20 -> alpha_bar = 1 (the 50-step chain without
-    # its t = 1000 step, see notes/geometry.md); with that step, exact arithmetic gives 1.050702. Both are
-    # cross-checked against pipeline.geometry's independent solver.
-    g, chain = _paper_chain()
-    a, ap = np.asarray(chain.alpha_bar_t), np.asarray(chain.alpha_bar_prev)
-    sol49 = cf.moran_threshold(a[1:], ap[1:])
+def test_measured_chain_is_a_geometry_chain_with_its_step_indices():
+    chain = _paper_chain()
+    m = _measured(chain, slice(10, 40, 3))
+    assert isinstance(m, g.Chain) and len(m) == 10
+    assert m.step.tolist() == list(range(10, 40, 3)) and m.t.tolist() == chain.timesteps[10:40:3].tolist()
+    np.testing.assert_array_equal(g.expansion_function(m, 20.0), g.expansion_function(chain, 20.0)[10:40:3])
+    with pytest.raises(ValueError, match="step indices"):
+        MeasuredChain("x", chain.timesteps[:3], chain.alpha_bar_t[:3], chain.alpha_bar_prev[:3], step=[0, 1])
+
+
+def test_moran_solution_reproduces_section_7_4():
+    # §7.4 prints lambda** on the DDIM chain t = 980, ..., 20 -> alpha_bar = 1 (the 50-step chain without
+    # its t = 1000 step); with that step, exact arithmetic gives 1.050702 (our value, not printed).
+    chain = _paper_chain()
+    sol49 = moran_solution(_measured(chain, slice(1, None)))
     assert sol49.status == "root"
-    assert f"{sol49.value:.6f}" == "1.049681"
-    sol50 = cf.moran_threshold(a, ap)
+    assert f"{sol49.value:.6f}" == pv.SCHEDULE_GEOMETRY["sec74_lambda_starstar"]
+    sol50 = moran_solution(_measured(chain))
     assert sol50.value == pytest.approx(g.moran_threshold(chain).lambda_starstar, abs=1e-9)
     assert f"{sol50.value:.6f}" == "1.050702"
+
+
+def test_moran_solution_reports_where_the_root_is_not():
+    chain = _measured(_paper_chain(), slice(1, None))
+    # lambda** ~ 1.05: a bracket above it has G > 1 at its lower end, one below it G < 1 at its upper end
+    below = moran_solution(chain, bracket=(2.0, 10.0))
+    assert below.status == "below_bracket" and math.isnan(below.value) and below.log_G_lo > 0
+    assert "threshold is < 2" in below.describe()
+    above = moran_solution(chain, bracket=(0.5, 1.0))
+    assert above.status == "above_bracket" and above.log_G_hi < 0
 
 
 def test_corrected_moran_reports_no_root_instead_of_the_bracket_end():
     # Suppression so strong that no lambda in the bracket expands: the answer is "above the bracket",
     # never the bracket's upper end (the paper's lambda*** = 500 may be exactly that artefact).
-    _, chain = _paper_chain()
-    a, ap = np.asarray(chain.alpha_bar_t)[1:], np.asarray(chain.alpha_bar_prev)[1:]
+    chain = _measured(_paper_chain(), slice(1, None))
+    a, ap = chain.alpha_bar_t, chain.alpha_bar_prev
     # S_t >= r_t - 1 + 0.001 keeps every corrected factor f_t(lambda) - S_t < r_t - S_t < 1 for all lambda.
     S = np.repeat((np.sqrt(ap / a) - 1.0 + 0.001)[:, None], 3, axis=1)
-    sol = cf.moran_threshold(
-        a, ap, suppression=S, lambda_k=np.array([40.0, 100.0, 230.0]), bracket=(1.0, 500.0)
-    )
+    lam_k = np.array([40.0, 100.0, 230.0])
+    sol = moran_solution(chain, suppression=S, lambda_k=lam_k, bracket=(1.0, 500.0))
     assert sol.status == "above_bracket" and math.isnan(sol.value)
     assert "threshold is > 500" in sol.describe()
-    # Zero suppression reduces to the Gaussian lambda**.
     assert sol.log_G_hi < 0
-    sol0 = cf.moran_threshold(
-        a, ap, suppression=np.zeros((len(a), 3)), lambda_k=np.array([40.0, 100.0, 230.0])
-    )
-    assert f"{sol0.value:.6f}" == "1.049681"
+    # Zero suppression reduces to the Gaussian lambda**.
+    sol0 = moran_solution(chain, suppression=np.zeros((len(chain), 3)), lambda_k=lam_k)
+    assert f"{sol0.value:.6f}" == pv.SCHEDULE_GEOMETRY["sec74_lambda_starstar"]
+    # A suppression that drives some factor to <= 0 at small lambda: -inf there counts as G < 1, and the
+    # root (solved through the -inf region) still satisfies the corrected Moran equation.
+    S_mid = np.repeat((0.5 * (np.sqrt(ap / a) - 1.0))[:, None], 3, axis=1)
+    S_mid[-1] = [2.0, 0.0, 0.0]  # at the finest step f_t < 1.01 < S_t(lambda) for lambda up to ~70
+    sol_mid = moran_solution(chain, suppression=S_mid, lambda_k=lam_k, bracket=(1.0, 1.0e4))
+    assert sol_mid.factor_nonpositive and sol_mid.status == "root"
+    assert sol_mid.residual < 1e-8 and "NOTE" in sol_mid.describe()
 
 
 # ------------------------------------------------------- scipy.stats vs the hand-written reference

@@ -88,8 +88,14 @@ def test_run_keys_separate_sweeps_and_share_upstream():
     b = prepare_config(compose_config(["patch.size=4"]))
     assert run_key("covariance", a) != run_key("covariance", b)
     assert run_key("jacobian", a) != run_key("jacobian", b)
-    # a patch-size sweep reuses one set of trajectories
-    assert run_key("trajectories", a) == run_key("trajectories", b)
+    # the oracle's Σ blocks follow patch.size, so its trajectories are another model's ...
+    assert run_key("trajectories", a) != run_key("trajectories", b)
+    # ... while a patch-size sweep of a model that does not depend on P reuses one set of trajectories
+    u8, u4 = (prepare_config(compose_config(["experiment=learned16", f"patch.size={p}"])) for p in (8, 4))
+    assert run_key("jacobian", u8) != run_key("jacobian", u4)
+    assert run_key("trajectories", u8) == run_key("trajectories", u4)
+    pinned = prepare_config(compose_config(["patch.size=4", "model.block_size=8"]))
+    assert run_key("trajectories", a) == run_key("trajectories", pinned)
     s1 = prepare_config(compose_config(["seed=1"]))
     assert run_key("trajectories", a) != run_key("trajectories", s1)
     assert run_key("covariance", a) == run_key("covariance", s1)
@@ -106,3 +112,33 @@ def test_run_keys_name_the_step_count_the_chain_runs():
     assert sampler_label({"name": "optimal", "num_steps": 12}) == "optimal12"
     cfg = prepare_config(compose_config(["experiment=smoke", "sampler.num_steps=10"]))
     assert "-ddim10-" in run_key("trajectories", cfg)
+
+
+def test_one_key_per_quantity_the_patch_size():
+    # model.block_size (the oracle's Σ blocks) and dataset.patch_size (the Gaussian source's blocks) are
+    # patch.size unless set on their own
+    for P in (2, 4, 8):
+        c = prepare_config(compose_config([f"patch.size={P}", "dataset=gaussian"]))
+        assert c["model"]["block_size"] == c["dataset"]["patch_size"] == P
+    c = prepare_config(compose_config(["patch.size=4", "model.block_size=8"]))
+    assert (c["patch"]["size"], c["model"]["block_size"]) == (4, 8)
+
+
+GROUPS = sorted(
+    p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "hydra", "local")
+)
+
+
+@pytest.mark.parametrize(
+    "group, option",
+    [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))],
+)
+def test_every_group_option_composes_and_holds_only_what_it_changes(group, option):
+    composed = OmegaConf.to_container(compose_config([f"{group}={option}"])[group], resolve=True)
+    raw = OmegaConf.load(CONF / group / f"{option}.yaml")
+    parents = [d for d in raw.get("defaults", []) if d != "_self_"]
+    for parent in parents:
+        base = OmegaConf.to_container(compose_config([f"{group}={parent}"])[group], resolve=True)
+        own = {k for k in raw if k != "defaults"}
+        # an option built on another states only the keys it changes, and changes every key it states
+        assert {k for k in composed if composed.get(k) != base.get(k)} == own, f"{group}/{option}"

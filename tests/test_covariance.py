@@ -156,7 +156,7 @@ def test_eigendecomposition_conventions(crops):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Sampling error against a known Σ (derivation in notes/covariance.md)
+# Sampling error against a known Σ (Wishart moments of the sample covariance)
 
 
 def test_estimates_within_gaussian_sampling_error():

@@ -17,8 +17,6 @@ from pipeline.data import (
 from pipeline.data.natural_crops import PHOTOGRAPHS, skimage_data_dir
 from pipeline.patches import extract_patches, patch_blocks_from_full, patch_indices
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
-
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
@@ -192,7 +190,10 @@ def test_gaussian_images_depend_only_on_seed_and_index():
 
 @pytest.mark.parametrize("name", ["natural_crops", "gaussian", "celebahq", "cifar10"])
 def test_conf_files_build_their_source(name, face_folder, tmp_path):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    from tests.conftest import compose_config
+
+    # as a run sees the group (gaussian's block size is ${patch.size})
+    cfg = OmegaConf.create(OmegaConf.to_container(compose_config([f"dataset={name}"]).dataset, resolve=True))
     assert set(cfg) >= {"name", "root", "num_images", "resolution", "channels", "split", "seed", "download"}
     assert cfg.name == name
     cfg.num_images = 5

@@ -149,10 +149,13 @@ def test_dvc_repro_noop_downstream_rerun_and_hydra_experiment_on_a_fresh_clone(t
     _commit(repo, "power_iters 9")
 
     # 4. a DVC experiment through Hydra composition: -S overrides compose conf/ into
-    #    params.yaml. A patch-size change reruns covariance, jacobian and analysis but not
+    #    params.yaml. A patch-size change with the oracle's Σ blocks kept at 4 (model.block_size
+    #    follows patch.size unless set) reruns covariance, jacobian and analysis but not
     #    trajectories, whose only data dependency (the P-independent Gaussian fit) has the
     #    same bytes; and the new P really is in the outputs (not restored from the run-cache).
-    ran, out = _dvc(["exp", "run", "-S", "experiment=smoke", "-S", "patch.size=2"], repo)
+    ran, out = _dvc(
+        ["exp", "run", "-S", "experiment=smoke", "-S", "patch.size=2", "-S", "model.block_size=4"], repo
+    )
     assert ran == {"covariance", "jacobian", "analysis"}, out[-3000:]
     assert _patch_size(repo) == 2
     from omegaconf import OmegaConf

@@ -1,6 +1,8 @@
 """The paper's printed schedule-geometry numbers, each to the digits it prints.
 
-Conventions that reproduce them (see /work/notes/geometry.md): float64 linear betas; cosine eq. (2)
+The printed numbers come from pipeline.analysis.paper_values (TABLE_1, TABLE_2, SCHEDULE_GEOMETRY); the
+other numbers in this file are what our code computes under a stated convention (not printed by the
+paper). Conventions that reproduce the printed ones: float64 linear betas; cosine eq. (2)
 evaluated directly (no β clipping); CV = population std / mean; the 50-step chain is diffusers
 "trailing" spacing (paper t = 1000, 980, ..., 20) whose last step lands on ᾱ = 1; the Moran numbers of
 §7.4 / §7.7 use the same grid without its t = 1000 step (49 steps). Where the paper is inconsistent with
@@ -14,6 +16,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import numpy as np
 import pytest
 
+from pipeline.analysis import paper_values as pv
 from pipeline.geometry import (
     contraction_threshold,
     cosine_offset_L1,
@@ -42,6 +45,8 @@ def check(value: float, printed: str) -> None:
     assert prints_as(value, printed), f"{value!r} does not print as {printed}"
 
 
+SG = pv.SCHEDULE_GEOMETRY
+T1 = {row["schedule"]: row for row in pv.TABLE_1.records()}
 LIN = linear_schedule()
 COS0 = cosine_schedule(s_off=0.0)
 COS8 = cosine_schedule(s_off=0.008)
@@ -55,47 +60,53 @@ def ddim50(s):
 
 
 @pytest.mark.parametrize(
-    "chain, N, mean, cv, L_fin, t_fin",
+    "chain, label",
     [
-        (full_chain(LIN), 1000, "0.805", "0.341", "0.00500", 1),  # Linear (DDPM)
-        (full_chain(COS0), 1000, "0.637", "0.483", "0.00079", 1),  # Cosine (orig., s_off=0)
-        (full_chain(COS8), 1000, "0.641", "0.474", "0.00321", 1),  # Cosine (impr., s_off=0.008)
-        (ddim50(COS0), 50, "0.637", "0.483", "0.01571", 20),  # 50-step DDIM (cosine): s_off=0
+        (full_chain(LIN), "Linear (DDPM)"),
+        (full_chain(COS0), "Cosine (orig., s_off=0)"),
+        (full_chain(COS8), "Cosine (impr., s_off=0.008)"),
+        (ddim50(COS0), "50-step DDIM (cosine)"),  # s_off = 0 (see the next tests)
     ],
     ids=["linear", "cosine_s0", "cosine_s0.008", "ddim50_cosine"],
 )
-def test_table1_rows(chain, N, mean, cv, L_fin, t_fin):
+def test_table1_rows(chain, label):
+    printed = T1[label]
     row = geometry_row("x", chain)
-    assert row["N"] == N and row["finest_t"] == t_fin
-    check(row["mean_L"], mean)
-    check(row["cv_L"], cv)
-    check(row["L_finest"], L_fin)
+    assert row["N"] == printed["N"] and row["finest_t"] == printed["finest_t"]
+    check(row["mean_L"], printed["mean_L"])
+    check(row["cv_L"], printed["cv_L"])
+    check(row["L_finest"], printed["L_finest"])
 
 
 def test_table1_cv_is_population_cv():
     # Sample CV (ddof=1) of the original cosine prints 0.484, not Table 1's 0.483.
+    cv = T1["Cosine (orig., s_off=0)"]["cv_L"]
     L = contraction_threshold(full_chain(COS0))
-    assert prints_as(L.std() / L.mean(), "0.483") and not prints_as(L.std(ddof=1) / L.mean(), "0.483")
+    assert prints_as(L.std() / L.mean(), cv) and not prints_as(L.std(ddof=1) / L.mean(), cv)
 
 
 def test_table1_row4_is_the_s0_cosine_not_the_s0008_one():
-    # The caption says only "cosine"; s_off = 0.008 gives 0.641 / 0.474 / 0.02091 instead.
+    # The caption says only "cosine"; s_off = 0.008 gives the improved cosine's mean / CV and a finest
+    # L* of 0.02091 (our value) instead of the printed one.
     row = geometry_row("x", ddim50(COS8))
-    assert prints_as(row["mean_L"], "0.641") and prints_as(row["cv_L"], "0.474")
+    impr = T1["Cosine (impr., s_off=0.008)"]
+    assert prints_as(row["mean_L"], impr["mean_L"]) and prints_as(row["cv_L"], impr["cv_L"])
     check(row["L_finest"], "0.02091")
+    assert not prints_as(row["L_finest"], T1["50-step DDIM (cosine)"]["L_finest"])
 
 
 def test_table1_other_grids_do_not_reproduce_row4():
     # leading / linspace end at t = 1 (finest L* 0.00079), not at Table 1's t = 20.
+    row4 = T1["50-step DDIM (cosine)"]
     for spacing in ("leading", "linspace"):
         row = geometry_row("x", strided_chain(COS0, 50, spacing))
-        assert row["finest_t"] == 1 and not prints_as(row["cv_L"], "0.483")
+        assert row["finest_t"] == 1 != row4["finest_t"] and not prints_as(row["cv_L"], row4["cv_L"])
 
 
 def test_table1_text_weakest_links():
-    # §6.1 text: L*_1 = 0.00079 (orig. cosine) vs 0.00321 (improved).
-    check(contraction_threshold(full_chain(COS0))[-1], "0.00079")
-    check(contraction_threshold(full_chain(COS8))[-1], "0.00321")
+    # §6.1 text: L*_1 of the original cosine vs the improved one.
+    check(contraction_threshold(full_chain(COS0))[-1], pv.TABLE_1.scalars["L1_cosine_s0"])
+    check(contraction_threshold(full_chain(COS8))[-1], pv.TABLE_1.scalars["L1_cosine_s0.008"])
 
 
 # --------------------------------------------------------------------------------- §6.2 and §7.2
@@ -109,15 +120,13 @@ def _interior(schedule):
 
 
 @pytest.mark.parametrize(
-    "schedule, lo, hi, t_min, lo4",
-    [
-        (LIN, "1.002", "1.19", 350, "1.0025"),
-        (COS0, "1.002", "1.33", 500, "1.0016"),
-        (COS8, "1.002", "1.25", 496, "1.0016"),
-    ],
+    "schedule, name, lo4",
+    [(LIN, "linear", "linear"), (COS0, "cosine_s0", "cosine"), (COS8, "cosine_s0.008", "cosine")],
     ids=["linear", "cosine_s0", "cosine_s0.008"],
 )
-def test_sec62_interior_range_and_minimum(schedule, lo, hi, t_min, lo4):
+def test_sec62_interior_range_and_minimum(schedule, name, lo4):
+    lo, hi, t_min = SG["sec62_interior"][name]
+    lo4 = SG["sec62_interior_min_4dp"][lo4]
     t, ls = _interior(schedule)
     check(ls.min(), lo)
     check(ls.min(), lo4)
@@ -134,10 +143,11 @@ def test_sec62_interior_maxima_need_t_T_minus_1_excluded():
 def test_sec62_linear_band_and_boundary():
     ch = full_chain(LIN)
     ls = expansion_threshold(ch)
-    band = ls[(ch.timesteps >= 100) & (ch.timesteps <= 900)]
-    check(band.min(), "1.002")
-    check(band.max(), "1.005")
-    check(ls[-1], "2")  # λ*(1) = v_1/(√ᾱ_1 (1 - √ᾱ_1)) ≈ 2
+    t0, t1 = SG["sec62_linear_band_t"]
+    band = ls[(ch.timesteps >= t0) & (ch.timesteps <= t1)]
+    check(band.min(), SG["sec62_linear_band"][0])
+    check(band.max(), SG["sec62_linear_band"][1])
+    check(ls[-1], SG["sec62_linear_lambda_star_1"])  # λ*(1) = v_1/(√ᾱ_1 (1 - √ᾱ_1)) ≈ 2
 
 
 def test_sec72_linear_range_in_diffusers_indexing():
@@ -146,10 +156,10 @@ def test_sec72_linear_range_in_diffusers_indexing():
     ch = full_chain(LIN)
     ls = expansion_threshold(ch)
     m = ch.timesteps >= 2
-    check(ls[m].min(), "1.002")
-    check(ls[m].max(), "1.195")
-    assert ch.timesteps[m][np.argmin(ls[m])] - 1 == 349
-    assert ch.timesteps[m][np.argmax(ls[m])] - 1 == 1
+    check(ls[m].min(), SG["sec72_linear_range"][0])
+    check(ls[m].max(), SG["sec72_linear_range"][1])
+    assert ch.timesteps[m][np.argmin(ls[m])] - 1 == SG["sec72_argmin_index"]
+    assert ch.timesteps[m][np.argmax(ls[m])] - 1 == SG["sec72_argmax_index"]
 
 
 def ddim49(s):
@@ -158,9 +168,9 @@ def ddim49(s):
 
 def test_sec62_ddim_chain_numbers():
     # §6.2: 50-step chain min λ*(t) = 1.032 below its Moran threshold λ** = 1.050 (the §7.4 values).
-    check(moran_threshold(ddim50(COS8)).min_lambda_star, "1.032")
-    check(moran_threshold(ddim49(COS8)).lambda_starstar, "1.050")
-    # The 50-step chain itself, with its t = 1000 step, gives 1.0507 -> 1.051.
+    check(moran_threshold(ddim50(COS8)).min_lambda_star, SG["sec62_ddim_min_lambda_star"])
+    check(moran_threshold(ddim49(COS8)).lambda_starstar, SG["sec62_ddim_lambda_starstar"])
+    # The 50-step chain itself, with its t = 1000 step, gives 1.0507 -> 1.051 (our value).
     check(moran_threshold(ddim50(COS8)).lambda_starstar, "1.051")
 
 
@@ -173,10 +183,11 @@ def test_sec74_moran_numbers_from_the_49_step_chain():
     # chain "the 49-step DDIM schedule" with λ** = 1.0497.
     r = moran_threshold(ddim49(COS8))
     assert len(ddim49(COS8)) == 49
-    check(r.lambda_starstar, "1.049681")
-    check(r.lambda_starstar, "1.0497")
-    check(r.min_lambda_star, "1.031664")
-    check(r.margin, "0.0180")
+    check(r.lambda_starstar, SG["sec74_lambda_starstar"])
+    check(r.lambda_starstar, SG["sec77_lambda_starstar"])
+    check(r.lambda_starstar, str(pv.TABLE_11.scalars["lambda_double_star_ddim49"]))
+    check(r.min_lambda_star, SG["sec74_min_lambda_star"])
+    check(r.margin, SG["sec74_margin"])
     assert r.argmin_t == 500
     # β clipping only changes ᾱ_T, which this chain never visits.
     clipped = moran_threshold(ddim49(cosine_schedule(s_off=0.008, max_beta=0.999)))
@@ -194,9 +205,9 @@ def test_sec74_with_the_t1000_step_exact_arithmetic_gives_1_050702():
     exact = moran_threshold(ch)
     check(exact.lambda_starstar, "1.050702")
     check(exact.margin, "0.0190")
-    check(exact.min_lambda_star, "1.031664")
+    check(exact.min_lambda_star, SG["sec74_min_lambda_star"])
     assert expansion_function(ch, 1.05, "literal")[0] == 1.0
-    check(moran_threshold(ch, formula="literal").lambda_starstar, "1.049681")
+    check(moran_threshold(ch, formula="literal").lambda_starstar, SG["sec74_lambda_starstar"])
 
 
 def test_sec74_other_conventions_do_not_give_1_049681():
@@ -210,7 +221,7 @@ def test_sec74_other_conventions_do_not_give_1_049681():
         "leading": moran_threshold(strided_chain(COS8, 50, "leading")),
     }
     for r in got.values():
-        assert not prints_as(r.lambda_starstar, "1.049681")
+        assert not prints_as(r.lambda_starstar, SG["sec74_lambda_starstar"])
     check(got["s0"].lambda_starstar, "1.049573")
     check(got["linear49"].lambda_starstar, "1.075703")
     check(got["linear49"].min_lambda_star, "1.051388")
@@ -225,16 +236,19 @@ def test_sec74_full_chain_lambda_starstar_is_not_1_0024_under_any_convention():
     check(got["linear"], "1.0038")
     check(got["cosine_s0"], "1.00247")
     check(got["cosine_s0.008"], "1.00250")
-    assert not any(prints_as(v, "1.0024") for v in got.values())
+    assert not any(prints_as(v, SG["sec74_full_chain_lambda_starstar"]) for v in got.values())
 
 
 def test_sec74_lyapunov_range_not_reproduced_by_printed_patch_range():
     # §7.4: Λ(λ_k) ∈ [+0.015, +0.024] for λ_k ∈ [18.7, 44.4]; the chain gives [0.0282, 0.0363]
     # (that range of Λ needs λ_k ≈ 4.8 .. 12.1).
-    Lam = lyapunov_exponent(ddim50(COS8), np.array([18.7, 44.4]))
+    lam_range = np.array(pv.PATCH_SPECTRUM["lambda_k_range"])
+    Lam = lyapunov_exponent(ddim50(COS8), lam_range)
     check(Lam[0], "0.0282")
     check(Lam[1], "0.0363")
-    Lam49 = lyapunov_exponent(ddim49(COS8), np.array([18.7, 44.4]))
+    lo, hi = (float(x) for x in SG["sec74_lyapunov_range"])
+    assert not (lo <= Lam[0] <= hi or lo <= Lam[1] <= hi)
+    Lam49 = lyapunov_exponent(ddim49(COS8), lam_range)
     check(Lam49[0], "0.0288")
     check(Lam49[1], "0.0370")
 
@@ -242,8 +256,8 @@ def test_sec74_lyapunov_range_not_reproduced_by_printed_patch_range():
 def test_table4_step_labels_follow_diffusers_leading_grid():
     # Table 4: "1 of 50" = 980, ..., "49 of 50" = 20 — diffusers' 0-based leading grid (paper t = label + 1).
     grid = diffusers_timesteps(1000, 50, "leading")
-    labels = {1: 980, 5: 900, 10: 800, 20: 600, 30: 400, 35: 300, 40: 200, 49: 20}
-    assert all(grid[k - 1] == t for k, t in labels.items())
+    labels = dict(zip(pv.TABLE_4.column("ddim_step"), pv.TABLE_4.column("t"), strict=True))
+    assert len(labels) == 8 and all(grid[k - 1] == t for k, t in labels.items())
 
 
 # --------------------------------------------------------------------------------- §6.5
@@ -251,28 +265,29 @@ def test_table4_step_labels_follow_diffusers_leading_grid():
 
 def test_sec651_cosine_offset_values():
     o0, o8 = cosine_offset_L1(0.0), cosine_offset_L1(0.008)
-    check(o0.v1, "2.5e-6")
-    check((np.pi / 2000) ** 2, "2.5e-6")
-    check(o0.L1, "7.9e-4")
-    check(o0.L1_approx, "7.9e-4")
-    check(o8.v1, "4.1e-5")
-    check(o8.L1, "3.2e-3")
-    check(o8.L1_approx, "3.2e-3")
+    v1, L1 = SG["sec651_v1"], SG["sec651_L1"]
+    check(o0.v1, v1["0"])
+    check((np.pi / 2000) ** 2, v1["0"])
+    check(o0.L1, L1["0"])
+    check(o0.L1_approx, L1["0"])
+    check(o8.v1, v1["0.008"])
+    check(o8.L1, L1["0.008"])
+    check(o8.L1_approx, L1["0.008"])
     assert o0.L1 == pytest.approx(contraction_threshold(full_chain(COS0))[-1], rel=1e-12)
 
 
 def test_sec651_ratio_printed_is_ratio_of_rounded_values():
     # Printed "≈ 4.05" = 3.2e-3 / 7.9e-4; the exact ratio L*_1(0.008)/L*_1(0) is 4.0905.
     check(cosine_offset_ratio(0.008, 0.0), "4.09")
-    check(3.2e-3 / 7.9e-4, "4.05")
-    assert not prints_as(cosine_offset_ratio(0.008, 0.0), "4.05")
+    check(float(SG["sec651_L1"]["0.008"]) / float(SG["sec651_L1"]["0"]), SG["sec651_ratio"])
+    assert not prints_as(cosine_offset_ratio(0.008, 0.0), SG["sec651_ratio"])
 
 
 def test_sec653_min_snr_transition():
     # §6.5.3: cosine, γ = 5: SNR rises above 5 around t ≈ 260, where L*_t ≈ 0.41.
-    c = snr_crossing(COS8, 5.0)
-    assert abs(c.t - 260) <= 5
-    check(c.L_star, "0.41")
+    c = snr_crossing(COS8, SG["sec653_gamma"])
+    assert abs(c.t - SG["sec653_t"]) <= 5
+    check(c.L_star, SG["sec653_L_star"])
 
 
 # --------------------------------------------------------------------------------- Table 2 (§6.3)
@@ -285,9 +300,14 @@ def test_table2_needs_the_measured_spectrum_and_printed_ordering_is_not_reached_
     # the *less* IG-equalised schedule here, the opposite of Table 2's ordering.
     from pipeline.geometry import information_equalisation
 
-    for lam in (np.full(16, 18.7), np.full(16, 44.4), np.linspace(18.7, 44.4, 16)):
-        lin = information_equalisation(full_chain(LIN), lam, 192)
-        cos = information_equalisation(full_chain(COS8), lam, 192)
+    t2 = {row["schedule"]: row for row in pv.TABLE_2.records()}
+    assert float(t2["Cosine (s_off=0.008)"]["cv_ig"]) < float(t2["Linear (DDPM)"]["cv_ig"])  # as printed
+    lo, hi = pv.PATCH_SPECTRUM["lambda_k_range"]
+    M, n_k = pv.PATCH_SPECTRUM["M"], pv.PATCH_SPECTRUM["n_k"]
+    for lam in (np.full(M, lo), np.full(M, hi), np.linspace(lo, hi, M)):
+        lin = information_equalisation(full_chain(LIN), lam, n_k)
+        cos = information_equalisation(full_chain(COS8), lam, n_k)
         assert 1.0 < lin.cv_ig < 1.06 and 1.05 < cos.cv_ig < 1.31
-        assert cos.cv_ig > lin.cv_ig
-        assert lin.n_plusplus == cos.n_plusplus == 3072  # "all patches above λ**"
+        assert cos.cv_ig > lin.cv_ig  # the opposite of the printed ordering
+        # "all patches above λ**"
+        assert lin.n_plusplus == cos.n_plusplus == pv.TABLE_2.scalars["n_plusplus"]

@@ -147,7 +147,7 @@ def test_prop33_frozen_ratio_shift_is_exact(c):
 
 
 def test_prop33_real_shifted_schedule_does_not_scale_lambda_starstar():
-    # Discrepancy (notes/geometry.md): for the actual logSNR-shifted schedule of eq. (61), λ** -> 1 as
+    # Discrepancy with the paper: for the actual logSNR-shifted schedule of eq. (61), λ** -> 1 as
     # T -> ∞ for every shift (continuous limit: ∫ log f dt ∝ (λ - 1)), so λ**(shifted)/λ** -> 1, not e^{-c}.
     c = 2 * math.log(64 / 128)  # d = 128 against d_base = 64: e^{-c} = 4
     excess = []
@@ -195,7 +195,7 @@ def test_thm26_eq47_equals_eq44_on_expanded_spectrum(data):
 
 
 def test_thm26_stated_lower_bound_is_not_a_lower_bound():
-    # Discrepancy (notes/geometry.md): with one expanding direction (Λ+ > 0) and contracting directions whose
+    # Discrepancy with the paper: with one expanding direction (Λ+ > 0) and contracting directions whose
     # least negative exponent is tiny, N+ + N+Λ+/|Λ_k*| exceeds both eq. (44) and n.
     ch = full_chain(linear_schedule(T=50))
     lss = moran_threshold(ch).lambda_starstar

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from pipeline.jacobian import (
     MeasureConfig,
@@ -242,15 +241,24 @@ def test_plan_picks_dense_for_cifar_and_power_for_celebahq():
         plan_measurement(50000, 16, MeasureConfig(blocks="dense"), True)
 
 
+def _measure_group(name: str) -> dict:
+    """The measure group option as composed (paper extends default), without the group's own keys."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_config
+
+    raw = OmegaConf.load(ROOT / "conf" / "measure" / f"{name}.yaml")
+    composed = OmegaConf.to_container(compose_config([f"measure={name}"]).measure, resolve=True)
+    base = OmegaConf.load(ROOT / "conf" / "measure" / "default.yaml")
+    return {k: v for k, v in composed.items() if k in base or k in raw}
+
+
 def test_config_files_and_refusals():
     for name in ("default", "paper"):
-        path = ROOT / "conf" / "measure" / f"{name}.yaml"
-        cfg = MeasureConfig.from_dict(yaml.safe_load(path.read_text()))
+        cfg = MeasureConfig.from_dict(_measure_group(name))
         assert cfg.power_iters >= 1
-    assert (
-        MeasureConfig.from_dict(yaml.safe_load((ROOT / "conf/measure/paper.yaml").read_text())).power_iters
-        == 20
-    )
+    paper = MeasureConfig.from_dict(_measure_group("paper"))
+    assert paper.power_iters == 20 and paper.blocks == "power"  # §7.1, §7.4: K_PI = 20, power per block
     with pytest.raises(ValueError, match="unknown measure keys"):
         MeasureConfig.from_dict({"power_iter": 3})
     with pytest.raises(ValueError, match="blocks"):

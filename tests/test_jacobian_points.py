@@ -17,7 +17,7 @@ diffusers = pytest.importorskip("diffusers")
 SHAPE = (3, 8, 8)
 P = 4
 R, B = 1.05, -0.3
-SEEDS = [11, 12, 13]
+SEEDS = [11, 12]  # two points: a mix-up between them shows; a third adds cost, not coverage
 
 FIELDS = [
     "kappa_pi",
@@ -67,14 +67,16 @@ def unet_points():
 )
 def test_stacked_points_equal_separate_measurements(unet_points, blocks, jvp):
     m, xs, v1 = unet_points
+    # small budgets: stacked == separate holds step by step, so a few iterations check it as well as
+    # many; chunk_size 4 < the vectors per product keeps the chunked (vmapped) path in play
     cfg = MeasureConfig(
         blocks=blocks,
-        power_iters=6,
-        lanczos_iters=5,
-        block_power_iters=4,
+        power_iters=3,
+        lanczos_iters=3,
+        block_power_iters=2,
         frob_probes=2,
         jvp_method=jvp,
-        chunk_size=8,
+        chunk_size=4,
     )
     f = np.linspace(0.9, 1.1, 4)
     stacked = measure_points(lambda z: m(z, 500).sample, xs, R, B, P, SEEDS, v1=v1, expansion=f, config=cfg)
@@ -109,4 +111,4 @@ def test_stacked_points_equal_separate_measurements(unet_points, blocks, jvp):
 def test_stacked_points_refuse_a_seed_count_mismatch(unet_points):
     m, xs, v1 = unet_points
     with pytest.raises(ValueError, match="len\\(seeds\\)"):
-        measure_points(lambda z: m(z, 500).sample, xs, R, B, P, SEEDS[:2], config=MeasureConfig(blocks="off"))
+        measure_points(lambda z: m(z, 500).sample, xs, R, B, P, SEEDS[:1], config=MeasureConfig(blocks="off"))

@@ -1,4 +1,4 @@
-"""MLflow under concurrency: many jobs logging at once lose nothing (issue 8).
+"""MLflow under concurrency: many jobs logging at once lose nothing.
 
 Writers are separate processes (as sweep jobs are) that start together behind a barrier and
 log through pipeline.tracking.Tracker, the same code path every stage uses: a run, its params

@@ -25,6 +25,7 @@ from pipeline.models import (  # noqa: E402
     load_unet,
     model_from_config,
 )
+from tests.conftest import compose_config  # noqa: E402
 
 CONF = os.path.join(os.path.dirname(__file__), "..", "conf", "model")
 
@@ -223,10 +224,13 @@ def test_scheduler_config_is_required_unless_a_schedule_is_given(tmp_path):
         load_unet(tmp_path)
 
 
+def _model_preset(name: str) -> dict:
+    """The model group as a run sees it (presets extend one another through their defaults lists)."""
+    return OmegaConf.to_container(compose_config([f"model={name}"]).model, resolve=True)
+
+
 def test_model_presets_and_factory(ckpt):
-    presets = {
-        p[:-5]: OmegaConf.to_container(OmegaConf.load(os.path.join(CONF, p))) for p in os.listdir(CONF)
-    }
+    presets = {p[:-5]: _model_preset(p[:-5]) for p in os.listdir(CONF)}
     assert presets["ddpm_cifar10"]["path"] == "google/ddpm-cifar10-32"
     assert presets["ddpm_cifar10"]["allow_resolution_change"] is False
     assert presets["ddpm_celebahq"]["path"] == "google/ddpm-celebahq-256"
@@ -234,7 +238,7 @@ def test_model_presets_and_factory(ckpt):
     assert presets["gaussian_oracle"] == {
         "name": "gaussian_oracle",
         "kind": "gaussian_oracle",
-        "block_size": 8,
+        "block_size": 8,  # = patch.size of the default config
         "structure": "block_diagonal",
         "dtype": "float64",
     }
@@ -274,11 +278,13 @@ def test_shipped_models_load_offline_from_their_presets(preset):
     from pipeline.models import model_from_config
     from pipeline.models.assets import resolve_asset_path
 
-    cfg = OmegaConf.to_container(OmegaConf.load(os.path.join(CONF, f"{preset}.yaml")))
+    cfg = _model_preset(preset)
     m = model_from_config(cfg, image_shape=(3, 16, 16), device="cpu")
     assert m.prediction_type == "v_prediction" and m.image_shape == (3, 16, 16)
     folder = resolve_asset_path(cfg["path"])
-    assert sum(p.stat().st_size for p in folder.iterdir()) < 10e6  # issue 9: at most 10 MB in the repo
+    assert (
+        sum(p.stat().st_size for p in folder.iterdir()) < 10e6
+    )  # a shipped model stays under 10 MB in the repo
     for name in ("MODEL_CARD.md", "samples.png", "loss_curve.png", "train_summary.json"):
         assert (folder / name).is_file()
     x = torch.zeros(1, 3, 16, 16)

@@ -1,4 +1,4 @@
-"""Patch partition (CONTEXT.md convention: row-major k, vector = (C, P, P) block flattened)."""
+"""Patch partition (the project convention: row-major k, vector = (C, P, P) block flattened)."""
 
 import numpy as np
 import pytest

@@ -55,7 +55,8 @@ def _cfg(tmp_path, **kw):
     return cfg
 
 
-def test_run_stage_writes_meta_logs_mlflow_and_reuses(tmp_path):
+def test_run_stage_writes_meta_logs_mlflow_and_reuses(project):
+    tmp_path = project  # the MLflow artifacts folder is cwd-relative: keep it out of the repo
     calls = []
 
     def body(ctx: StageContext):
@@ -81,7 +82,9 @@ def test_run_stage_writes_meta_logs_mlflow_and_reuses(tmp_path):
     assert not r3.skipped and len(calls) == 2
 
 
-def test_failed_stage_marks_the_run_failed_and_keeps_work(tmp_path):
+def test_failed_stage_marks_the_run_failed_and_keeps_work(project):
+    tmp_path = project  # the MLflow artifacts folder is cwd-relative: keep it out of the repo
+
     def body(ctx):
         io.write_text(ctx.work_dir / "checkpoint", "unit 1 done")
         raise ValueError("bad")

@@ -20,9 +20,6 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from pipeline.analysis import build_analysis, load_stage_outputs
-from pipeline.analysis.synthetic import write_synthetic_run
-
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
 pytestmark = pytest.mark.skipif(
@@ -59,11 +56,10 @@ def _body_attrs(dom: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module", params=["gaussian_oracle", "learned"])
-def report(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(request.param)
-    run = write_synthetic_run(root / "stages", request.param)
-    inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)
-    return build_analysis(inp, root / "analysis", {"mlflow_run_id": f"browser-{request.param}"})
+def report(request):
+    # the synthetic reports of tests/conftest.py, shared with test_analysis_report.py
+    _, result = request.getfixturevalue("oracle_run" if request.param == "gaussian_oracle" else "learned_run")
+    return result
 
 
 def test_report_renders_every_table_and_image_in_chromium(report, tmp_path):

@@ -1,4 +1,4 @@
-"""Preemption and resume (issue 8): the trajectories stage killed half-way resumes from its
+"""Preemption and resume: the trajectories stage killed half-way resumes from its
 per-seed checkpoints, recomputes only what was missing, and ends with the outputs of an
 uninterrupted run (tests/test_resume.py does the same for the jacobian stage).
 

@@ -284,7 +284,7 @@ def test_callback_sees_every_step():
     assert all(torch.equal(x, traj.x[s + 1]) for s, _, x in seen)
 
 
-def test_bad_inputs_are_refused():
+def test_bad_inputs_are_refused(tmp_path):
     sched = linear_schedule(1000)
     oracle = GaussianOracle(np.zeros(4), np.eye(4), sched.alpha_bar, (1, 2, 2))
     chain = strided_chain(sched, 5, "trailing")
@@ -295,7 +295,7 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ModelError, match="model's own schedule"):
         ddim_sample(oracle, strided_chain(cosine_schedule(1000), 5, "trailing"), torch.zeros(1, 1, 2, 2))
     with pytest.raises(ValueError, match="distinct"):
-        sample_seeds(oracle, chain, [1, 1], "unused", progress=False)
+        sample_seeds(oracle, chain, [1, 1], tmp_path / "unused", progress=False)
     with pytest.raises(ValueError, match="update='fast' is unknown; use one of"):
         ddim_sample(oracle, chain, torch.zeros(1, 1, 2, 2), progress=False, update="fast")
     with pytest.raises(ModelError, match="needs a diffusers checkpoint.*update='exact'"):

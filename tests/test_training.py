@@ -1,4 +1,4 @@
-"""DDPM training entry (issue 9): DSM loss conventions, Min-SNR, EMA, bit-exact resume, the saved folder.
+"""DDPM training entry: DSM loss conventions, Min-SNR, EMA, bit-exact resume, the saved folder.
 
 Expected values: the exact ε of x_t built from x_0 = 0 (a closed-form oracle module), explicit weight
 formulas, and a straight run against an interrupted-and-resumed one.

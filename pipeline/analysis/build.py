@@ -19,8 +19,8 @@ from pipeline.analysis.sweep import compare_runs
 from pipeline.analysis.tables import TableResult
 from pipeline.analysis.verdicts import Verdict
 
-# Geometry tables the lead's stage writes beside ours; embedded in the report when present.
-GEOMETRY_FILES = ("schedule_geometry.csv", "table_1.csv", "table_2.csv")
+# The schedule-geometry table the analysis stage writes before the report; embedded when present.
+GEOMETRY_FILES = ("schedule_geometry.csv",)
 
 
 @dataclass
@@ -37,14 +37,6 @@ class AnalysisResult:
     oracle: OracleCheck | None
     metrics: dict[str, float] = field(default_factory=dict)
     table_results: dict[str, TableResult] = field(default_factory=dict)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    writer = getattr(pio, "write_bytes", None)
-    if writer is not None:
-        writer(path, data)
-    else:  # pipeline.io has no public bytes writer yet; its atomic replace is the same guarantee
-        pio._replace_atomically(data, path)
 
 
 def _metrics(tables: dict[str, TableResult], oracle: OracleCheck | None) -> dict[str, float]:
@@ -119,7 +111,7 @@ def build_analysis(
     fig_paths: dict[str, Path] = {}
     for f in figures:
         p = out / "figures" / f"{f.name}.png"
-        _write_bytes(p, f.png)
+        pio.write_bytes(p, f.png)
         fig_paths[f.name] = p
     steps.update()
     extra = {}

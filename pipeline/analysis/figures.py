@@ -13,9 +13,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from pipeline.analysis import closed_form as cf
 from pipeline.analysis.inputs import AnalysisInputs
 from pipeline.analysis.tables import AnalysisContext, TableResult, patch_matrix
+from pipeline.geometry import cosine_schedule, expansion_threshold, full_chain, linear_schedule
 from pipeline.io import load_npz
 
 DPI = 100
@@ -255,22 +255,16 @@ def fig_slack(tables, ctx, inp) -> FigureResult | None:
 
 
 def _geometry_curves() -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """lambda*(t) of the paper's schedules from pipeline.geometry, when that module is present."""
-    try:
-        from pipeline import geometry as g
-    except Exception:  # noqa: BLE001 - geometry lands separately; the run's own chain is still plotted
-        return []
+    """lambda*(t) (eq. 27) of the paper's schedules over their full chains, from pipeline.geometry."""
     curves = []
-    try:
-        for name, sched in (
-            ("linear (DDPM), full chain", g.linear_schedule(1000)),
-            ("cosine s=0, full chain", g.cosine_schedule(1000, s_off=0.0)),
-            ("cosine s=0.008, full chain", g.cosine_schedule(1000, s_off=0.008)),
-        ):
-            chain = g.full_chain(sched)
-            curves.append((name, np.asarray(chain.timesteps), np.asarray(g.expansion_threshold(chain))))
-    except Exception:  # noqa: BLE001 - an API mismatch must not cost the report its figure
-        return curves
+    for name, sched in (
+        ("linear (DDPM), full chain", linear_schedule(1000)),
+        ("cosine s=0, full chain", cosine_schedule(1000, s_off=0.0)),
+        ("cosine s=0.008, full chain", cosine_schedule(1000, s_off=0.008)),
+    ):
+        chain = full_chain(sched)
+        curves.append((name, np.asarray(chain.timesteps), np.asarray(expansion_threshold(chain))))
+    return curves
     return curves
 
 
@@ -282,7 +276,7 @@ def fig_lambda_star(tables, ctx, inp) -> FigureResult | None:
     for name, t, ls in _geometry_curves():
         ax.plot(t[1:-1], ls[1:-1], lw=1, label=name)
     if ctx.chain is not None:
-        ls = cf.expansion_threshold(ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev)
+        ls = expansion_threshold(ctx.chain)
         ax.plot(ctx.chain.t, ls, "ko-", ms=3, lw=1.2, label=f"this run's chain ({len(ctx.chain)} steps)")
     if ctx.lambda_k:
         lam = np.array(list(ctx.lambda_k.values()))
@@ -298,7 +292,7 @@ def fig_lambda_star(tables, ctx, inp) -> FigureResult | None:
         "lambda_star",
         "λ*(t) per schedule with the λ_k band",
         "Patch expansion threshold λ*(t) (eq. 27, log scale): patches above the curve are Gaussian-"
-        "expanding at that step. Paper schedules from pipeline.geometry when available.",
+        "expanding at that step. Paper schedules from pipeline.geometry.",
         fig,
     )
 

@@ -1,4 +1,4 @@
-"""Closed-form-vs-measured check for runs on the Gaussian oracle (DESIGN.md validation ladder, rung 2).
+"""Closed-form-vs-measured check for runs on the Gaussian oracle (validation rung 2: measured = closed form).
 
 With a block-diagonal Sigma on the measurement's own patch partition (Theorem 17, 25): S_k,t = 0,
 kappa_k,t^diag = <v_k,[J Phi_t]_kk v_k> = f_t(lambda_k), C_k,t = 0, kappa_t = max_k f_t(lambda_k),
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.analysis import closed_form as cf
 from pipeline.analysis.inputs import AnalysisInputs, has_values
 from pipeline.analysis.tables import AnalysisContext, f_t_matrix, patch_matrix
+from pipeline.geometry import expansion_function, step_coefficients
 from pipeline.io import load_npz
 
 NOT_CONVERGED = "not converged"
@@ -231,8 +231,9 @@ def check_oracle(inp: AnalysisInputs, ctx: AnalysisContext) -> OracleCheck | Non
                     )
         if G is not None and ctx.chain is not None and ctx.lambda_k:
             lam = np.array(sorted(ctx.lambda_k.values()))
-            fmax = cf.expansion_function(ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev, lam).max(axis=1)
+            fmax = expansion_function(ctx.chain, lam).max(axis=1)
             by_step = dict(zip(ctx.chain.step.tolist(), fmax, strict=True))
+            by_step_index = {int(s): i for i, s in enumerate(ctx.chain.step)}
             pred = np.array([by_step.get(int(s), math.nan) for s in G["step"]])
             if has_values(G, "kappa_diag"):
                 if block_diag is None:
@@ -284,7 +285,10 @@ def check_oracle(inp: AnalysisInputs, ctx: AnalysisContext) -> OracleCheck | Non
                             diag,
                         )
                     )
-            r, b = cf.step_coefficients(G["alpha_bar_t"], G["alpha_bar_prev"])
+            # eqs. (4)-(5) on the chain's ᾱ columns, looked up per row by its step
+            coef = step_coefficients(ctx.chain)
+            rows_at = [by_step_index.get(int(s), -1) for s in G["step"]]
+            r, b = (np.array([v[i] if i >= 0 else math.nan for i in rows_at]) for v in (coef.r, coef.b))
             for col, ref in (("r_t", r), ("b_t", b)):
                 if has_values(G, col):
                     chk.rows.append(
@@ -298,7 +302,7 @@ def check_oracle(inp: AnalysisInputs, ctx: AnalysisContext) -> OracleCheck | Non
                     )
         L = inp.lyapunov
         if L is not None and ctx.chain is not None and has_values(L, "lambda_k"):
-            closed = cf.expansion_function(ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev, L["lambda_k"])
+            closed = expansion_function(ctx.chain, L["lambda_k"])
             lyap = np.log(closed).mean(axis=0)
             for col in ("lyap_gauss", "lyap_hat"):
                 if has_values(L, col):
@@ -443,7 +447,7 @@ def _table_rows(inp: AnalysisInputs, ctx: AnalysisContext, tol: float) -> list[O
     chain, _ = sampler_chain(inp, ctx)
     if t11 is not None and chain is not None:
         lam = np.array([r["lambda_k"] for r in t11.rows])
-        closed = np.log(cf.expansion_function(chain.alpha_bar_t, chain.alpha_bar_prev, lam)).mean(axis=0)
+        closed = np.log(expansion_function(chain, lam)).mean(axis=0)
         for col in ("lyap_pred", "lyap_pred_sparse", "lyap_gauss", "lyap_hat"):
             if col not in t11.columns:
                 continue
@@ -485,12 +489,13 @@ def _exact_suppression_rows(inp: AnalysisInputs, ctx: AnalysisContext, tol: floa
         E[idx[k], k] = v1[k]
     lam = np.array([ctx.lambda_k[k] for k in range(M)])
     expected: dict[float, np.ndarray] = {}
-    for t, a, ap in zip(ctx.chain.t, ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev, strict=True):
-        r, b = (float(x[0]) for x in cf.step_coefficients(np.array([a]), np.array([ap])))
+    coeffs = step_coefficients(ctx.chain)
+    F = expansion_function(ctx.chain, lam)
+    for i, (t, a) in enumerate(zip(ctx.chain.t, ctx.chain.alpha_bar_t, strict=True)):
+        r, b = float(coeffs.r[i]), float(coeffs.b[i])
         X = np.linalg.solve(a * cov + (1.0 - a) * np.eye(len(cov)), E)
         rho_n = r + b * math.sqrt(1.0 - a) * np.sum(E * X, axis=0) / np.sum(v1 * v1, axis=1)
-        f = cf.expansion_function(np.array([a]), np.array([ap]), lam)[0]
-        expected[float(t)] = rho_n - f
+        expected[float(t)] = rho_n - F[i]
     err = [
         P["exact_suppression"][i] - expected[float(P["t"][i])][int(P["k"][i])]
         for i in range(len(P["t"]))
@@ -557,8 +562,9 @@ def _full_sigma_rows(inp: AnalysisInputs, ctx: AnalysisContext, tol: float) -> l
     cov = load_npz(path).get("cov")
     if cov is None:
         return []
-    mu = np.linalg.eigvalsh(np.asarray(cov, dtype=np.float64))
-    fm = np.abs(cf.expansion_function(ctx.chain.alpha_bar_t, ctx.chain.alpha_bar_prev, mu)).max(axis=1)
+    # eigenvalues of a covariance are >= 0; eigvalsh's round-off below 0 is clipped (f_t needs λ >= 0)
+    mu = np.clip(np.linalg.eigvalsh(np.asarray(cov, dtype=np.float64)), 0.0, None)
+    fm = np.abs(expansion_function(ctx.chain, mu)).max(axis=1)
     by_step = dict(zip(ctx.chain.step.tolist(), fm, strict=True))
     pred = np.array([by_step.get(int(s), math.nan) for s in G["step"]])
     rows = []

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.analysis.closed_form import expansion_function, step_coefficients
+from pipeline.analysis import paper_values as pv
+from pipeline.geometry import expansion_function, linear_schedule, step_coefficients, stride_chain
 from pipeline.io import save_npz, write_csv, write_json
 from pipeline.jacobian.loop import LYAPUNOV_COLUMNS, lyapunov_rows
 from pipeline.jacobian.measure import StepMeasurement
@@ -28,11 +29,6 @@ class SyntheticRun:
     covariance_dir: Path
     trajectories_dir: Path
     jacobian_dir: Path
-
-
-def _linear_alpha_bar(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
-    betas = np.linspace(beta_start, beta_end, T, dtype=np.float64)
-    return np.concatenate([[1.0], np.cumprod(1.0 - betas)])
 
 
 def write_synthetic_run(
@@ -51,18 +47,19 @@ def write_synthetic_run(
     root = Path(root)
     rng = np.random.default_rng(seed)
     T = 1000
-    ab = _linear_alpha_bar(T)
-    stride = T // num_steps
-    ts = np.arange(T, 0, -stride)[:num_steps]  # 1000, 980, ..., 20
-    a = ab[ts]
-    ap = np.concatenate([ab[ts[1:]], [1.0]])
-    r, b = step_coefficients(a, ap)
+    schedule = linear_schedule(T)
+    ab = schedule.alpha_bar
+    chain = stride_chain(schedule, T // num_steps, num_steps=num_steps)  # t = 1000, 980, ..., 20 -> ᾱ = 1
+    ts, a, ap = chain.timesteps, chain.alpha_bar_t, chain.alpha_bar_prev
+    coef = step_coefficients(chain)
+    r, b = coef.r, coef.b
     M = grid * grid
     rows_, cols_ = np.divmod(np.arange(M), grid)
     edge = np.maximum(np.abs(rows_ - (grid - 1) / 2), np.abs(cols_ - (grid - 1) / 2)) / ((grid - 1) / 2)
-    lam = 18.7 + (44.4 - 18.7) * (0.15 * edge + 0.85 * np.linspace(0, 1, M)[rng.permutation(M)] * edge)
+    lo, hi = pv.PATCH_SPECTRUM["lambda_k_range"]  # the paper's CIFAR-10 patch range, §7.2
+    lam = lo + (hi - lo) * (0.15 * edge + 0.85 * np.linspace(0, 1, M)[rng.permutation(M)] * edge)
     lam = np.round(lam + 0.01 * np.arange(M), 4)  # distinct values
-    F = expansion_function(a, ap, lam)  # [S, M]
+    F = expansion_function(chain, lam)  # [S, M]
     oracle = kind == "gaussian_oracle"
     config = {
         "model": {

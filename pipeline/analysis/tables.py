@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.analysis import closed_form as cf
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis import stats
 from pipeline.analysis.inputs import AnalysisInputs, Table, has_values, n_rows
+from pipeline.analysis.measured_chain import MeasuredChain, moran_solution
+from pipeline.geometry import expansion_function, schedule_from_config
 
 # Paper-vs-ours rows are matched to our nearest measured t within this many timesteps.
 T_MATCH_TOL = 10
@@ -59,7 +60,7 @@ class AnalysisContext:
 
     model_kind: str
     T: int
-    chain: cf.MeasuredChain | None
+    chain: MeasuredChain | None
     lambda_k: dict[int, float]
     grid: dict[int, tuple[int, int]]
     # |values| below this are floating-point round-off of a zero (float64 vs float32 models)
@@ -190,17 +191,7 @@ def f_t_matrix(ctx: AnalysisContext, ts: np.ndarray, lam: np.ndarray) -> np.ndar
     if any(float(t) not in idx for t in ts):
         return None
     sel = np.array([idx[float(t)] for t in ts])
-    return cf.expansion_function(ctx.chain.alpha_bar_t[sel], ctx.chain.alpha_bar_prev[sel], lam)
-
-
-def _patch_column(ctx, P: Table, name: str, fallback: Callable[[], np.ndarray | None] | None = None):
-    if has_values(P, name):
-        return P[name], name
-    if fallback is not None:
-        v = fallback()
-        if v is not None:
-            return v, f"{name} (derived)"
-    return None, None
+    return expansion_function(ctx.chain, lam)[sel]
 
 
 # ------------------------------------------------------------------------------------------- Table 3
@@ -282,7 +273,14 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         )
     if finite:
         res.comparison.append(
-            compare("Table 3", "peak rho", 0.953, res.summary["peak_rho"], abs_tol=0.1, ctx=ctx)
+            compare(
+                "Table 3",
+                "peak rho",
+                pv.TABLE_3.scalars["peak_rho"],
+                res.summary["peak_rho"],
+                abs_tol=0.1,
+                ctx=ctx,
+            )
         )
     if SX is not None:
         # S against the true full-Sigma surrogate (eq. 29-30 literally); the paper's S is eq. 32's form.
@@ -481,7 +479,7 @@ def table_4(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         compare(
             "Table 4",
             "median s_hat (unflagged seeds)",
-            61,
+            pv.TABLE_4.scalars["median_s_hat"],
             res.summary["median_s_hat_unflagged"],
             rel_tol=0.5,
             ctx=ctx,
@@ -703,13 +701,20 @@ def table_6(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
             )
         )
     res.comparison.append(
-        compare("Table 6", "Spearman rho(H, delta_cross)", -1.0, perm.rho, abs_tol=0.2, ctx=ctx)
+        compare(
+            "Table 6",
+            "Spearman rho(H, delta_cross)",
+            pv.TABLE_6.scalars["spearman_rho"],
+            perm.rho,
+            abs_tol=0.2,
+            ctx=ctx,
+        )
     )
     res.comparison.append(
         compare(
             "Table 6",
             "permutation p",
-            0.00025,
+            pv.TABLE_6.scalars["permutation_p"],
             perm.p_value,
             abs_tol=0.01,
             ctx=ctx,
@@ -1085,7 +1090,7 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         compare(
             "Table 9",
             "sign-flip t",
-            110,
+            pv.TABLE_9.scalars["sign_flip_t"],
             flip["sign_flip_t"] if flip["sign_flip_t"] is not None else math.nan,
             abs_tol=30,
             ctx=ctx,
@@ -1202,7 +1207,7 @@ def release_times(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | No
         ("|d gamma/d lambda|", rs["dgamma_dlambda"], dgl),
         ("|d gamma/d t|", rs["dgamma_dt"], dgt),
         ("predicted spread (eq. 36)", rs["predicted_spread_steps"], pred),
-        ("observed spread", 200, observed),
+        ("observed spread", rs["observed_release_window"][0] - rs["observed_release_window"][1], observed),
     ):
         res.comparison.append(compare("Release (eq. 36)", q, pvv, ov, rel_tol=0.5, ctx=ctx))
     return res
@@ -1218,10 +1223,8 @@ def _alpha_bar_lookup(inp: AnalysisInputs, ctx: AnalysisContext):
     ab_full = None
     if sched:
         try:
-            from pipeline.geometry import schedule_from_config  # optional: lands with the geometry issue
-
             ab_full = np.asarray(schedule_from_config(sched).alpha_bar, dtype=np.float64)
-        except Exception:  # noqa: BLE001 - geometry absent or config it cannot read: fall back to the lut
+        except (ValueError, KeyError, TypeError):  # a schedule config it cannot read: fall back to the lut
             ab_full = None
 
     def lookup(t: int) -> float:
@@ -1350,7 +1353,7 @@ def table_10(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
 
 
 # ------------------------------------------------------------------------------------------ Table 11
-def sampler_chain(inp: AnalysisInputs, ctx: AnalysisContext) -> tuple[cf.MeasuredChain | None, str]:
+def sampler_chain(inp: AnalysisInputs, ctx: AnalysisContext) -> tuple[MeasuredChain | None, str]:
     """The whole DDIM chain of the run (the sum of eq. 49 runs over it) and where it came from.
 
     Rebuilt from the run's schedule and sampler config through pipeline.geometry and used only when its
@@ -1378,11 +1381,12 @@ def sampler_chain(inp: AnalysisInputs, ctx: AnalysisContext) -> tuple[cf.Measure
             and math.isclose(ch.alpha_bar_prev[i], ap, rel_tol=1e-9)
         ):
             return ctx.chain, f"the {len(ctx.chain)} measured steps (the config's chain differs from them)"
-    full = cf.MeasuredChain(
-        np.arange(len(ch.timesteps)),
-        np.asarray(ch.timesteps, dtype=np.float64),
+    full = MeasuredChain(
+        "sampler",
+        np.asarray(ch.timesteps, dtype=np.int64),
         np.asarray(ch.alpha_bar_t, dtype=np.float64),
         np.asarray(ch.alpha_bar_prev, dtype=np.float64),
+        step=np.arange(len(ch.timesteps)),
     )
     return full, f"the run's {len(full)}-step sampler chain ({len(ctx.chain)} of its steps measured)"
 
@@ -1404,7 +1408,7 @@ class CorrectedExponents:
 
 
 def corrected_exponents(
-    P: Table, chain: cf.MeasuredChain, lambda_k: dict[int, float]
+    P: Table, chain: MeasuredChain, lambda_k: dict[int, float]
 ) -> CorrectedExponents | None:
     """Lambda_pred,k = (1/S) sum_t E_seeds[log g_k,t], g_k,t = f_t(lambda_k) - S_k,t(x_t) (eq. 48-49).
 
@@ -1423,7 +1427,7 @@ def corrected_exponents(
     from pipeline.geometry import Chain, suppressed_lyapunov_exponents
 
     lam = np.array([lambda_k.get(int(k), math.nan) for k in ks])
-    F = cf.expansion_function(chain.alpha_bar_t, chain.alpha_bar_prev, lam)  # [S, M']
+    F = expansion_function(chain, lam)  # [S, M']
     gchain = Chain("measured", chain.t.astype(np.int64), chain.alpha_bar_t, chain.alpha_bar_prev)
     chain_t = chain.t.astype(np.float64)
     logs = np.full((len(seeds), len(ks)), math.nan)
@@ -1498,9 +1502,7 @@ def table_11(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     gauss_chain = None
     if chain is not None:
         lam_arr = np.array([lam_by_k.get(k, math.nan) for k in ks])
-        gauss_chain = np.log(cf.expansion_function(chain.alpha_bar_t, chain.alpha_bar_prev, lam_arr)).mean(
-            axis=0
-        )
+        gauss_chain = np.log(expansion_function(chain, lam_arr)).mean(axis=0)
     seeds = (
         np.unique(L["seed"][np.isfinite(L["seed"])]).astype(int)
         if L is not None and "seed" in L
@@ -1615,9 +1617,8 @@ def table_11(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
             f"{BOOTSTRAP_SEED}, 95% percentile interval."
         )
     if cx is not None:
-        a, ap = chain.alpha_bar_t, chain.alpha_bar_prev
-        gauss = cf.moran_threshold(a, ap)
-        corr = cf.moran_threshold(a, ap, suppression=cx.S_chain, lambda_k=cx.lambda_k)
+        gauss = moran_solution(chain)
+        corr = moran_solution(chain, suppression=cx.S_chain, lambda_k=cx.lambda_k)
         res.summary.update(
             lambda_double_star=gauss.value,
             lambda_double_star_status=gauss.describe(),
@@ -1636,7 +1637,7 @@ def table_11(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         compare(
             "Table 11",
             "sign agreement fraction",
-            1.0,
+            s["sign_agreement"][0] / s["sign_agreement"][1],
             res.summary.get("sign_agreement", math.nan),
             abs_tol=0.1,
             ctx=ctx,
@@ -1717,7 +1718,7 @@ def make_context(inp: AnalysisInputs) -> AnalysisContext:
             ts.append(float(np.nanmedian(G["t"][idx])))
             a.append(float(np.nanmedian(G["alpha_bar_t"][idx])))
             ap.append(float(np.nanmedian(G["alpha_bar_prev"][idx])))
-        chain = cf.MeasuredChain(np.array(steps), np.array(ts), np.array(a), np.array(ap))
+        chain = MeasuredChain("measured", np.array(ts), np.array(a), np.array(ap), step=np.array(steps))
     lam: dict[int, float] = {}
     grid: dict[int, tuple[int, int]] = {}
     C = inp.covariance_patches

@@ -121,7 +121,7 @@ def load_python_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             obj = _CifarUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise
-    except Exception as e:
+    except Exception as e:  # a damaged pickle can fail in any type (EOFError, KeyError, ValueError, ...)
         raise DatasetError(
             f"{path} is not a readable CIFAR-10 python batch ({type(e).__name__}: {e}); the file is truncated, "
             f"corrupted or not from the official archive — delete it and extract cifar-10-python.tar.gz again"

@@ -56,7 +56,14 @@ from .ky import (
     suppressed_ky_dimension,
     suppressed_lyapunov_exponents,
 )
-from .moran import MoranNoRootError, MoranResult, log_moran_product, lyapunov_exponent, moran_threshold
+from .moran import (
+    MoranNoRootError,
+    MoranResult,
+    log_moran_product,
+    lyapunov_exponent,
+    moran_root,
+    moran_threshold,
+)
 from .schedules import (
     Schedule,
     cosine_schedule,
@@ -95,6 +102,7 @@ __all__ = [
     "MoranResult",
     "MoranNoRootError",
     "moran_threshold",
+    "moran_root",
     "log_moran_product",
     "lyapunov_exponent",
     "KYResult",

@@ -13,6 +13,7 @@ from .coefficients import _check_formula, expansion_function, expansion_threshol
 __all__ = [
     "MoranResult",
     "MoranNoRootError",
+    "moran_root",
     "moran_threshold",
     "log_moran_product",
     "lyapunov_exponent",
@@ -96,6 +97,31 @@ def _auto_bracket(log_G, lam_star: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+def moran_root(
+    log_G, lo: float, hi: float, g_lo: float, g_hi: float, xtol: float = XTOL, name: str = ""
+) -> tuple[float, int, int]:
+    """Root of log G on [lo, hi] given its values at both ends (opposite signs): (root, iterations, calls).
+
+    The one solver behind every Moran threshold: eq. (45)'s λ** here and the suppression-corrected
+    λ*** of §7.7 in the analysis. Brent's method to xtol (absolute in λ); an exact zero at an end is
+    returned as is. A log G of -inf (some factor <= 0) counts as G < 1: it is passed to Brent as the
+    most negative float, so the bracket keeps its sign change and the method falls back to bisection.
+    """
+    if g_lo == 0.0:
+        return lo, 0, 2
+    if g_hi == 0.0:
+        return hi, 0, 2
+    lowest = -np.finfo(float).max
+
+    def finite(lam: float) -> float:
+        return max(float(log_G(lam)), lowest)
+
+    root, info = brentq(finite, lo, hi, xtol=xtol, rtol=4.5 * np.finfo(float).eps, full_output=True)
+    if not info.converged:
+        raise MoranNoRootError(f"chain {name!r}: Brent did not converge ({info.flag})")
+    return float(root), int(info.iterations), int(info.function_calls) + 2
+
+
 def moran_threshold(
     chain: Chain,
     bracket: tuple[float, float] | None = None,
@@ -124,15 +150,7 @@ def moran_threshold(
             f"{g_hi!r} at hi; formula={formula!r}). Widen the bracket (bracket=None searches the whole "
             "range), or check the chain: Thm 25 needs a strictly decreasing schedule with ᾱ_t > 0."
         )
-    if g_lo == 0.0:
-        root, iters, calls = lo, 0, 2
-    elif g_hi == 0.0:
-        root, iters, calls = hi, 0, 2
-    else:
-        root, info = brentq(log_G, lo, hi, xtol=xtol, rtol=4.5 * np.finfo(float).eps, full_output=True)
-        if not info.converged:
-            raise MoranNoRootError(f"chain {chain.name!r}: Brent did not converge ({info.flag})")
-        iters, calls = info.iterations, info.function_calls + 2
+    root, iters, calls = moran_root(log_G, lo, hi, g_lo, g_hi, xtol, chain.name)
     i = int(np.nanargmin(np.where(np.isfinite(lam_star), lam_star, np.inf)))
     return MoranResult(
         chain=chain.name,

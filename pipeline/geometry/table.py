@@ -136,7 +136,7 @@ def default_row_specs() -> Sequence[RowSpec]:
         RowSpec(
             "49-step DDIM (cosine s_off=0.008)",
             stride_chain(cos8, 20, start=980),
-            paper_ref="§7.4 lambda** 1.049681, min lambda* 1.031664; §7.7 lambda** 1.0497",
+            paper_ref="§7.4 lambda** and min lambda*; §7.7 lambda**",
         ),
         RowSpec(
             "49-step DDIM (linear)",

@@ -1,4 +1,4 @@
-"""Jacobian measurement engine (issue 6): operators and estimators on ε̂(·, t) at fixed paper timestep t.
+"""Jacobian measurement engine: operators and estimators on ε̂(·, t) at fixed paper timestep t.
 
 Everything acts on ``eps_fn: Tensor[C,H,W] -> Tensor[C,H,W]`` plus the DDIM step coefficients
 r_t, b_t, through JΦ_t = r_t I + b_t Jε̂ (eq. 7), never materialised for large n.
@@ -30,8 +30,8 @@ from .measure import (
     measurement_seed,
     plan_measurement,
 )
-from .operators import JVP_METHODS, MatvecCounter, ScoreLinearization, StepJacobian, linearize_score
-from .patches import chebyshev_distance, embed_patches, patch_index, take_patches, to_patches
+from .operators import JVP_METHODS, MatvecCounter, ScoreLinearization, StepJacobian
+from .patches import embed_patches, patch_index, take_patches
 from .spectral import (
     BatchedLanczosResult,
     LanczosResult,
@@ -70,12 +70,10 @@ __all__ = [
     "StepJacobian",
     "StepMeasurement",
     "block_power_norms",
-    "chebyshev_distance",
     "dense_block_norms",
     "embed_patches",
     "golub_kahan",
     "hutchinson_block_frobenius",
-    "linearize_score",
     "measure_step",
     "measurement_seed",
     "patch_index",
@@ -84,5 +82,4 @@ __all__ = [
     "power_iteration",
     "random_start",
     "take_patches",
-    "to_patches",
 ]

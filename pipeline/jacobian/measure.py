@@ -87,7 +87,7 @@ class MeasureConfig:
 
 @dataclass
 class StepMeasurement:
-    """Everything measured about JΦ_t at one point x_t (see /work/notes/jacobian.md for column docs)."""
+    """Everything measured about JΦ_t at one point x_t (the CSV columns it fills are documented in docs/)."""
 
     r: float
     b: float

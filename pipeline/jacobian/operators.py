@@ -160,10 +160,3 @@ class StepJacobian:
     def gram(self, u: torch.Tensor) -> torch.Tensor:
         """JΦ_tᵀ JΦ_t u (one JVP and one VJP per vector)."""
         return self.rmatvec(self.matvec(u))
-
-
-def linearize_score(
-    eps_fn: EpsFn, x: torch.Tensor, *, jvp_method: str = "double_vjp", chunk_size: int | None = 64
-) -> ScoreLinearization:
-    """Linearise ε̂(·, t) at x (see `ScoreLinearization`)."""
-    return ScoreLinearization(eps_fn, x, jvp_method=jvp_method, chunk_size=chunk_size)

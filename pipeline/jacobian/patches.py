@@ -12,11 +12,6 @@ def patch_index(image_shape: tuple[int, int, int], patch_size: int, device=None)
     return torch.as_tensor(patch_indices(tuple(int(s) for s in image_shape), int(patch_size)), device=device)
 
 
-def to_patches(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """[..., C, H, W] -> [..., M, n_k]."""
-    return x.reshape(*x.shape[:-3], -1)[..., index]
-
-
 def embed_patches(vectors: torch.Tensor, index: torch.Tensor, image_shape, patch_of_row: torch.Tensor):
     """Images [B, C, H, W], zero except patch patch_of_row[i] of image i, which holds vectors[i] ([B, n_k])."""
     B = vectors.shape[0]
@@ -30,11 +25,3 @@ def take_patches(images: torch.Tensor, index: torch.Tensor, patch_of_row: torch.
     """Rows [B, n_k]: patch patch_of_row[i] of image i ([B, C, H, W])."""
     flat = images.reshape(images.shape[0], -1)
     return torch.gather(flat, 1, index[patch_of_row])
-
-
-def chebyshev_distance(grid: tuple[int, int]) -> torch.Tensor:
-    """[M, M] Chebyshev (king-move) distance between patch positions of a row-major grid (Table 7)."""
-    rows, cols = grid
-    r = torch.arange(rows).repeat_interleave(cols)
-    c = torch.arange(cols).repeat(rows)
-    return torch.maximum((r[:, None] - r[None, :]).abs(), (c[:, None] - c[None, :]).abs())

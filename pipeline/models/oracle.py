@@ -19,7 +19,7 @@ def patch_permutation(image_shape: tuple[int, int, int], patch_size: int) -> np.
     """perm[k·n_k + j] = flat image index of element j of patch vector k (project patch order).
 
     Patches are non-overlapping P×P tiles in row-major order k = 0..M-1; a patch vector is its
-    (C, P, P) block flattened channel-major, then row, then column (CONTEXT.md conventions), so
+    (C, P, P) block flattened channel-major, then row, then column (pipeline.patches conventions), so
     ``x.reshape(n)[perm].reshape(M, n_k)`` equals pipeline.patches.extract_patches(x, P)[0].
     """
     C, H, W = (int(s) for s in image_shape)

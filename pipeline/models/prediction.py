@@ -46,19 +46,3 @@ def eps_from_prediction(
     raise ValueError(
         f"prediction_type={prediction_type!r} is not supported; use one of {list(PREDICTION_TYPES)}"
     )
-
-
-def prediction_target(
-    x0: torch.Tensor, noise: torch.Tensor, alpha_bar_t, prediction_type: str
-) -> torch.Tensor:
-    """What a network of this prediction type is trained to output at x_t = √ᾱ x_0 + √(1−ᾱ) ε."""
-    if prediction_type == "epsilon":
-        return noise
-    a, s = alpha_bar_t.sqrt(), (1 - alpha_bar_t).sqrt()
-    if prediction_type == "v_prediction":
-        return a * noise - s * x0
-    if prediction_type == "sample":
-        return x0
-    raise ValueError(
-        f"prediction_type={prediction_type!r} is not supported; use one of {list(PREDICTION_TYPES)}"
-    )
