@@ -37,7 +37,9 @@ def run(cfg: DictConfig | dict) -> StageResult:
     upstream = {}
     for s in ("covariance", "trajectories", "jacobian"):
         # an upstream folder that exists must still hold the files its meta.json hashed
-        upstream[s] = upstream_dir(s, cfg, needed_by="analysis") if read_meta(stage_dir(s, cfg)) else None
+        # (a folder whose meta.json is unreadable is refused, never read as absent)
+        d = stage_dir(s, cfg)
+        upstream[s] = upstream_dir(s, cfg, needed_by="analysis") if d.is_dir() and any(d.iterdir()) else None
 
     def body(ctx: StageContext) -> None:
         from pipeline import io

@@ -198,6 +198,11 @@ def upstream_dir(stage: str, cfg: Mapping[str, Any], needed_by: str) -> Path:
     """The completed, unaltered output folder of an upstream stage, or a clear error saying what to run."""
     folder = stage_dir(stage, cfg)
     meta = read_meta(folder)
+    if meta is None and folder.is_dir() and any(folder.iterdir()):
+        raise InputMissingError(
+            f"{needed_by} cannot use {folder}: its meta.json is missing or unreadable, so it is not a finished "
+            f"{stage} run — rerun `python -m stages.{stage}` with the same overrides (or `dvc repro`)"
+        )
     if meta is None:
         raise InputMissingError(
             f"{needed_by} needs the {stage} stage's outputs at {folder}, which do not exist — run "
@@ -249,6 +254,12 @@ def _reuse_problem(final: Path, meta: Mapping[str, Any] | None, digest: str, inp
         changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
         return f"its inputs changed ({', '.join(changed)})"
     return verify_outputs(final, meta)
+
+
+def _drop_unitless_work(work: Path) -> None:
+    """A failed run that finished no unit leaves nothing to resume: its work folder goes with it."""
+    if work.is_dir() and not any(p.is_file() and p.name != _WORK_RECORD for p in work.rglob("*")):
+        io.remove_path(work)
 
 
 def _prepare_work(work: Path, stage: str, unit_digest: str) -> None:
@@ -519,6 +530,7 @@ def _run_locked(stage, cfg, body, artifacts, inputs, final: Path, key: str, what
                     tracker.log_artifact(path)
             tracker.finish("FINISHED")
     except StageInterrupted as exc:
+        _drop_unitless_work(work)
         tracker.set_tags(
             {"error": f"stopped by signal {exc.signum}; the work folder {work} is kept for resume"}
         )
@@ -534,6 +546,7 @@ def _run_locked(stage, cfg, body, artifacts, inputs, final: Path, key: str, what
     except BaseException as exc:
         tracker.set_tags({"error": "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]})
         tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        _drop_unitless_work(work)
         raise
     io.remove_path(work)
     log.info("%s: wrote %s in %.1f s (MLflow run %s)", stage, final, wall, tracker.run_id)

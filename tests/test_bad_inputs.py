@@ -191,7 +191,9 @@ def _fail_writes(code: int):
     return patch
 
 
-def _fail_mkdtemp(code: int):
+def _fail_scratch(code: int):
+    """The run's scratch folder (``.partial-<key>``, or a temp folder) cannot be created."""
+
     def patch(monkeypatch) -> None:
         from pipeline import io
 
@@ -199,6 +201,14 @@ def _fail_mkdtemp(code: int):
             raise OSError(code, os.strerror(code), str(dir))
 
         monkeypatch.setattr(io.tempfile, "mkdtemp", refuse)
+        real_mkdir = Path.mkdir
+
+        def mkdir(self, *args, **kwargs):
+            if self.name.startswith(".partial-"):
+                raise OSError(code, os.strerror(code), str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
 
     return patch
 
@@ -221,6 +231,27 @@ def _write(rel: str, text: str | bytes) -> Callable[[Path], None]:
         p.write_bytes(text if isinstance(text, bytes) else text.encode())
 
     return setup
+
+
+def _as_recorded(stage: str, plant: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Plant a fault and record it in the stage folder's meta.json hashes, as if the stage had written it.
+
+    A hand edit is caught by the hashes first (tests/test_run_lifecycle.py); this reaches the checks
+    behind them, which guard against a stage that wrote such a file itself.
+    """
+
+    def plant_recorded(root: Path) -> None:
+        import json
+
+        from pipeline import io
+
+        plant(root)
+        folder = _first(root, f"outputs/{stage}/*/meta.json").parent
+        meta = json.loads((folder / "meta.json").read_text())
+        meta["outputs"] = io.tree_sha256(folder, exclude=("meta.json",))
+        (folder / "meta.json").write_text(json.dumps(meta))
+
+    return plant_recorded
 
 
 def _corrupt(pattern: str, data: bytes = b"garbage") -> Callable[[Path], None]:
@@ -317,7 +348,7 @@ CASES = [
         "covariance",
         [*SMOKE, "force=true"],
         ("read-only", "paths.outputs"),
-        patch=_fail_mkdtemp(errno.EROFS),
+        patch=_fail_scratch(errno.EROFS),
     ),
     Case(
         "disk_full",
@@ -563,21 +594,21 @@ CASES = [
         "jacobian",
         [*SMOKE, "force=true"],
         ("seed-0.npz", "NaN", "step 2", "rerun the trajectories stage"),
-        _nan_trajectory,
+        _as_recorded("trajectories", _nan_trajectory),
     ),
     Case(
         "jacobian_trajectory_seed_missing",
         "jacobian",
         [*SMOKE, "force=true"],
         ("seed(s) [1]", "rerun the trajectories stage"),
-        lambda r: _first(r, "outputs/trajectories/*/seed-1.npz").unlink(),
+        _as_recorded("trajectories", lambda r: _first(r, "outputs/trajectories/*/seed-1.npz").unlink()),
     ),
     Case(
         "trajectories_gaussian_fit_missing",
         "trajectories",
         [*SMOKE, "force=true"],
         ("gaussian_fit.npz", "covariance.full_cov=true"),
-        lambda r: _first(r, "outputs/covariance/*/gaussian_fit.npz").unlink(),
+        _as_recorded("covariance", lambda r: _first(r, "outputs/covariance/*/gaussian_fit.npz").unlink()),
     ),
     Case(
         "jacobian_patch_stats_corrupt",
@@ -605,7 +636,7 @@ CASES = [
         "analysis",
         [*SMOKE, "force=true"],
         ("global.csv", "missing column", "rerun"),
-        _corrupt("outputs/jacobian/*/global.csv", b"x,y\n1,2\n"),
+        _as_recorded("jacobian", _corrupt("outputs/jacobian/*/global.csv", b"x,y\n1,2\n")),
     ),
     Case(
         "analysis_upstream_meta_corrupt",
@@ -677,7 +708,8 @@ def test_bad_input_is_one_line_and_touches_nothing(case, smoke_project, tmp_path
     capsys.readouterr()
 
     t0 = time.monotonic()
-    code = cli_errors.call(lambda: _stage_run(case.stage)(compose_config(overrides)))
+    config_name = "train" if case.stage == "train" else "config"
+    code = cli_errors.call(lambda: _stage_run(case.stage)(compose_config(overrides, config_name=config_name)))
     elapsed = time.monotonic() - t0
     err = capsys.readouterr().err
 
