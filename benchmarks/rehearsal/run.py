@@ -238,19 +238,19 @@ def _meta(folder: Path) -> dict:
     return json.loads((folder / "meta.json").read_text())
 
 
-def check_outputs(repo: Path, key: str, name: str, fixtures_manifest: dict, quick: bool) -> dict:
+def check_outputs(repo: Path, key: str | None, name: str, fixtures_manifest: dict, quick: bool) -> dict:
     """What the protocol must have produced, from the files (raises RehearsalError otherwise)."""
     p = PROTOCOLS[name]
-    out = repo / "outputs"
-    cov = _meta(out / "covariance" / key)
-    traj_dir = out / "trajectories" / key
-    jac_dir = out / "jacobian" / key
+    cov_dir, traj_dir, jac_dir = (
+        run_folder(repo, s, key) for s in ("covariance", "trajectories", "jacobian")
+    )
+    cov = _meta(cov_dir)
     n_images = cov["metrics"].get("num_images")
     want = p.quick_images if quick else (50_000 if name == "cifar10" else 200)
     problems = []
     if n_images is not None and int(n_images) != want:
         problems.append(f"covariance used {n_images} images, expected {want}")
-    with open(out / "covariance" / key / "patches.csv") as f:
+    with open(cov_dir / "patches.csv") as f:
         patches = list(csv.DictReader(f))
     if len(patches) != 16:  # M = 16 in both protocols (8x8 of 32x32, 16x16 of 64x64)
         problems.append(f"{len(patches)} patches, expected 16")
@@ -331,12 +331,15 @@ def rehearse_multirun(repo: Path, name: str, ov: list[str], log: Path, sweep: st
     }
 
 
-def multirun_key(repo: Path) -> str:
-    keys = [p.name for p in (repo / "outputs" / "jacobian").iterdir() if p.is_dir() and p.name != "dvc"]
-    keys = [k for k in keys if not k.startswith(".")]
-    if len(keys) != 1:
-        raise RehearsalError(f"expected one jacobian run folder from the multirun, found {keys}")
-    return keys[0]
+def run_folder(repo: Path, stage: str, key: str | None) -> Path:
+    """outputs/<stage>/<key>, or (key None) the one run-key folder a multirun wrote beside dvc/."""
+    base = repo / "outputs" / stage
+    if key is not None:
+        return base / key
+    found = [p for p in base.iterdir() if p.is_dir() and p.name != "dvc" and not p.name.startswith(".")]
+    if len(found) != 1:
+        raise RehearsalError(f"expected one {stage} run folder from the multirun in {base}, found {found}")
+    return found[0]
 
 
 def rehearse(
@@ -365,7 +368,7 @@ def rehearse(
     if "multirun" in paths:
         log(f"[{name}] Hydra multirun on hydra/launcher=local (submitit_local), seed={sweep}")
         result["multirun"] = rehearse_multirun(repo, name, ov, logfile, sweep)
-        result["multirun"]["checks"] = check_outputs(repo, multirun_key(repo), name, manifest, quick)
+        result["multirun"]["checks"] = check_outputs(repo, None, name, manifest, quick)
     return result
 
 
