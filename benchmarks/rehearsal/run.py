@@ -233,7 +233,12 @@ def _run(args: list[str], cwd: Path, log: Path) -> tuple[float, dict[str, StageU
 
 
 def clone(dest: Path) -> Path:
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, env=_env())
+    # the commit this runner belongs to, whatever branch a clone of the repository would check out
+    subprocess.run(["git", "checkout", "-q", head.strip()], cwd=dest, check=True, env=_env())
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
