@@ -89,3 +89,27 @@ def test_predicted_vs_measured_peak_at_three_chunk_sizes_on_cpu():
         assert abs(predicted - measured) <= 0.3 * measured, rows
     # and the peak grows with the chunk: the quantity the chunk size controls
     assert rows[0][2] < rows[1][2] < rows[2][2]
+
+
+@pytest.mark.integration
+def test_auto_settings_resolve_in_the_jacobian_stage(project):
+    """measure.chunk_size=auto / seed_batch=auto reach the stage and resolve (CPU: 16 and 1), recorded in meta.json."""
+    import json
+
+    from stages import covariance, jacobian, trajectories
+    from tests.conftest import compose_config
+
+    cfg = compose_config(
+        [
+            "experiment=smoke",
+            "tracking=off",
+            "progress=false",
+            "measure.chunk_size=auto",
+            "measure.seed_batch=auto",
+        ]
+    )
+    covariance.run(cfg)
+    trajectories.run(cfg)
+    out = jacobian.run(cfg).out_dir
+    metrics = json.loads((out / "meta.json").read_text())["metrics"]
+    assert (metrics["chunk_size"], metrics["seed_batch"]) == (CPU_CHUNK_SIZE, 1)
