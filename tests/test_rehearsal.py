@@ -149,15 +149,21 @@ def test_shortened_cifar10_protocol_runs_at_the_true_architecture_in_process(tmp
     assert float(row["kappa_pi"]) > 0
 
 
+@pytest.fixture(scope="module")
+def quick_fixtures(tmp_path_factory):
+    """One set of --quick fixtures (both checkpoints, ~600 MB) for both protocols' rehearsals."""
+    return tmp_path_factory.mktemp("rehearsal") / "fixtures"
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("name", list(PROTOCOLS))
-def test_quick_rehearsal_through_dvc_and_the_submitit_multirun(name, tmp_path):
+def test_quick_rehearsal_through_dvc_and_the_submitit_multirun(name, tmp_path, quick_fixtures):
     """From a fresh clone of HEAD: dvc exp run and hydra/launcher=local, both checked by the runner."""
     out = tmp_path / "result.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.rehearsal", name, "--quick", "--threads", "1", "--json", str(out)]
-        + ["--fixtures", str(tmp_path / "fixtures")],
+        + ["--fixtures", str(quick_fixtures)],
         cwd=ROOT,
         capture_output=True,
         text=True,
