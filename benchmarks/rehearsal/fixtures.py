@@ -10,14 +10,12 @@ Writes under root:
   celebahq/            00000.jpg ... (256x256, the file names of the celeba_hq_256 release)
   manifest.json        md5 and sha256 of every file written, checked by `verify_manifest` before use
 
-The architectures are the hub checkpoints' own config.json values (UNet2DModel; diffusers 0.0.4 /
-0.1.1 era files, re-serialised by every later diffusers version with the same values):
-  google/ddpm-cifar10-32: huggingface.co/google/ddpm-cifar10-32 config.json (its converted UNet2DModel
-    form, as kept in the snapshot that derived repositories record in `_name_or_path`); 35.7M parameters.
-  google/ddpm-celebahq-256: huggingface.co/google/ddpm-celebahq-256 config.json (snapshot cd5c944777ea);
-    113.7M parameters.
-  Both scheduler_config.json: DDPMScheduler, linear β 1e-4..0.02, T = 1000, clip_sample true
-  (variance_type fixed_large for CIFAR-10, fixed_small for CelebA-HQ); no prediction_type = epsilon.
+The architectures are the hub checkpoints' own config.json values (UNet2DModel), as found in the hub
+files of google/ddpm-cifar10-32 and google/ddpm-celebahq-256 (snapshot cd5c944777ea) and in the configs of
+repositories fine-tuned from those snapshots (later diffusers versions only add keys at their defaults, e.g.
+add_attention, resnet_time_scale_shift); 35.7M and 113.7M parameters.
+Both scheduler_config.json: DDPMScheduler, linear β 1e-4..0.02, T = 1000, clip_sample true (variance_type
+fixed_large for CIFAR-10, fixed_small for CelebA-HQ); no prediction_type key = epsilon.
 Only ᾱ_t and the prediction type of the scheduler config enter the pipeline (eq. 4).
 
 The pixels are synthetic (seeded smooth colour fields plus noise), so nothing here can reproduce a
