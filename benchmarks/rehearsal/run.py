@@ -233,6 +233,10 @@ def _run(args: list[str], cwd: Path, log: Path) -> tuple[float, dict[str, StageU
 
 
 def clone(dest: Path) -> Path:
+    """A fresh clone of the runner's HEAD commit; without a git repository (a bare copy of the tree, as on
+    some GPU machines) a copy of the tree committed into a new repository, which dvc exp run needs."""
+    if not (ROOT / ".git").exists():
+        return _snapshot(dest)
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
@@ -244,6 +248,21 @@ def clone(dest: Path) -> Path:
     ).stdout.strip()
     if dirty:
         print("note: the workspace has uncommitted changes; the rehearsal runs the committed HEAD")
+    return dest
+
+
+def _snapshot(dest: Path) -> Path:
+    skip = shutil.ignore_patterns(
+        ".venv", "data", "mlartifacts", "mlflow.db*", "multirun", ".hydra_runs", "__pycache__", "*.egg-info"
+    )
+    shutil.copytree(ROOT, dest, ignore=skip)
+    for stage_dir in (dest / "outputs").glob("*"):
+        for p in stage_dir.iterdir() if stage_dir.is_dir() else []:
+            if p.name != ".gitignore":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "rehearsal snapshot"]):
+        subprocess.run(["git", *args], cwd=dest, check=True, env=_env(), capture_output=True)
+    print(f"note: {ROOT} is not a git checkout; rehearsing a snapshot of its files")
     return dest
 
 
