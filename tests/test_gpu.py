@@ -178,3 +178,17 @@ def test_harness_on_cpu(tmp_path, monkeypatch):
     compare_engine("cpu", "cpu", torch.float64, blocks="off")
     compare_sampler("cpu", "cpu", torch.float32)
     compare_stage_chains("cpu", "cpu", tmp_path)
+
+
+@pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
+def test_cuda_entry_points_refuse_with_one_line_without_cuda(capsys):
+    from benchmarks import gpu_check, jacobian
+    from benchmarks.rehearsal import run
+
+    with pytest.raises(SystemExit) as e:
+        jacobian.main(["--device", "cuda"])
+    assert e.value.code == 2
+    assert gpu_check.main([]) == 2
+    assert run.main(["cifar10", "--device", "cuda"]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all(ln.startswith("error: ") and " — " in ln for ln in lines), lines
