@@ -171,7 +171,7 @@ def test_memory_model_on_cuda_predicts_the_allocator_peak(mark):
     assert chunk >= 1 and mm.peak(chunk) <= 0.7 * free
 
 
-@pytest.mark.slow  # ~25 s idle (three comparisons, smoke stage chain twice)
+@pytest.mark.slow  # three comparisons, the smoke stage chain twice: 84 s on the loaded 2-core CPU
 def test_harness_on_cpu(tmp_path, monkeypatch):
     """The comparisons above, CPU against CPU (cheapest forms): they run and find equal numbers."""
     monkeypatch.chdir(tmp_path)

@@ -50,7 +50,7 @@ def test_auto_on_a_cpu_takes_the_measured_cpu_choices_without_calibrating():
     assert plan_for_device(never, "cpu", 8, 32, 2).chunk_size == 32
 
 
-@pytest.mark.slow  # about 30 s idle (14 calls of a small attention UNet's products), 2 min on a loaded CPU
+@pytest.mark.slow  # 14 calls of a small attention UNet's products: 130 s on the loaded 2-core CPU
 @pytest.mark.skipif(not cpu_peak_supported(), reason="needs Linux /proc/self/clear_refs to reset VmHWM")
 def test_predicted_vs_measured_peak_at_three_chunk_sizes_on_cpu():
     """Calibrated at chunks 2 and 4, the model predicts chunks 8, 16 and 32 of JΦᵀJΦ products through a

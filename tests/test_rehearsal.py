@@ -126,7 +126,7 @@ def test_presets_are_unchanged_except_the_rehearsal_overrides(name, tmp_path):
 @pytest.mark.integration
 def test_shortened_cifar10_protocol_runs_at_the_true_architecture_in_process(tmp_path, monkeypatch):
     """The --quick overrides of cifar10_paper on a 600-image archive and the 35.7M-parameter UNet:
-    covariance, trajectories and one measured point (about 30 s of compute on an idle 2-core CPU)."""
+    covariance, trajectories and one measured point (14 s on the 2-core CPU at load average 1.3)."""
     from stages import covariance, jacobian, trajectories
 
     monkeypatch.chdir(tmp_path)
