@@ -1,6 +1,6 @@
 """Cost of the Jacobian measurements on the real ddpm-cifar10-32 architecture (random weights, CPU).
 
-python -m benchmarks.jacobian [--threads 1] [--quick]
+python -m benchmarks.jacobian [--threads 1] [--quick] [--device cpu|cuda]
 
 Prints human-readable lines, then one JSON line. Every cost is given in forward-pass equivalents
 (time / time of one batch-1 forward pass measured in the same run), so ratios survive a busy machine.
@@ -13,6 +13,8 @@ Prints human-readable lines, then one JSON line. Every cost is given in forward-
 (c) projected cost of the cifar10_paper protocol (8 seeds x 50 steps, K_PI = 20) from those costs;
 (d) the Gaussian oracle's vmapped JVPs (the default run's model): grouped 1x1 convolutions vs batched matmuls;
 (e) points of several seeds at one step measured one at a time vs stacked through the model's batch dimension.
+--device cuda runs every product on the GPU (the same JSON keys); each timed call ends with
+torch.cuda.synchronize(), so a time is the kernels' time, not the launch's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from pipeline.errors import PipelineError
 from pipeline.jacobian import MeasureConfig, ScoreLinearization, StepJacobian, plan_measurement
 from pipeline.jacobian.patches import embed_patches, patch_index, take_patches
 
@@ -49,11 +52,11 @@ CIFAR_UNET = dict(
 )
 
 
-def build_model():
+def build_model(device: torch.device | str = "cpu"):
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)
-    model = UNet2DModel(**CIFAR_UNET).eval()
+    model = UNet2DModel(**CIFAR_UNET).eval().to(device)
     for p in model.parameters():
         p.requires_grad_(False)
     from pipeline.models.attention import install_math_attention  # forward-mode AD through attention
@@ -62,36 +65,61 @@ def build_model():
     return model, procs
 
 
-def attention_resolutions(model, procs) -> dict[str, int]:
+def attention_resolutions(model, procs, device="cpu") -> dict[str, int]:
     """Token count of every attention layer (16x16 = 256 expected for ddpm-cifar10-32)."""
     from pipeline.models.attention import recording
 
     with torch.no_grad(), recording(procs) as rec:
-        model(torch.zeros(1, 3, 32, 32), 10)
+        model(torch.zeros(1, 3, 32, 32, device=device), 10)
     return {name: int(ws[-1].shape[-1]) for name, ws in rec.weights.items()}
 
 
-def timeit(fn, reps: int = 3, warmup: int = 1) -> float:
+def _no_sync() -> None:
+    return None
+
+
+def synchronizer(device: torch.device):
+    """What ends a timed call: torch.cuda.synchronize on CUDA (kernels run asynchronously), else nothing."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else _no_sync
+
+
+def resolve_benchmark_device(name: str) -> torch.device:
+    """cpu / cuda / cuda:N; a CUDA device on a machine without CUDA is a PipelineError with the fix."""
+    from pipeline.models.base import resolve_device
+
+    try:
+        return resolve_device(name)
+    except (RuntimeError, PipelineError) as e:
+        raise PipelineError(
+            f"--device {name} cannot be used ({e}) — run on a machine with a CUDA GPU, or use --device cpu"
+        ) from e
+
+
+def timeit(fn, reps: int = 3, warmup: int = 1, sync=_no_sync) -> float:
     """Best of reps (after warmup): on a shared machine load only ever slows a run down."""
     for _ in range(warmup):
         fn()
+    sync()
     ts = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
+        sync()
         ts.append(time.perf_counter() - t0)
     return min(ts)
 
 
-def race(fns: dict, rounds: int = 3) -> dict:
+def race(fns: dict, rounds: int = 3, sync=_no_sync) -> dict:
     """Best-of-rounds times of several functions, interleaved so that load changes hit all alike."""
     for f in fns.values():
         f()
+    sync()
     best = {k: math.inf for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
             t0 = time.perf_counter()
             f()
+            sync()
             best[k] = min(best[k], time.perf_counter() - t0)
     return best
 
@@ -105,17 +133,24 @@ def main(argv=None) -> dict:
         help="torch threads (default 1: on a shared machine 2 contending threads are ~5-10x slower)",
     )
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; the JSON keys are the same")
     args = ap.parse_args(argv)
+    try:
+        dev = resolve_benchmark_device(args.device)
+    except PipelineError as e:
+        print(f"error: {e}")
+        raise SystemExit(2) from None
+    sync = synchronizer(dev)
     torch.set_num_threads(args.threads)
     reps = 1 if args.quick else 3
     t_start = time.perf_counter()
     out: dict = {"threads": args.threads}
 
-    model, procs = build_model()
+    model, procs = build_model(dev)
     nparams = sum(p.numel() for p in model.parameters())
-    attn = attention_resolutions(model, procs)
+    attn = attention_resolutions(model, procs, dev)
     print(
-        f"model: ddpm-cifar10-32 architecture, random weights, {nparams / 1e6:.1f}M parameters; "
+        f"model: ddpm-cifar10-32 architecture, random weights, {nparams / 1e6:.1f}M parameters, on {dev}; "
         f"attention tokens per layer: {attn}"
     )
     out["params_millions"] = round(nparams / 1e6, 2)
@@ -125,17 +160,23 @@ def main(argv=None) -> dict:
     t = 500
     eps_fn = lambda z: model(z[None], t).sample[0]  # noqa: E731
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 32, 32, generator=g)
+
+    def randn(*shape):  # drawn on the CPU (same numbers on every device), then moved
+        return torch.randn(*shape, generator=g).to(dev)
+
+    x = randn(3, 32, 32)
     r, b = 1.02, -0.05
     shape = (3, 32, 32)
 
     fwd = torch.no_grad()(lambda: eps_fn(x))
-    t_fwd = timeit(fwd, reps=3)
+    t_fwd = timeit(fwd, reps=3, sync=sync)
     with torch.no_grad():
-        xb = torch.randn(8, 3, 32, 32, generator=g)
-        xb16 = torch.randn(16, 3, 32, 32, generator=g)
+        xb = randn(8, 3, 32, 32)
+        xb16 = randn(16, 3, 32, 32)
         tf = race(
-            {"b1": fwd, "b8": lambda: model(xb, t).sample, "b16": lambda: model(xb16, t).sample}, rounds=reps
+            {"b1": fwd, "b8": lambda: model(xb, t).sample, "b16": lambda: model(xb16, t).sample},
+            rounds=reps,
+            sync=sync,
         )
     t_fwd8 = tf["b8"] / 8
     # No batching of the same products (vmap or the model's own batch dimension) can beat the gain of
@@ -148,7 +189,7 @@ def main(argv=None) -> dict:
     out["forward_batch16_gain"] = round(batch_ceiling, 2)
 
     # ---------------- (a) one power-iteration step ----------------
-    u = torch.randn(shape, generator=g)
+    u = randn(*shape)
 
     def naive_step():
         _, jv = torch.autograd.functional.jvp(eps_fn, x, u)
@@ -157,14 +198,16 @@ def main(argv=None) -> dict:
 
     t0 = time.perf_counter()
     score = ScoreLinearization(eps_fn, x, jvp_method="double_vjp", chunk_size=16)
+    sync()
     c_setup_dv = (time.perf_counter() - t0) / t_fwd
     step = StepJacobian(score, r, b)
     t0 = time.perf_counter()
     lin = ScoreLinearization(eps_fn, x, jvp_method="linearize", chunk_size=16)
+    sync()
     c_trace = (time.perf_counter() - t0) / t_fwd
     lstep = StepJacobian(lin, r, b)
-    U8 = torch.randn(8, *shape, generator=g)
-    U16 = torch.randn(16, *shape, generator=g)
+    U8 = randn(8, *shape)
+    U16 = randn(16, *shape)
     ta = race(
         {
             "fwd": fwd,
@@ -175,6 +218,7 @@ def main(argv=None) -> dict:
             "lin8": lambda: lstep.gram(U8),
         },
         rounds=reps,
+        sync=sync,
     )
     tp = race(
         {
@@ -186,6 +230,7 @@ def main(argv=None) -> dict:
             "jvp_lin16": lambda: lin.jvp(U16),
         },
         rounds=reps,
+        sync=sync,
     )
     fa, fp = ta["fwd"], tp["fwd"]
     c_naive = ta["naive"] / fa
@@ -236,14 +281,14 @@ def main(argv=None) -> dict:
 
     # ---------------- (b) all 256 blocks at one point ----------------
     P = 8
-    index = patch_index(shape, P)
+    index = patch_index(shape, P, device=dev)
     M, nk = index.shape
     K = 10
     nsub = 16  # block problems per timed vmapped batch (one power step each), extrapolated to 256 x K
     nloop = 4
-    kk = torch.arange(M).repeat_interleave(M)[:nsub]
-    jj = torch.arange(M).repeat(M)[:nsub]
-    w0 = torch.randn(nsub, nk, generator=g)
+    kk = torch.arange(M, device=dev).repeat_interleave(M)[:nsub]
+    jj = torch.arange(M, device=dev).repeat(M)[:nsub]
+    w0 = randn(nsub, nk)
 
     def vmapped_iteration():
         y = take_patches(lstep.matvec(embed_patches(w0, index, shape, jj)), index, kk)
@@ -253,7 +298,7 @@ def main(argv=None) -> dict:
         for i in range(nloop):
             tang = embed_patches(w0[i : i + 1], index, shape, jj[i : i + 1])[0]
             yk = lstep.matvec(tang).reshape(-1)[index[kk[i]]]
-            cot = torch.zeros(3 * 32 * 32)
+            cot = torch.zeros(3 * 32 * 32, device=dev)
             cot[index[kk[i]]] = yk
             lstep.rmatvec(cot.reshape(shape))
 
@@ -261,19 +306,20 @@ def main(argv=None) -> dict:
         tang = embed_patches(w0[:1], index, shape, jj[:1])[0]
         _, jv = torch.func.jvp(eps_fn, (x,), (tang,))
         yk = (r * tang + b * jv).reshape(-1)[index[kk[0]]]
-        cot = torch.zeros(3 * 32 * 32)
+        cot = torch.zeros(3 * 32 * 32, device=dev)
         cot[index[kk[0]]] = yk
         _, vjp_fn = torch.func.vjp(eps_fn, x)
         return vjp_fn(cot.reshape(shape))[0]
 
     rows = index[0][:16]
-    cot16 = torch.zeros(len(rows), 3 * 32 * 32)
-    cot16[torch.arange(len(rows)), rows] = 1
+    cot16 = torch.zeros(len(rows), 3 * 32 * 32, device=dev)
+    cot16[torch.arange(len(rows), device=dev), rows] = 1
     cot16 = cot16.reshape(-1, *shape)
-    tb = race({"fwd": fwd, "vm": vmapped_iteration, "loop": loop_iteration}, rounds=reps)
+    tb = race({"fwd": fwd, "vm": vmapped_iteration, "loop": loop_iteration}, rounds=reps, sync=sync)
     tc = race(
         {"fwd": fwd, "paper": paper_loop_iteration, "dense": lambda: score.vjp(cot16)},
         rounds=max(1, reps - 1),
+        sync=sync,
     )
     c_vm_step = tb["vm"] / nsub / tb["fwd"]
     c_loop_step = tb["loop"] / nloop / tb["fwd"]
@@ -347,7 +393,7 @@ def main(argv=None) -> dict:
         )
         print(
             f"(c) cifar10_paper, 8 seeds x 50 steps, {name}: {plan.blocks}/{plan.jvp_method}, "
-            f"{plan.estimated_cost:.0f} forward passes per point, ≈ {hours:.1f} h on this CPU "
+            f"{plan.estimated_cost:.0f} forward passes per point, ≈ {hours:.1f} h on this {dev.type} "
             f"({args.threads} thread(s))"
         )
     naive_global = points * 20 * c_naive * t_fwd / 3600
@@ -359,23 +405,23 @@ def main(argv=None) -> dict:
     out["projected"] = proj
     out["projected_naive_global_hours"] = round(naive_global, 2)
     out["projected_paper_style_blocks_hours"] = round(paper_blocks, 2)
-    out.update(seed_batching(model, t, r, b, reps))
-    out.update(oracle_products(reps))
+    out.update(seed_batching(model, t, r, b, reps, dev, sync))
+    out.update(oracle_products(reps, dev, sync))
     out["benchmark_seconds"] = round(time.perf_counter() - t_start, 1)
     print(f"total benchmark time {out['benchmark_seconds']:.0f} s")
     print(json.dumps(out))
     return out
 
 
-def seed_batching(model, t: int, r: float, b: float, reps: int, S: int = 4) -> dict:
+def seed_batching(model, t: int, r: float, b: float, reps: int, dev, sync, S: int = 4) -> dict:
     """(e) measure_step at S points of one step, one at a time vs stacked through the model's batch
     dimension (measure.seed_batch, pipeline.jacobian.points): global PI + Lanczos + Rayleigh, no blocks."""
     from pipeline.jacobian import measure_step
     from pipeline.jacobian.points import measure_points
 
     g = torch.Generator().manual_seed(5)
-    xs = torch.randn(S, 3, 32, 32, generator=g)
-    v1 = torch.nn.functional.normalize(torch.randn(16, 192, generator=g), dim=1)
+    xs = torch.randn(S, 3, 32, 32, generator=g).to(dev)
+    v1 = torch.nn.functional.normalize(torch.randn(16, 192, generator=g), dim=1).to(dev)
     cfg = MeasureConfig(blocks="off", power_iters=4, lanczos_iters=4, jvp_method="double_vjp")
     seeds = list(range(S))
 
@@ -395,7 +441,7 @@ def seed_batching(model, t: int, r: float, b: float, reps: int, S: int = 4) -> d
         max(abs(p.kappa_pi / q.kappa_pi - 1), float(np.max(np.abs(p.rayleigh - q.rayleigh))))
         for p, q in zip(a, c, strict=True)
     )
-    tt = race({"loop": one_at_a_time, "stacked": stacked}, rounds=max(1, reps - 1))
+    tt = race({"loop": one_at_a_time, "stacked": stacked}, rounds=max(1, reps - 1), sync=sync)
     print(
         f"(e) {S} seeds at one step (PI 4 + Lanczos 4 + 16 Rayleigh products each): one at a time "
         f"{tt['loop']:.1f} s, stacked {tt['stacked']:.1f} s ({tt['loop'] / tt['stacked']:.2f}x; "
@@ -408,7 +454,7 @@ def seed_batching(model, t: int, r: float, b: float, reps: int, S: int = 4) -> d
     }
 
 
-def oracle_products(reps: int) -> dict:
+def oracle_products(reps: int, dev, sync) -> dict:
     """(d) The Gaussian oracle's 16 vmapped JVPs at the default size (n = 3072, 16 patch blocks of 192, float64):
     pipeline.models.GaussianOracle (grouped 1x1 convolutions) vs the same products as batched matmuls with the
     unbatched [G, m, m] eigenvectors, which vmap copies once per vector (the oracle's form before this change)."""
@@ -420,8 +466,10 @@ def oracle_products(reps: int) -> dict:
     blocks = torch.randn(G, m, m, generator=g, dtype=torch.float64)
     cov = (blocks @ blocks.transpose(1, 2) / m + 0.1 * torch.eye(m, dtype=torch.float64)).numpy()
     mean = np.zeros((G, m))
-    oracle = GaussianOracle.from_patch_blocks(mean, cov, 8, linear_schedule(1000).alpha_bar, (3, 32, 32))
-    U = torch.as_tensor(oracle.eigvecs)
+    oracle = GaussianOracle.from_patch_blocks(
+        mean, cov, 8, linear_schedule(1000).alpha_bar, (3, 32, 32), device=dev
+    )
+    U = torch.as_tensor(oracle.eigvecs, device=dev)
     scale = oracle._scale(500)
     perm, inv = oracle._perm, oracle._inv_perm
 
@@ -430,12 +478,12 @@ def oracle_products(reps: int) -> dict:
         z = torch.matmul(torch.matmul(y, U) * scale[:, None, :], U.transpose(1, 2))
         return z.transpose(0, 1).reshape(1, -1)[:, inv].reshape(1, 3, 32, 32)
 
-    x0 = torch.randn(1, 3, 32, 32, generator=g, dtype=torch.float64)
-    tang = torch.randn(16, 1, 3, 32, 32, generator=g, dtype=torch.float64)
+    x0 = torch.randn(1, 3, 32, 32, generator=g, dtype=torch.float64).to(dev)
+    tang = torch.randn(16, 1, 3, 32, 32, generator=g, dtype=torch.float64).to(dev)
     conv = torch.func.vmap(lambda v: torch.func.jvp(lambda z: oracle(z, 500), (x0,), (v,))[1])
     mm = torch.func.vmap(lambda v: torch.func.jvp(matmul_form, (x0,), (v,))[1])
     assert torch.allclose(conv(tang), mm(tang), rtol=1e-10, atol=1e-12)  # the same operator
-    t = race({"conv": lambda: conv(tang), "matmul": lambda: mm(tang)}, rounds=max(2, reps))
+    t = race({"conv": lambda: conv(tang), "matmul": lambda: mm(tang)}, rounds=max(2, reps), sync=sync)
     print(
         f"(d) Gaussian oracle, 16 vmapped JVPs at n = 3072: grouped conv {1e3 * t['conv']:.1f} ms, batched matmul "
         f"{1e3 * t['matmul']:.1f} ms ({t['matmul'] / t['conv']:.1f}x)"

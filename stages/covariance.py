@@ -6,9 +6,12 @@ python -m stages.covariance [overrides]   → outputs/covariance/<run-key>/
 
 from __future__ import annotations
 
+import hashlib
+
 import hydra
 from omegaconf import DictConfig
 
+from pipeline import io
 from stages.cli_errors import in_job, run_cli
 from stages.common import StageContext, StageResult, dataset_inputs, prepare_config, run_stage
 
@@ -32,6 +35,15 @@ def run(cfg: DictConfig | dict) -> StageResult:
             progress=ctx.progress,
         )
         write_covariance_outputs(ctx.out_dir, stats)
+        # The DVC chain's trajectories stage depends on this marker, not on gaussian_fit.npz: the marker
+        # exists for every preset (celebahq_paper has no full Σ₀) and changes exactly when the fit does.
+        fit = ctx.out_dir / "gaussian_fit.npz"
+        digest = (
+            hashlib.sha256(fit.read_bytes()).hexdigest()
+            if fit.is_file()
+            else "none (covariance.full_cov=false)"
+        )
+        io.write_text(ctx.out_dir / "gaussian_fit.sha256", digest + "\n")
         ctx.metrics.update(summary_metrics(stats))
 
     return run_stage(

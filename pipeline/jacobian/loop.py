@@ -121,6 +121,36 @@ def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step)
     )
 
 
+def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_size):
+    """Resolve measure.chunk_size / measure.seed_batch = auto: calibrated at the first selected point."""
+    import torch
+
+    from pipeline.jacobian.memory import calibrate, plan_for_device
+    from pipeline.jacobian.operators import ScoreLinearization, StepJacobian
+
+    seeds = _seed_files(trajectories_dir)
+    if selection["max_seeds"]:
+        seeds = seeds[: int(selection["max_seeds"])]
+    ts = np.asarray(chain.timesteps)
+    i = selected_steps(ts, selection["steps"])[0]
+    t = int(ts[i])
+
+    def calibrate_here():
+        x = torch.as_tensor(io.load_npz(seeds[0][1])["x"][i], dtype=model.dtype, device=model.device)
+
+        def products(c: int):
+            score = ScoreLinearization(
+                lambda z: model(z[None], t)[0], x, jvp_method="double_vjp", chunk_size=c
+            )
+            return StepJacobian(score, 1.0, -1.0).gram(
+                torch.randn(c, *x.shape, dtype=x.dtype, device=x.device)
+            )
+
+        return calibrate(products, model.device)
+
+    return plan_for_device(calibrate_here, model.device, len(seeds), chunk_size, selection["seed_batch"])
+
+
 def measure_trajectories(
     model,
     chain,
@@ -142,6 +172,11 @@ def measure_trajectories(
 
     mcfg = dict(measure_cfg)
     selection = {k: mcfg.pop(k, None) for k in _SELECTION_KEYS}
+    memory = None
+    if mcfg.get("chunk_size") == "auto" or selection["seed_batch"] == "auto":
+        # chunk size and seed batch from the device's free memory (pipeline.jacobian.memory)
+        memory = _memory_plan(model, chain, Path(trajectories_dir), selection, mcfg.get("chunk_size"))
+        mcfg["chunk_size"], selection["seed_batch"] = memory.chunk_size, memory.seed_batch
     config = MeasureConfig.from_dict(mcfg)
     stats = read_patch_stats(covariance_dir, with_full=False)
     if int(stats.patch_size) != int(patch_size):
@@ -325,6 +360,8 @@ def measure_trajectories(
     if len(steps) == len(ts):  # exponents are averages over the whole chain
         io.write_csv(out_dir / "lyapunov.csv", lyapunov_rows(patch_rows, lam, f), LYAPUNOV_COLUMNS)
     summary = _summarise(global_rows, patch_rows, len(seeds), len(steps))
+    if memory is not None:
+        summary.metrics.update(chunk_size=float(memory.chunk_size), seed_batch=float(memory.seed_batch))
     finite = [v for v in measure_seconds if math.isfinite(v)]
     if finite:
         summary.metrics["seconds_per_point_mean"] = float(np.mean(finite))

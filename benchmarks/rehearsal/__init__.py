@@ -1,0 +1,1 @@
+"""True-scale rehearsal of the paper protocols (see docs/rehearsal.md)."""

@@ -1,0 +1,3 @@
+from benchmarks.rehearsal.run import main
+
+raise SystemExit(main())
