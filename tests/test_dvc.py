@@ -11,7 +11,6 @@ output ("Running stage '<name>'"), and what they computed from their output file
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from benchmarks.rehearsal.run import subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("covariance", "trajectories", "jacobian", "analysis")
@@ -40,24 +41,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "PIFS_SWEEP_ID", "PIFS_PARENT_RUN_ID", "PYTHONPATH")
-        and not k.startswith("DVC_")
-    }
-    # dvc.yaml's commands say `python`: the interpreter running these tests
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(
-        HF_HUB_OFFLINE="1",
-        MPLBACKEND="Agg",
-        DVC_NO_ANALYTICS="1",
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@t",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@t",
-    )
-    return env
+    return subprocess_env()
 
 
 def _run(args: list[str], cwd: Path, timeout: int = 900) -> str:

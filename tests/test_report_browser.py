@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
+
+from benchmarks.screenshots import body_attrs, chromium
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
@@ -29,30 +30,13 @@ pytestmark = pytest.mark.skipif(
 
 
 def _chromium(tmp_path: Path, *args: str) -> str:
-    profile = tmp_path / "chromium-profile"
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=10000",
-        *args,
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    # the same headless invocation as the screenshot script; a failed run raises with its stderr
+    return chromium(CHROMIUM, tmp_path / "chromium-profile", *args)
 
 
 def _body_attrs(dom: str) -> dict[str, str]:
-    m = re.search(r"<body([^>]*)>", dom)
-    assert m, "no <body> in the dumped DOM"
-    return dict(re.findall(r'([\w-]+)="([^"]*)"', m.group(1)))
+    assert re.search(r"<body([^>]*)>", dom), "no <body> in the dumped DOM"
+    return body_attrs(dom)
 
 
 @pytest.fixture(scope="module", params=["gaussian_oracle", "learned"])

@@ -192,7 +192,8 @@ class TreeMonitor:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
+def subprocess_env() -> dict[str, str]:
+    """The environment of a fresh clone's `dvc`/`python` runs: this interpreter first, no tracking or DVC state."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -222,7 +223,7 @@ def _run(args: list[str], cwd: Path, log: Path) -> tuple[float, dict[str, StageU
     with open(log, "ab") as f:
         f.write(f"$ {' '.join(args)}\n".encode())
         f.flush()
-        proc = subprocess.Popen(args, cwd=cwd, env=_env(), stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=cwd, env=subprocess_env(), stdout=f, stderr=subprocess.STDOUT)
         with TreeMonitor(proc.pid) as mon:
             rc = proc.wait()
     wall = time.time() - t0
@@ -240,9 +241,9 @@ def clone(dest: Path) -> Path:
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, env=_env())
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, env=subprocess_env())
     # the commit this runner belongs to, whatever branch a clone of the repository would check out
-    subprocess.run(["git", "checkout", "-q", head.strip()], cwd=dest, check=True, env=_env())
+    subprocess.run(["git", "checkout", "-q", head.strip()], cwd=dest, check=True, env=subprocess_env())
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -261,7 +262,7 @@ def _snapshot(dest: Path) -> Path:
             if p.name != ".gitignore":
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "rehearsal snapshot"]):
-        subprocess.run(["git", *args], cwd=dest, check=True, env=_env(), capture_output=True)
+        subprocess.run(["git", *args], cwd=dest, check=True, env=subprocess_env(), capture_output=True)
     print(f"note: {ROOT} is not a git checkout; rehearsing a snapshot of its files")
     return dest
 
