@@ -69,12 +69,14 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     if cfg.get("run_key") is not None and cfg.get("run_key") != "":
         check_run_key(cfg["run_key"])
     seed_batch = (cfg.get("measure") or {}).get("seed_batch")
-    if seed_batch is not None and (
-        isinstance(seed_batch, bool) or not isinstance(seed_batch, int) or seed_batch < 1
+    if (
+        seed_batch is not None
+        and seed_batch != "auto"
+        and (isinstance(seed_batch, bool) or not isinstance(seed_batch, int) or seed_batch < 1)
     ):
         raise ConfigError(
             f"measure.seed_batch={seed_batch} — set it to a positive number of seeds measured together "
-            "(1 = one point at a time)"
+            "(1 = one point at a time), or auto (chosen from free device memory)"
         )
     if int(cfg.get("num_seeds", 1)) < 1:
         raise ConfigError(f"num_seeds={cfg.get('num_seeds')} — set num_seeds to at least 1")

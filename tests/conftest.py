@@ -31,6 +31,23 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)
 
 
+# Variables a stage or a Hydra sweep callback sets for the processes it starts (the tracking store, the
+# sweep's parent run). An in-process sweep leaves them in os.environ; a later test in the same worker
+# would then log into another test's store.
+_RUN_ENV = ("MLFLOW_TRACKING_URI", "PIFS_SWEEP_ID", "PIFS_PARENT_RUN_ID", "HYDRA_FULL_ERROR")
+
+
+@pytest.fixture(autouse=True)
+def _restore_run_environment():
+    saved = {k: os.environ.get(k) for k in _RUN_ENV}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def compose_config(
     overrides: list[str] | None = None, return_hydra_config: bool = False, config_name: str = "config"
 ):

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pipeline import io
-from pipeline.analysis.closed_form import expansion_function, step_coefficients
+from pipeline import geometry, io
 from pipeline.analysis.inputs import load_stage_outputs
 from pipeline.analysis.oracle import check_oracle
 from pipeline.analysis.tables import make_context, table_3, table_8, table_9, table_11
@@ -37,6 +36,23 @@ def _chain(run) -> dict[int, tuple[float, float]]:
         int(r["t"]): (float(r["alpha_bar_t"]), float(r["alpha_bar_prev"]))
         for r in io.read_csv(run["jacobian"] / "global.csv")
     }
+
+
+def _steps(a, ap) -> geometry.Chain:
+    """The geometry Chain of DDIM steps ᾱ_t -> ᾱ_prev (listed from the noisiest step)."""
+    a, ap = np.atleast_1d(np.asarray(a, dtype=np.float64)), np.atleast_1d(np.asarray(ap, dtype=np.float64))
+    return geometry.Chain("steps", np.arange(len(a), 0, -1), a, ap)
+
+
+def expansion_function(a, ap, lam):
+    """f_t(λ) of eq. 26 on the steps (a, ap), through pipeline.geometry."""
+    return geometry.expansion_function(_steps(a, ap), lam)
+
+
+def step_coefficients(a, ap):
+    """(r_t, b_t) of eqs. 4–5 on the steps (a, ap), through pipeline.geometry."""
+    c = geometry.step_coefficients(_steps(a, ap))
+    return c.r, c.b
 
 
 def _f(run, t: int) -> np.ndarray:

@@ -134,11 +134,17 @@ GROUPS = sorted(
     [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))],
 )
 def test_every_group_option_composes_and_holds_only_what_it_changes(group, option):
-    composed = OmegaConf.to_container(compose_config([f"{group}={option}"])[group], resolve=True)
+    # the train group belongs to training's own primary config (conf/train.yaml)
+    name = "train" if group == "train" else "config"
+    composed = OmegaConf.to_container(
+        compose_config([f"{group}={option}"], config_name=name)[group], resolve=True
+    )
     raw = OmegaConf.load(CONF / group / f"{option}.yaml")
     parents = [d for d in raw.get("defaults", []) if d != "_self_"]
     for parent in parents:
-        base = OmegaConf.to_container(compose_config([f"{group}={parent}"])[group], resolve=True)
+        base = OmegaConf.to_container(
+            compose_config([f"{group}={parent}"], config_name=name)[group], resolve=True
+        )
         own = {k for k in raw if k != "defaults"}
         # an option built on another states only the keys it changes, and changes every key it states
         assert {k for k in composed if composed.get(k) != base.get(k)} == own, f"{group}/{option}"

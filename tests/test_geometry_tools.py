@@ -175,8 +175,13 @@ def test_default_rows_and_cli(tmp_path: Path):
     assert [r["schedule"] for r in back] == [r["schedule"] for r in rows]
     assert float(back[0]["mean_L"]) == rows[0]["mean_L"]
     root = Path(__file__).resolve().parents[1]
+    # --csv prints the file's full-precision CSV (the default is the aligned, readable table)
     res = subprocess.run(
-        [sys.executable, "-m", "pipeline.geometry"], cwd=root, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "pipeline.geometry", "--csv"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     lines = res.stdout.strip().splitlines()
     assert lines[0] == ",".join(COLUMNS) and len(lines) == 9

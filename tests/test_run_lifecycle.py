@@ -499,9 +499,15 @@ def test_a_planted_training_checkpoint_never_executes(project, monkeypatch):
         "patch.size=4",
         "train.eval_images=4",
     ]
-    # a preempted run leaves its keyed work folder (work.json); a checkpoint is then planted in it
+
+    # a run preempted after some work leaves its keyed work folder; a checkpoint is then planted in it
+    def preempted(*a, **k):
+        for work in (project / "outputs" / "train").glob(".work-*"):
+            (work / "log.txt").write_text("some steps done")
+        raise RuntimeError("preempted")
+
     with monkeypatch.context() as m, pytest.raises(RuntimeError, match="preempted"):
-        m.setattr(training, "train", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("preempted")))
+        m.setattr(training, "train", preempted)
         run(compose_config(overrides, config_name="train"))
     (work,) = (project / "outputs" / "train").glob(".work-*")
     marker = project / "pwned"

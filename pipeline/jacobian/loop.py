@@ -236,7 +236,8 @@ def measure_trajectories(
             "b_t": float(coeffs.b[i]),
         }
         g = m.global_row()
-        _check_measured(g, config, seed, i, t)
+        # the estimators that ran at this step: the full setting at block steps, the light one elsewhere
+        _check_measured(g, config if i in block_steps else light, seed, i, t)
         g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
         # wall-clock time is not a measurement: kept out of the tables (byte-identical reruns)
         seconds = float(g.pop("seconds", math.nan))
