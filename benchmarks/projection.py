@@ -48,11 +48,16 @@ def forward_flops(arch: str, resolution: int) -> float:
 
 
 def paper_cost_per_point(n: int, M: int) -> tuple[str, float]:
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from pipeline.jacobian import MeasureConfig, plan_measurement
 
-    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "measure" / "paper.yaml"))
+    # the measure group as the paper preset composes it (conf/measure/paper.yaml extends default.yaml)
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        measure = compose("config", overrides=["measure=paper"]).measure
+    keys = set(MeasureConfig.__dataclass_fields__)
+    cfg = {k: v for k, v in OmegaConf.to_container(measure, resolve=True).items() if k in keys}
     plan = plan_measurement(n, M, MeasureConfig.from_dict(cfg), True)
     return plan.blocks, float(plan.estimated_cost)
 
