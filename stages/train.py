@@ -50,7 +50,7 @@ def model_card(summary: dict) -> str:
     t = summary["train"]
     ds = summary["dataset"]
     held = "\n".join(f"| {k} | {m:.4f} ± {s:.4f} |" for k, (m, s) in summary["heldout_dsm"].items())
-    return f"""# {t.get("name", "model")}: a small DDPM trained by pifs-repro (issue 9)
+    return f"""# {t.get("name", "model")}: a small DDPM trained by pifs-repro
 
 - Architecture: diffusers UNet2DModel, block_out_channels {t["block_out_channels"]}, layers_per_block
   {t["layers_per_block"]}, blocks {t["down_block_types"]} / {t["up_block_types"]}, attention head dim
