@@ -7,6 +7,8 @@ not one, converted to RGB (or L for channels=1) and resized with Pillow's antial
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -82,41 +84,46 @@ def _decode_error(path: Path, e: Exception) -> DatasetError:
     )
 
 
-def load_image(path: Path, resolution: int, channels: int, resample: str = "bicubic") -> np.ndarray:
-    """One 8-bit image as uint8 [C, R, R]: centre square crop, RGB/L conversion, antialiased resize."""
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """The image at ``path``, open; a file PIL cannot decode becomes one DatasetError naming it."""
     try:
         with Image.open(path) as im:
-            if im.mode in DEEP_MODES:
-                raise DatasetError(
-                    f"{path} is a {im.mode} (16-bit) image; reading it as 8-bit would clip it — "
-                    "read it with load_image_unit (ImageFolderSource does)"
-                )
-            im = _square_resized(im.convert("RGB" if channels == 3 else "L"), resolution, resample)
-            arr = np.asarray(im, dtype=np.uint8)
+            yield im
     except Image.DecompressionBombError as e:
         raise _bomb_error(path, e) from e
+    except DatasetError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, DatasetError):
-            raise
         raise _decode_error(path, e) from e
+
+
+def _uint8_array(im: Image.Image, resolution: int, channels: int, resample: str) -> np.ndarray:
+    """An open 8-bit image as uint8 [C, R, R]: centre square crop, RGB/L conversion, antialiased resize."""
+    arr = np.asarray(
+        _square_resized(im.convert("RGB" if channels == 3 else "L"), resolution, resample), np.uint8
+    )
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def load_image(path: Path, resolution: int, channels: int, resample: str = "bicubic") -> np.ndarray:
+    """One 8-bit image as uint8 [C, R, R]: centre square crop, RGB/L conversion, antialiased resize."""
+    with _open_image(path) as im:
+        if im.mode in DEEP_MODES:
+            raise DatasetError(
+                f"{path} is a {im.mode} (16-bit) image; reading it as 8-bit would clip it — "
+                "read it with load_image_unit (ImageFolderSource does)"
+            )
+        return _uint8_array(im, resolution, channels, resample)
 
 
 def load_image_unit(path: Path, resolution: int, channels: int, resample: str = "bicubic") -> np.ndarray:
     """One image of any depth as float32 [C, R, R] in [-1, 1] (16-bit grey: v / 65535 scaled, not clipped)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in DEEP_MODES:
-                return uint8_to_unit(load_image(path, resolution, channels, resample))
-            # "F" holds the 16-bit values exactly; crop and resize run in float like the 8-bit path.
-            im = _square_resized(im.convert("F"), resolution, resample)
-            arr = np.asarray(im, dtype=np.float64)
-    except Image.DecompressionBombError as e:
-        raise _bomb_error(path, e) from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, DatasetError):
-            raise
-        raise _decode_error(path, e) from e
+    with _open_image(path) as im:
+        if im.mode not in DEEP_MODES:
+            return uint8_to_unit(_uint8_array(im, resolution, channels, resample))
+        # "F" holds the 16-bit values exactly; crop and resize run in float like the 8-bit path.
+        arr = np.asarray(_square_resized(im.convert("F"), resolution, resample), dtype=np.float64)
     unit = np.clip(arr / DEEP_MAX * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
     return np.repeat(unit[None], channels, axis=0)
 
