@@ -203,3 +203,18 @@ def test_stride_chain_and_ddim49_preset():
     np.testing.assert_array_equal(sch.timesteps.numpy()[1:] + 1, ch.timesteps)
     with pytest.raises(ValueError, match="stride"):
         stride_chain(s, 0)
+
+
+def test_representative_timesteps_are_twenty_evenly_spaced_chain_steps_with_both_ends():
+    """§7.7: S_k,t at 20 representative timesteps of the 49-step chain (t = 980, 960, ..., 20)."""
+    import numpy as np
+
+    from pipeline.geometry import representative_timesteps
+
+    ts = np.arange(980, 0, -20)
+    rep = representative_timesteps(ts, 20)
+    assert len(rep) == 20 and rep[0] == 980 and rep[-1] == 20
+    assert set(rep) <= set(ts.tolist()) and rep == sorted(rep, reverse=True)
+    gaps = np.diff([int(np.where(ts == t)[0][0]) for t in rep])
+    assert gaps.min() >= 2 and gaps.max() <= 3  # 48 index steps over 19 gaps: 2 or 3 each
+    assert representative_timesteps(ts[:7], 20) == ts[:7].tolist()

@@ -10,6 +10,7 @@ from .chains import (
     chain_from_timesteps,
     diffusers_timesteps,
     full_chain,
+    representative_timesteps,
     stride_chain,
     strided_chain,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "schedule_from_diffusers_config",
     "Chain",
     "full_chain",
+    "representative_timesteps",
     "strided_chain",
     "stride_chain",
     "chain_from_timesteps",

@@ -230,3 +230,19 @@ def stride_chain(
     return chain_from_timesteps(
         schedule, ts, final_alpha_bar, name=name or f"{schedule.name}_stride{stride}_from{start}_{ts.size}"
     )
+
+
+def representative_timesteps(timesteps, count: int = 20) -> list[int]:
+    """The §7.7 sparse protocol's "representative timesteps": ``count`` chain steps evenly spaced in step
+    index, both ends included (the paper measures S_k,t at 20 of the 49 steps and interpolates).
+
+    The paper does not say which 20; even spacing in step index is this project's convention. Returns
+    paper t in chain order (decreasing); the whole chain when it has no more than ``count`` steps.
+    """
+    ts = np.asarray(timesteps, dtype=np.int64).reshape(-1)
+    if int(count) < 2:
+        raise ValueError(f"representative_timesteps needs count >= 2, got {count}")
+    if ts.size <= int(count):
+        return [int(t) for t in ts]
+    idx = np.unique(np.round(np.linspace(0, ts.size - 1, int(count))).astype(np.int64))
+    return [int(ts[i]) for i in idx]
