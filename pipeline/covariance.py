@@ -32,7 +32,8 @@ import numpy as np
 
 from .data.base import DatasetError, ImageSource
 from .data.gaussian import fix_eigenvector_signs
-from .io import load_npz, save_npz, write_bytes, write_csv
+from .io import load_npz, save_npz, sha256_file, write_bytes, write_csv, write_text
+from .outputs import CovarianceFolder
 from .patches import PatchGrid, check_patch_size, patch_blocks_from_full, patch_grid, patch_indices
 
 try:
@@ -439,12 +440,6 @@ def _compute_patch_statistics(
 # Outputs
 
 
-PATCHES_CSV_COLUMNS = [
-    "k", "row", "col", "y0", "x0", "n_k", "count", "lambda_k", "lambda_2", "trace", "top_fraction",
-    "effective_rank",
-]  # fmt: skip
-
-
 def patch_table(stats: PatchStats) -> list[dict]:
     """One row per patch: grid position, λ_k, second eigenvalue, trace, λ_k/trace, participation ratio."""
     grid = stats.grid
@@ -487,17 +482,18 @@ def summary_metrics(stats: PatchStats) -> dict[str, float]:
 
 
 def write_covariance_outputs(out_dir: str | Path, stats: PatchStats, figure: bool = True) -> dict[str, Path]:
-    """Write patch_stats.npz, patches.csv, lambda_k.png and (full Σ₀ only) gaussian_fit.npz into out_dir.
+    """Write patch_stats.npz, patches.csv, lambda_k.png, (full Σ₀ only) gaussian_fit.npz and its digest
+    gaussian_fit.sha256 into out_dir.
 
     patch_stats.npz keys: mean [M, n_k], cov [M, n_k, n_k], eigvals [M, n_k] (descending), eigvecs
     [M, n_k, n_k] (columns), v1 [M, n_k], lambda_k [M], count, patch_size, image_shape [3], grid [2].
     gaussian_fit.npz keys: mean [n], cov [n, n] (image order (C, H, W), ddof=1), image_shape, count.
     Every file is written atomically with deterministic bytes.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = CovarianceFolder(out_dir)
+    out.path.mkdir(parents=True, exist_ok=True)
     grid = stats.grid
-    paths = {"patch_stats": out / "patch_stats.npz", "patches_csv": out / "patches.csv"}
+    paths = {"patch_stats": out.patch_stats, "patches_csv": out / out.PATCHES}
     save_npz(
         paths["patch_stats"],
         mean=stats.mean,
@@ -511,9 +507,9 @@ def write_covariance_outputs(out_dir: str | Path, stats: PatchStats, figure: boo
         image_shape=np.asarray(stats.image_shape, dtype=np.int64),
         grid=np.asarray([grid.rows, grid.cols], dtype=np.int64),
     )
-    write_csv(paths["patches_csv"], patch_table(stats), columns=PATCHES_CSV_COLUMNS)
+    write_csv(paths["patches_csv"], patch_table(stats), columns=out.PATCH_COLUMNS)
     if stats.full_cov is not None:
-        paths["gaussian_fit"] = out / "gaussian_fit.npz"
+        paths["gaussian_fit"] = out.gaussian_fit
         save_npz(
             paths["gaussian_fit"],
             mean=stats.full_mean,
@@ -521,8 +517,13 @@ def write_covariance_outputs(out_dir: str | Path, stats: PatchStats, figure: boo
             image_shape=np.asarray(stats.image_shape, dtype=np.int64),
             count=np.int64(stats.count),
         )
+    # The DVC chain's trajectories stage depends on this marker, not on gaussian_fit.npz: the marker exists
+    # for every preset (celebahq_paper has no full Σ₀) and changes exactly when the fit does.
+    digest = sha256_file(out.gaussian_fit) if out.has_gaussian_fit() else "none (covariance.full_cov=false)"
+    paths["fit_digest"] = out / out.FIT_DIGEST
+    write_text(paths["fit_digest"], digest + "\n")
     if figure:
-        paths["figure"] = out / "lambda_k.png"
+        paths["figure"] = out / out.LAMBDA_FIGURE
         plot_lambda_grid(stats, paths["figure"])
     return paths
 
@@ -531,14 +532,14 @@ def read_patch_stats(path: str | Path, with_full: bool = True) -> PatchStats:
     """Read patch_stats.npz (a file or the folder holding it); gaussian_fit.npz beside it is read too."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    file = path / "patch_stats.npz" if path.is_dir() else path
+    file = CovarianceFolder(path).patch_stats if path.is_dir() else path
     if not file.exists():
         raise FileNotFoundError(
             f"{file} does not exist; run the covariance stage first (python -m stages.covariance)"
         )
     d = load_npz(file)
     full_mean = full_cov = None
-    fit = folder / "gaussian_fit.npz"
+    fit = CovarianceFolder(folder).gaussian_fit
     if with_full and fit.exists():
         g = load_npz(fit)
         full_mean, full_cov = g["mean"], g["cov"]
@@ -568,7 +569,7 @@ class GaussianFit:
 def read_gaussian_fit(path: str | Path) -> GaussianFit:
     """Read gaussian_fit.npz (a file or the folder holding it)."""
     path = Path(path)
-    file = path / "gaussian_fit.npz" if path.is_dir() else path
+    file = CovarianceFolder(path).gaussian_fit if path.is_dir() else path
     if not file.exists():
         raise FileNotFoundError(
             f"{file} does not exist; run the covariance stage with the full covariance enabled "

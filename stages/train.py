@@ -4,7 +4,7 @@ python -m stages.train [experiment=learned16] [train=default|collage|smoke] [tra
   → <train.out_dir or outputs/train/<name>-<digest>>/: config.json + diffusion_pytorch_model.safetensors
     + scheduler_config.json (a folder pipeline.models.load_unet reads), loss_curve.png, samples.png,
     train_summary.json (losses, held-out DSM per t, wall time), MODEL_CARD.md.
-Runs through the stages' lifecycle (stages.common.run_stage): meta.json with sha256 of inputs and outputs,
+Runs through the stages' lifecycle (pipeline.runs.run_stage): meta.json with sha256 of inputs and outputs,
 reuse of a complete folder, one writer per folder, and a resumable checkpoint in <parent>/.work-<name>/ (read
 with weights_only=True) until the model folder is complete. train.out_dir may only name a new folder or a
 model folder this stage wrote. Its primary config is conf/train.yaml.
@@ -22,17 +22,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from pipeline.assemble import dataset_inputs
 from pipeline.runkeys import TRAIN_STAGE, run_key
+from pipeline.runs import StageContext, check_replaceable, outputs_root, run_stage
+from pipeline.settings import check_output_location, prepare_config
 from stages.cli_errors import in_job, run_cli
-from stages.common import (
-    StageContext,
-    check_replaceable,
-    dataset_inputs,
-    outputs_root,
-    prepare_config,
-    run_stage,
-)
-from stages.preflight import check_output_location
 
 log = logging.getLogger("pifs")
 
