@@ -34,7 +34,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.outputs import UnreadableMetaError, read_meta
+from pipeline.outputs import UnreadableMetaError, read_meta, read_run_info
 
 log = logging.getLogger("pifs")
 
@@ -245,6 +245,7 @@ class SweepTracking(Callback):
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         meta = None
+        info: dict[str, Any] = {}
         out_dir = self._output_folder(stage, config)
         if out_dir is not None:
             record["out_dir"] = str(out_dir.resolve())
@@ -253,9 +254,11 @@ class SweepTracking(Callback):
                 with contextlib.suppress(UnreadableMetaError):
                     meta = read_meta(out_dir)
                 if meta is not None:
-                    record["mlflow_run_id"] = meta.get("mlflow_run_id")
+                    # how the job's result was made (its MLflow run) is in run.json, not the record
+                    info = read_run_info(out_dir) or {}
+                    record["mlflow_run_id"] = info.get("mlflow_run_id")
         if meta is not None and self.tracking_uri and record["mlflow_run_id"]:
-            record["reused"], record["mlflow_run_id"] = self._tag_run(record, meta)
+            record["reused"], record["mlflow_run_id"] = self._tag_run(record, meta, info)
         _write_json(Path(str(config.hydra.runtime.output_dir)) / JOB_RECORD, record)
 
     @staticmethod
@@ -274,7 +277,9 @@ class SweepTracking(Callback):
         except Exception:
             return None
 
-    def _tag_run(self, record: dict[str, Any], meta: dict[str, Any]) -> tuple[bool, str]:
+    def _tag_run(
+        self, record: dict[str, Any], meta: dict[str, Any], info: dict[str, Any]
+    ) -> tuple[bool, str]:
         """Tag this job's run; a reused result gets a child run pointing at the original."""
         from mlflow.tracking import MlflowClient
 
@@ -291,7 +296,7 @@ class SweepTracking(Callback):
             tracker = Tracker.start(
                 enabled=True,
                 uri=self.tracking_uri,
-                experiment=meta.get("config", {}).get("tracking", {}).get("experiment", "pifs-repro"),
+                experiment=info.get("mlflow_experiment") or "pifs-repro",
                 run_name=f"{record['stage']}:{record['run_key']} (reused)",
                 tags={
                     "stage": record["stage"],
@@ -302,7 +307,7 @@ class SweepTracking(Callback):
                 },
                 parent_run_id=self.parent_run_id,
             )
-            tracker.log_metrics(meta.get("metrics", {}))
+            tracker.log_metrics({**meta.get("metrics", {}), **info.get("metrics", {})})
             tracker.finish("FINISHED")
             run_id = tracker.run_id
         from pipeline.tracking import retry_on_lock

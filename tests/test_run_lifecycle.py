@@ -466,7 +466,10 @@ def test_a_changed_input_file_makes_the_folder_recompute(tmp_path):
     cfg = _toy_cfg(tmp_path)
     res = run_stage("covariance", cfg, lambda ctx: calls.append(1), inputs={"dataset": [data]})
     hashes = json.loads((res.out_dir / "meta.json").read_text())["input_hashes"]
-    assert hashes["dataset"]["files"] == {str(data): io.sha256_file(data)}
+    # keyed by a portable name (below the files' common folder), never by an absolute path
+    assert hashes["dataset"]["files"] == {"data.bin": io.sha256_file(data)}
+    where = json.loads((res.out_dir / "run.json").read_text())["inputs"]
+    assert where["dataset"] == [str(data)]  # where it lay on this machine: an execution detail
     assert run_stage("covariance", cfg, lambda ctx: calls.append(1), inputs={"dataset": [data]}).skipped
     data.write_bytes(b"b")
     assert not run_stage("covariance", cfg, lambda ctx: calls.append(1), inputs={"dataset": [data]}).skipped

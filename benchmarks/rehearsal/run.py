@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.outputs import read_run_info
+
 ROOT = Path(__file__).resolve().parents[2]
 STAGE_RE = re.compile(r"stages\.(covariance|trajectories|jacobian|analysis)\b")
 
@@ -317,13 +319,15 @@ def check_outputs(repo: Path, key: str | None, name: str, fixtures_manifest: dic
 
 
 def _stage_table(usage: dict[str, StageUsage], metas: dict[str, dict]) -> dict:
+    # wall times are how a run went: run.json beside each meta.json, not the record
+    walls = {stage: (m.get("_run") or {}).get("wall_time_s", float("nan")) for stage, m in metas.items()}
     table = {}
     for stage in ("covariance", "trajectories", "jacobian", "analysis"):
         if stage not in usage and stage not in metas:
             continue
         u = usage.get(stage)
         table[stage] = {
-            "wall_s": round(float(metas.get(stage, {}).get("wall_time_s", float("nan"))), 1),
+            "wall_s": round(float(walls.get(stage, float("nan"))), 1),
             "process_s": round(u.seen_s, 1) if u else None,
             "peak_rss_mb": round(u.peak_rss_mb) if u else None,
         }
@@ -337,7 +341,7 @@ def _metas(repo: Path, key: str | None) -> dict[str, dict]:
         folders = [base / key] if key else sorted(p for p in base.glob("*") if p.name != "dvc" and p.is_dir())
         for d in folders:
             if (d / "meta.json").is_file():
-                out[stage] = _meta(d)
+                out[stage] = {**_meta(d), "_run": read_run_info(d) or {}}
     return out
 
 

@@ -136,7 +136,8 @@ def _run_sources(c: ReportContent) -> list[tuple[str, dict | None]]:
 
 
 def _run_info_rows(c: ReportContent) -> list[dict]:
-    """Scalar entries of each stage's meta (MLflow run id, machine, wall time, git revision, ...)."""
+    """Scalar entries of each stage's record (run key, digests, record hash; how each run executed is in
+    run.json beside its meta.json, outside the report, so the report's bytes depend on its inputs only)."""
     rows = []
     for stage, meta in _run_sources(c):
         if not meta:
@@ -157,7 +158,7 @@ def _run_info_rows(c: ReportContent) -> list[dict]:
 
 
 def _run_info_blocks(c: ReportContent) -> list[tuple[str, str]]:
-    """(label, pretty JSON) for every nested meta entry: resolved configs, versions, upstream metas."""
+    """(label, pretty JSON) for every nested record entry: configs, input and output hashes, upstream records."""
     out = []
     for stage, meta in _run_sources(c):
         for k in sorted(meta or {}):
