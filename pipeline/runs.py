@@ -29,6 +29,7 @@ from pipeline.lineage import (
     UNHASHED,
     InputSpec,
     input_record,
+    key_differences,
     lineage_problem,
     record_config,
     record_problem,
@@ -388,6 +389,22 @@ def _run_info(
     }
 
 
+def _refuse_replacing_a_sibling_job(run: _Run, meta: Mapping[str, Any] | None, digest: str) -> None:
+    """A sweep's job never replaces the result another job of the same sweep wrote under other values
+    (a fixed run_key over ``seed=0,5``): that job's folder is its result, not stale output."""
+    sweep = os.environ.get("PIFS_SWEEP_ID")
+    if not sweep or meta is None or meta.get("config_digest") == digest:
+        return
+    if (read_run_info(run.final) or {}).get("sweep_id") != sweep:
+        return
+    diffs = key_differences(run.stage, meta, run.cfg, run.stage)
+    what = f" ({diffs[0][0]}={diffs[0][1]!r} there, {diffs[0][2]!r} here)" if diffs else ""
+    raise ConfigError(
+        f"run_key={run.key}: {run.final} holds the result of another job of this sweep ({sweep}) made under "
+        f"other values{what} — drop run_key so that each job derives its own folder name"
+    )
+
+
 def _run_locked(run: _Run, body, artifacts, inputs) -> StageResult:
     check_replaceable(
         run.final, run.stage, run.what
@@ -398,6 +415,7 @@ def _run_locked(run: _Run, body, artifacts, inputs) -> StageResult:
     digest = config_digest(run.cfg, key_sections(run.stage))
     input_hashes = _input_digests(inputs)
     meta = _meta_or_none(run.final)
+    _refuse_replacing_a_sibling_job(run, meta, digest)
     why = _reuse_problem(run.final, meta, digest, input_hashes)
     if why is None and not run.cfg.get("force"):
         log.info(

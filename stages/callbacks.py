@@ -71,6 +71,23 @@ def overlapping_seeds(ranges: list[tuple[int, int]]) -> list[tuple[int, int, lis
     ]
 
 
+def fixed_key_sweep(run_key: Any, overrides: list[str]) -> str | None:
+    """Why a sweep cannot run: several jobs that would all write one fixed run_key folder (each job
+    would replace the one before, all COMPLETED); None when every job gets its own folder."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = [o for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+    keyed = [o for o in swept if o.key_or_group == "run_key"]
+    others = [o.input_line for o in swept if o.key_or_group != "run_key"]
+    if not others or (not keyed and run_key in (None, "")):
+        return None  # one job, only run_key swept, or every job derives its own folder name
+    fixed = keyed[0].input_line if keyed else f"run_key={run_key}"
+    return (
+        f"{fixed} is fixed while this sweep varies {', '.join(others)}: its jobs would write the same "
+        "output folder — drop run_key (each job then derives its own folder name from its config)"
+    )
+
+
 def _swept_values(overrides: list[str], key: str, default: Any) -> list[Any]:
     """The values a sweep gives ``key`` (its sweep override, or the single configured value)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -118,6 +135,16 @@ class SweepTracking(Callback):
 
     # -- submitting process -------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # said before any job starts; Hydra turns a callback's exception into a warning and goes on, so
+        # the refusal itself is the second job's (pipeline.runs: a sweep's job never replaces another's)
+        problem = fixed_key_sweep(
+            OmegaConf.select(config, "run_key", default=None),
+            list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False)),
+        )
+        if problem is not None:
+            log.warning(
+                "%s", problem.replace(" — ", "; a job finding another job's result there is refused — ", 1)
+            )
         if not self.enabled:
             return
         # an outer driver (e.g. a script running several sweeps as one) may fix the id
