@@ -102,9 +102,24 @@ def _py_files(rel: str) -> set[str]:
     }
 
 
-def test_dvcignore_leaves_out_what_no_stage_imports():
+def test_dvcignore_leaves_out_what_no_stage_imports_and_how_a_run_executed():
     ignored = {line.strip() for line in (ROOT / ".dvcignore").read_text().splitlines()}
     assert {"__pycache__/", "*.pyc", "__main__.py"} <= ignored
+    assert "/outputs/*/*/run.json" in ignored  # execution details never reach a DVC hash
+
+
+def test_no_dep_is_an_empty_file():
+    """DVC warns "'<file>' is empty." for every stage and every run that lists one (a package's bare
+    __init__.py): each module a stage imports says what it is in a docstring."""
+    empty = sorted(
+        {
+            d
+            for st in _stages().values()
+            for d in st["deps"]
+            if (ROOT / d).is_file() and not (ROOT / d).stat().st_size
+        }
+    )
+    assert empty == []
 
 
 @pytest.mark.parametrize("name", sorted(_stages()))
@@ -144,7 +159,9 @@ def test_both_chains_run_every_stage_on_their_own_params_file():
     assert sorted(_stages()) == sorted(f"{s}@{c}" for s in STAGES for c in chains)
     for name, stage in _stages().items():
         chain = name.split("@")[1]
-        assert list(stage["params"]) == [chains[chain]] and stage["outs"] == [f"outputs/{_script(name)}/{chain}"]
+        assert list(stage["params"]) == [chains[chain]] and stage["outs"] == [
+            f"outputs/{_script(name)}/{chain}"
+        ]
 
 
 @pytest.mark.parametrize("name", sorted(_stages()))

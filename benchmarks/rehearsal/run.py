@@ -3,7 +3,7 @@
 python -m benchmarks.rehearsal cifar10|celebahq|all [--quick] [--device cpu|cuda|auto] [--keep DIR]
 
 For each protocol, in a fresh `git clone` of this repository's HEAD (the workspace is never touched):
-  1. `dvc exp run jacobian -S experiment=<preset> -S <local paths> -S <shortening>`: DVC's Hydra
+  1. `dvc exp run jacobian@dvc -S experiment=<preset> -S <local paths> -S <shortening>`: DVC's Hydra
      composition writes params.yaml from conf/ and runs covariance -> trajectories -> jacobian;
   2. the same protocol as a Hydra multirun on the local submitit launcher (hydra/launcher=local,
      conf/hydra/launcher/local.yaml): covariance, trajectories, jacobian and analysis, each `-m`.
@@ -346,7 +346,7 @@ def _metas(repo: Path, key: str | None) -> dict[str, dict]:
 
 
 def rehearse_dvc(repo: Path, name: str, ov: list[str], log: Path) -> dict:
-    args = [sys.executable, "-m", "dvc", "exp", "run", "jacobian"]
+    args = [sys.executable, "-m", "dvc", "exp", "run", "jacobian@dvc"]
     for o in ov:
         args += ["-S", o]
     wall, usage = _run(args, repo, log)
@@ -399,7 +399,7 @@ def rehearse(
     result: dict = {"protocol": name, "preset": PROTOCOLS[name].preset, "overrides": ov, "device": device}
     logfile = workdir / f"{name}.log"
     if "dvc" in paths:
-        log(f"[{name}] dvc exp run jacobian -S {' -S '.join(ov)}")
+        log(f"[{name}] dvc exp run jacobian@dvc -S {' -S '.join(ov)}")
         result["dvc"] = rehearse_dvc(repo, name, ov, logfile)
         result["dvc"]["checks"] = check_outputs(repo, "dvc", name, manifest, quick)
     if "multirun" in paths:

@@ -43,7 +43,7 @@ class ReportContent:
 
 
 COMPANION_INTRO = (
-    "Another model measured by the same four stages on its own chain (dvc.yaml's *_learned stages); its "
+    "Another model measured by the same four stages on its own chain (dvc.yaml's <stage>@dvc_learned stages); its "
     "full report is linked. 1 − κ̂^diag − δ̂^cross is the (PC) margin per seed (Theorem 15, eq. 19); "
     "mean ± standard error over seeds."
 )
