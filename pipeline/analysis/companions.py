@@ -114,9 +114,9 @@ def load_companion(folder: str | Path, report_dir: str | Path) -> Companion:
             folder,
             False,
             reason=(
-                f"{folder} has no finished analysis (summary.json + meta.json); `dvc repro` builds it (the <stage>@dvc_learned "
-                "stages), or run the four stages with experiment=learned16 and list that analysis folder in "
-                "analysis.companions"
+                f"{folder} has no finished analysis (summary.json + meta.json); `dvc repro` builds it (the "
+                "<stage>@dvc_learned stages), or run the four stages with experiment=learned16 and list that "
+                "analysis folder in analysis.companions"
             ),
         )
     summary = json.loads(summary_path.read_text())
