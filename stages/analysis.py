@@ -57,15 +57,9 @@ def run(cfg: DictConfig | dict) -> StageResult:
             "compare": [Path(p) for p in cfg["analysis"].get("compare", [])],
             "companions": [Path(p) for p in cfg["analysis"].get("companions") or []],
         }
+        # build_analysis also writes metrics.json and plots/by_t.csv from the tables the report shows
         result = build_analysis(inputs, ctx.out_dir, run_info)
         ctx.metrics.update(result.metrics)
-        from pipeline.analysis.headline import PLOT_COLUMNS, by_t_rows, headline_metrics
-
-        by_t = by_t_rows(inputs.global_)
-        io.write_csv(ctx.out_dir / "plots" / "by_t.csv", by_t, PLOT_COLUMNS)
-        io.write_json(
-            ctx.out_dir / "metrics.json", headline_metrics(by_t, [v.status for v in result.verdicts])
-        )
 
     inputs = {k: v for k, v in upstream.items() if v is not None}
     return run_stage(
