@@ -43,6 +43,7 @@ __all__ = [
     "chain_from_timesteps",
     "diffusers_timesteps",
     "stride_chain",
+    "representative_timesteps",
     "SPACINGS",
 ]
 

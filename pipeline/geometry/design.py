@@ -32,6 +32,7 @@ __all__ = [
     "min_snr_weights",
     "SNRCrossing",
     "snr_crossing",
+    "chain_from_config",
 ]
 
 
