@@ -36,17 +36,6 @@ from pipeline.errors import SettingError
 
 from .schedules import Schedule
 
-__all__ = [
-    "Chain",
-    "full_chain",
-    "strided_chain",
-    "chain_from_timesteps",
-    "diffusers_timesteps",
-    "stride_chain",
-    "representative_timesteps",
-    "SPACINGS",
-]
-
 SPACINGS = ("leading", "trailing", "linspace")
 
 
