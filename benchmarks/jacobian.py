@@ -415,7 +415,7 @@ def main(argv=None) -> dict:
 
 def seed_batching(model, t: int, r: float, b: float, reps: int, dev, sync, S: int = 4) -> dict:
     """(e) measure_step at S points of one step, one at a time vs stacked through the model's batch
-    dimension (measure.seed_batch, pipeline.jacobian.points): global PI + Lanczos + Rayleigh, no blocks."""
+    dimension (points.seed_batch, pipeline.jacobian.points): global PI + Lanczos + Rayleigh, no blocks."""
     from pipeline.jacobian import measure_step
     from pipeline.jacobian.points import measure_points
 

@@ -13,7 +13,7 @@ from pipeline import io as pio
 from pipeline.analysis.figures import build_figures
 from pipeline.analysis.geometry_check import schedule_geometry_check
 from pipeline.analysis.headline import PLOT_COLUMNS, by_t_rows, headline_metrics
-from pipeline.analysis.inputs import AnalysisInputs, read_table
+from pipeline.analysis.inputs import AnalysisInputs, load_stage_outputs, read_table
 from pipeline.analysis.oracle import OracleCheck
 from pipeline.analysis.presentation import RunSetting
 from pipeline.analysis.report import ReportContent, render_html, render_markdown, table_status
@@ -21,9 +21,11 @@ from pipeline.analysis.scoring import analyse
 from pipeline.analysis.sweep import compare_runs
 from pipeline.analysis.tables import TableResult
 from pipeline.analysis.verdicts import Verdict
+from pipeline.geometry import default_geometry_rows
+from pipeline.outputs import AnalysisFolder, CovarianceFolder, read_meta
 
 # The schedule-geometry table the analysis stage writes before the report; embedded when present.
-GEOMETRY_FILES = ("schedule_geometry.csv",)
+GEOMETRY_FILES = (AnalysisFolder.SCHEDULE_GEOMETRY,)
 
 
 @dataclass
@@ -112,7 +114,9 @@ def _extra_tables(out: Path, inputs: AnalysisInputs) -> dict[str, tuple[list[str
         tab = pio.read_csv(p) if p.exists() else []
         if tab:
             extra[f"{name} (schedule geometry, Tables 1-2)"] = (list(tab[0].keys()), tab)
-    cov = inputs.covariance_dir / "patches.csv" if inputs.covariance_dir is not None else None
+    cov = (
+        CovarianceFolder(inputs.covariance_dir) / CovarianceFolder.PATCHES if inputs.covariance_dir else None
+    )
     tab = pio.read_csv(cov) if cov is not None and cov.exists() else []
     if tab:
         extra["patches.csv (covariance stage: λ_k and trace per patch, §7.2)"] = (list(tab[0].keys()), tab)
@@ -226,19 +230,19 @@ def build_analysis(
         setting,
         schedule_geometry_check(),
     )
-    html_path, md_path = out / "report.html", out / "report.md"
+    html_path, md_path = out / AnalysisFolder.REPORT_HTML, out / AnalysisFolder.REPORT_MD
     pio.write_text(html_path, render_html(content))
     pio.write_text(
         md_path, render_markdown(content, {k: str(v.relative_to(out)) for k, v in fig_paths.items()})
     )
     metrics = _metrics(tables, oracle)
     by_t = by_t_rows(tables)
-    pio.write_csv(out / "plots" / "by_t.csv", by_t, PLOT_COLUMNS)
-    pio.write_json(out / "metrics.json", headline_metrics(by_t, [v.status for v in verdicts], oracle))
+    pio.write_csv(out / AnalysisFolder.PLOTS_BY_T, by_t, PLOT_COLUMNS)
+    pio.write_json(out / AnalysisFolder.METRICS, headline_metrics(by_t, [v.status for v in verdicts], oracle))
     summary = _summary_json(
         ctx, tables, skipped, oracle, verdicts, inputs, setting, companions, paths, fig_paths, metrics
     )
-    pio.write_json(out / "summary.json", summary)
+    pio.write_json(out / AnalysisFolder.SUMMARY, summary)
     steps.update()
     steps.close()
     return AnalysisResult(
@@ -247,7 +251,7 @@ def build_analysis(
         fig_paths,
         html_path,
         md_path,
-        out / "summary.json",
+        out / AnalysisFolder.SUMMARY,
         inputs.missing,
         skipped,
         verdicts,
@@ -258,3 +262,26 @@ def build_analysis(
 
 
 __all__ = ["AnalysisResult", "analyse", "build_analysis", "read_table"]
+
+
+def analysis_body(cfg: dict, upstream: dict[str, Path | None]):
+    """The analysis stage's body for pipeline.runs.run_stage: schedule geometry, tables, figures, report,
+    and the DVC-facing metrics.json and plots/by_t.csv, from whichever upstream folders exist."""
+
+    def body(ctx) -> None:
+        out = AnalysisFolder(ctx.out_dir)
+        pio.write_csv(out / out.SCHEDULE_GEOMETRY, default_geometry_rows())
+        inputs = load_stage_outputs(upstream["covariance"], upstream["trajectories"], upstream["jacobian"])
+        ctx.inputs.update({k: str(v) for k, v in upstream.items() if v is not None})
+        run_info = {
+            "config": cfg,
+            "run_key": ctx.key,
+            "upstream": {k: (read_meta(v) if v is not None else None) for k, v in upstream.items()},
+            "compare": [Path(p) for p in cfg["analysis"].get("compare", [])],
+            "companions": [Path(p) for p in cfg["analysis"].get("companions") or []],
+        }
+        # build_analysis also writes metrics.json and plots/by_t.csv, from the tables the report shows
+        result = build_analysis(inputs, ctx.out_dir, run_info)
+        ctx.metrics.update(result.metrics)
+
+    return body

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from pipeline.analysis import paper_values as pv
+from pipeline.outputs import JacobianFolder
 
 # The paper's models, by the table they were measured for (§7.2-7.7): Tables 3-10 on CIFAR-10, Table 11 on
 # CelebA-HQ. A run of any other model compares with these numbers for reference only.
@@ -21,7 +22,9 @@ DATASET_NAMES = {
 }
 # Inputs a run kind cannot produce, so their absence is no gap (jacobian file -> why).
 CANNOT_PRODUCE = {
-    "gaussian_oracle": {"attention.csv": "the Gaussian oracle has no attention layers (Table 6 needs them)"},
+    "gaussian_oracle": {
+        JacobianFolder.ATTENTION: "the Gaussian oracle has no attention layers (Table 6 needs them)"
+    },
 }
 
 

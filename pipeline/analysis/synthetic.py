@@ -23,8 +23,11 @@ import numpy as np
 from pipeline.analysis import paper_values as pv
 from pipeline.geometry import expansion_function, linear_schedule, step_coefficients, stride_chain
 from pipeline.io import save_npz, write_csv, write_json
-from pipeline.jacobian.loop import LYAPUNOV_COLUMNS, lyapunov_rows
+from pipeline.jacobian.loop import lyapunov_rows
 from pipeline.jacobian.measure import StepMeasurement
+from pipeline.outputs import META, TrajectoriesFolder
+from pipeline.outputs import CovarianceFolder as C
+from pipeline.outputs import JacobianFolder as J
 
 T = 1000
 
@@ -165,15 +168,15 @@ def _write_covariance(su: _Setup) -> Path:
     for k in range(su.M):
         r, c = su.position(k)
         rows.append({"k": k, "row": r, "col": c, "lambda_k": float(su.lam[k]), "trace": float(3 * su.lam[k])})
-    write_csv(cov / "patches.csv", rows)
+    write_csv(cov / C.PATCHES, rows)
     save_npz(
-        cov / "patch_stats.npz",
+        cov / C.PATCH_STATS,
         mean=np.zeros((su.M, su.nk)),
         eigvals=su.lam[:, None] * 0.5 ** np.arange(su.nk)[None, :],  # [M, n_k], descending
         v1=np.tile(np.eye(1, su.nk), (su.M, 1)),
     )
     write_json(
-        cov / "meta.json",
+        cov / META,
         {"config": su.config, "mlflow_run_id": "synthetic-cov", "wall_time_s": 1.5, "machine": "synthetic"},
     )
     return cov
@@ -187,14 +190,12 @@ def _write_trajectories(su: _Setup) -> Path:
         x = g.standard_normal((su.num_steps + 1, 3, H, H)).astype(np.float32)
         x[-1] = np.tanh(x[-1])
         save_npz(
-            traj / f"seed-{s}.npz",
+            TrajectoriesFolder(traj).seed_file(s),
             t=su.chain.timesteps.astype(np.int64),
             x=x,
             eps=g.standard_normal((su.num_steps, 3, H, H)).astype(np.float32),
         )
-    write_json(
-        traj / "meta.json", {"config": su.config, "mlflow_run_id": "synthetic-traj", "wall_time_s": 2.5}
-    )
+    write_json(traj / META, {"config": su.config, "mlflow_run_id": "synthetic-traj", "wall_time_s": 2.5})
     return traj
 
 
@@ -345,11 +346,11 @@ def _write_jacobian(su: _Setup) -> Path:
         g_rows += g
         p_rows += p
         b_rows += b
-    write_csv(jac / "global.csv", g_rows)
-    write_csv(jac / "patches.csv", p_rows)
-    write_csv(jac / "blocks.csv", b_rows)
+    write_csv(jac / J.GLOBAL, g_rows)
+    write_csv(jac / J.PATCHES, p_rows)
+    write_csv(jac / J.BLOCKS, b_rows)
     # Λ̂_k and the Gaussian Λ(λ_k) through the jacobian stage's own lyapunov_rows (Table 11 computes Λ_pred)
-    write_csv(jac / "lyapunov.csv", lyapunov_rows(p_rows, su.lam, F), LYAPUNOV_COLUMNS)
+    write_csv(jac / J.LYAPUNOV, lyapunov_rows(p_rows, su.lam, F), J.LYAPUNOV_COLUMNS)
     ab = linear_schedule(T).alpha_bar
     px = []
     for t in [999, 990, 980, 960, 940, 920, 900, 850, 800, 700, 600, 500, 400, 300]:
@@ -364,7 +365,7 @@ def _write_jacobian(su: _Setup) -> Path:
                 "exact_deviation": 0.0 if su.oracle else 0.8 * base,
             }
         )
-    write_csv(jac / "proxy.csv", px)
+    write_csv(jac / J.PROXY, px)
     if not su.oracle:
         # coupling rises as entropy falls for the synthetic ρ = −1
         att = [
@@ -377,9 +378,9 @@ def _write_jacobian(su: _Setup) -> Path:
             for s in su.seeds
             for i, t in enumerate(ts)
         ]
-        write_csv(jac / "attention.csv", att)
+        write_csv(jac / J.ATTENTION, att)
     write_json(
-        jac / "meta.json",
+        jac / META,
         {
             "config": su.config,
             "mlflow_run_id": f"synthetic-jac-{su.kind}",

@@ -18,34 +18,11 @@ import numpy as np
 
 from pipeline import io
 from pipeline.errors import InputMissingError, NonFiniteError, PipelineError
+from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder
 from pipeline.sampler import read_trajectory_arrays
 
-# Keys of the `measure` config group read here, not by pipeline.jacobian.MeasureConfig.
-_SELECTION_KEYS = (
-    "steps",
-    "max_seeds",
-    "block_steps",
-    "light_blocks",
-    "seed_batch",
-    "proxy_images",
-    "proxy_timesteps",
-    "proxy_seed",
-)
-
-GLOBAL_PREFIX = ["seed", "step", "t", "t_prev", "alpha_bar_t", "alpha_bar_prev", "r_t", "b_t"]
-PATCH_PREFIX = ["seed", "step", "t", "k", "row", "col", "lambda_k", "f_t"]
-BLOCK_COLUMNS = ["seed", "step", "t", "k", "j", "chebyshev", "op_norm", "frob_norm"]
-ATTENTION_COLUMNS = ["seed", "step", "t", "entropy", "entropy_token_weighted", "max_entropy"]
-LYAPUNOV_COLUMNS = ["seed", "k", "lambda_k", "lyap_hat", "lyap_gauss", "nonpositive_steps", "steps"]
-PROXY_COLUMNS = [
-    "t",
-    "sqrt_alpha_bar",
-    "proxy",
-    "proxy_std",
-    "exact_deviation",
-    "exact_deviation_std",
-    "num_images",
-]
+# The `points` config node: which (seed, step) points are measured (pipeline.jacobian.MeasureConfig says how).
+POINT_KEYS = ("steps", "max_seeds", "block_steps", "light_blocks", "seed_batch")
 
 
 @dataclass
@@ -55,7 +32,7 @@ class MeasurementSummary:
     series: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
-def selected_steps(timesteps: np.ndarray, steps: Any) -> list[int]:
+def selected_steps(timesteps: np.ndarray, steps: Any, key: str = "points.steps") -> list[int]:
     """Chain step indices to measure: all (None), or those whose paper t is listed."""
     if steps is None or steps == "all":
         return list(range(len(timesteps)))
@@ -64,19 +41,19 @@ def selected_steps(timesteps: np.ndarray, steps: Any) -> list[int]:
     missing = sorted(wanted - {int(timesteps[i]) for i in chosen})
     if missing:
         raise PipelineError(
-            f"measure.steps lists paper timesteps {missing} that are not in the sampler chain "
+            f"{key} lists paper timesteps {missing} that are not in the sampler chain "
             f"({int(timesteps[0])}..{int(timesteps[-1])}, {len(timesteps)} steps) — pick t from the chain"
         )
     return chosen
 
 
 def _seed_files(trajectories_dir: Path) -> list[tuple[int, Path]]:
-    files = sorted(trajectories_dir.glob("seed-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+    files = TrajectoriesFolder(trajectories_dir).seed_files()
     if not files:
         raise InputMissingError(
-            f"no seed-<s>.npz trajectories in {trajectories_dir} — run the trajectories stage"
+            f"no {TrajectoriesFolder.SEED_PATTERN} trajectories in {trajectories_dir} — run the trajectories stage"
         )
-    return [(int(p.stem.split("-")[1]), p) for p in files]
+    return files
 
 
 def _measure_one(model, x, t, r, b, patch_size, v1, f_t, config, seed, step):
@@ -122,7 +99,7 @@ def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step)
 
 
 def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_size):
-    """Resolve measure.chunk_size / measure.seed_batch = auto: calibrated at the first selected point."""
+    """Resolve measure.chunk_size / points.seed_batch = auto: calibrated at the first selected point."""
     import torch
 
     from pipeline.jacobian.memory import calibrate, plan_for_device
@@ -158,6 +135,7 @@ def measure_trajectories(
     trajectories_dir: Path,
     patch_size: int,
     measure_cfg: Mapping[str, Any],
+    points_cfg: Mapping[str, Any],
     out_dir: Path,
     work_dir: Path,
     progress: bool = True,
@@ -171,7 +149,7 @@ def measure_trajectories(
     from pipeline.patches import patch_grid
 
     mcfg = dict(measure_cfg)
-    selection = {k: mcfg.pop(k, None) for k in _SELECTION_KEYS}
+    selection = {k: (points_cfg or {}).get(k) for k in POINT_KEYS}
     memory = None
     if mcfg.get("chunk_size") == "auto" or selection["seed_batch"] == "auto":
         # chunk size and seed batch from the device's free memory (pipeline.jacobian.memory)
@@ -199,11 +177,13 @@ def measure_trajectories(
     # The full M² block decomposition is the expensive part: measure it at block_steps only and
     # the diagonal blocks everywhere else (null = the configured method at every step).
     block_steps = set(
-        steps if selection["block_steps"] is None else selected_steps(ts, selection["block_steps"])
+        steps
+        if selection["block_steps"] is None
+        else selected_steps(ts, selection["block_steps"], "points.block_steps")
     )
     light_blocks = selection["light_blocks"] or "diag"
     if light_blocks not in ("diag", "off"):
-        raise ValueError(f"measure.light_blocks={light_blocks!r} is unknown; use 'diag' or 'off'")
+        raise PipelineError(f"points.light_blocks={light_blocks!r} is unknown — use 'diag' or 'off'")
     light = replace(config, blocks=light_blocks) if config.blocks not in ("off", "diag") else config
     seeds = _seed_files(Path(trajectories_dir))
     if selection["max_seeds"]:
@@ -216,7 +196,7 @@ def measure_trajectories(
     seed_batch = 1 if selection["seed_batch"] is None else int(selection["seed_batch"])
     if seed_batch < 1:
         raise PipelineError(
-            f"measure.seed_batch={selection['seed_batch']} — set measure.seed_batch to a positive number of "
+            f"points.seed_batch={selection['seed_batch']} — set points.seed_batch to a positive number of "
             "seeds measured together (1 = one point at a time)"
         )
 
@@ -352,14 +332,15 @@ def measure_trajectories(
         if unit.get("attention"):
             attention_rows.append(unit["attention"])
 
-    _write_table(out_dir / "global.csv", global_rows, GLOBAL_PREFIX)
-    _write_table(out_dir / "patches.csv", patch_rows, PATCH_PREFIX)
+    out = JacobianFolder(out_dir)
+    out.write_table(out.GLOBAL, global_rows)
+    out.write_table(out.PATCHES, patch_rows)
     if block_rows:
-        io.write_csv(out_dir / "blocks.csv", block_rows, BLOCK_COLUMNS)
+        out.write_table(out.BLOCKS, block_rows)
     if attention_rows:
-        io.write_csv(out_dir / "attention.csv", attention_rows, ATTENTION_COLUMNS)
+        out.write_table(out.ATTENTION, attention_rows)
     if len(steps) == len(ts):  # exponents are averages over the whole chain
-        io.write_csv(out_dir / "lyapunov.csv", lyapunov_rows(patch_rows, lam, f), LYAPUNOV_COLUMNS)
+        out.write_table(out.LYAPUNOV, lyapunov_rows(patch_rows, lam, f))
     summary = _summarise(global_rows, patch_rows, len(seeds), len(steps))
     if memory is not None:
         summary.metrics.update(chunk_size=float(memory.chunk_size), seed_batch=float(memory.seed_batch))
@@ -372,7 +353,7 @@ def measure_trajectories(
 
 def surrogate_rayleigh(covariance_dir: Path, image_shape, chain, coeffs, steps, v1, patch_size):
     """{chain step: [M] ⟨v_k, [JΦ_t^N]_kk v_k⟩} of the full-Σ₀ Gaussian surrogate, or None without Σ₀."""
-    if not (covariance_dir / "gaussian_fit.npz").is_file():
+    if not CovarianceFolder(covariance_dir).has_gaussian_fit():
         return None
     from pipeline.covariance import read_gaussian_fit
     from pipeline.jacobian.deviation import GaussianSurrogate
@@ -411,7 +392,7 @@ def _check_measured(g: Mapping[str, Any], config, seed: int, step: int, t: int) 
         raise NonFiniteError(
             f"the Jacobian measurement {', '.join(bad)} is NaN/inf at seed {seed}, step {step} (paper t={t}) — "
             "the model's Jacobian overflows there; check the model's weights, try model.dtype=float64, or leave "
-            "that step out (measure.steps)"
+            "that step out (points.steps)"
         )
 
 
@@ -513,12 +494,51 @@ def measure_proxy(model, alpha_bar: np.ndarray, x0, timesteps, seed: int, surrog
     return rows
 
 
-def _write_table(path: Path, rows: list[dict], prefix: list[str]) -> None:
-    if not rows:
-        io.write_csv(path, [], prefix)
-        return
-    rest = [c for c in rows[0] if c not in prefix]
-    io.write_csv(path, rows, prefix + rest)
+def proxy_table(model, source, covariance_dir: Path, proxy_cfg: Mapping[str, Any]) -> list[dict]:
+    """Table 10's rows on the first ``proxy.images`` images of ``source`` at ``proxy.timesteps`` (those on
+    the model's schedule), with the exact ‖Δ_t‖ where the covariance stage fitted Σ₀."""
+    from pipeline.covariance import read_gaussian_fit
+    from pipeline.jacobian.deviation import GaussianSurrogate
+
+    n = int(proxy_cfg["images"])
+    x0 = np.concatenate(list(source.iter_chunks(n)))[:n]
+    surrogate = None
+    if CovarianceFolder(covariance_dir).has_gaussian_fit():
+        fit = read_gaussian_fit(covariance_dir)
+        surrogate = GaussianSurrogate(fit.mean, fit.cov, model.image_shape)
+    T = len(model.alpha_bar) - 1
+    ts = [int(t) for t in proxy_cfg["timesteps"] if 1 <= int(t) <= T]
+    return measure_proxy(model, model.alpha_bar, x0, ts, int(proxy_cfg.get("seed") or 0), surrogate)
+
+
+def measurement_body(setup, cfg: Mapping[str, Any]):
+    """The jacobian stage's body for pipeline.runs.run_stage: the tables of every selected point, Table 10's
+    proxy where it is on, and the per-t series for MLflow. ``setup``: pipeline.assemble.JacobianSetup."""
+
+    def body(ctx) -> None:
+        ctx.inputs.update(covariance=str(setup.covariance.path), trajectories=str(setup.trajectories.path))
+        summary = measure_trajectories(
+            model=setup.model,
+            chain=setup.chain,
+            covariance_dir=setup.covariance.path,
+            trajectories_dir=setup.trajectories.path,
+            patch_size=int(cfg["patch"]["size"]),
+            measure_cfg=cfg["measure"],
+            points_cfg=cfg["points"],
+            out_dir=ctx.out_dir,
+            work_dir=ctx.work_dir,
+            progress=ctx.progress,
+        )
+        ctx.metrics.update(summary.metrics)
+        if setup.proxy_source is not None:
+            rows = proxy_table(setup.model, setup.proxy_source, setup.covariance.path, cfg["proxy"])
+            out = JacobianFolder(ctx.out_dir)
+            out.write_table(out.PROXY, rows)
+            ctx.tracker.log_metric_series("proxy_by_t", {r["t"]: r["proxy"] for r in rows})
+        for name, series in summary.series.items():
+            ctx.tracker.log_metric_series(name, series)
+
+    return body
 
 
 def _finite(vals) -> list[float]:

@@ -15,6 +15,7 @@ from pipeline.analysis.context import AnalysisContext
 from pipeline.analysis.inputs import AnalysisInputs, Table
 from pipeline.geometry import expansion_function, step_coefficients
 from pipeline.io import load_npz
+from pipeline.outputs import CovarianceFolder
 
 
 def step_index(ctx: AnalysisContext, t_col) -> np.ndarray:
@@ -99,7 +100,7 @@ def exact_suppression(ctx: AnalysisContext, inp: AnalysisInputs) -> dict[float, 
 
     if inp.covariance_dir is None or inp.patch_stats_path is None or ctx.chain is None:
         return None
-    fit_path = inp.covariance_dir / "gaussian_fit.npz"
+    fit_path = CovarianceFolder(inp.covariance_dir).gaussian_fit
     if not fit_path.exists():
         return None
     from pipeline.patches import patch_indices
@@ -133,7 +134,7 @@ def exact_suppression(ctx: AnalysisContext, inp: AnalysisInputs) -> dict[float, 
 
 def full_sigma_fmax(ctx: AnalysisContext, inp: AnalysisInputs, G: Table) -> np.ndarray | None:
     """max_i |f_t(μ_i)| over the full Σ₀'s eigenvalues per global.csv row (full-Σ oracle's κ_t)."""
-    path = inp.covariance_dir / "gaussian_fit.npz" if inp.covariance_dir else None
+    path = CovarianceFolder(inp.covariance_dir).gaussian_fit if inp.covariance_dir else None
     if ctx.chain is None or path is None or not path.exists():
         return None
     cov = load_npz(path).get("cov")

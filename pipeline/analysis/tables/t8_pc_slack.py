@@ -79,7 +79,7 @@ def _rows(ctx, P, primary, op, ray) -> list[dict]:
     rows = []
     for i, t in enumerate(SL.ts):
         s = SL.mean[i][np.isfinite(SL.mean[i])]
-        if not len(s):  # coupling not measured at this t (measure.block_steps)
+        if not len(s):  # coupling not measured at this t (points.block_steps)
             continue
         row = {
             "t": int(t),
