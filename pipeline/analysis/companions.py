@@ -68,8 +68,8 @@ def upscale_png(png: bytes, min_width: int = SAMPLES_MIN_WIDTH_PX) -> tuple[byte
 
 
 def pc_geometry_rows(global_rows: list[dict]) -> list[dict]:
-    """Per paper t: the converged κ̂_t (dense, else Lanczos, else power), κ̂^diag, δ̂^cross and the (PC) margin 1 − κ̂^diag − δ̂^cross
-    (Theorem 15 / eq. 19), as mean ± standard error over seeds."""
+    """Per paper t: the converged κ̂_t (dense, else Lanczos, else power), κ̂^diag, δ̂^cross and the (PC) margin
+    1 − κ̂^diag − δ̂^cross (Theorem 15 / eq. 19), as mean ± standard error over seeds."""
     by_t: dict[int, list[dict]] = {}
     for r in global_rows:
         by_t.setdefault(int(r["t"]), []).append(r)
