@@ -128,9 +128,12 @@ def test_first_screen_says_what_the_run_is_the_geometry_verdict_and_the_symbols(
     _, rows = _summary(page)
     assert rows["geometry"][2] == "14 of 14 printed numbers reproduced to the printed digits"
     geo = re.search(r'<table class="geometry">.*?</table>', block, re.S).group(0)
-    # the paper's printed digits beside ours (§7.4: λ** = 1.049681 on the 49-step chain)
-    assert '<td class="txt">1.049681</td>' in geo or ">1.049681<" in geo
-    legend = _text(re.search(r'<ul class="legend">(.*?)</ul>', block, re.S).group(1))
+    # the paper's printed digits beside ours (§7.4: λ** = 1.049681 on the 49-step chain), in one line on the
+    # first screen and in full one click below it
+    assert ">1.049681<" in geo
+    line = _text(re.search(r'<p class="scope" data-geometry="yes">(.*?)</p>', block, re.S).group(1))
+    assert "14 of 14" in line and "1.049681 (paper) vs 1.0496813" in line
+    legend = _text(re.search(r'<p class="legend">(.*?)</p>', block, re.S).group(1))
     for sym in ("κ̂_t", "δ̂^cross_t", "S_k,t", "λ*(t)"):
         assert sym in legend
 

@@ -151,7 +151,7 @@ def heatmap(ctx: AnalysisContext, P, col: str, style: HeatmapStyle) -> FigureRes
     if missing:
         where = (
             f"Columns sit at the {len(ts)} t of patches.csv on a {scale} (ticks = those t); measured at "
-            f"{count_t(measured_t)}, the other {missing} are grey and hatched (not measured, not 0)."
+            f"{measured_t} of them, the other {missing} are grey and hatched (not measured, not 0)."
         )
     else:
         where = f"Columns sit at the {count_t(len(ts))} on a {scale} (ticks = measured t)."

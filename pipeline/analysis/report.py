@@ -333,10 +333,12 @@ def _context(c: ReportContent, figure_paths: dict[str, str] | None = None) -> di
         if c.geometry is None
         else {
             "text": c.geometry.text,
+            "line": pr.symbols(sm.geometry_line(c.geometry)),
             "note": pr.symbols(c.geometry.note),
             "view": pr.table_view(GEOMETRY_CHECK_COLUMNS, c.geometry.rows, verbatim=("paper", "ours")),
         },
         "legend": sm.legend(),
+        "short_legend": sm.short_legend(),
         "companion_intro": COMPANION_INTRO,
         "companions": [_companion_view(x) for x in c.companions],
         "not_applicable": na,

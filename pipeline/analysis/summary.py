@@ -32,9 +32,8 @@ def scope(setting: pr.RunSetting, companions: list[str]) -> dict[str, object]:
         not_this = "This is one of the paper's models: its comparisons with the paper's numbers are tests."
     else:
         not_this = (
-            "Not run here: the paper's models (google/ddpm-cifar10-32 on CIFAR-10, §7.1–7.6; "
-            "google/ddpm-celebahq-256 on CelebA-HQ, §7.7) need the Hugging Face hub and those datasets. "
-            "Every paper number below is therefore reference only, not a failed reproduction."
+            "Not run here: the paper's models (google/ddpm-cifar10-32, §7.1–7.6; google/ddpm-celebahq-256, §7.7) "
+            "need the Hugging Face hub and their datasets, so every paper number below is reference only."
         )
     return {
         "this": this + ".",
@@ -45,6 +44,20 @@ def scope(setting: pr.RunSetting, companions: list[str]) -> dict[str, object]:
 
 def legend() -> list[tuple[str, str]]:
     return [(q.symbol, f"{q.name}: {q.definition}") for q in QUANTITIES]
+
+
+def short_legend() -> str:
+    """The symbols by name in one line (the definitions are one click below and in the docs)."""
+    return " · ".join(f"{q.symbol} {q.name}" for q in QUANTITIES if q.symbol != "t")
+
+
+def geometry_line(g: GeometryCheck) -> str:
+    """The schedule-geometry verdict in one line with the paper's printed values beside ours."""
+    pick = [r for r in g.rows if "Linear" in r["quantity"] and "mean" in r["quantity"]] + [
+        r for r in g.rows if r["quantity"].startswith("§7.4")
+    ]
+    shown = "; ".join(f"{r['quantity']} {r['paper']} (paper) vs {r['ours']}" for r in pick)
+    return f"Schedule geometry (no model): {g.text}, e.g. {shown}."
 
 
 def table_status(c_tables: dict[str, TableResult], setting: pr.RunSetting) -> dict[str, dict]:
