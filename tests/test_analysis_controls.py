@@ -246,3 +246,14 @@ def test_table_9_control_sign_flip_needs_significant_values_on_both_sides():
     tables, _ = _run(ControlRun(rayleigh=tms(_paper_like, sd=5e-3), coupling=_regime_coupling(True)))
     s = tables["table_9"].summary
     assert s.sign_flip_t is None and s.n_raw_sign_changes >= 1
+
+
+def test_p4_control_partly_when_the_regimes_and_release_hold_but_the_order_never_flips():
+    def no_flip(f, l):
+        tau = 0.65 - 0.2 * l
+        return 0.99 + 0.02 * ((f <= tau) & (f > tau - 0.06))
+
+    run = ControlRun(rayleigh=tms(no_flip, sd=1e-5), coupling=_regime_coupling(True))
+    v = _verdict(run, "P4")
+    # the release window alone orders the patches at one t (ρ > 0 there): no negative-to-positive flip
+    assert v.status == PARTLY and _outcomes(v)[:3] == ["holds"] * 3 and _outcomes(v)[3] != "holds", v.evidence

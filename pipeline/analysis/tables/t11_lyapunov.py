@@ -49,6 +49,9 @@ class Table11Summary:
     sign_agreement_surrogate: float | None = None
     sign_agreement_surrogate_significant: float | None = None
     sign_agreement_gauss: float | None = None
+    # median over patches of |Λ_pred − Λ̂| / |Λ̂|: how far each prediction's magnitude is from the measurement
+    magnitude_error_sparse: float | None = None
+    magnitude_error_surrogate: float | None = None
     per_traj_agreement: float | None = None  # sparse protocol, per trajectory
     per_traj_interval: str = ""
     per_traj_ci_lo: float = math.nan
@@ -207,6 +210,13 @@ def table_11(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     s.sign_agreement = _share(rows, "sign_agree")
     s.sign_agreement_sparse = _share(rows, "sign_agree_sparse")
     s.sign_agreement_surrogate = _share(rows, "sign_agree_surrogate")
+    for suffix in ("_sparse", "_surrogate"):
+        rel = [
+            abs(r["lyap_pred" + suffix] - r["lyap_hat"]) / abs(r["lyap_hat"])
+            for r in rows
+            if math.isfinite(r.get("lyap_pred" + suffix, math.nan)) and r["lyap_hat"]
+        ]
+        setattr(s, "magnitude_error" + suffix, float(np.median(rel)) if rel else None)
     sig_rows = [r for r in rows if r["lyap_hat_sign"] in ("negative", "positive")]
     s.sign_agreement_sparse_significant = _share(sig_rows, "sign_agree_sparse")
     s.sign_agreement_surrogate_significant = _share(sig_rows, "sign_agree_surrogate")
@@ -264,6 +274,16 @@ def _notes(res: TableResult, chain_src: str, moran_txt: str) -> None:
         f"lyap_hat_sign: {s.hat_test}; {s.n_hat_significant} of {s.n_patches} patches have a significant sign "
         "(n.s.: the trajectories cannot tell the sign of Lambda_hat).",
     ]
+    mags = [
+        f"{name}: median |Lambda_pred - Lambda_hat| / |Lambda_hat| = {v:.2g}"
+        for name, v in (
+            ("sparse protocol", s.magnitude_error_sparse),
+            ("eq. 30 surrogate", s.magnitude_error_surrogate),
+        )
+        if v is not None
+    ]
+    if mags:
+        res.notes.append("Magnitudes (shown, not scored: the paper scores signs): " + "; ".join(mags) + ".")
     if s.per_traj_interval:
         res.notes.append(
             f"Per-trajectory sign agreement (sparse protocol): {s.per_traj_agreement:.3g}, {s.per_traj_interval}."
