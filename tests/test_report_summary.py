@@ -96,7 +96,7 @@ def test_table_rows_count_the_runs_independent_paper_comparisons(reports):
             continue
         # the oracle is never scored against the learned model's paper numbers (reference, no data, ...)
         assert not {"agrees", "differs"} & {c.status for c in t.comparison}
-        assert rows[key][2].startswith(f"ref.: {len(ind)} independent values"), (key, rows[key][2])
+        assert rows[key][2].startswith(f"ref.: {len(ind)} values"), (key, rows[key][2])
     for key, t in learned.table_results.items():
         if not t.comparison:
             continue
@@ -105,7 +105,7 @@ def test_table_rows_count_the_runs_independent_paper_comparisons(reports):
             for c in t.comparison
             if c.kind.value == "independent" and c.status in ("agrees", "differs")
         ]
-        want = f"ref.: {scored.count('agrees')} of {len(scored)} independent within tol."
+        want = f"ref.: {scored.count('agrees')}/{len(scored)} within tol."
         assert rows[key][3].startswith(want), (key, rows[key][3])  # a non-paper model: reference only
         others = [c.kind.value for c in t.comparison if c.kind.value != "independent"]
         for kind in set(others):
@@ -215,7 +215,7 @@ def test_paper_model_comparisons_are_tests_and_other_models_are_reference():
     )
     # an identity row is named, never counted as agreement
     assert pr.comparison_counts(["agrees", "identity: not evidence"], False, ["independent", "identity"]) == (
-        "1 of 1 independent agree; not counted: 1 identity",
+        "1/1 agree; +1 identity",
         "agrees",
     )
     assert small.title == "Learned pifs_ddpm16 — natural crops 16×16, P=4"

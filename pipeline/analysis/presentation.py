@@ -484,24 +484,25 @@ def count_phrase(statuses: list[str]) -> str:
 def comparison_counts(
     statuses: list[str], reference: bool, kinds: list[str] | None = None
 ) -> tuple[str, str]:
-    """(text, css class) for one table's paper-vs-run rows: independent rows are scored ('3 of 5 independent
-    agree'), the rest named by kind ('2 re-derived, 1 identity'); for a non-paper model 'ref.: ...'."""
+    """(text, css class) for one table's paper-vs-run rows: independent rows are scored ('3/5 agree'), the rest
+    named by kind after a '+' ('+2 re-derived, 1 identity': shown, never scored); 'ref.: ...' for a non-paper
+    model."""
     if not statuses:
         return "built (no paper number)", "no-data"
     kinds = kinds or ["independent"] * len(statuses)
     ind = [s for s, k in zip(statuses, kinds, strict=True) if k.startswith("independent")]
     named = count_phrase([k.split(" (")[0] for k in kinds if not k.startswith("independent")])
-    tail = f"; not counted: {named}" if named else ""
+    tail = f"; +{named}" if named else ""
     scored = [s for s in ind if s.split(" (")[0] in ("agrees", "differs")]
     agree = sum(s == "agrees" for s in scored)
     if reference or all(s.startswith("reference") for s in ind):
         if scored:
-            return f"ref.: {agree} of {len(scored)} independent within tol.{tail}", "reference"
-        return f"ref.: {len(ind)} independent values{tail}", "reference"
+            return f"ref.: {agree}/{len(scored)} within tol.{tail}", "reference"
+        return f"ref.: {len(ind)} values{tail}", "reference"
     if not scored:
         return (count_phrase(ind) or "none independent") + tail, "no-data"
     rest = [s for s in ind if s not in ("agrees", "differs")]
-    text = f"{agree} of {len(scored)} independent agree" + (f"; {count_phrase(rest)}" if rest else "") + tail
+    text = f"{agree}/{len(scored)} agree" + (f"; {count_phrase(rest)}" if rest else "") + tail
     cls = "agrees" if agree == len(scored) else "partly-supported" if agree else "differs"
     return text, cls
 
