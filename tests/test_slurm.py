@@ -1,6 +1,7 @@
 """Real SLURM: a one-node cluster on localhost (tests/cluster/slurm_up.sh), then
 (a) a direct submitit job and (b) a two-job Hydra multirun through hydra-submitit-launcher,
-both running the real covariance stage on the smoke preset.
+both running the real covariance stage on the smoke preset, and (c) the smoke protocol's jacobian
+split over a 4-task array (points.shards=4), pooled and analysed into the unsplit run's tables.
 
 Success is judged by what comes back (the job's return value, Hydra's exit code) and by the
 result files and MLflow runs, never by SLURM's job state: Hydra catches a job's exception, so
