@@ -141,7 +141,10 @@ def key_differences(
     """(key, value the upstream ``stage`` was made with, this run's value) for every key that both
     ``needed_by`` and ``stage`` depend on and that differs, in config order."""
     made = meta.get("config") or {}
-    shared = [s for s in key_sections(needed_by) if s in key_sections(stage)]
+    try:
+        shared = [s for s in key_sections(needed_by) if s in key_sections(stage)]
+    except ValueError:  # not a stage (e.g. pooling a split protocol's shards): every key of the upstream
+        shared = list(key_sections(stage))
     theirs: dict[str, Any] = {}
     ours: dict[str, Any] = {}
     for s in shared:
