@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from matplotlib.image import imread
 
 from benchmarks.screenshots import chromium, find_chromium
@@ -26,6 +27,7 @@ from pipeline.analysis.headline import PLOT_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = find_chromium()
+PLOTS = len(yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"])
 OFFLINE = ("--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9")
 
 
@@ -39,10 +41,16 @@ def _project(tmp_path: Path) -> Path:
         shutil.copy(ROOT / ".dvc" / f, proj / ".dvc" / f)
     for chain, scale in (("dvc", 1.0), ("dvc_learned", 1.5)):
         ts = [1000, 800, 600, 400, 200, 20]
-        rows = [
-            dict(zip(PLOT_COLUMNS, (t, scale * (1 - t / 2000), 0.9, scale * t / 5000, 2), strict=True))
+        values = [
+            {
+                "t": t,
+                "kappa": scale * (1 - t / 2000),
+                "kappa_pi": scale * (0.95 - t / 2000),
+                "delta_cross": scale * t / 5000,
+            }
             for t in ts
         ]
+        rows = [{c: v.get(c, 1) for c in PLOT_COLUMNS} for v in values]
         io.write_csv(proj / "outputs" / "analysis" / chain / "plots" / "by_t.csv", rows, PLOT_COLUMNS)
     return proj
 
@@ -62,7 +70,7 @@ def test_the_plots_page_loads_nothing_from_the_network(tmp_path):
     assert done.returncode == 0, done.stderr
     page = (proj / "dvc_plots" / "index.html").read_text()
     assert not re.search(r"<script[^>]+src=", page) and "cdn." not in page
-    assert page.count("vegaEmbed('#") == 2  # κ̂_t and δ̂^cross_t
+    assert page.count("vegaEmbed('#") == PLOTS  # κ̂_t, K_PI's κ̂_t, δ̂^cross_t
 
 
 @pytest.mark.skipif(
@@ -76,7 +84,7 @@ def test_the_plots_render_in_chromium_with_the_network_off(tmp_path):
     page = (proj / "dvc_plots" / "index.html").as_uri()
     dom = chromium(CHROMIUM, tmp_path / "profile", *OFFLINE, "--dump-dom", page)
     # vega-embed drew each plot: its container class and a canvas per plot
-    assert dom.count('class="vega-embed') == 2 and dom.count("<canvas") == 2, dom[-2000:]
+    assert dom.count('class="vega-embed') == PLOTS and dom.count("<canvas") == PLOTS, dom[-2000:]
     shot = Path(os.environ.get("PIFS_PLOTS_SCREENSHOT") or tmp_path / "plots.png")
     chromium(CHROMIUM, tmp_path / "profile", *OFFLINE, "--window-size=1200,900", f"--screenshot={shot}", page)
     pixels = imread(shot)[..., :3]
