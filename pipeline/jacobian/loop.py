@@ -34,7 +34,8 @@ _SELECTION_KEYS = (
 
 GLOBAL_PREFIX = ["seed", "step", "t", "t_prev", "alpha_bar_t", "alpha_bar_prev", "r_t", "b_t"]
 PATCH_PREFIX = ["seed", "step", "t", "k", "row", "col", "lambda_k", "f_t"]
-BLOCK_COLUMNS = ["seed", "step", "t", "k", "j", "chebyshev", "op_norm", "frob_norm"]
+# blocks.csv: these, then the block columns of the estimator registry (pipeline.jacobian.estimators)
+BLOCK_PREFIX = ["seed", "step", "t", "k", "j", "chebyshev"]
 ATTENTION_COLUMNS = ["seed", "step", "t", "entropy", "entropy_token_weighted", "max_entropy"]
 LYAPUNOV_COLUMNS = ["seed", "k", "lambda_k", "lyap_hat", "lyap_gauss", "nonpositive_steps", "steps"]
 PROXY_COLUMNS = [
@@ -79,29 +80,8 @@ def _seed_files(trajectories_dir: Path) -> list[tuple[int, Path]]:
     return [(int(p.stem.split("-")[1]), p) for p in files]
 
 
-def _measure_one(model, x, t, r, b, patch_size, v1, f_t, config, seed, step):
-    import torch
-
-    from pipeline.jacobian.measure import measure_step, measurement_seed
-
-    def eps_fn(z):
-        return model(z[None], t)[0]
-
-    x = torch.as_tensor(x, dtype=model.dtype, device=model.device)
-    return measure_step(
-        eps_fn,
-        x,
-        r,
-        b,
-        patch_size,
-        v1=v1,
-        expansion=f_t,
-        config=config,
-        seed=measurement_seed(seed, step),
-    )
-
-
 def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step):
+    """The engine (pipeline.jacobian.points) on the points of ``seeds`` at one chain step, batched."""
     import torch
 
     from pipeline.jacobian.measure import measurement_seed
@@ -167,6 +147,7 @@ def measure_trajectories(
 
     from pipeline.covariance import read_patch_stats
     from pipeline.geometry import expansion_function, step_coefficients
+    from pipeline.jacobian import rows  # the registry's columns (imports torch)
     from pipeline.jacobian.measure import MeasureConfig
     from pipeline.patches import patch_grid
 
@@ -235,14 +216,14 @@ def measure_trajectories(
             "r_t": float(coeffs.r[i]),
             "b_t": float(coeffs.b[i]),
         }
-        g = m.global_row()
+        g = rows.global_row(m)
         # the estimators that ran at this step: the full setting at block steps, the light one elsewhere
-        _check_measured(g, config if i in block_steps else light, seed, i, t)
+        _check_measured(m, config if i in block_steps else light, seed, i, t)
         g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
         # wall-clock time is not a measurement: kept out of the tables (byte-identical reruns)
-        seconds = float(g.pop("seconds", math.nan))
+        seconds = float(sum(m.seconds.values()))
         prow = []
-        for row in m.patch_rows():
+        for row in rows.patch_rows(m):
             k = int(row["k"])
             prow.append(
                 {
@@ -262,13 +243,12 @@ def measure_trajectories(
                 "seed": seed,
                 "step": i,
                 "t": t,
-                "k": r["k"],
-                "j": r["j"],
-                "chebyshev": r["distance"],
-                "op_norm": r["op"],
-                "frob_norm": r["frob"],
+                "k": r.pop("k"),
+                "j": r.pop("j"),
+                "chebyshev": r.pop("distance"),
+                **r,
             }
-            for r in m.block_rows((grid.rows, grid.cols))
+            for r in (rows.block_rows(m, (grid.rows, grid.cols)) if config.keep_block_matrices else [])
         ]
         unit = {
             "global": {**head, **g},
@@ -280,37 +260,37 @@ def measure_trajectories(
         io.write_text(unit_file_of(seed, i), json.dumps(unit))
         return unit
 
-    if seed_batch > 1:
-        # Points of several seeds at one step share t, r_t, b_t: measure them as one stack through the
-        # model's batch dimension (pipeline.jacobian.points), then the loop below only reads the units.
-        trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in seeds}
-        groups = []
-        for i in steps:
-            todo = [seed for seed, _ in seeds if not unit_file_of(seed, i).exists()]
-            groups += [(i, todo[a : a + seed_batch]) for a in range(0, len(todo), seed_batch)]
-        # Every stack has one size, b: CPU kernels are chosen by batch size (~1e-7 relative in float32),
-        # so a short group is padded with copies of its last point and a point's numbers depend on
-        # (seed, step, b) only, not on which seeds a resume left to share its stack.
-        b = min(seed_batch, len(seeds))
-        for i, group in tqdm(groups, desc=f"jacobian (step, {b} seeds)", unit="group", disable=not progress):
-            padded = group + [group[-1]] * (b - len(group))
-            xs = np.stack([trajs[seed][i] for seed in padded])
-            ms = _measure_group(
-                model,
-                xs,
-                int(ts[i]),
-                float(coeffs.r[i]),
-                float(coeffs.b[i]),
-                patch_size,
-                v1,
-                f[i],
-                config if i in block_steps else light,
-                padded,
-                i,
-            )[: len(group)]
-            for seed, m in zip(group, ms, strict=True):
-                write_unit(m, seed, i, trajs[seed][i])
-        trajs.clear()
+    # Points of several seeds at one step share t, r_t, b_t: the engine measures them as one stack through
+    # the model's batch dimension (seed_batch of them; 1 = one point at a time), then the loop below only
+    # reads the units.
+    trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in seeds}
+    groups = []
+    for i in steps:
+        todo = [seed for seed, _ in seeds if not unit_file_of(seed, i).exists()]
+        groups += [(i, todo[a : a + seed_batch]) for a in range(0, len(todo), seed_batch)]
+    # Every stack has one size, b: CPU kernels are chosen by batch size (~1e-7 relative in float32),
+    # so a short group is padded with copies of its last point and a point's numbers depend on
+    # (seed, step, b) only, not on which seeds a resume left to share its stack.
+    b = min(seed_batch, len(seeds))
+    for i, group in tqdm(groups, desc=f"jacobian (step, {b} seed(s))", unit="group", disable=not progress):
+        padded = group + [group[-1]] * (b - len(group))
+        xs = np.stack([trajs[seed][i] for seed in padded])
+        ms = _measure_group(
+            model,
+            xs,
+            int(ts[i]),
+            float(coeffs.r[i]),
+            float(coeffs.b[i]),
+            patch_size,
+            v1,
+            f[i],
+            config if i in block_steps else light,
+            padded,
+            i,
+        )[: len(group)]
+        for seed, m in zip(group, ms, strict=True):
+            write_unit(m, seed, i, trajs[seed][i])
+    trajs.clear()
 
     # Exact S against the full-Σ₀ Gaussian surrogate (eq. 29-30): ρ_k^N − ρ_k, where the covariance stage
     # fitted Σ₀. ρ^N depends on the step only (the surrogate's Jacobian is constant in x).
@@ -318,33 +298,9 @@ def measure_trajectories(
         Path(covariance_dir), model.image_shape, chain, coeffs, steps, v1, patch_size
     )
 
-    units = [(s, p, i) for s, p in seeds for i in steps]
-    bar = tqdm(units, desc="jacobian (seed, step)", unit="pt", disable=not progress or seed_batch > 1)
-    cache: dict[int, np.ndarray] = {}
     measure_seconds: list[float] = []
-    for seed, path, i in bar:
-        unit_file = unit_file_of(seed, i)
-        if unit_file.exists():
-            unit = json.loads(unit_file.read_text())
-        else:
-            if seed not in cache:
-                cache.clear()
-                cache[seed] = read_trajectory_arrays(path)["x"]
-            x_traj = cache[seed]
-            m = _measure_one(
-                model,
-                x_traj[i],
-                int(ts[i]),
-                float(coeffs.r[i]),
-                float(coeffs.b[i]),
-                patch_size,
-                v1,
-                f[i],
-                config if i in block_steps else light,
-                seed,
-                i,
-            )
-            unit = write_unit(m, seed, i, x_traj[i])
+    for seed, _, i in [(s, p, i) for s, p in seeds for i in steps]:
+        unit = json.loads(unit_file_of(seed, i).read_text())
         global_rows.append(unit["global"])
         measure_seconds.append(float(unit.get("seconds", math.nan)))
         patch_rows.extend(with_exact_suppression(unit["patches"], rho_surrogate))
@@ -355,7 +311,7 @@ def measure_trajectories(
     _write_table(out_dir / "global.csv", global_rows, GLOBAL_PREFIX)
     _write_table(out_dir / "patches.csv", patch_rows, PATCH_PREFIX)
     if block_rows:
-        io.write_csv(out_dir / "blocks.csv", block_rows, BLOCK_COLUMNS)
+        io.write_csv(out_dir / "blocks.csv", block_rows, BLOCK_PREFIX + rows.column_names("blocks"))
     if attention_rows:
         io.write_csv(out_dir / "attention.csv", attention_rows, ATTENTION_COLUMNS)
     if len(steps) == len(ts):  # exponents are averages over the whole chain
@@ -398,15 +354,11 @@ def with_exact_suppression(rows: list[dict], rho_surrogate: dict | None) -> list
     return out
 
 
-def _check_measured(g: Mapping[str, Any], config, seed: int, step: int, t: int) -> None:
-    """Stop on a NaN/inf estimate of an enabled estimator: a table must never hold one as a measurement."""
-    enabled = (
-        ("kappa_pi", config.global_power),
-        ("kappa_lanczos", config.global_lanczos),
-        ("rayleigh_max", config.rayleigh),
-        ("kappa_diag", config.blocks != "off"),
-    )
-    bad = [k for k, on in enabled if on and g.get(k) is not None and not math.isfinite(float(g[k]))]
+def _check_measured(m, config, seed: int, step: int, t: int) -> None:
+    """Stop on a NaN/inf estimate of an estimator that ran: a table must never hold one as a measurement."""
+    from pipeline.jacobian.estimators import non_finite
+
+    bad = non_finite(m, config, m.block_method, m.rayleigh is not None)
     if bad:
         raise NonFiniteError(
             f"the Jacobian measurement {', '.join(bad)} is NaN/inf at seed {seed}, step {step} (paper t={t}) — "
