@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from pipeline import io
 from pipeline.errors import InputMissingError
 from pipeline.jacobian.loop import PROXY_COLUMNS, measure_proxy
+from pipeline.jacobian.protocol import runs_proxy
 from stages.cli_errors import in_job, run_cli
 from stages.common import (
     StageContext,
@@ -82,7 +83,10 @@ def run(cfg: DictConfig | dict) -> StageResult:
             progress=ctx.progress,
         )
         ctx.metrics.update(summary.metrics)
-        n_proxy = int(cfg["measure"].get("proxy_images") or 0)
+        # with measure.tables, Table 10's proxy runs only for Table 10 (pipeline/jacobian/protocol.py)
+        n_proxy = (
+            int(cfg["measure"].get("proxy_images") or 0) if runs_proxy(cfg["measure"].get("tables")) else 0
+        )
         if n_proxy > 0:
             rows = _proxy(cfg, model, cov_dir, n_proxy)
             io.write_csv(ctx.out_dir / "proxy.csv", rows, PROXY_COLUMNS)

@@ -7,7 +7,7 @@
 - Exact deviation Δ_t = ε̂ − ε^N (eq. 28) at trajectory points (no model call: the trajectory stores ε̂)
   and the exact directional suppression |b_t|⟨v_k, [∇Δ_t]_kk v_k⟩ (eq. 30) = ρ_k^N − ρ_k, where ρ_k and
   ρ_k^N are the Rayleigh quotients of JΦ_t and JΦ_t^N. With block-diagonal Σ₀ and v_k an eigenvector
-  of Σ_k, ρ_k^N = f_t(λ_k) and this equals the f_t(λ_k) − ρ_k of eq. 32 used by measure_step.
+  of Σ_k, ρ_k^N = f_t(λ_k) and this equals the f_t(λ_k) − ρ_k of eq. 32 the engine measures.
 - The paired-difference proxy of eq. (65): ε̂(√ᾱ x₀ + √v ε) − ε̂(√v ε), same ε.
 """
 

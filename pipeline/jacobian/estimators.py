@@ -147,7 +147,11 @@ class ExactRows(Estimator):
         return Products(vjps=n)
 
     def run(self, batch):
-        dense = dense_step(batch.op, progress=batch.progress)
+        self.finish(batch, dense_step(batch.op, progress=batch.progress))
+
+    @staticmethod
+    def finish(batch: Batch, dense) -> None:
+        """Everything exact from the stored Jacobian, which the estimators after this one then replay on."""
         op, fro = dense.block_norms()
         norm = dense.global_norm() if dense.n <= batch.cfg.dense_global_max_n else None
         for s, out in enumerate(batch.outs):

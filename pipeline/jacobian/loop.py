@@ -1,4 +1,4 @@
-"""Measurement of a whole set of trajectories: loops pipeline.jacobian.measure_step over (seed, step).
+"""Measurement of a whole set of trajectories: the engine (pipeline.jacobian.points) over (seed, step).
 
 Writes the long-format tables of the jacobian stage (one row per seed and paper timestep t,
 per patch k, per block (k, j)); each (seed, step) is checkpointed so a killed run resumes.
@@ -18,6 +18,8 @@ import numpy as np
 
 from pipeline import io
 from pipeline.errors import InputMissingError, NonFiniteError, PipelineError
+from pipeline.geometry import representative_timesteps
+from pipeline.jacobian.protocol import REPRESENTATIVE_STEPS, steps_for_tables
 from pipeline.sampler import read_trajectory_arrays
 
 # Keys of the `measure` config group read here, not by pipeline.jacobian.MeasureConfig.
@@ -37,7 +39,16 @@ PATCH_PREFIX = ["seed", "step", "t", "k", "row", "col", "lambda_k", "f_t"]
 # blocks.csv: these, then the block columns of the estimator registry (pipeline.jacobian.estimators)
 BLOCK_PREFIX = ["seed", "step", "t", "k", "j", "chebyshev"]
 ATTENTION_COLUMNS = ["seed", "step", "t", "entropy", "entropy_token_weighted", "max_entropy"]
-LYAPUNOV_COLUMNS = ["seed", "k", "lambda_k", "lyap_hat", "lyap_gauss", "nonpositive_steps", "steps"]
+LYAPUNOV_COLUMNS = [
+    "seed",
+    "k",
+    "lambda_k",
+    "lyap_hat",
+    "lyap_gauss",
+    "nonpositive_steps",
+    "steps",
+    "measured_steps",
+]
 PROXY_COLUMNS = [
     "t",
     "sqrt_alpha_bar",
@@ -56,8 +67,13 @@ class MeasurementSummary:
     series: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
-def selected_steps(timesteps: np.ndarray, steps: Any) -> list[int]:
-    """Chain step indices to measure: all (None), or those whose paper t is listed."""
+def selected_steps(timesteps: np.ndarray, steps: Any, tables: list[str] | None = None) -> list[int]:
+    """Chain step indices to measure: all (None; with measure.tables, the steps those tables need), §7.7's
+    20 representative steps ("representative"), or those whose paper t is listed."""
+    if steps is None and tables is not None:
+        steps = steps_for_tables(tables, timesteps)
+    if steps == "representative":
+        steps = representative_timesteps(timesteps, REPRESENTATIVE_STEPS)
     if steps is None or steps == "all":
         return list(range(len(timesteps)))
     wanted = {int(t) for t in steps}
@@ -101,7 +117,7 @@ def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step)
     )
 
 
-def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_size):
+def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_size, measure_tables):
     """Resolve measure.chunk_size / measure.seed_batch = auto: calibrated at the first selected point."""
     import torch
 
@@ -112,7 +128,7 @@ def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_si
     if selection["max_seeds"]:
         seeds = seeds[: int(selection["max_seeds"])]
     ts = np.asarray(chain.timesteps)
-    i = selected_steps(ts, selection["steps"])[0]
+    i = selected_steps(ts, selection["steps"], (measure_tables or None))[0]
     t = int(ts[i])
 
     def calibrate_here():
@@ -156,7 +172,9 @@ def measure_trajectories(
     memory = None
     if mcfg.get("chunk_size") == "auto" or selection["seed_batch"] == "auto":
         # chunk size and seed batch from the device's free memory (pipeline.jacobian.memory)
-        memory = _memory_plan(model, chain, Path(trajectories_dir), selection, mcfg.get("chunk_size"))
+        memory = _memory_plan(
+            model, chain, Path(trajectories_dir), selection, mcfg.get("chunk_size"), mcfg.get("tables")
+        )
         mcfg["chunk_size"], selection["seed_batch"] = memory.chunk_size, memory.seed_batch
     config = MeasureConfig.from_dict(mcfg)
     stats = read_patch_stats(covariance_dir, with_full=False)
@@ -176,7 +194,7 @@ def measure_trajectories(
     f = expansion_function(chain, lam)  # [S, M]
     ts = np.asarray(chain.timesteps)
     t_prev = np.append(ts[1:], 0)
-    steps = selected_steps(ts, selection["steps"])
+    steps = selected_steps(ts, selection["steps"], config.tables)
     # The full M² block decomposition is the expensive part: measure it at block_steps only and
     # the diagonal blocks everywhere else (null = the configured method at every step).
     block_steps = set(
@@ -314,8 +332,13 @@ def measure_trajectories(
         io.write_csv(out_dir / "blocks.csv", block_rows, BLOCK_PREFIX + rows.column_names("blocks"))
     if attention_rows:
         io.write_csv(out_dir / "attention.csv", attention_rows, ATTENTION_COLUMNS)
-    if len(steps) == len(ts):  # exponents are averages over the whole chain
-        io.write_csv(out_dir / "lyapunov.csv", lyapunov_rows(patch_rows, lam, f), LYAPUNOV_COLUMNS)
+    # exponents are averages over the whole chain: every step measured, or (§7.7) a sparse set of steps with
+    # S_k,t interpolated between them
+    measured_t = [int(ts[i]) for i in steps]
+    sparse = len(steps) < len(ts) and measured_t == representative_timesteps(ts, REPRESENTATIVE_STEPS)
+    if len(steps) == len(ts) or (sparse and config.rayleigh):
+        rows_l = lyapunov_rows(patch_rows, lam, f, ts if sparse else None)
+        io.write_csv(out_dir / "lyapunov.csv", rows_l, LYAPUNOV_COLUMNS)
     summary = _summarise(global_rows, patch_rows, len(seeds), len(steps))
     if memory is not None:
         summary.metrics.update(chunk_size=float(memory.chunk_size), seed_batch=float(memory.seed_batch))
@@ -392,10 +415,17 @@ def _attention_row(model, x, t: int, head: dict) -> dict | None:
     }
 
 
-def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> list[dict]:
+def lyapunov_rows(
+    patch_rows: list[dict], lam: np.ndarray, f: np.ndarray, chain_t: np.ndarray | None = None
+) -> list[dict]:
     """Per (seed, k): Λ̂_k = mean_t log|ρ_k,t| (eq. 49 with eq. 32's quotient) beside the Gaussian
     Λ(λ_k) = mean_t log f_t(λ_k) over the same chain (§5.1), column lyap_gauss. The suppression-corrected
-    Λ_pred of eq. 48-49 is not written here: Table 11 computes it from patches.csv's S_k,t."""
+    Λ_pred of eq. 48-49 is not written here: Table 11 computes it from patches.csv's S_k,t.
+
+    f: [S, M] f_t(λ_k) on the whole chain. Where only some steps were measured (§7.7: 20 representative
+    steps of the 49; ``chain_t`` gives the chain's paper t), S_k,t = f_t(λ_k) − ρ_k,t is interpolated
+    linearly in t onto every chain step (held at the nearest measured value beyond them), as the paper
+    interpolates S, and ρ_k,t = f_t(λ_k) − S_k,t there; `measured_steps` says how many were measured."""
     from pipeline.jacobian.lyapunov import rayleigh_exponents
 
     lyap_gauss = np.log(f).mean(axis=0)  # [M] Gaussian Λ(λ_k); the corrected Λ_pred of eq. 49 is Table 11's
@@ -407,6 +437,18 @@ def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> lis
     for seed, d in sorted(by_seed.items()):
         steps = sorted({s for s, _ in d})
         rq = np.array([[d[(s, k)] for k in range(M)] for s in steps])
+        if chain_t is not None and len(steps) < len(chain_t):
+            t_meas = np.asarray(chain_t, dtype=np.float64)[steps]
+            order = np.argsort(t_meas)
+            S = f[steps] - rq  # [measured, M]
+            S_chain = np.stack(
+                [
+                    np.interp(np.asarray(chain_t, dtype=np.float64), t_meas[order], S[order, k])
+                    for k in range(M)
+                ],
+                1,
+            )
+            rq = f - S_chain
         ex = rayleigh_exponents(rq, step_axis=0)
         for k in range(M):
             rows.append(
@@ -418,6 +460,7 @@ def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> lis
                     "lyap_gauss": float(lyap_gauss[k]),
                     "nonpositive_steps": int(ex.nonpositive_steps[k]),
                     "steps": int(ex.steps),
+                    "measured_steps": len(steps),
                 }
             )
     return rows

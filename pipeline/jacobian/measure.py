@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -100,37 +100,70 @@ class MeasureConfig:
         return asdict(self)
 
 
-@dataclass
 class StepMeasurement:
     """Everything measured about JΦ_t at one point x_t: the columns the estimators filled, by table.
 
     ``values`` holds global.csv's columns, ``patch`` patches.csv's ([M] each), ``block`` blocks.csv's
     ([M, M] each); a column no estimator filled is absent (its table default, NaN, is written). Every
-    column reads as an attribute (``m.kappa_pi``, ``m.op_norm``), absent ones as None.
+    column reads as an attribute (``m.kappa_pi``, ``m.op_norm``), absent ones as None. Columns may also be
+    given as keywords (scalars to ``values``, [M] arrays to ``patch``, [M, M] arrays to ``block``), which is
+    how made-up measurements (pipeline.analysis.synthetic) go through the stage's own row code.
     """
 
-    r: float
-    b: float
-    n: int
-    num_patches: int
-    values: dict[str, Any] = field(default_factory=dict)
-    patch: dict[str, np.ndarray] = field(default_factory=dict)
-    block: dict[str, np.ndarray] = field(default_factory=dict)
-    expansion: np.ndarray | None = None  # f_t(λ_k) of eq. (26) as passed in
-    block_method: str = "off"
-    jvp_method: str = ""
-    jvps: int = 0
-    vjps: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
+    _ALIASES = {"block_op": "op_norm", "block_frob": "frob_norm"}
+
+    def __init__(
+        self,
+        r: float,
+        b: float,
+        n: int,
+        num_patches: int,
+        *,
+        expansion: np.ndarray | None = None,
+        block_method: str = "off",
+        jvp_method: str = "",
+        jvps: int = 0,
+        vjps: int = 0,
+        seconds: dict[str, float] | None = None,
+        **columns: Any,
+    ):
+        self.r, self.b, self.n, self.num_patches = float(r), float(b), int(n), int(num_patches)
+        self.values: dict[str, Any] = {}
+        self.patch: dict[str, np.ndarray] = {}
+        self.block: dict[str, np.ndarray] = {}
+        self.expansion = expansion  # f_t(λ_k) of eq. (26) as passed in
+        self.block_method, self.jvp_method = block_method, jvp_method
+        self.jvps, self.vjps = int(jvps), int(vjps)
+        self.seconds: dict[str, float] = dict(seconds or {})
+        for name, value in columns.items():
+            if value is None:
+                continue
+            name = self._ALIASES.get(name, name)
+            arr = np.asarray(value)
+            store = self.values if arr.ndim == 0 else self.patch if arr.ndim == 1 else self.block
+            store[name] = value if arr.ndim == 0 else arr
 
     def __getattr__(self, name: str):
-        # only reached for names that are not fields: the measured columns
+        # only reached for names that are not attributes: the measured columns
         if name.startswith("__") or name in ("values", "patch", "block"):
             raise AttributeError(name)
+        name = StepMeasurement._ALIASES.get(name, name)
         for store in (self.values, self.patch, self.block):
             if name in store:
                 return store[name]
         return None
+
+    def global_row(self) -> dict[str, Any]:
+        """global.csv's measured columns (pipeline.jacobian.rows) plus the wall time, key ``seconds``."""
+        from .rows import global_row  # the registry's columns: imports torch, which this module does not
+
+        return {**global_row(self), "seconds": float(sum(self.seconds.values()))}
+
+    def patch_rows(self) -> list[dict[str, Any]]:
+        """patches.csv's measured columns, one row per patch (pipeline.jacobian.rows)."""
+        from .rows import patch_rows  # imports torch, see global_row
+
+        return patch_rows(self)
 
     # ---- derived quantities (paper names) ----
     @property
@@ -163,6 +196,8 @@ class StepMeasurement:
     @property
     def coupling(self) -> np.ndarray | None:
         """C_k,t = Σ_{j≠k} ‖[JΦ_t]_kj‖_op (eq. 16), from the full block matrix (None on the diagonal route)."""
+        if "coupling" in self.patch:  # given as a column
+            return self.patch["coupling"]
         op = self.block.get("op_norm")
         if op is None or self.block_method in ("diag", "off"):
             return None
