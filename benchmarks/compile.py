@@ -40,6 +40,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--vectors", type=int, default=8, help="vectors per product call (the vmap chunk)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--small", action="store_true", help="a 2-level test UNet instead of ddpm-cifar10-32")
+    ap.add_argument(
+        "--variants", default="eager,fwd,whole,batch", help="comma-separated subset (eager is always timed)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from diffusers import UNet2DModel
@@ -96,6 +99,8 @@ def main(argv=None) -> dict:
         return torch.compile(prod)
 
     variants = {"eager": lambda: eager, "fwd": fwd_variant, "whole": whole_variant, "batch": batch_variant}
+    wanted = {"eager", *args.variants.split(",")}
+    variants = {k: v for k, v in variants.items() if k in wanted}
     built = {}
     for name, make in variants.items():
         t0 = time.perf_counter()

@@ -495,7 +495,7 @@ def exact_route(model, t: int, r: float, b: float, reps: int, dev, sync, t_fwd: 
 
 def seed_batching(model, t: int, r: float, b: float, reps: int, dev, sync, S: int = 4) -> dict:
     """(e) The engine at S points of one step, one point per batch vs stacked through the model's batch
-    dimension (measure.seed_batch, pipeline.jacobian.points): global PI + Lanczos + Rayleigh, no blocks."""
+    dimension (points.seed_batch, pipeline.jacobian.points): global PI + Lanczos + Rayleigh, no blocks."""
     from pipeline.jacobian.points import measure_points
 
     g = torch.Generator().manual_seed(5)

@@ -33,7 +33,7 @@ def preset_plan(preset: str, overrides: tuple[str, ...] = ()):
 
     cfg = compose_preset(preset, overrides)
     chain = chain_from_config(schedule_from_config(cfg["schedule"]), cfg["sampler"])
-    ds, sel = cfg["dataset"], cfg["measure"]
+    ds, sel, proxy = cfg["dataset"], cfg["points"], cfg["proxy"]
     res = int(ds["resolution"])
     return protocol_plan(
         cfg["measure"],
@@ -44,8 +44,8 @@ def preset_plan(preset: str, overrides: tuple[str, ...] = ()):
         steps=sel.get("steps"),
         block_steps=sel.get("block_steps"),
         light_blocks=sel.get("light_blocks") or "diag",
-        proxy_images=int(sel.get("proxy_images") or 0),
-        proxy_timesteps=len(sel.get("proxy_timesteps") or []),
+        proxy_images=int(proxy.get("images") or 0),
+        proxy_timesteps=len(proxy.get("timesteps") or []),
     )
 
 

@@ -55,5 +55,9 @@ def reading(path: object, fix: str) -> Iterator[None]:
         ) from exc
 
 
+class ConfigError(PipelineError):
+    """A configuration that cannot produce a valid run; raised before any work starts."""
+
+
 class SettingError(PipelineError):
     """A configured value outside what a computation accepts (still a ValueError for older callers)."""

@@ -67,6 +67,8 @@ _KEY_SECTIONS: dict[str, tuple[str, ...]] = {
         "num_seeds",
         "trajectories",
         "measure",
+        "points",
+        "proxy",
     ),
     TRAIN_STAGE: ("dataset", "schedule", "train"),
 }

@@ -8,6 +8,7 @@ noise (η = 0): the chain is the operator Φ = Φ_{t_S} ∘ ... ∘ Φ_{t_1} the
 from __future__ import annotations
 
 import io
+import shutil
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pipeline.errors import InputFileError, NonFiniteError
 from pipeline.io import load_npz, save_npz, write_bytes
 from pipeline.models.base import ModelError, NoisePredictor
 from pipeline.models.prediction import eps_from_prediction
+from pipeline.outputs import TrajectoriesFolder
 
 __all__ = [
     "Trajectory",
@@ -236,7 +238,7 @@ def diffusers_float32_update(
 
 
 def seed_path(out_dir: str | Path, seed: int) -> Path:
-    return Path(out_dir) / f"seed-{int(seed)}.npz"
+    return TrajectoriesFolder(out_dir).seed_file(seed)
 
 
 def save_trajectory(path: str | Path, traj: Trajectory, b: int = 0) -> None:
@@ -389,3 +391,36 @@ def save_sample_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: 
     path = Path(path)
     write_bytes(path, buf.getvalue())
     return path
+
+
+def publish_trajectories(
+    model: NoisePredictor,
+    chain,
+    seeds: Sequence[int],
+    work_dir: Path,
+    out: TrajectoriesFolder,
+    batch_size: int = 8,
+    update: str = "exact",
+    progress: bool = True,
+) -> dict[str, float]:
+    """The trajectories stage's outputs: every seed sampled into ``work_dir`` (resumable per seed), copied
+    into ``out`` with the grid of final samples; returns the stage's metrics."""
+    resumed = sum(seed_path(work_dir, s).exists() for s in seeds)
+    paths = sample_seeds(
+        model, chain, seeds, work_dir, batch_size=batch_size, progress=progress, update=update
+    )
+    finals = []
+    for path in paths:
+        shutil.copy2(path, out.path / path.name)
+        with np.load(path) as z:
+            finals.append(z["x"][-1])
+    x0 = np.stack(finals)
+    save_sample_grid(x0, out / out.SAMPLES)
+    return {
+        "num_seeds": float(len(seeds)),
+        "num_steps": float(len(chain)),
+        "x0_mean": float(x0.mean()),
+        "x0_std": float(x0.std()),
+        "x0_abs_max": float(np.abs(x0).max()),
+        "seeds_resumed": float(resumed),
+    }

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.outputs import read_meta
+
 SWEEP_TAG = "sweep_id"
 ROLE_TAG = "pifs.role"
 
@@ -174,9 +176,8 @@ def runs_from_sweep_dir(sweep_dir: str | Path) -> list[SweepRun]:
             error=rec.get("error"),
             slurm_job_id=rec.get("slurm_job_id"),
         )
-        meta = Path(run.out_dir) / "meta.json" if run.out_dir else None
-        if meta is not None and meta.is_file():
-            m = json.loads(meta.read_text())
+        m = read_meta(run.out_dir) if run.out_dir else None
+        if m is not None:
             run.metrics = {k: float(v) for k, v in m.get("metrics", {}).items()}
             from pipeline.tracking import flatten
 

@@ -13,17 +13,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from pipeline.analysis.build import analysis_body
+from pipeline.errors import ConfigError
+from pipeline.outputs import AnalysisFolder, read_meta
+from pipeline.runs import StageResult, run_stage, stage_dir, upstream_dir
+from pipeline.settings import prepare_config
 from stages.cli_errors import in_job, run_cli
-from stages.common import (
-    ConfigError,
-    StageContext,
-    StageResult,
-    prepare_config,
-    read_meta,
-    run_stage,
-    stage_dir,
-    upstream_dir,
-)
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
@@ -41,39 +36,18 @@ def run(cfg: DictConfig | dict) -> StageResult:
         d = stage_dir(s, cfg)
         upstream[s] = upstream_dir(s, cfg, needed_by="analysis") if d.is_dir() and any(d.iterdir()) else None
 
-    def body(ctx: StageContext) -> None:
-        from pipeline import io
-        from pipeline.analysis import build_analysis, load_stage_outputs
-        from pipeline.geometry import default_geometry_rows
-
-        rows = default_geometry_rows()
-        io.write_csv(ctx.out_dir / "schedule_geometry.csv", rows)
-        inputs = load_stage_outputs(upstream["covariance"], upstream["trajectories"], upstream["jacobian"])
-        ctx.inputs.update({k: str(v) for k, v in upstream.items() if v is not None})
-        run_info = {
-            "config": cfg,
-            "run_key": ctx.key,
-            "upstream": {k: (read_meta(v) if v is not None else None) for k, v in upstream.items()},
-            "compare": [Path(p) for p in cfg["analysis"].get("compare", [])],
-            "companions": [Path(p) for p in cfg["analysis"].get("companions") or []],
-        }
-        result = build_analysis(inputs, ctx.out_dir, run_info)
-        ctx.metrics.update(result.metrics)
-        from pipeline.analysis.headline import PLOT_COLUMNS, by_t_rows, headline_metrics
-
-        by_t = by_t_rows(inputs.global_)
-        io.write_csv(ctx.out_dir / "plots" / "by_t.csv", by_t, PLOT_COLUMNS)
-        io.write_json(
-            ctx.out_dir / "metrics.json", headline_metrics(by_t, [v.status for v in result.verdicts])
-        )
-
-    inputs = {k: v for k, v in upstream.items() if v is not None}
     return run_stage(
         "analysis",
         cfg,
-        body,
-        artifacts=("report.html", "report.md", "metrics.json", "figures", "plots"),
-        inputs=inputs,
+        analysis_body(cfg, upstream),
+        artifacts=(
+            AnalysisFolder.REPORT_HTML,
+            AnalysisFolder.REPORT_MD,
+            AnalysisFolder.METRICS,
+            "figures",
+            "plots",
+        ),
+        inputs={k: v for k, v in upstream.items() if v is not None},
     )
 
 

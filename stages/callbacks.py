@@ -4,7 +4,7 @@ Registered in conf/config.yaml under ``hydra.callbacks``. In a multirun (``-m``)
 
 - ``on_multirun_start`` (the submitting process) draws a sweep id, opens an MLflow parent run
   tagged ``sweep_id``/``pifs.role=sweep``, exports ``PIFS_SWEEP_ID`` and ``PIFS_PARENT_RUN_ID``
-  (stages.common tags every stage run with the first and nests it under the second), and
+  (pipeline.runs tags every stage run with the first and nests it under the second), and
   writes ``<hydra.sweep.dir>/sweep.json``.
 - ``on_job_start`` (inside each job, wherever the launcher runs it) sets the same variables
   from the callback's own state. Hydra pickles the callbacks together with the launcher, so
@@ -23,7 +23,7 @@ pipeline.sweeps lists a sweep's runs from either record.
 from __future__ import annotations
 
 import atexit
-import json
+import contextlib
 import logging
 import os
 import secrets
@@ -33,6 +33,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from pipeline.outputs import UnreadableMetaError, read_meta
 
 log = logging.getLogger("pifs")
 
@@ -247,10 +249,11 @@ class SweepTracking(Callback):
         if out_dir is not None:
             record["out_dir"] = str(out_dir.resolve())
             record["run_key"] = out_dir.name
-            meta_path = out_dir / "meta.json"
-            if ok and meta_path.is_file():
-                meta = json.loads(meta_path.read_text())
-                record["mlflow_run_id"] = meta.get("mlflow_run_id")
+            if ok:
+                with contextlib.suppress(UnreadableMetaError):
+                    meta = read_meta(out_dir)
+                if meta is not None:
+                    record["mlflow_run_id"] = meta.get("mlflow_run_id")
         if meta is not None and self.tracking_uri and record["mlflow_run_id"]:
             record["reused"], record["mlflow_run_id"] = self._tag_run(record, meta)
         _write_json(Path(str(config.hydra.runtime.output_dir)) / JOB_RECORD, record)
@@ -261,7 +264,8 @@ class SweepTracking(Callback):
 
         if stage not in STAGES:
             return None
-        from stages.common import prepare_config, stage_dir
+        from pipeline.runs import stage_dir
+        from pipeline.settings import prepare_config
 
         cfg = OmegaConf.to_container(config, resolve=True)
         cfg.pop("hydra", None)

@@ -142,7 +142,7 @@ def one_line(exc: BaseException) -> str | None:
     if isinstance(exc, MemoryError):
         return (
             "out of memory — lower the sizes (dataset.num_images, covariance.chunk_size, "
-            "trajectories.batch_size, measure.chunk_size, measure.seed_batch) or use a larger machine"
+            "trajectories.batch_size, measure.chunk_size, points.seed_batch) or use a larger machine"
         )
     return None
 

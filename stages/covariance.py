@@ -1,28 +1,27 @@
 """Stage 1: per-patch covariance Σ_k, λ_k, v_k⁽¹⁾ (and Σ₀) of the dataset.
 
 python -m stages.covariance [overrides]   → outputs/covariance/<run-key>/
-  patches.csv, patch_stats.npz, gaussian_fit.npz (full Σ₀), lambda_k.png, meta.json
+  patches.csv, patch_stats.npz, gaussian_fit.npz (full Σ₀), gaussian_fit.sha256, lambda_k.png, meta.json
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import hydra
 from omegaconf import DictConfig
 
-from pipeline import io
+from pipeline.assemble import dataset, dataset_inputs
+from pipeline.outputs import CovarianceFolder
+from pipeline.runs import StageContext, StageResult, run_stage
+from pipeline.settings import prepare_config
 from stages.cli_errors import in_job, run_cli
-from stages.common import StageContext, StageResult, dataset_inputs, prepare_config, run_stage
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
     from pipeline.covariance import compute_patch_statistics, summary_metrics, write_covariance_outputs
-    from pipeline.data import dataset_from_config
 
     # Opening the source checks the data (root, archive, counts) before a run folder exists.
-    source = dataset_from_config(cfg["dataset"])
+    source = dataset(cfg)
     ccfg = cfg["covariance"]
 
     def body(ctx: StageContext) -> None:
@@ -35,19 +34,14 @@ def run(cfg: DictConfig | dict) -> StageResult:
             progress=ctx.progress,
         )
         write_covariance_outputs(ctx.out_dir, stats)
-        # The DVC chain's trajectories stage depends on this marker, not on gaussian_fit.npz: the marker
-        # exists for every preset (celebahq_paper has no full Σ₀) and changes exactly when the fit does.
-        fit = ctx.out_dir / "gaussian_fit.npz"
-        digest = (
-            hashlib.sha256(fit.read_bytes()).hexdigest()
-            if fit.is_file()
-            else "none (covariance.full_cov=false)"
-        )
-        io.write_text(ctx.out_dir / "gaussian_fit.sha256", digest + "\n")
         ctx.metrics.update(summary_metrics(stats))
 
     return run_stage(
-        "covariance", cfg, body, artifacts=("patches.csv", "lambda_k.png"), inputs=dataset_inputs(source)
+        "covariance",
+        cfg,
+        body,
+        artifacts=(CovarianceFolder.PATCHES, CovarianceFolder.LAMBDA_FIGURE),
+        inputs=dataset_inputs(source),
     )
 
 

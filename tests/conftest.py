@@ -111,10 +111,10 @@ def run_measurement_stages(root: Path, overrides: list[str]) -> dict[str, Path]:
 # quotients, so lyapunov.csv is written), the full block decomposition at three steps.
 ORACLE_STAGE_OVERRIDES = [
     "experiment=smoke",
-    "measure.steps=null",
-    "measure.block_steps=[1000,500,100]",
-    "measure.light_blocks=off",
-    "measure.proxy_images=0",
+    "points.steps=null",
+    "points.block_steps=[1000,500,100]",
+    "points.light_blocks=off",
+    "proxy.images=0",
 ]
 # The shipped learned DDPM (pifs_ddpm16) on a 4-step chain, two trajectories, every step measured and
 # the dense block decomposition at one step.
@@ -123,10 +123,10 @@ LEARNED_STAGE_OVERRIDES = [
     "dataset.num_images=512",
     "sampler.num_steps=4",
     "num_seeds=2",
-    "measure.block_steps=[250]",
+    "points.block_steps=[250]",
     "measure.power_iters=4",
     "measure.global_lanczos=false",
-    "measure.proxy_images=0",
+    "proxy.images=0",
 ]
 
 

@@ -47,7 +47,7 @@ def test_heatmap_columns_sit_at_the_measured_t(figures, name):
 
 
 def test_unevenly_measured_t_get_a_log_axis_with_columns_at_each_t(tmp_path):
-    # the learned companion's measure.steps: 7 unevenly spaced t. Formerly drawn as 7 equal-width columns on a
+    # the learned companion's points.steps: 7 unevenly spaced t. Formerly drawn as 7 equal-width columns on a
     # linear axis, which put t = 500 near 790; now each column is centred on its t on a log axis.
     run = write_synthetic_run(tmp_path, "learned")
     inp = load_stage_outputs(run.covariance_dir, run.trajectories_dir, run.jacobian_dir)

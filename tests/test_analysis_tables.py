@@ -233,14 +233,14 @@ def test_learned_tables_8_and_9_rayleigh_equal_the_dense_jacobian(learned_stage_
     kappa_diag_min/max and mean_slack = mean_k(1 − κ̄_k − C̄_k) follow from the same matrices."""
     import torch
 
+    from pipeline.assemble import build_model
     from pipeline.jacobian.patches import patch_index
-    from stages.common import build_model
     from tests.conftest import LEARNED_STAGE_OVERRIDES, compose_config
 
     run = learned_stage_run
     inp, ctx = _tables(run)
     cfg = compose_config(LEARNED_STAGE_OVERRIDES)
-    model, _ = build_model(cfg, needed_by="test")
+    model = build_model(cfg, needed_by="test").model
     v1 = torch.as_tensor(io.load_npz(run["covariance"] / "patch_stats.npz")["v1"], dtype=torch.float64)
     G = {(int(r["seed"]), int(r["t"])): r for r in io.read_csv(run["jacobian"] / "global.csv")}
     idx = patch_index(tuple(model.image_shape), 4)

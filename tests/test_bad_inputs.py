@@ -286,14 +286,12 @@ CASES = [
         [*SMOKE, "model.block_size=5"],
         ("model.block_size=5", "divisor"),
     ),
-    Case(
-        "seed_batch_zero", "jacobian", [*SMOKE, "measure.seed_batch=0"], ("measure.seed_batch=0", "positive")
-    ),
+    Case("seed_batch_zero", "jacobian", [*SMOKE, "points.seed_batch=0"], ("points.seed_batch=0", "positive")),
     Case(
         "seed_batch_negative",
         "jacobian",
-        [*SMOKE, "measure.seed_batch=-2"],
-        ("measure.seed_batch=-2", "positive"),
+        [*SMOKE, "points.seed_batch=-2"],
+        ("points.seed_batch=-2", "positive"),
     ),
     Case("unknown_key", "covariance", [*SMOKE, "foo=1"], ("foo", "+foo=1")),
     Case("unknown_group_option", "covariance", [*SMOKE, "dataset=nope"], ("dataset/nope", "natural_crops")),
@@ -313,7 +311,7 @@ CASES = [
     Case("device_cuda_missing", "trajectories", [*SMOKE, "device=cuda"], ("device=cuda", "device=cpu")),
     Case("dtype_half", "trajectories", [*SMOKE, "model.dtype=float16"], ("float16", "float32 or float64")),
     Case("num_steps_zero", "trajectories", [*SMOKE, "sampler.num_steps=0"], ("sampler.num_steps", "")),
-    Case("measure_step_not_in_chain", "jacobian", [*SMOKE, "measure.steps=[7]"], ("measure.steps", "pick t")),
+    Case("measure_step_not_in_chain", "jacobian", [*SMOKE, "points.steps=[7]"], ("points.steps", "pick t")),
     Case("blocks_unknown", "jacobian", [*SMOKE, "measure.blocks=nope"], ("measure.blocks", "")),
     Case(
         "power_iters_zero",
@@ -802,7 +800,7 @@ def test_overlapping_seed_sweep_is_warned_about(caplog):
 
 CLI_CASES = [
     ("covariance", [*SMOKE, "patch.size=5"], "patch.size=5"),
-    ("jacobian", [*SMOKE, "measure.seed_batch=0"], "measure.seed_batch=0"),
+    ("jacobian", [*SMOKE, "points.seed_batch=0"], "points.seed_batch=0"),
     ("train", [*TRAIN, "paths.outputs=afile"], "paths.outputs=afile"),
 ]
 

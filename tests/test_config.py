@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from pipeline.errors import ConfigError
 from pipeline.runkeys import run_key
-from stages.common import ConfigError, prepare_config
+from pipeline.settings import prepare_config
 from tests.conftest import CONF, compose_config
 
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -1,12 +1,12 @@
 """Streaming patch covariance: exactness vs np.cov, invariances, sampling error on known Σ, resume, outputs."""
 
+import hashlib
 import warnings
 
 import numpy as np
 import pytest
 
 from pipeline.covariance import (
-    PATCHES_CSV_COLUMNS,
     compute_patch_statistics,
     read_gaussian_fit,
     read_patch_stats,
@@ -15,6 +15,7 @@ from pipeline.covariance import (
 )
 from pipeline.data import ArraySource, DatasetError, GaussianSource, ImageSource, NaturalCropsSource
 from pipeline.io import atomic_dir, read_csv
+from pipeline.outputs import CovarianceFolder
 from pipeline.patches import extract_patches
 
 REL = 1e-10
@@ -329,7 +330,9 @@ def test_outputs_roundtrip_and_are_byte_deterministic(crops, tmp_path):
     b = write_covariance_outputs(
         tmp_path / "b", compute_patch_statistics(crops, 8, full_cov=True, progress=False)
     )
-    assert sorted(a) == ["figure", "gaussian_fit", "patch_stats", "patches_csv"]
+    assert sorted(a) == ["figure", "fit_digest", "gaussian_fit", "patch_stats", "patches_csv"]
+    # the digest marker the DVC chain's trajectories stage depends on is the fit file's own sha256
+    assert a["fit_digest"].read_text() == hashlib.sha256(a["gaussian_fit"].read_bytes()).hexdigest() + "\n"
     for key in a:
         assert a[key].read_bytes() == b[key].read_bytes(), key
     back = read_patch_stats(tmp_path / "a")
@@ -339,7 +342,7 @@ def test_outputs_roundtrip_and_are_byte_deterministic(crops, tmp_path):
     fit = read_gaussian_fit(tmp_path / "a")
     np.testing.assert_array_equal(fit.cov, st.full_cov)
     rows = read_csv(a["patches_csv"])
-    assert list(rows[0]) == PATCHES_CSV_COLUMNS and len(rows) == 4
+    assert tuple(rows[0]) == CovarianceFolder.PATCH_COLUMNS and len(rows) == 4
     assert [(int(r["row"]), int(r["col"])) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert [float(r["lambda_k"]) for r in rows] == st.lambda_k.tolist()  # full precision in the CSV
     np.testing.assert_allclose(
@@ -354,8 +357,12 @@ def test_no_gaussian_fit_without_full_covariance(crops, tmp_path):
     paths = write_covariance_outputs(
         tmp_path, compute_patch_statistics(crops, 8, progress=False), figure=False
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["patch_stats.npz", "patches.csv"]
-    assert "gaussian_fit" not in paths
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "gaussian_fit.sha256",
+        "patch_stats.npz",
+        "patches.csv",
+    ]
+    assert "gaussian_fit" not in paths and paths["fit_digest"].read_text().startswith("none")
     with pytest.raises(FileNotFoundError, match="full_cov"):
         read_gaussian_fit(tmp_path)
     assert read_patch_stats(tmp_path / "patch_stats.npz").full_cov is None

@@ -30,11 +30,11 @@ LEARNED_SMOKE = [
     "experiment=learned16",
     "num_seeds=1",
     "sampler.num_steps=10",
-    "measure.steps=[1000,100]",
-    "measure.block_steps=null",
+    "points.steps=[1000,100]",
+    "points.block_steps=null",
     "dataset.num_images=512",
-    "measure.proxy_images=16",
-    "measure.proxy_timesteps=[999,500]",
+    "proxy.images=16",
+    "proxy.timesteps=[999,500]",
 ]
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -281,3 +281,18 @@ def test_hutchpp_error_falls_as_one_over_the_budget():
     assert hut[36] > hut[9] / 3, hut  # 1/√m: 4x the budget, ~1/2 the error
     assert hpp[12] < hut[36] / 2, (hpp, hut)  # per-block budgets 36 vs 36: Hutch++ well ahead
     assert hpp[12] < 5 / np.sqrt(12 * 12) / 2  # within the stated accuracy (five standard errors)
+
+
+def test_the_registry_fills_exactly_the_tables_schema():
+    """pipeline.outputs.JacobianFolder declares each table's columns (the contract with the analysis); the
+    registry's columns are those, less the ones the loop adds (the point's place, the surrogate's)."""
+    from pipeline.jacobian.estimators import column_names
+    from pipeline.outputs import JacobianFolder as J
+
+    loop_adds = {
+        "global": set(J.POINT_COLUMNS) | {"matvecs"},
+        "patches": set(J.PATCH_PREFIX) | {"rayleigh_surrogate", "exact_suppression"},
+        "blocks": {"seed", "step", "t", "k", "j", "chebyshev"},
+    }
+    for table, name in (("global", J.GLOBAL), ("patches", J.PATCHES), ("blocks", J.BLOCKS)):
+        assert set(column_names(table)) == set(J.COLUMNS[name]) - loop_adds[table], table

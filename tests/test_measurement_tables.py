@@ -27,7 +27,7 @@ def _run(root, overrides):
 
 @pytest.fixture(scope="module")
 def block_oracle_run(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("blk"), ["measure.steps=null", "measure.blocks=off"])
+    return _run(tmp_path_factory.mktemp("blk"), ["points.steps=null", "measure.blocks=off"])
 
 
 def test_lyapunov_exponents_of_the_block_oracle_equal_the_gaussian_prediction(block_oracle_run):
@@ -58,7 +58,7 @@ def test_exact_deviation_vanishes_when_the_model_is_the_surrogate(tmp_path):
         tmp_path,
         [
             "model.structure=full",
-            "measure.steps=[1000]",
+            "points.steps=[1000]",
             "measure.blocks=off",
             "measure.global_lanczos=false",
             "measure.power_iters=2",
@@ -74,7 +74,7 @@ def test_exact_deviation_vanishes_when_the_model_is_the_surrogate(tmp_path):
 
 
 def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatch):
-    """measure.seed_batch=2 stacks the seeds' points per step (pipeline.jacobian.points): same tables.
+    """points.seed_batch=2 stacks the seeds' points per step (pipeline.jacobian.points): same tables.
     Three seeds: the second stack of each step holds one point, padded to two."""
     from pipeline.jacobian import points
 
@@ -86,13 +86,13 @@ def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatc
         return original(eps_fn, xs, *args, **kwargs)
 
     monkeypatch.setattr(points, "measure_points", counted)
-    common = ["measure.steps=[1000,500,100]", "measure.proxy_images=0", "num_seeds=3"]
+    common = ["points.steps=[1000,500,100]", "proxy.images=0", "num_seeds=3"]
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    one = _run(tmp_path / "one", [*common, "measure.seed_batch=1"])
+    one = _run(tmp_path / "one", [*common, "points.seed_batch=1"])
     assert stacks == [1] * 9  # one point at a time is a batch of one
     stacks.clear()
-    two = _run(tmp_path / "two", [*common, "measure.seed_batch=2"])
+    two = _run(tmp_path / "two", [*common, "points.seed_batch=2"])
     assert stacks == [2] * 6  # two stacks per measured step, the short one padded
     for table in ("global.csv", "patches.csv", "blocks.csv"):
         a, b = io.read_csv(one / table), io.read_csv(two / table)
@@ -121,7 +121,7 @@ def test_the_sparse_table_11_protocol_measures_20_steps_and_interpolates(tmp_pat
     from pipeline.geometry import representative_timesteps, schedule_from_config
     from pipeline.geometry.design import chain_from_config
 
-    ov = ["measure.tables=[table_11]", "measure.steps=null", "sampler.num_steps=30"]
+    ov = ["measure.tables=[table_11]", "points.steps=null", "sampler.num_steps=30"]
     out = _run(tmp_path, ov)
     cfg = compose_config(["experiment=smoke", *ov])
     chain = chain_from_config(schedule_from_config(cfg.schedule), cfg.sampler).timesteps

@@ -127,7 +127,7 @@ def test_auto_settings_resolve_in_the_jacobian_stage(project):
             "tracking=off",
             "progress=false",
             "measure.chunk_size=auto",
-            "measure.seed_batch=auto",
+            "points.seed_batch=auto",
         ]
     )
     covariance.run(cfg)

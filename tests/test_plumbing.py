@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline import io
+from pipeline.runs import StageContext, run_stage
 from pipeline.tracking import flatten
-from stages.common import StageContext, run_stage
 
 
 def test_save_npz_is_byte_deterministic_and_roundtrips(tmp_path):

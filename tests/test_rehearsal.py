@@ -111,16 +111,16 @@ def test_presets_are_unchanged_except_the_rehearsal_overrides(name, tmp_path):
         "dataset.root",
         "model.path",
         "num_seeds",
-        "measure.steps",
-        "measure.block_steps",
-        "measure.proxy_images",
-        "measure.proxy_timesteps",
+        "points.steps",
+        "points.block_steps",
+        "proxy.images",
+        "proxy.timesteps",
         "device",
         "progress",
         "torch_threads",
     }
     assert changed <= allowed, changed - allowed
-    assert {"dataset.root", "model.path", "num_seeds", "measure.steps"} <= changed
+    assert {"dataset.root", "model.path", "num_seeds", "points.steps"} <= changed
 
 
 @pytest.mark.integration
@@ -133,7 +133,7 @@ def test_shortened_cifar10_protocol_runs_at_the_true_architecture_in_process(tmp
     fx.save_checkpoint(tmp_path / "ddpm-cifar10-32", fx.CIFAR10_UNET, fx.CIFAR10_SCHEDULER)
     archive = fx.make_cifar10_archive(tmp_path / "cifar10", per_batch=100)
     fx.extract_cifar10(tmp_path / "cifar10", fx.file_digests(archive)["md5"])
-    ov = overrides("cifar10", tmp_path, True, "cpu", 1) + ["tracking=off", "measure.proxy_images=0"]
+    ov = overrides("cifar10", tmp_path, True, "cpu", 1) + ["tracking=off", "proxy.images=0"]
     cfg = compose_config(ov)
     covariance.run(cfg)
     traj = trajectories.run(cfg).out_dir

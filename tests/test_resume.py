@@ -19,7 +19,7 @@ OVERRIDES = [
     "experiment=smoke",
     "progress=false",
     "tracking.enabled=false",
-    "measure.steps=null",
+    "points.steps=null",
     "measure.blocks=off",
 ]
 

@@ -23,7 +23,7 @@ import pytest
 
 from pipeline import io
 from pipeline.errors import PipelineError
-from stages.common import lock_path, run_stage, upstream_dir
+from pipeline.runs import lock_path, run_stage, upstream_dir
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,11 +245,11 @@ class _RecordingTracker:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_body_stops_cleanly_keeps_work_and_marks_the_run_killed(project, monkeypatch, sig):
-    from stages import common
-    from stages.common import StageInterrupted
+    from pipeline import runs
+    from pipeline.runs import StageInterrupted
 
     tracker = _RecordingTracker()
-    monkeypatch.setattr(common.Tracker, "start", classmethod(lambda cls, **kw: tracker))
+    monkeypatch.setattr(runs.Tracker, "start", classmethod(lambda cls, **kw: tracker))
 
     def body(ctx):
         io.write_text(ctx.work_dir / "unit-0.txt", "done")
@@ -335,7 +335,7 @@ def test_sigkill_mid_jacobian_then_a_changed_setting_gives_a_table_of_the_new_co
 ):
     from stages import covariance, jacobian, trajectories
 
-    base = [*SMOKE, "measure.steps=null", "measure.blocks=off", "measure.proxy_images=0", "run_key=dvc"]
+    base = [*SMOKE, "points.steps=null", "measure.blocks=off", "proxy.images=0", "run_key=dvc"]
     monkeypatch.chdir(tmp_path)
     covariance.run(compose_config(base))
     trajectories.run(compose_config(base))

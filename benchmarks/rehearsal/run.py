@@ -73,14 +73,14 @@ def overrides(name: str, fixtures: Path, quick: bool, device: str, threads: int 
         f"dataset.root={fixtures / p.data}",
         f"model.path={fixtures / p.checkpoint}",
         "num_seeds=1",
-        f"measure.steps=[{p.quick_t if quick else p.measured_t}]",
-        "measure.proxy_images=4",
-        "measure.proxy_timesteps=[999,500]",
+        f"points.steps=[{p.quick_t if quick else p.measured_t}]",
+        "proxy.images=4",
+        "proxy.timesteps=[999,500]",
     ]
     if device != "cuda":
         # the exact route (3072 VJP rows, ~2,460 forward passes per point) is minutes of GPU and hours of a
         # small CPU: on a CPU the rehearsal measures the diagonal blocks there (docs/performance.md)
-        out.append("measure.block_steps=[]")
+        out.append("points.block_steps=[]")
     out += [
         f"device={device}",
         "progress=false",
@@ -95,12 +95,12 @@ def overrides(name: str, fixtures: Path, quick: bool, device: str, threads: int 
             "measure.block_power_iters=2",
             "measure.frob_probes=1",
             "measure.blocks=off",
-            "measure.proxy_images=2",
-            "measure.proxy_timesteps=[500]",
+            "proxy.images=2",
+            "proxy.timesteps=[500]",
         ]
     if device == "cuda":
         # chunk size and seed batch from free device memory (pipeline.jacobian.memory)
-        out += ["measure.chunk_size=auto", "measure.seed_batch=auto"]
+        out += ["measure.chunk_size=auto", "points.seed_batch=auto"]
     return out
 
 

@@ -10,7 +10,8 @@ from tqdm.auto import tqdm
 
 from pipeline import io as pio
 from pipeline.analysis.figures import build_figures
-from pipeline.analysis.inputs import AnalysisInputs, read_table
+from pipeline.analysis.headline import PLOT_COLUMNS, by_t_rows, headline_metrics
+from pipeline.analysis.inputs import AnalysisInputs, load_stage_outputs, read_table
 from pipeline.analysis.oracle import OracleCheck
 from pipeline.analysis.presentation import RunSetting
 from pipeline.analysis.report import ReportContent, render_html, render_markdown, table_status
@@ -18,6 +19,8 @@ from pipeline.analysis.scoring import analyse
 from pipeline.analysis.sweep import compare_runs
 from pipeline.analysis.tables import TableResult
 from pipeline.analysis.verdicts import Verdict
+from pipeline.geometry import default_geometry_rows
+from pipeline.outputs import AnalysisFolder, CovarianceFolder, read_meta
 
 # The schedule-geometry table the analysis stage writes before the report; embedded when present.
 GEOMETRY_FILES = ("schedule_geometry.csv",)
@@ -121,8 +124,11 @@ def build_analysis(
             tab = pio.read_csv(p)
             if tab:
                 extra[f"{name} (schedule geometry, Tables 1-2)"] = (list(tab[0].keys()), tab)
-    if inputs.covariance_dir is not None and (inputs.covariance_dir / "patches.csv").exists():
-        tab = pio.read_csv(inputs.covariance_dir / "patches.csv")
+    cov_patches = (
+        CovarianceFolder(inputs.covariance_dir) / CovarianceFolder.PATCHES if inputs.covariance_dir else None
+    )
+    if cov_patches is not None and cov_patches.exists():
+        tab = pio.read_csv(cov_patches)
         if tab:
             extra["patches.csv (covariance stage: λ_k and trace per patch, §7.2)"] = (
                 list(tab[0].keys()),
@@ -223,3 +229,28 @@ def build_analysis(
 
 
 __all__ = ["AnalysisResult", "analyse", "build_analysis", "read_table"]
+
+
+def analysis_body(cfg: dict, upstream: dict[str, Path | None]):
+    """The analysis stage's body for pipeline.runs.run_stage: schedule geometry, tables, figures, report,
+    and the DVC-facing metrics.json and plots/by_t.csv, from whichever upstream folders exist."""
+
+    def body(ctx) -> None:
+        out = AnalysisFolder(ctx.out_dir)
+        pio.write_csv(out / out.SCHEDULE_GEOMETRY, default_geometry_rows())
+        inputs = load_stage_outputs(upstream["covariance"], upstream["trajectories"], upstream["jacobian"])
+        ctx.inputs.update({k: str(v) for k, v in upstream.items() if v is not None})
+        run_info = {
+            "config": cfg,
+            "run_key": ctx.key,
+            "upstream": {k: (read_meta(v) if v is not None else None) for k, v in upstream.items()},
+            "compare": [Path(p) for p in cfg["analysis"].get("compare", [])],
+            "companions": [Path(p) for p in cfg["analysis"].get("companions") or []],
+        }
+        result = build_analysis(inputs, ctx.out_dir, run_info)
+        ctx.metrics.update(result.metrics)
+        by_t = by_t_rows(inputs.global_)
+        pio.write_csv(out / out.PLOTS_BY_T, by_t, PLOT_COLUMNS)
+        pio.write_json(out / out.METRICS, headline_metrics(by_t, [v.status for v in result.verdicts]))
+
+    return body

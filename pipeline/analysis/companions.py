@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline import io
 from pipeline.analysis.presentation import RunSetting, fmt_mean_se
+from pipeline.outputs import AnalysisFolder, JacobianFolder, TrajectoriesFolder
 
 # per-t columns of the companion's (PC) geometry table (eq. 16-19, Theorem 15)
 GEOMETRY_COLUMNS = ["t", "seeds", "kappa_t", "kappa_diag", "delta_cross", "pc_margin", "suppression_mean"]
@@ -105,8 +106,10 @@ def pc_geometry_rows(global_rows: list[dict]) -> list[dict]:
 def load_companion(folder: str | Path, report_dir: str | Path) -> Companion:
     """Read a finished analysis folder (summary.json, meta.json) and its upstream jacobian/trajectories."""
     folder = Path(folder)
-    summary_path, meta_path = folder / "summary.json", folder / "meta.json"
-    if not summary_path.is_file() or not meta_path.is_file():
+    af = AnalysisFolder(folder)
+    summary_path = af / af.SUMMARY
+    meta = af.read_meta()
+    if not summary_path.is_file() or meta is None:
         return Companion(
             folder,
             False,
@@ -117,12 +120,11 @@ def load_companion(folder: str | Path, report_dir: str | Path) -> Companion:
             ),
         )
     summary = json.loads(summary_path.read_text())
-    meta = json.loads(meta_path.read_text())
     cfg = meta.get("config") or {}
     model = cfg.get("model") or {}
     sampler = cfg.get("sampler") or {}
     run = RunSetting.from_config(cfg, str(summary.get("model_kind") or ""))
-    steps = (cfg.get("measure") or {}).get("steps")
+    steps = (cfg.get("points") or {}).get("steps")
     setting_text = (
         f"{run.data}, {run.patch}×{run.patch} patches, "
         f"{sampler.get('name', 'sampler')} ({sampler.get('num_steps', '?')} steps), "
@@ -135,20 +137,21 @@ def load_companion(folder: str | Path, report_dir: str | Path) -> Companion:
         model=f"{model.get('kind')}: {model.get('path', model.get('name', ''))}",
         setting=run,
         setting_text=setting_text,
-        report_link=os.path.relpath(folder / "report.html", Path(report_dir)),
+        report_link=os.path.relpath(af / af.REPORT_HTML, Path(report_dir)),
         verdicts=list(summary.get("verdicts") or []),
         table_status=dict(summary.get("table_status") or {}),
         skipped=dict(summary.get("skipped") or {}),
     )
     inputs = meta.get("inputs") or {}
     jac = Path(inputs["jacobian"]) if inputs.get("jacobian") else None
-    if jac is not None and (jac / "global.csv").is_file():
-        comp.geometry = pc_geometry_rows(io.read_csv(jac / "global.csv"))
+    if jac is not None and (jac / JacobianFolder.GLOBAL).is_file():
+        comp.geometry = pc_geometry_rows(io.read_csv(jac / JacobianFolder.GLOBAL))
     traj = Path(inputs["trajectories"]) if inputs.get("trajectories") else None
-    if traj is not None and (traj / "samples.png").is_file():
-        comp.samples_png, factor = upscale_png((traj / "samples.png").read_bytes())
+    samples = traj / TrajectoriesFolder.SAMPLES if traj is not None else None
+    if samples is not None and samples.is_file():
+        comp.samples_png, factor = upscale_png(samples.read_bytes())
         comp.samples_note = (
-            f"final DDIM samples x_0 of the companion's trajectories ({traj / 'samples.png'}), "
+            f"final DDIM samples x_0 of the companion's trajectories ({samples}), "
             f"shown {factor}× with nearest-neighbour upscaling so each model pixel is a visible square"
         )
     return comp

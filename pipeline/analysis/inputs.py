@@ -7,7 +7,6 @@ what it can. A file that exists but lacks its key columns is an error (the produ
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,20 +15,22 @@ import numpy as np
 
 from pipeline.errors import InputFileError
 from pipeline.io import read_csv
+from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder, read_meta
 
 Table = dict[str, np.ndarray]
 
 # file -> (required columns, what it feeds)
+J, C = JacobianFolder, CovarianceFolder
 JACOBIAN_FILES: dict[str, tuple[tuple[str, ...], str]] = {
-    "global.csv": (("seed", "step", "t"), "Tables 4, 5 and the kappa figures"),
-    "patches.csv": (("seed", "step", "t", "k"), "Tables 3, 8, 9, release times, heatmaps"),
-    "blocks.csv": (("seed", "t", "k", "j"), "Table 7 (coupling vs Chebyshev distance)"),
-    "lyapunov.csv": (("k",), "Table 11 (Lyapunov exponents)"),
-    "attention.csv": (("t", "entropy"), "Table 6 (attention entropy vs cross coupling)"),
-    "proxy.csv": (("t", "proxy"), "Table 10 and Figure 1 (score-deviation proxy)"),
+    J.GLOBAL: (("seed", "step", "t"), "Tables 4, 5 and the kappa figures"),
+    J.PATCHES: (("seed", "step", "t", "k"), "Tables 3, 8, 9, release times, heatmaps"),
+    J.BLOCKS: (("seed", "t", "k", "j"), "Table 7 (coupling vs Chebyshev distance)"),
+    J.LYAPUNOV: (("k",), "Table 11 (Lyapunov exponents)"),
+    J.ATTENTION: (("t", "entropy"), "Table 6 (attention entropy vs cross coupling)"),
+    J.PROXY: (("t", "proxy"), "Table 10 and Figure 1 (score-deviation proxy)"),
 }
 COVARIANCE_FILES: dict[str, tuple[tuple[str, ...], str]] = {
-    "patches.csv": (("k", "lambda_k"), "lambda_k on the patch grid"),
+    C.PATCHES: (("k", "lambda_k"), "lambda_k on the patch grid"),
 }
 
 
@@ -75,14 +76,6 @@ def has_values(table: Table | None, column: str) -> bool:
         return False
     col = table[column]
     return col.dtype != object and bool(np.isfinite(col).any())
-
-
-def _read_meta(folder: Path) -> dict | None:
-    p = folder / "meta.json"
-    if not p.exists():
-        return None
-    with open(p) as f:
-        return json.load(f)
 
 
 @dataclass
@@ -151,41 +144,36 @@ def load_stage_outputs(
     cov = _folder(covariance_dir, "covariance", missing)
     if cov is not None:
         inp.covariance_dir = cov
-        inp.covariance_meta = _read_meta(cov)
+        inp.covariance_meta = read_meta(cov)
         for name, (req, feeds) in COVARIANCE_FILES.items():
             p = cov / name
             if p.exists():
                 inp.covariance_patches = read_table(p, req)
             else:
                 missing.append(f"covariance/{name} ({feeds})")
-        ps = cov / "patch_stats.npz"
+        ps = CovarianceFolder(cov).patch_stats
         inp.patch_stats_path = ps if ps.exists() else None
 
     traj = _folder(trajectories_dir, "trajectories", missing)
     if traj is not None:
         inp.trajectories_dir = traj
-        inp.trajectories_meta = _read_meta(traj)
-        found = []
-        for p in sorted(traj.glob("seed-*.npz")):
-            try:
-                found.append(TrajectoryInfo(int(p.stem.split("-", 1)[1]), p))
-            except ValueError:
-                continue
-        inp.trajectories = sorted(found, key=lambda ti: ti.seed)
+        inp.trajectories_meta = read_meta(traj)
+        found = [TrajectoryInfo(seed, p) for seed, p in TrajectoriesFolder(traj).seed_files()]
+        inp.trajectories = found
         if not found:
-            missing.append("trajectories/seed-<s>.npz (sample images figure)")
+            missing.append(f"trajectories/{TrajectoriesFolder.SEED_PATTERN} (sample images figure)")
 
     jac = _folder(jacobian_dir, "jacobian", missing)
     if jac is not None:
         inp.jacobian_dir = jac
-        inp.jacobian_meta = _read_meta(jac)
+        inp.jacobian_meta = read_meta(jac)
         attr = {
-            "global.csv": "global_",
-            "patches.csv": "patches",
-            "blocks.csv": "blocks",
-            "lyapunov.csv": "lyapunov",
-            "attention.csv": "attention",
-            "proxy.csv": "proxy",
+            J.GLOBAL: "global_",
+            J.PATCHES: "patches",
+            J.BLOCKS: "blocks",
+            J.LYAPUNOV: "lyapunov",
+            J.ATTENTION: "attention",
+            J.PROXY: "proxy",
         }
         for name, (req, feeds) in JACOBIAN_FILES.items():
             p = jac / name

@@ -16,6 +16,7 @@ from pipeline.analysis.inputs import AnalysisInputs, has_values
 from pipeline.analysis.tables import AnalysisContext, f_t_matrix, patch_matrix
 from pipeline.geometry import expansion_function, step_coefficients
 from pipeline.io import load_npz
+from pipeline.outputs import CovarianceFolder
 
 NOT_CONVERGED = "not converged"
 
@@ -472,7 +473,7 @@ def _exact_suppression_rows(inp: AnalysisInputs, ctx: AnalysisContext, tol: floa
     P = inp.patches
     if P is None or not has_values(P, "exact_suppression") or inp.covariance_dir is None:
         return []
-    fit_path = inp.covariance_dir / "gaussian_fit.npz"
+    fit_path = CovarianceFolder(inp.covariance_dir).gaussian_fit
     if not fit_path.exists() or inp.patch_stats_path is None or ctx.chain is None:
         return []
     from pipeline.patches import patch_indices
@@ -547,7 +548,7 @@ def _per_row_f(P, ts, ks, F) -> np.ndarray:
 
 def _full_sigma_rows(inp: AnalysisInputs, ctx: AnalysisContext, tol: float) -> list[OracleCheckRow]:
     G = inp.global_
-    path = inp.covariance_dir / "gaussian_fit.npz" if inp.covariance_dir else None
+    path = CovarianceFolder(inp.covariance_dir).gaussian_fit if inp.covariance_dir else None
     if G is None or ctx.chain is None or path is None or not path.exists():
         return [
             OracleCheckRow(

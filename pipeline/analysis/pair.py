@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import io
+from pipeline.outputs import JacobianFolder
 
 QUANTITIES = {
     "delta_cross": lambda r: r["delta_cross"],
@@ -88,11 +89,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipeline.analysis
     args = ap.parse_args(argv)
     tables = []
     for run in (args.run_a, args.run_b):
-        if not (run / "global.csv").is_file():
+        if not (run / JacobianFolder.GLOBAL).is_file():
             raise SystemExit(
                 f"{run} has no global.csv: pass jacobian stage output folders (outputs/jacobian/<key>)"
             )
-        tables.append(io.read_csv(run / "global.csv"))
+        tables.append(io.read_csv(run / JacobianFolder.GLOBAL))
     text = pair_markdown(pair_rows(*tables), tuple(args.labels))
     if args.out:
         io.write_text(args.out, text)

@@ -20,8 +20,11 @@ import numpy as np
 from pipeline.analysis import paper_values as pv
 from pipeline.geometry import expansion_function, linear_schedule, step_coefficients, stride_chain
 from pipeline.io import save_npz, write_csv, write_json
-from pipeline.jacobian.loop import LYAPUNOV_COLUMNS, lyapunov_rows
+from pipeline.jacobian.loop import lyapunov_rows
 from pipeline.jacobian.measure import StepMeasurement
+from pipeline.outputs import META, TrajectoriesFolder
+from pipeline.outputs import CovarianceFolder as C
+from pipeline.outputs import JacobianFolder as J
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def write_synthetic_run(
 
     cov = root / "covariance"
     write_csv(
-        cov / "patches.csv",
+        cov / C.PATCHES,
         [
             {
                 "k": k,
@@ -99,13 +102,13 @@ def write_synthetic_run(
     )
     nk = 3 * patch_size * patch_size
     save_npz(
-        cov / "patch_stats.npz",
+        cov / C.PATCH_STATS,
         mean=np.zeros((M, nk)),
         eigvals=np.tile(lam[:, None], (1, 4)) / [1, 2, 4, 8],
         v1=np.tile(np.eye(1, nk), (M, 1)),
     )
     write_json(
-        cov / "meta.json",
+        cov / META,
         {"config": config, "mlflow_run_id": "synthetic-cov", "wall_time_s": 1.5, "machine": "synthetic"},
     )
 
@@ -116,12 +119,12 @@ def write_synthetic_run(
         x = g.standard_normal((num_steps + 1, 3, H, H)).astype(np.float32)
         x[-1] = np.tanh(x[-1])
         save_npz(
-            traj / f"seed-{s}.npz",
+            TrajectoriesFolder(traj).seed_file(s),
             t=ts.astype(np.int64),
             x=x,
             eps=g.standard_normal((num_steps, 3, H, H)).astype(np.float32),
         )
-    write_json(traj / "meta.json", {"config": config, "mlflow_run_id": "synthetic-traj", "wall_time_s": 2.5})
+    write_json(traj / META, {"config": config, "mlflow_run_id": "synthetic-traj", "wall_time_s": 2.5})
 
     jac = root / "jacobian"
     frac = ts / T  # 1 at high noise, -> 0 at the clean end
@@ -231,10 +234,10 @@ def write_synthetic_run(
                     )
     # Λ̂_k and the Gaussian Λ(λ_k) through the jacobian stage's own lyapunov_rows (Table 11 computes Λ_pred)
     l_rows = lyapunov_rows(p_rows, lam, F)
-    write_csv(jac / "global.csv", g_rows)
-    write_csv(jac / "patches.csv", p_rows)
-    write_csv(jac / "blocks.csv", b_rows)
-    write_csv(jac / "lyapunov.csv", l_rows, LYAPUNOV_COLUMNS)
+    write_csv(jac / J.GLOBAL, g_rows)
+    write_csv(jac / J.PATCHES, p_rows)
+    write_csv(jac / J.BLOCKS, b_rows)
+    write_csv(jac / J.LYAPUNOV, l_rows, J.LYAPUNOV_COLUMNS)
     proxy_t = [999, 990, 980, 960, 940, 920, 900, 850, 800, 700, 600, 500, 400, 300]
     px = []
     for t in proxy_t:
@@ -249,7 +252,7 @@ def write_synthetic_run(
                 "exact_deviation": 0.0 if oracle else 0.8 * base,
             }
         )
-    write_csv(jac / "proxy.csv", px)
+    write_csv(jac / J.PROXY, px)
     if not oracle:
         att = []
         for s in seeds:
@@ -263,9 +266,9 @@ def write_synthetic_run(
                     }
                 )
         # Coupling must rise monotonically as entropy falls for the synthetic rho = -1.
-        write_csv(jac / "attention.csv", att)
+        write_csv(jac / J.ATTENTION, att)
     write_json(
-        jac / "meta.json",
+        jac / META,
         {
             "config": config,
             "mlflow_run_id": f"synthetic-jac-{kind}",

@@ -890,7 +890,7 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     rows = []
     for i, t in enumerate(ts):
         s = SL[i][np.isfinite(SL[i])]
-        if not len(s):  # coupling not measured at this t (measure.block_steps)
+        if not len(s):  # coupling not measured at this t (points.block_steps)
             continue
         row = {
             "t": int(t),

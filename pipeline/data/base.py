@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -53,6 +54,10 @@ class ImageSource(abc.ABC):
     def describe(self) -> dict:
         """JSON-serialisable identity of this source (goes into meta.json and checkpoint fingerprints)."""
         return {"name": self.name, "num_images": len(self), "image_shape": list(self.image_shape)}
+
+    def input_files(self) -> list[Path]:
+        """The files this source reads (their sha256 goes into meta.json); none for generated sources."""
+        return []
 
     def iter_chunks(self, chunk_size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         """Yield float32 [b, C, H, W] chunks of images start..stop-1 in order (b <= chunk_size)."""

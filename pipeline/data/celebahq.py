@@ -179,6 +179,9 @@ class ImageFolderSource(ImageSource):
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.resolution, self.resolution)
 
+    def input_files(self) -> list[Path]:
+        return list(self.files)
+
     def describe(self) -> dict:
         return {
             **super().describe(),

@@ -336,6 +336,9 @@ class Cifar10Source(ImageSource):
     def image_shape(self) -> tuple[int, int, int]:
         return IMAGE_SHAPE
 
+    def input_files(self) -> list[Path]:
+        return list(self._files)
+
     def describe(self) -> dict:
         return {
             **super().describe(),

@@ -116,6 +116,9 @@ class NaturalCropsSource(ImageSource):
             self._y[i] = int(u[i, 0] * (h - side + 1))
             self._x[i] = int(u[i, 1] * (w - side + 1))
 
+    def input_files(self) -> list[Path]:
+        return [skimage_data_dir() / PHOTOGRAPHS[name] for name in self.photographs]
+
     def __len__(self) -> int:
         return self._n
 

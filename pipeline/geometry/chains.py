@@ -36,16 +36,6 @@ from pipeline.errors import SettingError
 
 from .schedules import Schedule
 
-__all__ = [
-    "Chain",
-    "full_chain",
-    "strided_chain",
-    "chain_from_timesteps",
-    "diffusers_timesteps",
-    "stride_chain",
-    "SPACINGS",
-]
-
 SPACINGS = ("leading", "trailing", "linspace")
 
 

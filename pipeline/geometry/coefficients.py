@@ -22,15 +22,6 @@ import numpy as np
 
 from .chains import Chain
 
-__all__ = [
-    "StepCoefficients",
-    "step_coefficients",
-    "contraction_threshold",
-    "expansion_function",
-    "expansion_threshold",
-    "FORMULAS",
-]
-
 FORMULAS = ("stable", "literal")
 
 

@@ -15,26 +15,6 @@ from .coefficients import contraction_threshold, expansion_function
 from .moran import moran_threshold
 from .schedules import Schedule, cosine_schedule, shifted_schedule
 
-__all__ = [
-    "DesignCriteria",
-    "design_criteria",
-    "lyapunov_contributions",
-    "step_loads",
-    "optimal_step_density",
-    "optimal_chain",
-    "CosineOffset",
-    "cosine_offset_L1",
-    "cosine_offset_ratio",
-    "resolution_shift",
-    "expansion_function_snr",
-    "ShiftCheck",
-    "moran_shift_check",
-    "min_snr_weights",
-    "SNRCrossing",
-    "snr_crossing",
-]
-
-
 # ---------------------------------------------------------------- §6.4 criteria
 
 

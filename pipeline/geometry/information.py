@@ -11,14 +11,6 @@ from .chains import Chain
 from .coefficients import expansion_function
 from .moran import moran_threshold
 
-__all__ = [
-    "information_gain",
-    "ky_growth",
-    "cs_bound",
-    "InformationEqualisation",
-    "information_equalisation",
-]
-
 
 def _patches(lambdas: np.ndarray, n_k: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
     lam = np.asarray(lambdas, dtype=np.float64).reshape(-1)

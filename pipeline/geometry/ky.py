@@ -11,16 +11,6 @@ from .chains import Chain
 from .coefficients import expansion_function
 from .moran import lyapunov_exponent
 
-__all__ = [
-    "KYResult",
-    "PatchKYResult",
-    "ky_dimension",
-    "expanded_spectrum",
-    "patch_ky_dimension",
-    "suppressed_lyapunov_exponents",
-    "suppressed_ky_dimension",
-]
-
 
 @dataclass(frozen=True)
 class KYResult:

@@ -10,15 +10,6 @@ from scipy.optimize import brentq
 from .chains import Chain
 from .coefficients import _check_formula, expansion_function, expansion_threshold
 
-__all__ = [
-    "MoranResult",
-    "MoranNoRootError",
-    "moran_root",
-    "moran_threshold",
-    "log_moran_product",
-    "lyapunov_exponent",
-]
-
 XTOL = 1e-12
 
 

@@ -13,17 +13,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "Schedule",
-    "linear_schedule",
-    "cosine_schedule",
-    "shifted_schedule",
-    "schedule_from_alpha_bar",
-    "schedule_from_betas",
-    "schedule_from_diffusers_config",
-    "schedule_from_config",
-]
-
 
 @dataclass(frozen=True, eq=False)
 class Schedule:

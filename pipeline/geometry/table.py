@@ -27,15 +27,6 @@ from .coefficients import contraction_threshold, expansion_threshold
 from .moran import moran_threshold
 from .schedules import cosine_schedule, linear_schedule
 
-__all__ = [
-    "COLUMNS",
-    "RowSpec",
-    "geometry_row",
-    "geometry_table",
-    "default_row_specs",
-    "default_geometry_rows",
-]
-
 COLUMNS = (
     "schedule",
     "chain",

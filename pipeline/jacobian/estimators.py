@@ -19,15 +19,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .blocks import block_krylov, hutchinson_frobenius, hutchpp_frobenius, patch_rayleigh
 from .dense import dense_step
-from .measure import MeasureConfig, StepMeasurement
 from .spectral import golub_kahan, power_iteration
+
+if TYPE_CHECKING:  # types only: StepMeasurement's own rows come from this registry (pipeline.jacobian.rows)
+    from .measure import MeasureConfig, StepMeasurement
 
 ROUTES = ("off", "diag", "lanczos", "power", "dense")  # block routes: what runs beside the global estimators
 FULL_BLOCK_ROUTES = ("lanczos", "power", "dense")  # routes with all M² blocks

@@ -20,44 +20,11 @@ from pipeline import io
 from pipeline.errors import InputMissingError, NonFiniteError, PipelineError
 from pipeline.geometry import representative_timesteps
 from pipeline.jacobian.protocol import REPRESENTATIVE_STEPS, steps_for_tables
+from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder
 from pipeline.sampler import read_trajectory_arrays
 
-# Keys of the `measure` config group read here, not by pipeline.jacobian.MeasureConfig.
-_SELECTION_KEYS = (
-    "steps",
-    "max_seeds",
-    "block_steps",
-    "light_blocks",
-    "seed_batch",
-    "proxy_images",
-    "proxy_timesteps",
-    "proxy_seed",
-)
-
-GLOBAL_PREFIX = ["seed", "step", "t", "t_prev", "alpha_bar_t", "alpha_bar_prev", "r_t", "b_t"]
-PATCH_PREFIX = ["seed", "step", "t", "k", "row", "col", "lambda_k", "f_t"]
-# blocks.csv: these, then the block columns of the estimator registry (pipeline.jacobian.estimators)
-BLOCK_PREFIX = ["seed", "step", "t", "k", "j", "chebyshev"]
-ATTENTION_COLUMNS = ["seed", "step", "t", "entropy", "entropy_token_weighted", "max_entropy"]
-LYAPUNOV_COLUMNS = [
-    "seed",
-    "k",
-    "lambda_k",
-    "lyap_hat",
-    "lyap_gauss",
-    "nonpositive_steps",
-    "steps",
-    "measured_steps",
-]
-PROXY_COLUMNS = [
-    "t",
-    "sqrt_alpha_bar",
-    "proxy",
-    "proxy_std",
-    "exact_deviation",
-    "exact_deviation_std",
-    "num_images",
-]
+# The `points` config node: which (seed, step) points are measured (pipeline.jacobian.MeasureConfig says how).
+POINT_KEYS = ("steps", "max_seeds", "block_steps", "light_blocks", "seed_batch")
 
 
 @dataclass
@@ -67,7 +34,9 @@ class MeasurementSummary:
     series: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
-def selected_steps(timesteps: np.ndarray, steps: Any, tables: list[str] | None = None) -> list[int]:
+def selected_steps(
+    timesteps: np.ndarray, steps: Any, key: str = "points.steps", tables: list[str] | None = None
+) -> list[int]:
     """Chain step indices to measure: all (None; with measure.tables, the steps those tables need), §7.7's
     20 representative steps ("representative"), or those whose paper t is listed."""
     if steps is None and tables is not None:
@@ -81,19 +50,19 @@ def selected_steps(timesteps: np.ndarray, steps: Any, tables: list[str] | None =
     missing = sorted(wanted - {int(timesteps[i]) for i in chosen})
     if missing:
         raise PipelineError(
-            f"measure.steps lists paper timesteps {missing} that are not in the sampler chain "
+            f"{key} lists paper timesteps {missing} that are not in the sampler chain "
             f"({int(timesteps[0])}..{int(timesteps[-1])}, {len(timesteps)} steps) — pick t from the chain"
         )
     return chosen
 
 
 def _seed_files(trajectories_dir: Path) -> list[tuple[int, Path]]:
-    files = sorted(trajectories_dir.glob("seed-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+    files = TrajectoriesFolder(trajectories_dir).seed_files()
     if not files:
         raise InputMissingError(
-            f"no seed-<s>.npz trajectories in {trajectories_dir} — run the trajectories stage"
+            f"no {TrajectoriesFolder.SEED_PATTERN} trajectories in {trajectories_dir} — run the trajectories stage"
         )
-    return [(int(p.stem.split("-")[1]), p) for p in files]
+    return files
 
 
 def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step):
@@ -117,8 +86,8 @@ def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step)
     )
 
 
-def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_size, measure_tables):
-    """Resolve measure.chunk_size / measure.seed_batch = auto: calibrated at the first selected point."""
+def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_size, tables):
+    """Resolve measure.chunk_size / points.seed_batch = auto: calibrated at the first selected point."""
     import torch
 
     from pipeline.jacobian.memory import calibrate, plan_for_device
@@ -128,7 +97,7 @@ def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_si
     if selection["max_seeds"]:
         seeds = seeds[: int(selection["max_seeds"])]
     ts = np.asarray(chain.timesteps)
-    i = selected_steps(ts, selection["steps"], (measure_tables or None))[0]
+    i = selected_steps(ts, selection["steps"], tables=tables)[0]
     t = int(ts[i])
 
     def calibrate_here():
@@ -147,28 +116,41 @@ def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_si
     return plan_for_device(calibrate_here, model.device, len(seeds), chunk_size, selection["seed_batch"])
 
 
-def measure_trajectories(
-    model,
-    chain,
-    covariance_dir: Path,
-    trajectories_dir: Path,
-    patch_size: int,
-    measure_cfg: Mapping[str, Any],
-    out_dir: Path,
-    work_dir: Path,
-    progress: bool = True,
-) -> MeasurementSummary:
-    """Measure JΦ_t at every selected (seed, step) of the saved trajectories; write the CSV tables."""
-    from tqdm.auto import tqdm
+@dataclass
+class _RunPlan:
+    """What a run measures, resolved once: the settings, the chain's arrays, the points and the patch data."""
 
+    config: Any  # MeasureConfig at block steps
+    light: Any  # MeasureConfig at the other measured steps
+    chain: Any
+    ts: np.ndarray
+    coeffs: Any
+    lam: np.ndarray
+    v1: np.ndarray
+    f: np.ndarray  # [S, M] f_t(λ_k) on the chain
+    grid: Any
+    steps: list[int]
+    block_steps: set[int]
+    seeds: list[tuple[int, Path]]
+    seed_batch: int
+    memory: Any = None
+
+    def config_at(self, i: int):
+        return self.config if i in self.block_steps else self.light
+
+
+def _plan_run(
+    model, chain, covariance_dir, trajectories_dir, patch_size, measure_cfg, points_cfg
+) -> _RunPlan:
+    """Resolve the settings (chunk size / seed batch = auto from the device), check the patch statistics
+    against the model, and select the points."""
     from pipeline.covariance import read_patch_stats
     from pipeline.geometry import expansion_function, step_coefficients
-    from pipeline.jacobian import rows  # the registry's columns (imports torch)
     from pipeline.jacobian.measure import MeasureConfig
     from pipeline.patches import patch_grid
 
     mcfg = dict(measure_cfg)
-    selection = {k: mcfg.pop(k, None) for k in _SELECTION_KEYS}
+    selection = {k: (points_cfg or {}).get(k) for k in POINT_KEYS}
     memory = None
     if mcfg.get("chunk_size") == "auto" or selection["seed_batch"] == "auto":
         # chunk size and seed batch from the device's free memory (pipeline.jacobian.memory)
@@ -187,161 +169,158 @@ def measure_trajectories(
         raise ValueError(
             f"covariance image shape {tuple(stats.image_shape)} != model's {tuple(model.image_shape)}"
         )
-    grid = patch_grid(model.image_shape[1], model.image_shape[2], patch_size)
     lam = np.asarray(stats.lambda_k, dtype=np.float64)
-    v1 = np.asarray(stats.v1, dtype=np.float64)
-    coeffs = step_coefficients(chain)
-    f = expansion_function(chain, lam)  # [S, M]
     ts = np.asarray(chain.timesteps)
-    t_prev = np.append(ts[1:], 0)
-    steps = selected_steps(ts, selection["steps"], config.tables)
+    steps = selected_steps(ts, selection["steps"], tables=config.tables)
     # The full M² block decomposition is the expensive part: measure it at block_steps only and
     # the diagonal blocks everywhere else (null = the configured method at every step).
     block_steps = set(
-        steps if selection["block_steps"] is None else selected_steps(ts, selection["block_steps"])
+        steps
+        if selection["block_steps"] is None
+        else selected_steps(ts, selection["block_steps"], "points.block_steps")
     )
     light_blocks = selection["light_blocks"] or "diag"
     if light_blocks not in ("diag", "off"):
-        raise ValueError(f"measure.light_blocks={light_blocks!r} is unknown; use 'diag' or 'off'")
-    light = replace(config, blocks=light_blocks) if config.blocks not in ("off", "diag") else config
+        raise PipelineError(f"points.light_blocks={light_blocks!r} is unknown — use 'diag' or 'off'")
     seeds = _seed_files(Path(trajectories_dir))
     if selection["max_seeds"]:
         seeds = seeds[: int(selection["max_seeds"])]
-
-    attention_rows: list[dict] = []
-    global_rows: list[dict] = []
-    patch_rows: list[dict] = []
-    block_rows: list[dict] = []
     seed_batch = 1 if selection["seed_batch"] is None else int(selection["seed_batch"])
     if seed_batch < 1:
         raise PipelineError(
-            f"measure.seed_batch={selection['seed_batch']} — set measure.seed_batch to a positive number of "
+            f"points.seed_batch={selection['seed_batch']} — set points.seed_batch to a positive number of "
             "seeds measured together (1 = one point at a time)"
         )
+    return _RunPlan(
+        config=config,
+        light=replace(config, blocks=light_blocks) if config.blocks not in ("off", "diag") else config,
+        chain=chain,
+        ts=ts,
+        coeffs=step_coefficients(chain),
+        lam=lam,
+        v1=np.asarray(stats.v1, dtype=np.float64),
+        f=expansion_function(chain, lam),
+        grid=patch_grid(model.image_shape[1], model.image_shape[2], patch_size),
+        steps=steps,
+        block_steps=block_steps,
+        seeds=seeds,
+        seed_batch=seed_batch,
+        memory=memory,
+    )
 
-    def unit_file_of(seed: int, i: int) -> Path:
-        return work_dir / f"seed-{seed}" / f"step-{i:04d}.json"
 
-    def write_unit(m, seed: int, i: int, x_point) -> dict:
-        t = int(ts[i])
-        head = {
-            "seed": seed,
-            "step": i,
-            "t": t,
-            "t_prev": int(t_prev[i]),
-            "alpha_bar_t": float(chain.alpha_bar_t[i]),
-            "alpha_bar_prev": float(chain.alpha_bar_prev[i]),
-            "r_t": float(coeffs.r[i]),
-            "b_t": float(coeffs.b[i]),
+def _unit(run: _RunPlan, model, m, seed: int, i: int, x_point) -> dict:
+    """One measured point as its rows of the three tables (and its attention row and wall time)."""
+    from pipeline.jacobian import rows  # the registry's columns (imports torch)
+
+    t, ts, grid = int(run.ts[i]), run.ts, run.grid
+    head = {
+        "seed": seed,
+        "step": i,
+        "t": t,
+        "t_prev": int(ts[i + 1]) if i + 1 < len(ts) else 0,
+        "alpha_bar_t": float(run.chain.alpha_bar_t[i]),
+        "alpha_bar_prev": float(run.chain.alpha_bar_prev[i]),
+        "r_t": float(run.coeffs.r[i]),
+        "b_t": float(run.coeffs.b[i]),
+    }
+    # the estimators that ran at this step: the full setting at block steps, the light one elsewhere
+    _check_measured(m, run.config_at(i), seed, i, t)
+    g = rows.global_row(m)
+    g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
+    point = {"seed": seed, "step": i, "t": t}
+    prow = [
+        {
+            **point,
+            "k": int(r["k"]),
+            "row": int(r["k"]) // grid.cols,
+            "col": int(r["k"]) % grid.cols,
+            "lambda_k": float(run.lam[int(r["k"])]),
+            "f_t": float(run.f[i, int(r["k"])]),
+            **r,
         }
-        g = rows.global_row(m)
-        # the estimators that ran at this step: the full setting at block steps, the light one elsewhere
-        _check_measured(m, config if i in block_steps else light, seed, i, t)
-        g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
+        for r in rows.patch_rows(m)
+    ]
+    blocks = rows.block_rows(m, (grid.rows, grid.cols)) if run.config.keep_block_matrices else []
+    brow = [{**point, "k": r.pop("k"), "j": r.pop("j"), "chebyshev": r.pop("distance"), **r} for r in blocks]
+    return {
+        "global": {**head, **g},
+        "patches": prow,
+        "blocks": brow,
         # wall-clock time is not a measurement: kept out of the tables (byte-identical reruns)
-        seconds = float(sum(m.seconds.values()))
-        prow = []
-        for row in rows.patch_rows(m):
-            k = int(row["k"])
-            prow.append(
-                {
-                    "seed": seed,
-                    "step": i,
-                    "t": t,
-                    "k": k,
-                    "row": k // grid.cols,
-                    "col": k % grid.cols,
-                    "lambda_k": float(lam[k]),
-                    "f_t": float(f[i, k]),
-                    **row,
-                }
-            )
-        brow = [
-            {
-                "seed": seed,
-                "step": i,
-                "t": t,
-                "k": r.pop("k"),
-                "j": r.pop("j"),
-                "chebyshev": r.pop("distance"),
-                **r,
-            }
-            for r in (rows.block_rows(m, (grid.rows, grid.cols)) if config.keep_block_matrices else [])
-        ]
-        unit = {
-            "global": {**head, **g},
-            "patches": prow,
-            "blocks": brow,
-            "seconds": seconds,
-            "attention": _attention_row(model, x_point, t, head),
-        }
-        io.write_text(unit_file_of(seed, i), json.dumps(unit))
-        return unit
+        "seconds": float(sum(m.seconds.values())),
+        "attention": _attention_row(model, x_point, t, head),
+    }
 
-    # Points of several seeds at one step share t, r_t, b_t: the engine measures them as one stack through
-    # the model's batch dimension (seed_batch of them; 1 = one point at a time), then the loop below only
-    # reads the units.
-    trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in seeds}
+
+def _unit_file(work_dir: Path, seed: int, i: int) -> Path:
+    return Path(work_dir) / f"seed-{seed}" / f"step-{i:04d}.json"
+
+
+def _measure_missing(run: _RunPlan, model, patch_size: int, work_dir: Path, progress: bool) -> None:
+    """Measure every selected point without a unit file, seed_batch points of one step per engine call."""
+    from tqdm.auto import tqdm
+
+    trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in run.seeds}
     groups = []
-    for i in steps:
-        todo = [seed for seed, _ in seeds if not unit_file_of(seed, i).exists()]
-        groups += [(i, todo[a : a + seed_batch]) for a in range(0, len(todo), seed_batch)]
+    for i in run.steps:
+        todo = [seed for seed, _ in run.seeds if not _unit_file(work_dir, seed, i).exists()]
+        groups += [(i, todo[a : a + run.seed_batch]) for a in range(0, len(todo), run.seed_batch)]
     # Every stack has one size, b: CPU kernels are chosen by batch size (~1e-7 relative in float32),
     # so a short group is padded with copies of its last point and a point's numbers depend on
     # (seed, step, b) only, not on which seeds a resume left to share its stack.
-    b = min(seed_batch, len(seeds))
+    b = min(run.seed_batch, len(run.seeds))
     for i, group in tqdm(groups, desc=f"jacobian (step, {b} seed(s))", unit="group", disable=not progress):
         padded = group + [group[-1]] * (b - len(group))
         xs = np.stack([trajs[seed][i] for seed in padded])
+        r_t, b_t = float(run.coeffs.r[i]), float(run.coeffs.b[i])
         ms = _measure_group(
-            model,
-            xs,
-            int(ts[i]),
-            float(coeffs.r[i]),
-            float(coeffs.b[i]),
-            patch_size,
-            v1,
-            f[i],
-            config if i in block_steps else light,
-            padded,
-            i,
+            model, xs, int(run.ts[i]), r_t, b_t, patch_size, run.v1, run.f[i], run.config_at(i), padded, i
         )[: len(group)]
         for seed, m in zip(group, ms, strict=True):
-            write_unit(m, seed, i, trajs[seed][i])
-    trajs.clear()
+            unit = _unit(run, model, m, seed, i, trajs[seed][i])
+            io.write_text(_unit_file(work_dir, seed, i), json.dumps(unit))
 
+
+def measure_trajectories(
+    model,
+    chain,
+    covariance_dir: Path,
+    trajectories_dir: Path,
+    patch_size: int,
+    measure_cfg: Mapping[str, Any],
+    points_cfg: Mapping[str, Any],
+    out_dir: Path,
+    work_dir: Path,
+    progress: bool = True,
+) -> MeasurementSummary:
+    """Measure JΦ_t at every selected (seed, step) of the saved trajectories; write the CSV tables."""
+    run = _plan_run(model, chain, covariance_dir, trajectories_dir, patch_size, measure_cfg, points_cfg)
+    # Points of several seeds at one step share t, r_t, b_t: the engine measures them as one stack through
+    # the model's batch dimension (points.seed_batch of them; 1 = one point at a time); each point is a
+    # unit file, so a killed run resumes where it stopped.
+    _measure_missing(run, model, patch_size, work_dir, progress)
     # Exact S against the full-Σ₀ Gaussian surrogate (eq. 29-30): ρ_k^N − ρ_k, where the covariance stage
     # fitted Σ₀. ρ^N depends on the step only (the surrogate's Jacobian is constant in x).
     rho_surrogate = surrogate_rayleigh(
-        Path(covariance_dir), model.image_shape, chain, coeffs, steps, v1, patch_size
+        Path(covariance_dir), model.image_shape, chain, run.coeffs, run.steps, run.v1, patch_size
     )
-
+    tables: dict[str, list[dict]] = {"global": [], "patches": [], "blocks": [], "attention": []}
     measure_seconds: list[float] = []
-    for seed, _, i in [(s, p, i) for s, p in seeds for i in steps]:
-        unit = json.loads(unit_file_of(seed, i).read_text())
-        global_rows.append(unit["global"])
+    for seed, i in [(s, i) for s, _ in run.seeds for i in run.steps]:
+        unit = json.loads(_unit_file(work_dir, seed, i).read_text())
+        tables["global"].append(unit["global"])
         measure_seconds.append(float(unit.get("seconds", math.nan)))
-        patch_rows.extend(with_exact_suppression(unit["patches"], rho_surrogate))
-        block_rows.extend(unit["blocks"])
+        tables["patches"].extend(with_exact_suppression(unit["patches"], rho_surrogate))
+        tables["blocks"].extend(unit["blocks"])
         if unit.get("attention"):
-            attention_rows.append(unit["attention"])
-
-    _write_table(out_dir / "global.csv", global_rows, GLOBAL_PREFIX)
-    _write_table(out_dir / "patches.csv", patch_rows, PATCH_PREFIX)
-    if block_rows:
-        io.write_csv(out_dir / "blocks.csv", block_rows, BLOCK_PREFIX + rows.column_names("blocks"))
-    if attention_rows:
-        io.write_csv(out_dir / "attention.csv", attention_rows, ATTENTION_COLUMNS)
-    # exponents are averages over the whole chain: every step measured, or (§7.7) a sparse set of steps with
-    # S_k,t interpolated between them
-    measured_t = [int(ts[i]) for i in steps]
-    sparse = len(steps) < len(ts) and measured_t == representative_timesteps(ts, REPRESENTATIVE_STEPS)
-    if len(steps) == len(ts) or (sparse and config.rayleigh):
-        rows_l = lyapunov_rows(patch_rows, lam, f, ts if sparse else None)
-        io.write_csv(out_dir / "lyapunov.csv", rows_l, LYAPUNOV_COLUMNS)
-    summary = _summarise(global_rows, patch_rows, len(seeds), len(steps))
-    if memory is not None:
-        summary.metrics.update(chunk_size=float(memory.chunk_size), seed_batch=float(memory.seed_batch))
+            tables["attention"].append(unit["attention"])
+    _write_tables(run, JacobianFolder(out_dir), tables)
+    summary = _summarise(tables["global"], tables["patches"], len(run.seeds), len(run.steps))
+    if run.memory is not None:
+        summary.metrics.update(
+            chunk_size=float(run.memory.chunk_size), seed_batch=float(run.memory.seed_batch)
+        )
     finite = [v for v in measure_seconds if math.isfinite(v)]
     if finite:
         summary.metrics["seconds_per_point_mean"] = float(np.mean(finite))
@@ -349,9 +328,27 @@ def measure_trajectories(
     return summary
 
 
+def _write_tables(run: _RunPlan, out: JacobianFolder, tables: dict[str, list[dict]]) -> None:
+    out.write_table(out.GLOBAL, tables["global"])
+    out.write_table(out.PATCHES, tables["patches"])
+    if tables["blocks"]:
+        out.write_table(out.BLOCKS, tables["blocks"])
+    if tables["attention"]:
+        out.write_table(out.ATTENTION, tables["attention"])
+    # exponents are averages over the whole chain: every step measured, or (§7.7) the representative steps
+    # with S_k,t interpolated between them
+    ts, steps = run.ts, run.steps
+    measured_t = [int(ts[i]) for i in steps]
+    sparse = len(steps) < len(ts) and measured_t == representative_timesteps(ts, REPRESENTATIVE_STEPS)
+    if len(steps) == len(ts) or (sparse and run.config.rayleigh):
+        out.write_table(
+            out.LYAPUNOV, lyapunov_rows(tables["patches"], run.lam, run.f, ts if sparse else None)
+        )
+
+
 def surrogate_rayleigh(covariance_dir: Path, image_shape, chain, coeffs, steps, v1, patch_size):
     """{chain step: [M] ⟨v_k, [JΦ_t^N]_kk v_k⟩} of the full-Σ₀ Gaussian surrogate, or None without Σ₀."""
-    if not (covariance_dir / "gaussian_fit.npz").is_file():
+    if not CovarianceFolder(covariance_dir).has_gaussian_fit():
         return None
     from pipeline.covariance import read_gaussian_fit
     from pipeline.jacobian.deviation import GaussianSurrogate
@@ -386,7 +383,7 @@ def _check_measured(m, config, seed: int, step: int, t: int) -> None:
         raise NonFiniteError(
             f"the Jacobian measurement {', '.join(bad)} is NaN/inf at seed {seed}, step {step} (paper t={t}) — "
             "the model's Jacobian overflows there; check the model's weights, try model.dtype=float64, or leave "
-            "that step out (measure.steps)"
+            "that step out (points.steps)"
         )
 
 
@@ -508,12 +505,51 @@ def measure_proxy(model, alpha_bar: np.ndarray, x0, timesteps, seed: int, surrog
     return rows
 
 
-def _write_table(path: Path, rows: list[dict], prefix: list[str]) -> None:
-    if not rows:
-        io.write_csv(path, [], prefix)
-        return
-    rest = [c for c in rows[0] if c not in prefix]
-    io.write_csv(path, rows, prefix + rest)
+def proxy_table(model, source, covariance_dir: Path, proxy_cfg: Mapping[str, Any]) -> list[dict]:
+    """Table 10's rows on the first ``proxy.images`` images of ``source`` at ``proxy.timesteps`` (those on
+    the model's schedule), with the exact ‖Δ_t‖ where the covariance stage fitted Σ₀."""
+    from pipeline.covariance import read_gaussian_fit
+    from pipeline.jacobian.deviation import GaussianSurrogate
+
+    n = int(proxy_cfg["images"])
+    x0 = np.concatenate(list(source.iter_chunks(n)))[:n]
+    surrogate = None
+    if CovarianceFolder(covariance_dir).has_gaussian_fit():
+        fit = read_gaussian_fit(covariance_dir)
+        surrogate = GaussianSurrogate(fit.mean, fit.cov, model.image_shape)
+    T = len(model.alpha_bar) - 1
+    ts = [int(t) for t in proxy_cfg["timesteps"] if 1 <= int(t) <= T]
+    return measure_proxy(model, model.alpha_bar, x0, ts, int(proxy_cfg.get("seed") or 0), surrogate)
+
+
+def measurement_body(setup, cfg: Mapping[str, Any]):
+    """The jacobian stage's body for pipeline.runs.run_stage: the tables of every selected point, Table 10's
+    proxy where it is on, and the per-t series for MLflow. ``setup``: pipeline.assemble.JacobianSetup."""
+
+    def body(ctx) -> None:
+        ctx.inputs.update(covariance=str(setup.covariance.path), trajectories=str(setup.trajectories.path))
+        summary = measure_trajectories(
+            model=setup.model,
+            chain=setup.chain,
+            covariance_dir=setup.covariance.path,
+            trajectories_dir=setup.trajectories.path,
+            patch_size=int(cfg["patch"]["size"]),
+            measure_cfg=cfg["measure"],
+            points_cfg=cfg["points"],
+            out_dir=ctx.out_dir,
+            work_dir=ctx.work_dir,
+            progress=ctx.progress,
+        )
+        ctx.metrics.update(summary.metrics)
+        if setup.proxy_source is not None:
+            rows = proxy_table(setup.model, setup.proxy_source, setup.covariance.path, cfg["proxy"])
+            out = JacobianFolder(ctx.out_dir)
+            out.write_table(out.PROXY, rows)
+            ctx.tracker.log_metric_series("proxy_by_t", {r["t"]: r["proxy"] for r in rows})
+        for name, series in summary.series.items():
+            ctx.tracker.log_metric_series(name, series)
+
+    return body
 
 
 def _finite(vals) -> list[float]:
@@ -523,16 +559,11 @@ def _finite(vals) -> list[float]:
 def _summarise(global_rows, patch_rows, num_seeds, num_steps) -> MeasurementSummary:
     out = MeasurementSummary()
     out.metrics.update(num_seeds=float(num_seeds), num_steps_measured=float(num_steps))
+    from pipeline.jacobian.estimators import series_columns  # the registry (imports torch)
+
     by_t: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for g in global_rows:
-        for name in (
-            "kappa_pi",
-            "kappa_lanczos",
-            "kappa_diag",
-            "delta_cross",
-            "kappa_pc",
-            "suppression_mean",
-        ):
+        for name in series_columns():
             v = g.get(name)
             if v is not None and math.isfinite(float(v)):
                 by_t[name][int(g["t"])].append(float(v))

@@ -173,7 +173,7 @@ def plan_for_device(
     chunk_size: int | str | None,
     seed_batch: int | str | None,
 ) -> DeviceMemoryPlan:
-    """Resolve measure.chunk_size / measure.seed_batch values "auto" for this device (numbers pass through)."""
+    """Resolve measure.chunk_size / points.seed_batch values "auto" for this device (numbers pass through)."""
     device = torch.device(device)
     auto_chunk, auto_batch = chunk_size == "auto", seed_batch == "auto"
     if not (auto_chunk or auto_batch):

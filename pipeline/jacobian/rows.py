@@ -8,12 +8,14 @@ adds the point's own columns (seed, step, t, ...) in front.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .estimators import column_names, columns_of
-from .measure import StepMeasurement
+
+if TYPE_CHECKING:  # types only: StepMeasurement builds its rows through this module
+    from .measure import StepMeasurement
 
 __all__ = ["column_names", "global_row", "patch_rows", "block_rows"]
 

@@ -58,7 +58,9 @@ class DiffusersNoisePredictor:
         source: str = "",
         scheduler_config: dict | None = None,
         prediction_type: str = "epsilon",
+        checkpoint_dir: Path | None = None,
     ) -> None:
+        self.checkpoint_dir = checkpoint_dir
         self.prediction_type = check_prediction_type(prediction_type, source)
         self.unet = unet.eval().requires_grad_(False)
         self.alpha_bar = check_alpha_bar(alpha_bar, what="the checkpoint's alpha_bar")
@@ -69,6 +71,16 @@ class DiffusersNoisePredictor:
         p = next(self.unet.parameters())
         self.dtype = p.dtype
         self.device = p.device
+
+    def input_files(self) -> dict[str, Path | str]:
+        """What this model's numbers come from: its checkpoint folder, and for a hub snapshot
+        (<cache>/models--org--name/snapshots/<commit>) the commit it resolved to."""
+        if self.checkpoint_dir is None:
+            return {}
+        out: dict[str, Path | str] = {"model": self.checkpoint_dir}
+        if self.checkpoint_dir.parent.name == "snapshots":
+            out["model_revision"] = self.checkpoint_dir.name
+        return out
 
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
         check_input(x, self.image_shape, "DiffusersNoisePredictor")
@@ -414,5 +426,11 @@ def load_unet(
     unet = _load_checked_weights(unet_dir, parse_dtype(dtype))
     unet = unet.to(device=resolve_device(device))
     return DiffusersNoisePredictor(
-        unet, alpha_bar, image_shape, source=source, scheduler_config=sched_cfg, prediction_type=pred
+        unet,
+        alpha_bar,
+        image_shape,
+        source=source,
+        scheduler_config=sched_cfg,
+        prediction_type=pred,
+        checkpoint_dir=root,
     )

@@ -1,4 +1,11 @@
-"""Plumbing shared by the four stage apps: config preparation, run folders, meta.json, MLflow."""
+"""The run lifecycle every stage goes through: one writer per folder, resumable work, reuse, meta.json,
+signals, MLflow — ``run_stage(stage, cfg, body, ...)``.
+
+A stage is an adapter: it assembles its objects (pipeline.assemble) and hands a body to run_stage,
+which owns everything around it. Folder layout beside a run folder ``<parent>/<key>``:
+``.lock-<key>`` (the writer lock), ``.work-<key>/`` (resumable units, kept across failures) and
+``.partial-<key>/`` (scratch, renamed into place when the body returns).
+"""
 
 from __future__ import annotations
 
@@ -16,107 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from pipeline import io
-from pipeline.errors import InputMissingError, PipelineError
+from pipeline.errors import ConfigError, InputMissingError, PipelineError
 from pipeline.invocation import dvc_invocation
+from pipeline.outputs import META, UnreadableMetaError, read_meta
 from pipeline.provenance import git_revision, machine, package_versions
-from pipeline.runkeys import check_run_key, config_digest, key_sections, run_key
+from pipeline.runkeys import config_digest, key_sections, run_key
 from pipeline.tracking import Tracker, system_tags
-from stages.preflight import preflight
 
 log = logging.getLogger("pifs")
-
-# Keys a params file (dvc.yaml's params.yaml) never overrides: they choose where and how a
-# run executes, not what it computes, and dvc.yaml sets them on the command line.
-_RUNTIME_KEYS = frozenset({"run_key", "params_file", "force", "progress"})
-
-
-class ConfigError(PipelineError):
-    """A configuration that cannot produce a valid run; raised before any work starts."""
-
-
-def image_resolution(cfg: Mapping[str, Any]) -> int:
-    ds = cfg.get("dataset") or {}
-    res = ds.get("resolution")
-    if res is None:
-        raise ConfigError(f"dataset '{ds.get('name')}' has no 'resolution'; set dataset.resolution=<pixels>")
-    return int(res)
-
-
-def validate_config(cfg: Mapping[str, Any]) -> None:
-    """Refuse configs that cannot work, naming the key and the fix (before any work starts)."""
-    res = image_resolution(cfg)
-    p = cfg.get("patch", {}).get("size")
-    if not isinstance(p, int) or isinstance(p, bool) or p <= 0:
-        raise ConfigError(
-            f"patch.size={p!r} — set patch.size to a positive integer that divides the image size"
-        )
-    if res % p != 0:
-        divisors = [d for d in range(1, res + 1) if res % d == 0]
-        raise ConfigError(
-            f"patch.size={p} does not divide the image size {res}x{res} (dataset.resolution={res}) — "
-            f"choose patch.size from {divisors}"
-        )
-    model = cfg.get("model") or {}
-    block = model.get("block_size")
-    if model.get("kind") == "gaussian_oracle" and block is not None and res % int(block) != 0:
-        raise ConfigError(
-            f"model.block_size={block} does not divide the image size {res} — "
-            f"set model.block_size to a divisor of {res} (usually equal to patch.size)"
-        )
-    if cfg.get("run_key") is not None and cfg.get("run_key") != "":
-        check_run_key(cfg["run_key"])
-    seed_batch = (cfg.get("measure") or {}).get("seed_batch")
-    if (
-        seed_batch is not None
-        and seed_batch != "auto"
-        and (isinstance(seed_batch, bool) or not isinstance(seed_batch, int) or seed_batch < 1)
-    ):
-        raise ConfigError(
-            f"measure.seed_batch={seed_batch} — set it to a positive number of seeds measured together "
-            "(1 = one point at a time), or auto (chosen from free device memory)"
-        )
-    if int(cfg.get("num_seeds", 1)) < 1:
-        raise ConfigError(f"num_seeds={cfg.get('num_seeds')} — set num_seeds to at least 1")
-
-
-def prepare_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """Resolve the composed config to a plain dict, apply params_file, and validate it."""
-    if isinstance(cfg, DictConfig):
-        # The hydra node (present under compose(return_hydra_config=True)) holds values that
-        # only resolve inside a running job; stages never read it.
-        cfg = {
-            k: (OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k])
-            for k in cfg
-            if k != "hydra"
-        }
-    cfg = {k: v for k, v in dict(cfg).items() if k != "hydra"}
-    params_file = cfg.get("params_file")
-    if params_file:
-        path = Path(params_file)
-        if not path.is_file():
-            raise ConfigError(
-                f"params_file={params_file} does not exist — run from the project root (or fix the path)"
-            )
-        try:
-            loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
-        except Exception as e:  # yaml's ParserError/ScannerError, OmegaConf's errors
-            raise ConfigError(
-                f"params_file={params_file} is not valid YAML ({type(e).__name__}) — fix the file "
-                "(or regenerate params.yaml: python -m stages.params)"
-            ) from e
-        for k, v in loaded.items():
-            if k not in _RUNTIME_KEYS and k != "hydra":
-                cfg[k] = v
-    validate_config(cfg)
-    preflight(cfg)
-    if cfg.get("torch_threads"):
-        import torch
-
-        torch.set_num_threads(int(cfg["torch_threads"]))
-    return cfg
 
 
 def outputs_root(cfg: Mapping[str, Any]) -> Path:
@@ -145,16 +60,12 @@ def scratch_path(final: Path) -> Path:
 _WORK_RECORD = "work.json"
 
 
-def read_meta(folder: Path) -> dict[str, Any] | None:
-    """The folder's meta.json, or None when it has none (or an unreadable one)."""
-    meta = folder / "meta.json"
-    if not meta.is_file():
-        return None
+def _meta_or_none(folder: Path) -> dict[str, Any] | None:
+    """meta.json where a broken one only means "not a finished run" (replace/clean decisions)."""
     try:
-        obj = json.loads(meta.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_meta(folder)
+    except UnreadableMetaError:
         return None
-    return obj if isinstance(obj, dict) else None
 
 
 def check_replaceable(final: Path, stage: str, what: str = "run_key") -> None:
@@ -171,7 +82,7 @@ def check_replaceable(final: Path, stage: str, what: str = "run_key") -> None:
         )
     if not any(final.iterdir()):
         return
-    meta = read_meta(final)
+    meta = _meta_or_none(final)
     if meta is None or meta.get("stage") != stage:
         raise ConfigError(
             f"{final} exists but is not a completed output of the {stage} stage (its meta.json does not say so); "
@@ -184,7 +95,7 @@ def verify_outputs(folder: Path, meta: Mapping[str, Any]) -> str | None:
     recorded = meta.get("outputs")
     if not isinstance(recorded, dict):
         return "its meta.json records no output hashes (written by an older version)"
-    actual = io.tree_sha256(folder, exclude=("meta.json",))
+    actual = io.tree_sha256(folder, exclude=(META,))
     for name, sha in sorted(recorded.items()):
         if name not in actual:
             return f"{folder / name} is missing"
@@ -199,10 +110,16 @@ def verify_outputs(folder: Path, meta: Mapping[str, Any]) -> str | None:
 def upstream_dir(stage: str, cfg: Mapping[str, Any], needed_by: str) -> Path:
     """The completed, unaltered output folder of an upstream stage, or a clear error saying what to run."""
     folder = stage_dir(stage, cfg)
-    meta = read_meta(folder)
+    try:
+        meta = read_meta(folder)
+    except UnreadableMetaError as e:
+        raise InputMissingError(
+            f"{needed_by} cannot use {folder}: its meta.json is unreadable, so it is not a finished "
+            f"{stage} run — rerun `python -m stages.{stage}` with the same overrides (or `dvc repro`)"
+        ) from e
     if meta is None and folder.is_dir() and any(folder.iterdir()):
         raise InputMissingError(
-            f"{needed_by} cannot use {folder}: its meta.json is missing or unreadable, so it is not a finished "
+            f"{needed_by} cannot use {folder}: its meta.json is missing, so it is not a finished "
             f"{stage} run — rerun `python -m stages.{stage}` with the same overrides (or `dvc repro`)"
         )
     if meta is None:
@@ -229,7 +146,7 @@ def input_record(value: InputSpec) -> dict[str, Any]:
         return {"value": value, "sha256": io.digest_of(value)}
     if isinstance(value, (str, Path)):
         path = Path(value)
-        meta = read_meta(path) if path.is_dir() else None
+        meta = _meta_or_none(path) if path.is_dir() else None
         if meta is not None and isinstance(meta.get("outputs"), dict) and meta.get("stage"):
             return {"path": str(path), "stage": meta["stage"], "sha256": io.digest_of(meta["outputs"])}
         if path.is_dir():
@@ -264,14 +181,17 @@ def _drop_unitless_work(work: Path) -> None:
         io.remove_path(work)
 
 
+def _held_unit_digest(work: Path) -> str | None:
+    try:
+        return json.loads((work / _WORK_RECORD).read_text()).get("unit_digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _prepare_work(work: Path, stage: str, unit_digest: str) -> None:
     """Keep the work folder's resumable units only if they were made for exactly this run's units."""
-    record = work / _WORK_RECORD
     if work.is_dir() and any(work.iterdir()):
-        try:
-            held = json.loads(record.read_text()).get("unit_digest")
-        except (OSError, ValueError, AttributeError):
-            held = None
+        held = _held_unit_digest(work)
         if held != unit_digest:
             n = sum(1 for p in work.rglob("*") if p.is_file() and p.name != _WORK_RECORD)
             log.warning(
@@ -287,7 +207,7 @@ def _prepare_work(work: Path, stage: str, unit_digest: str) -> None:
         elif any(p.name != _WORK_RECORD for p in work.iterdir()):
             log.info("%s: resuming from the units in %s", stage, work)
     work.mkdir(parents=True, exist_ok=True)
-    io.write_json(record, {"stage": stage, "unit_digest": unit_digest})
+    io.write_json(work / _WORK_RECORD, {"stage": stage, "unit_digest": unit_digest})
 
 
 @contextlib.contextmanager
@@ -317,11 +237,8 @@ def clean_stale(parent: Path) -> list[Path]:
             key = name[len(prefix) :].removesuffix(".old")
             if prefix == ".work-":
                 units = [p for p in entry.rglob("*") if p.is_file() and p.name != _WORK_RECORD]
-                meta = read_meta(parent / key)
-                try:
-                    held = json.loads((entry / _WORK_RECORD).read_text()).get("unit_digest")
-                except (OSError, ValueError, AttributeError):
-                    held = None
+                meta = _meta_or_none(parent / key)
+                held = _held_unit_digest(entry)
                 if units and not (meta and held and meta.get("unit_digest") == held):
                     continue
             with _held_if_free(parent / f".lock-{key}") as held_lock:
@@ -432,45 +349,32 @@ def run_stage(
     check_replaceable(final, stage, what)
     final.parent.mkdir(parents=True, exist_ok=True)
     with io.writer_lock(lock_path(final), str(final)):
-        return _run_locked(stage, cfg, body, artifacts, inputs or {}, final, key, what)
+        return _run_locked(_Run(stage, cfg, key, final, what), body, artifacts, inputs or {})
 
 
-def _run_locked(stage, cfg, body, artifacts, inputs, final: Path, key: str, what: str) -> StageResult:
-    check_replaceable(final, stage, what)  # again under the lock: another writer may have been first
-    io.remove_path(scratch_path(final))  # a killed run's scratch; nobody else can be writing it now
-    if (
-        what == "run_key"
-    ):  # <paths.outputs>/<stage>/ holds only runs' folders; a chosen out_dir's parent may not
-        clean_stale(final.parent)
-    digest = config_digest(cfg, key_sections(stage))
-    input_hashes = _input_digests(inputs)
-    meta = read_meta(final)
-    why = _reuse_problem(final, meta, digest, input_hashes)
-    if why is None and not cfg.get("force"):
-        log.info(
-            "%s: %s is complete for this config and inputs; reusing it (force=true recomputes)", stage, final
-        )
-        return StageResult(
-            stage, final.absolute(), meta.get("mlflow_run_id"), True, meta.get("metrics", {}), 0.0
-        )
-    if meta is not None:
-        log.info("%s: recomputing %s: %s", stage, final, "force=true" if why is None else why)
+@dataclass
+class _Run:
+    """One execution of a stage: what it is asked to produce and where."""
 
-    # everything that determines the resumable units: the config sections and the inputs' content
-    unit_digest = io.digest_of(
-        {"stage": stage, "config": {s: cfg.get(s) for s in key_sections(stage)}, "inputs": input_hashes}
-    )
-    work = work_path(final)
-    _prepare_work(work, stage, unit_digest)
-    tcfg = cfg.get("tracking", {})
-    rev = git_revision()
+    stage: str
+    cfg: dict[str, Any]
+    key: str
+    final: Path
+    what: str  # the config key that names the folder (for messages)
+
+    @property
+    def work(self) -> Path:
+        return work_path(self.final)
+
+
+def _tags(run: _Run, digest: str, rev: str) -> dict[str, str]:
     tags = {
-        "stage": stage,
-        "run_key": key,
+        "stage": run.stage,
+        "run_key": run.key,
         "git_revision": rev,
         "config_digest": digest,
         "host": socket.gethostname(),
-        **system_tags(f"{stage}:{key}", f"stages.{stage}", rev),
+        **system_tags(f"{run.stage}:{run.key}", f"stages.{run.stage}", rev),
     }
     for env, tag in (
         ("SLURM_JOB_ID", "slurm_job_id"),
@@ -480,157 +384,127 @@ def _run_locked(stage, cfg, body, artifacts, inputs, final: Path, key: str, what
     ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
+    return tags
+
+
+def _start_tracker(run: _Run, digest: str, rev: str) -> Tracker:
+    tcfg = run.cfg.get("tracking", {})
+    tracker = Tracker.start(
+        enabled=bool(tcfg.get("enabled", True)),
+        uri=tcfg.get("uri"),
+        experiment=tcfg.get("experiment", "pifs-repro"),
+        run_name=f"{run.stage}:{run.key}",
+        tags=_tags(run, digest, rev),
+        artifact_location=tcfg.get("artifact_location"),
+        parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
+        invocation=dvc_invocation(),  # under `dvc repro`: nest in the invocation's parent run
+    )
+    # params: the sections that determine this stage's outputs; the whole config as an artifact
+    tracker.log_params({s: run.cfg[s] for s in key_sections(run.stage) if s in run.cfg})
+    tracker.log_dict(run.cfg, "config.yaml")
+    return tracker
+
+
+def _meta_record(run: _Run, ctx: StageContext, digests: dict[str, Any], rev: str, wall: float) -> dict:
+    return {
+        "stage": run.stage,
+        "run_key": run.key,
+        "config_digest": digests["config"],
+        "unit_digest": digests["unit"],
+        "config": run.cfg,
+        "inputs": ctx.inputs,
+        "input_hashes": digests["inputs"],
+        "outputs": io.tree_sha256(ctx.out_dir, exclude=(META,)),
+        "metrics": ctx.metrics,
+        "versions": package_versions(),
+        "git_revision": rev,
+        "machine": machine(),
+        "wall_time_s": wall,
+        "mlflow_run_id": ctx.tracker.run_id,
+        "mlflow_tracking_uri": ctx.tracker.tracking_uri,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _run_locked(run: _Run, body, artifacts, inputs) -> StageResult:
+    check_replaceable(
+        run.final, run.stage, run.what
+    )  # again under the lock: another writer may have been first
+    io.remove_path(scratch_path(run.final))  # a killed run's scratch; nobody else can be writing it now
+    if run.what == "run_key":  # <paths.outputs>/<stage>/ holds only runs' folders; a chosen out_dir's may not
+        clean_stale(run.final.parent)
+    digest = config_digest(run.cfg, key_sections(run.stage))
+    input_hashes = _input_digests(inputs)
+    meta = _meta_or_none(run.final)
+    why = _reuse_problem(run.final, meta, digest, input_hashes)
+    if why is None and not run.cfg.get("force"):
+        log.info(
+            "%s: %s is complete for this config and inputs; reusing it (force=true recomputes)",
+            run.stage,
+            run.final,
+        )
+        return StageResult(
+            run.stage, run.final.absolute(), meta.get("mlflow_run_id"), True, meta.get("metrics", {}), 0.0
+        )
+    if meta is not None:
+        log.info("%s: recomputing %s: %s", run.stage, run.final, "force=true" if why is None else why)
+
+    # everything that determines the resumable units: the config sections and the inputs' content
+    unit_digest = io.digest_of(
+        {
+            "stage": run.stage,
+            "config": {s: run.cfg.get(s) for s in key_sections(run.stage)},
+            "inputs": input_hashes,
+        }
+    )
+    _prepare_work(run.work, run.stage, unit_digest)
+    digests = {"config": digest, "unit": unit_digest, "inputs": input_hashes}
+    return _execute(run, body, artifacts, digests)
+
+
+def _execute(run: _Run, body, artifacts, digests: dict[str, Any]) -> StageResult:
+    """Run the body in scratch, publish it atomically with its meta.json, and close the MLflow run."""
+    rev = git_revision()
     t0 = time.time()
     signals = _SignalsAsExit()
     tracker = Tracker()  # a no-op until the run exists
     try:
         with signals:
-            tracker = Tracker.start(
-                enabled=bool(tcfg.get("enabled", True)),
-                uri=tcfg.get("uri"),
-                experiment=tcfg.get("experiment", "pifs-repro"),
-                run_name=f"{stage}:{key}",
-                tags=tags,
-                artifact_location=tcfg.get("artifact_location"),
-                parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
-                invocation=dvc_invocation(),  # under `dvc repro`: nest in the invocation's parent run
-            )
-            # params: the sections that determine this stage's outputs; the whole config as an artifact
-            tracker.log_params({s: cfg[s] for s in key_sections(stage) if s in cfg})
-            tracker.log_dict(cfg, "config.yaml")
-            with io.atomic_dir(final, scratch=scratch_path(final)) as tmp:
-                ctx = StageContext(stage, cfg, key, tmp, final, work, tracker)
+            tracker = _start_tracker(run, digests["config"], rev)
+            with io.atomic_dir(run.final, scratch=scratch_path(run.final)) as tmp:
+                ctx = StageContext(run.stage, run.cfg, run.key, tmp, run.final, run.work, tracker)
                 body(ctx)
                 wall = time.time() - t0
-                io.write_json(
-                    tmp / "meta.json",
-                    {
-                        "stage": stage,
-                        "run_key": key,
-                        "config_digest": digest,
-                        "unit_digest": unit_digest,
-                        "config": cfg,
-                        "inputs": ctx.inputs,
-                        "input_hashes": input_hashes,
-                        "outputs": io.tree_sha256(tmp, exclude=("meta.json",)),
-                        "metrics": ctx.metrics,
-                        "versions": package_versions(),
-                        "git_revision": rev,
-                        "machine": machine(),
-                        "wall_time_s": wall,
-                        "mlflow_run_id": tracker.run_id,
-                        "mlflow_tracking_uri": tracker.tracking_uri,
-                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    },
-                )
+                io.write_json(tmp / META, _meta_record(run, ctx, digests, rev, wall))
                 # the result is complete: a signal from here on waits until it is published
                 signals.defer()
             tracker.log_metrics({**ctx.metrics, "wall_time_s": wall})
-            for name in ("meta.json", *artifacts):
-                path = final / name
+            for name in (META, *artifacts):
+                path = run.final / name
                 if path.exists():
                     tracker.log_artifact(path)
             tracker.finish("FINISHED")
     except StageInterrupted as exc:
-        _drop_unitless_work(work)
+        _drop_unitless_work(run.work)
         tracker.set_tags(
-            {"error": f"stopped by signal {exc.signum}; the work folder {work} is kept for resume"}
+            {"error": f"stopped by signal {exc.signum}; the work folder {run.work} is kept for resume"}
         )
         tracker.finish("KILLED")
         log.error(
             "%s: stopped by signal %d; scratch removed, resumable work kept in %s (rerun the same command "
             "to resume)",
-            stage,
+            run.stage,
             exc.signum,
-            work,
+            run.work,
         )
         raise
     except BaseException as exc:
         tracker.set_tags({"error": "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]})
         tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        _drop_unitless_work(work)
+        _drop_unitless_work(run.work)
         raise
-    io.remove_path(work)
-    log.info("%s: wrote %s in %.1f s (MLflow run %s)", stage, final, wall, tracker.run_id)
+    io.remove_path(run.work)
+    log.info("%s: wrote %s in %.1f s (MLflow run %s)", run.stage, run.final, wall, tracker.run_id)
     if signals.pending is not None:
         raise StageInterrupted(signals.pending)  # asked to stop while publishing: stop now, result complete
-    return StageResult(stage, final.absolute(), tracker.run_id, False, ctx.metrics, wall)
-
-
-def dataset_inputs(source) -> dict[str, InputSpec]:
-    """The files a dataset source reads (hashed into meta.json); none for synthetic sources."""
-    files = getattr(source, "files", None) or getattr(source, "_files", None)
-    if files:
-        return {"dataset": [Path(f) for f in files]}
-    photographs = getattr(source, "photographs", None)
-    if photographs:
-        from pipeline.data.natural_crops import PHOTOGRAPHS, skimage_data_dir
-
-        return {"dataset": [skimage_data_dir() / PHOTOGRAPHS[name] for name in photographs]}
-    return {}
-
-
-def model_inputs(cfg: Mapping[str, Any], cov_dir: Path | None) -> dict[str, InputSpec]:
-    """What the configured model's numbers come from: its checkpoint files (and the hub revision the
-    id resolved to), or for the Gaussian oracle the covariance folder it is fitted from."""
-    mcfg = cfg["model"]
-    if mcfg.get("kind") != "unet":
-        return {"model": cov_dir} if cov_dir is not None else {}
-    path = str(mcfg.get("path"))
-    if path.startswith("pkg://"):
-        from pipeline.models.assets import resolve_asset_path
-
-        return {"model": resolve_asset_path(path)}
-    from pipeline.models.unet import resolve_checkpoint_dir
-
-    # the model is built already, so a hub id resolves from the local cache (no network)
-    folder = resolve_checkpoint_dir(path, local_files_only=True, revision=mcfg.get("revision"))
-    out: dict[str, InputSpec] = {"model": folder}
-    if folder.parent.name == "snapshots":  # a hub snapshot: <cache>/models--org--name/snapshots/<commit>
-        out["model_revision"] = folder.name
-    return out
-
-
-def image_shape(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
-    res = image_resolution(cfg)
-    return (int(cfg["dataset"].get("channels", 3)), res, res)
-
-
-def build_model(cfg: Mapping[str, Any], needed_by: str):
-    """The configured noise predictor ε̂(x, t) and the covariance folder it was fitted from (or None).
-
-    Fails before any work on a bad path, an offline hub id, or a model/data shape mismatch.
-    """
-    from pipeline.geometry import schedule_from_config
-    from pipeline.models import model_from_config
-    from pipeline.models.base import resolve_device
-
-    mcfg = cfg["model"]
-    common = dict(image_shape=image_shape(cfg), device=resolve_device(cfg.get("device")))
-    if mcfg.get("kind") == "gaussian_oracle":
-        cov_dir = upstream_dir("covariance", cfg, needed_by)
-        if not (cov_dir / "gaussian_fit.npz").is_file():
-            raise ConfigError(
-                f"model=gaussian_oracle needs the full Gaussian fit {cov_dir / 'gaussian_fit.npz'} — "
-                "rerun the covariance stage with covariance.full_cov=true"
-            )
-        schedule = schedule_from_config(cfg["schedule"])
-        return model_from_config(
-            mcfg, schedule=schedule, gaussian=cov_dir / "gaussian_fit.npz", **common
-        ), cov_dir
-    if mcfg.get("kind") == "unet":
-        # the schedule group is used only by checkpoints without a scheduler config of their own
-        schedule = schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None
-        return model_from_config(mcfg, schedule=schedule, **common), None
-    raise ConfigError(f"model.kind={mcfg.get('kind')!r} is not known; use gaussian_oracle or unet")
-
-
-def build_chain(cfg: Mapping[str, Any], model):
-    """The sampler chain on the model's own ᾱ_t (its scheduler config) or the configured schedule."""
-    from pipeline.geometry import chain_from_config, schedule_from_alpha_bar, schedule_from_config
-
-    if getattr(model, "alpha_bar", None) is not None:
-        schedule = schedule_from_alpha_bar(model.alpha_bar, name=str(cfg["model"].get("name", "model")))
-    else:
-        schedule = schedule_from_config(cfg["schedule"])
-    return chain_from_config(schedule, cfg["sampler"])
+    return StageResult(run.stage, run.final.absolute(), tracker.run_id, False, ctx.metrics, wall)

@@ -1,0 +1,139 @@
+"""Config → objects, in one place: the dataset, the model, the sampler chain, the seeds, each upstream
+folder (resolved and verified once) and the inputs whose content a stage's outputs depend on.
+
+Stages call these and hand the objects to pipeline.runs.run_stage; nothing here writes outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, InputMissingError
+from pipeline.jacobian.protocol import runs_proxy
+from pipeline.outputs import CovarianceFolder, TrajectoriesFolder
+from pipeline.runs import InputSpec, upstream_dir
+from pipeline.settings import image_resolution
+
+MODEL_KINDS = ("gaussian_oracle", "unet")
+
+
+def seeds_of(cfg: Mapping[str, Any]) -> list[int]:
+    """The trajectory seeds of a run: seed, seed+1, ..., seed+num_seeds-1."""
+    return [int(cfg["seed"]) + i for i in range(int(cfg["num_seeds"]))]
+
+
+def image_shape(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
+    res = image_resolution(cfg)
+    return (int(cfg["dataset"].get("channels", 3)), res, res)
+
+
+def dataset(cfg: Mapping[str, Any], **changes: Any):
+    """The configured image source (``changes`` override dataset keys, e.g. num_images)."""
+    from pipeline.data import dataset_from_config
+
+    return dataset_from_config({**cfg["dataset"], **changes})
+
+
+def dataset_inputs(source) -> dict[str, InputSpec]:
+    """The files a dataset source reads (hashed into meta.json); none for generated sources."""
+    files = source.input_files()
+    return {"dataset": [Path(f) for f in files]} if files else {}
+
+
+def covariance_folder(cfg: Mapping[str, Any], needed_by: str) -> CovarianceFolder:
+    """The covariance stage's finished, unaltered folder for this config (verified once per run)."""
+    return CovarianceFolder(upstream_dir("covariance", cfg, needed_by))
+
+
+def trajectories_folder(cfg: Mapping[str, Any], needed_by: str) -> TrajectoriesFolder:
+    """The trajectories stage's finished folder, refused when it lacks one of this config's seeds."""
+    folder = TrajectoriesFolder(upstream_dir("trajectories", cfg, needed_by))
+    # a finished folder missing a seed would be measured on fewer seeds without a word
+    missing = folder.missing_seeds(seeds_of(cfg))
+    if missing:
+        raise InputMissingError(
+            f"{folder.path} lacks the trajectories of seed(s) {missing} — rerun the trajectories stage with force=true"
+        )
+    return folder
+
+
+@dataclass
+class BuiltModel:
+    """The configured noise predictor ε̂(x, t) with the inputs its numbers come from."""
+
+    model: Any
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    covariance: CovarianceFolder | None = None  # the folder a Gaussian oracle is fitted from
+
+
+def build_model(
+    cfg: Mapping[str, Any], needed_by: str, covariance: CovarianceFolder | None = None
+) -> BuiltModel:
+    """The configured noise predictor; fails before any work on a bad path, an offline hub id, or a
+    model/data shape mismatch. A Gaussian oracle is fitted from ``covariance`` (resolved when None)."""
+    from pipeline.geometry import schedule_from_config
+    from pipeline.models import model_from_config
+    from pipeline.models.base import resolve_device
+
+    mcfg = cfg["model"]
+    kind = mcfg.get("kind")
+    common = dict(image_shape=image_shape(cfg), device=resolve_device(cfg.get("device")))
+    if kind == "gaussian_oracle":
+        cov = covariance or covariance_folder(cfg, needed_by)
+        if not cov.has_gaussian_fit():
+            raise ConfigError(
+                f"model=gaussian_oracle needs the full Gaussian fit {cov.gaussian_fit} — "
+                "rerun the covariance stage with covariance.full_cov=true"
+            )
+        schedule = schedule_from_config(cfg["schedule"])
+        model = model_from_config(mcfg, schedule=schedule, gaussian=cov.gaussian_fit, **common)
+        return BuiltModel(model, {"model": cov.path}, cov)
+    if kind == "unet":
+        # the schedule group is used only by checkpoints without a scheduler config of their own
+        schedule = schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None
+        model = model_from_config(mcfg, schedule=schedule, **common)
+        return BuiltModel(model, dict(model.input_files()))
+    raise ConfigError(f"model.kind={kind!r} is not known — use one of {', '.join(MODEL_KINDS)}")
+
+
+def build_chain(cfg: Mapping[str, Any], model):
+    """The sampler chain on the model's own ᾱ_t (its scheduler config) or the configured schedule."""
+    from pipeline.geometry import chain_from_config, schedule_from_alpha_bar, schedule_from_config
+
+    if getattr(model, "alpha_bar", None) is not None:
+        schedule = schedule_from_alpha_bar(model.alpha_bar, name=str(cfg["model"].get("name", "model")))
+    else:
+        schedule = schedule_from_config(cfg["schedule"])
+    return chain_from_config(schedule, cfg["sampler"])
+
+
+@dataclass
+class JacobianSetup:
+    """Everything the jacobian stage measures with, assembled from the config before any work."""
+
+    covariance: CovarianceFolder
+    trajectories: TrajectoriesFolder
+    model: Any
+    chain: Any
+    inputs: dict[str, InputSpec]
+    proxy_source: Any = None  # the first proxy.images images of the dataset (Table 10), when on
+
+
+def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
+    """Upstream folders (each verified once), the model and its chain, the proxy images, the inputs to hash."""
+    cov = covariance_folder(cfg, needed_by="jacobian")
+    traj = trajectories_folder(cfg, needed_by="jacobian")
+    built = build_model(cfg, needed_by="jacobian", covariance=cov)
+    # with measure.tables, Table 10's proxy runs only for Table 10 (pipeline/jacobian/protocol.py)
+    n_proxy = int(cfg["proxy"].get("images") or 0) if runs_proxy(cfg["measure"].get("tables")) else 0
+    return JacobianSetup(
+        covariance=cov,
+        trajectories=traj,
+        model=built.model,
+        chain=build_chain(cfg, built.model),
+        inputs={**built.inputs, "covariance": cov.path, "trajectories": traj.path},
+        proxy_source=dataset(cfg, num_images=n_proxy) if n_proxy > 0 else None,
+    )
