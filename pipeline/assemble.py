@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, InputMissingError
-from pipeline.jacobian.protocol import runs_proxy
 from pipeline.outputs import CovarianceFolder, TrajectoriesFolder
 from pipeline.runs import InputSpec, upstream_dir
 from pipeline.settings import image_resolution
@@ -127,8 +126,10 @@ def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
     cov = covariance_folder(cfg, needed_by="jacobian")
     traj = trajectories_folder(cfg, needed_by="jacobian")
     built = build_model(cfg, needed_by="jacobian", covariance=cov)
-    # with measure.tables, Table 10's proxy runs only for Table 10 (pipeline/jacobian/protocol.py)
-    n_proxy = int(cfg["proxy"].get("images") or 0) if runs_proxy(cfg["measure"].get("tables")) else 0
+    # with measure.tables, Table 10's proxy runs only for Table 10: pipeline.jacobian.protocol.runs_proxy's
+    # rule, not imported so that the other stages' import closures stay free of the jacobian package
+    tables = cfg["measure"].get("tables")
+    n_proxy = int(cfg["proxy"].get("images") or 0) if tables is None or "table_10" in tables else 0
     return JacobianSetup(
         covariance=cov,
         trajectories=traj,

@@ -254,7 +254,12 @@ def test_config_files_and_refusals():
         assert cfg.power_iters >= 1
     paper = MeasureConfig.from_dict(_measure_group("paper"))
     # §7.1, §7.4: K_PI = 20 and K = 10 per block, on the cheapest exact route (replayed there), Table 7's probes
-    assert (paper.power_iters, paper.block_power_iters, paper.blocks, paper.frob_probes) == (20, 10, "auto", 200)
+    assert (paper.power_iters, paper.block_power_iters, paper.blocks, paper.frob_probes) == (
+        20,
+        10,
+        "auto",
+        200,
+    )
     assert plan_measurement(3072, 16, paper, True).blocks == "dense"
     with pytest.raises(ValueError, match="unknown measure keys"):
         MeasureConfig.from_dict({"power_iter": 3})

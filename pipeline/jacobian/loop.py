@@ -86,12 +86,21 @@ def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step)
     )
 
 
-def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_size, tables):
-    """Resolve measure.chunk_size / points.seed_batch = auto: calibrated at the first selected point."""
+def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, measure: dict, patch_size: int):
+    """Resolve measure.chunk_size / points.seed_batch = auto: calibrated at the first selected point; on the
+    exact route each point also holds its n x n Jacobian (float64) while it is measured."""
     import torch
 
+    from pipeline.jacobian.measure import MeasureConfig
     from pipeline.jacobian.memory import calibrate, plan_for_device
     from pipeline.jacobian.operators import ScoreLinearization, StepJacobian
+    from pipeline.jacobian.plan import plan_measurement
+
+    chunk_size, tables = measure.get("chunk_size"), measure.get("tables")
+    C, H, W = model.image_shape
+    n, M = C * H * W, (H // patch_size) * (W // patch_size)
+    cfg = MeasureConfig.from_dict({**measure, "chunk_size": 16})
+    stored = 8.0 * n * n if plan_measurement(n, M, cfg, True).blocks == "dense" else 0.0
 
     seeds = _seed_files(trajectories_dir)
     if selection["max_seeds"]:
@@ -113,7 +122,14 @@ def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_si
 
         return calibrate(products, model.device)
 
-    return plan_for_device(calibrate_here, model.device, len(seeds), chunk_size, selection["seed_batch"])
+    return plan_for_device(
+        calibrate_here,
+        model.device,
+        len(seeds),
+        chunk_size,
+        selection["seed_batch"],
+        stored_bytes_per_point=stored,
+    )
 
 
 @dataclass
@@ -155,7 +171,7 @@ def _plan_run(
     if mcfg.get("chunk_size") == "auto" or selection["seed_batch"] == "auto":
         # chunk size and seed batch from the device's free memory (pipeline.jacobian.memory)
         memory = _memory_plan(
-            model, chain, Path(trajectories_dir), selection, mcfg.get("chunk_size"), mcfg.get("tables")
+            model, chain, Path(trajectories_dir), selection, {**mcfg, "patch_size": patch_size}
         )
         mcfg["chunk_size"], selection["seed_batch"] = memory.chunk_size, memory.seed_batch
     config = MeasureConfig.from_dict(mcfg)
@@ -463,65 +479,6 @@ def lyapunov_rows(
     return rows
 
 
-def measure_proxy(model, alpha_bar: np.ndarray, x0, timesteps, seed: int, surrogate=None) -> list[dict]:
-    """Table 10: the eq. 65 paired-difference proxy E‖ε̂(x_t^real) − ε̂(x_t^noise)‖ over real images, and,
-    where the Gaussian surrogate exists, the exact ‖Δ_t‖ = ‖ε̂ − ε^N‖ (eq. 28) at the same x_t^real."""
-    import math
-
-    import torch
-
-    from pipeline.jacobian.deviation import score_deviation, score_deviation_proxy
-
-    x0 = torch.as_tensor(x0, dtype=model.dtype, device=model.device)
-    rows = []
-    for t in timesteps:
-        t = int(t)
-        a = float(alpha_bar[t])
-        gen = torch.Generator().manual_seed(int(seed) * 100003 + t)
-        proxy = score_deviation_proxy(model, x0, t, a, gen)
-        row = {
-            "t": t,
-            "sqrt_alpha_bar": math.sqrt(a),
-            "proxy": float(proxy.mean()),
-            "proxy_std": float(proxy.std(ddof=1)) if len(proxy) > 1 else math.nan,
-            "exact_deviation": math.nan,
-            "exact_deviation_std": math.nan,
-            "num_images": len(proxy),
-        }
-        if surrogate is not None:
-            gen = torch.Generator().manual_seed(int(seed) * 100003 + t)  # the same ε as the proxy's x_real
-            eps = torch.randn(x0.shape, generator=gen, dtype=torch.float32).to(x0.device, x0.dtype)
-            xr = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
-            with torch.no_grad():
-                dev = np.concatenate(
-                    [
-                        score_deviation(model(xr[i : i + 64], t), xr[i : i + 64], surrogate, a)
-                        for i in range(0, len(xr), 64)
-                    ]
-                )
-            row["exact_deviation"] = float(dev.mean())
-            row["exact_deviation_std"] = float(dev.std(ddof=1)) if len(dev) > 1 else math.nan
-        rows.append(row)
-    return rows
-
-
-def proxy_table(model, source, covariance_dir: Path, proxy_cfg: Mapping[str, Any]) -> list[dict]:
-    """Table 10's rows on the first ``proxy.images`` images of ``source`` at ``proxy.timesteps`` (those on
-    the model's schedule), with the exact ‖Δ_t‖ where the covariance stage fitted Σ₀."""
-    from pipeline.covariance import read_gaussian_fit
-    from pipeline.jacobian.deviation import GaussianSurrogate
-
-    n = int(proxy_cfg["images"])
-    x0 = np.concatenate(list(source.iter_chunks(n)))[:n]
-    surrogate = None
-    if CovarianceFolder(covariance_dir).has_gaussian_fit():
-        fit = read_gaussian_fit(covariance_dir)
-        surrogate = GaussianSurrogate(fit.mean, fit.cov, model.image_shape)
-    T = len(model.alpha_bar) - 1
-    ts = [int(t) for t in proxy_cfg["timesteps"] if 1 <= int(t) <= T]
-    return measure_proxy(model, model.alpha_bar, x0, ts, int(proxy_cfg.get("seed") or 0), surrogate)
-
-
 def measurement_body(setup, cfg: Mapping[str, Any]):
     """The jacobian stage's body for pipeline.runs.run_stage: the tables of every selected point, Table 10's
     proxy where it is on, and the per-t series for MLflow. ``setup``: pipeline.assemble.JacobianSetup."""
@@ -542,6 +499,8 @@ def measurement_body(setup, cfg: Mapping[str, Any]):
         )
         ctx.metrics.update(summary.metrics)
         if setup.proxy_source is not None:
+            from pipeline.jacobian.deviation import proxy_table  # Table 10 (imports torch)
+
             rows = proxy_table(setup.model, setup.proxy_source, setup.covariance.path, cfg["proxy"])
             out = JacobianFolder(ctx.out_dir)
             out.write_table(out.PROXY, rows)
