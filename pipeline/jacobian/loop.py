@@ -20,11 +20,12 @@ from pipeline import io
 from pipeline.errors import InputMissingError, NonFiniteError, PipelineError
 from pipeline.geometry import representative_timesteps
 from pipeline.jacobian.protocol import REPRESENTATIVE_STEPS, steps_for_tables
+from pipeline.jacobian.shards import Shard, ShardRecord, shard_stacks, stack_points
 from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder
 from pipeline.sampler import read_trajectory_arrays
 
 # The `points` config node: which (seed, step) points are measured (pipeline.jacobian.MeasureConfig says how).
-POINT_KEYS = ("steps", "max_seeds", "block_steps", "light_blocks", "seed_batch")
+POINT_KEYS = ("steps", "max_seeds", "block_steps", "light_blocks", "seed_batch", "shards", "shard")
 
 
 @dataclass
@@ -149,6 +150,9 @@ class _RunPlan:
     block_steps: set[int]
     seeds: list[tuple[int, Path]]
     seed_batch: int
+    shard: Shard  # this run's share of the protocol's stacks of points (pipeline.jacobian.shards)
+    stacks: list  # the stacks of points this run measures: all of them, or one shard's
+    mine: set  # their (seed, step) points
     memory: Any = None
 
     def config_at(self, i: int):
@@ -207,6 +211,9 @@ def _plan_run(
             f"points.seed_batch={selection['seed_batch']} — set points.seed_batch to a positive number of "
             "seeds measured together (1 = one point at a time)"
         )
+    # the stacks of points this run measures: all of them, or one shard's (pipeline.jacobian.shards)
+    shard = Shard.from_points(points_cfg)
+    stacks = shard_stacks([s for s, _ in seeds], steps, seed_batch, shard)
     return _RunPlan(
         config=config,
         light=replace(config, blocks=light_blocks) if config.blocks not in ("off", "diag") else config,
@@ -221,6 +228,9 @@ def _plan_run(
         block_steps=block_steps,
         seeds=seeds,
         seed_batch=seed_batch,
+        shard=shard,
+        stacks=stacks,
+        mine=set(stack_points(stacks)),
         memory=memory,
     )
 
@@ -277,11 +287,12 @@ def _measure_missing(run: _RunPlan, model, patch_size: int, work_dir: Path, prog
     """Measure every selected point without a unit file, seed_batch points of one step per engine call."""
     from tqdm.auto import tqdm
 
-    trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in run.seeds}
-    groups = []
-    for i in run.steps:
-        todo = [seed for seed, _ in run.seeds if not _unit_file(work_dir, seed, i).exists()]
-        groups += [(i, todo[a : a + run.seed_batch]) for a in range(0, len(todo), run.seed_batch)]
+    needed = {seed for seed, _ in run.mine}
+    trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in run.seeds if seed in needed}
+    groups = [
+        (i, [seed for seed in stack if not _unit_file(work_dir, seed, i).exists()]) for i, stack in run.stacks
+    ]
+    groups = [(i, group) for i, group in groups if group]
     # Every stack has one size, b: CPU kernels are chosen by batch size (~1e-7 relative in float32),
     # so a short group is padded with copies of its last point and a point's numbers depend on
     # (seed, step, b) only, not on which seeds a resume left to share its stack.
@@ -323,7 +334,7 @@ def measure_trajectories(
     )
     tables: dict[str, list[dict]] = {"global": [], "patches": [], "blocks": [], "attention": []}
     measure_seconds: list[float] = []
-    for seed, i in [(s, i) for s, _ in run.seeds for i in run.steps]:
+    for seed, i in [(s, i) for s, _ in run.seeds for i in run.steps if (s, i) in run.mine]:
         unit = json.loads(_unit_file(work_dir, seed, i).read_text())
         tables["global"].append(unit["global"])
         measure_seconds.append(float(unit.get("seconds", math.nan)))
@@ -356,7 +367,15 @@ def _write_tables(run: _RunPlan, out: JacobianFolder, tables: dict[str, list[dic
     ts, steps = run.ts, run.steps
     measured_t = [int(ts[i]) for i in steps]
     sparse = len(steps) < len(ts) and measured_t == representative_timesteps(ts, REPRESENTATIVE_STEPS)
-    if len(steps) == len(ts) or (sparse and run.config.rayleigh):
+    if (
+        run.shard.split
+    ):  # exponents need whole trajectories: pipeline.jacobian.pool writes them for all shards
+        seeds = [s for s, _ in run.seeds]
+        record = ShardRecord.of(
+            run.shard, seeds, steps, len(ts), run.seed_batch, run.config.chunk_size, run.mine
+        )
+        io.write_json(out / out.SHARD, record.to_json())
+    elif len(steps) == len(ts) or (sparse and run.config.rayleigh):
         out.write_table(
             out.LYAPUNOV, lyapunov_rows(tables["patches"], run.lam, run.f, ts if sparse else None)
         )
