@@ -371,8 +371,17 @@ def _write_tables(run: _RunPlan, out: JacobianFolder, tables: dict[str, list[dic
         run.shard.split
     ):  # exponents need whole trajectories: pipeline.jacobian.pool writes them for all shards
         seeds = [s for s, _ in run.seeds]
+        chain_t, chain_f = (ts, run.f) if sparse else ((), ())
         record = ShardRecord.of(
-            run.shard, seeds, steps, len(ts), run.seed_batch, run.config.chunk_size, run.mine
+            run.shard,
+            seeds,
+            steps,
+            len(ts),
+            run.seed_batch,
+            run.config.chunk_size,
+            run.mine,
+            chain_t,
+            chain_f,
         )
         io.write_json(out / out.SHARD, record.to_json())
     elif len(steps) == len(ts) or (sparse and run.config.rayleigh):
