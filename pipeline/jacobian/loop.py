@@ -174,9 +174,7 @@ def _plan_run(
     memory = None
     if mcfg.get("chunk_size") == "auto" or selection["seed_batch"] == "auto":
         # chunk size and seed batch from the device's free memory (pipeline.jacobian.memory)
-        memory = _memory_plan(
-            model, chain, Path(trajectories_dir), selection, {**mcfg, "patch_size": patch_size}
-        )
+        memory = _memory_plan(model, chain, Path(trajectories_dir), selection, mcfg, int(patch_size))
         mcfg["chunk_size"], selection["seed_batch"] = memory.chunk_size, memory.seed_batch
     config = MeasureConfig.from_dict(mcfg)
     stats = read_patch_stats(covariance_dir, with_full=False)
