@@ -24,7 +24,7 @@ from pipeline import io
 from pipeline.errors import InputFileError, InputMissingError, PipelineError
 from pipeline.jacobian.loop import lyapunov_rows
 from pipeline.jacobian.shards import ShardRecord
-from pipeline.outputs import JacobianFolder, read_meta
+from pipeline.outputs import JacobianFolder, read_meta, read_run_info
 from pipeline.runkeys import config_digest, key_sections, unsharded
 
 J = JacobianFolder
@@ -233,6 +233,14 @@ def pool_tables(folders: Sequence[str | Path], out_dir: str | Path) -> PoolResul
     if len(rec.steps) == rec.chain_steps:  # exponents are averages over the whole chain
         out.write_table(J.LYAPUNOV, pooled_lyapunov(io.read_csv(out / J.PATCHES), rec.steps))
         written.append(J.LYAPUNOV)
+    elif rec.chain_t:  # §7.7's representative steps: S_k,t interpolated onto the chain, as the unsplit run
+        rows = io.read_csv(out / J.PATCHES)
+        lam = np.empty(len(rec.chain_f[0]), dtype=np.float64)
+        for r in rows:
+            lam[int(r["k"])] = float(r["lambda_k"])
+        f = np.asarray(rec.chain_f, dtype=np.float64)
+        out.write_table(J.LYAPUNOV, lyapunov_rows(rows, lam, f, np.asarray(rec.chain_t)))
+        written.append(J.LYAPUNOV)
     proxies = [s for s in shards if (s.folder / J.PROXY).is_file()]
     if len(proxies) > 1:
         raise ShardMismatchError(
@@ -251,8 +259,9 @@ def pool_body(folders: Sequence[Path]):
     def body(ctx) -> None:
         ctx.inputs.update({f"shard-{i}": str(p) for i, p in enumerate(folders)})
         result = pool_tables(folders, ctx.out_dir)
+        # measuring time is how each shard's run went: its run.json, not its record
         seconds = [
-            float((read_meta(p) or {}).get("metrics", {}).get("seconds_measuring_total", np.nan))
+            float((read_run_info(p) or {}).get("metrics", {}).get("seconds_measuring_total", np.nan))
             for p in folders
         ]
         ctx.metrics.update(shards=float(result.shards), num_points=float(result.points))
