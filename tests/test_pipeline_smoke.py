@@ -36,10 +36,10 @@ def smoke_run(tmp_path_factory):
     return root, results, again, wall
 
 
-def test_smoke_runs_all_four_stages_quickly(smoke_run):
+def test_smoke_runs_all_four_stages_and_a_rerun_reuses_them(smoke_run):
     root, results, again, wall = smoke_run
+    # a figure, not a bound: speed is measured by the benchmarks (a timed test fails on a loaded machine)
     print(f"smoke preset, four stages in-process: {wall:.1f} s")
-    assert wall < 60, f"smoke preset took {wall:.1f} s (goal: under a minute)"
     for r in results:
         assert not r.skipped and (r.out_dir / "meta.json").is_file()
     # a rerun of the same config reuses every complete folder
