@@ -70,8 +70,8 @@ def test_every_stage_run_is_an_mlflow_run_with_params_and_metrics(smoke_run):
     logged = {a.path for a in client.list_artifacts(analysis.info.run_id)}
     assert {"report.html", "metrics.json", "figures"} <= logged
     for res in results:
-        meta = json.loads((res.out_dir / "meta.json").read_text())
-        assert meta["mlflow_run_id"] == res.run_id
+        info = json.loads((res.out_dir / "run.json").read_text())
+        assert info["mlflow_run_id"] == res.run_id
 
 
 def test_oracle_measurements_match_theorem_17(smoke_run):
