@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import io
-from pipeline.errors import InputMissingError, NonFiniteError, PipelineError
+from pipeline.errors import ConfigError, InputMissingError, NonFiniteError, PipelineError
 from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder
 from pipeline.sampler import read_trajectory_arrays
 
@@ -158,13 +158,14 @@ def measure_trajectories(
     config = MeasureConfig.from_dict(mcfg)
     stats = read_patch_stats(covariance_dir, with_full=False)
     if int(stats.patch_size) != int(patch_size):
-        raise ValueError(
-            f"patch.size={patch_size} but {covariance_dir} holds statistics for P={stats.patch_size}; "
-            "rerun the covariance stage with this patch.size"
+        raise ConfigError(
+            f"patch.size={patch_size} but {covariance_dir} holds statistics for P={stats.patch_size} — "
+            "rerun the covariance stage with this patch.size (force=true)"
         )
     if tuple(stats.image_shape) != tuple(model.image_shape):
-        raise ValueError(
-            f"covariance image shape {tuple(stats.image_shape)} != model's {tuple(model.image_shape)}"
+        raise ConfigError(
+            f"{covariance_dir} holds statistics of {tuple(stats.image_shape)} images, the model makes "
+            f"{tuple(model.image_shape)} — rerun the covariance stage with this dataset (force=true)"
         )
     grid = patch_grid(model.image_shape[1], model.image_shape[2], patch_size)
     lam = np.asarray(stats.lambda_k, dtype=np.float64)
