@@ -118,7 +118,7 @@ class Case:
     lost: Check | None = None
     owner: str = CLI
     base: str = "smoke"  # smoke | keyed (the smoke chain under run_key=k) | empty
-    timeout: float = 150.0
+    timeout: float = 240.0
     note: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
 
