@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
 from benchmarks.bad_inputs.catalogue import all_cases, select
-from benchmarks.bad_inputs.runner import shown
+from benchmarks.bad_inputs.runner import kill_live, shown
 from benchmarks.bad_inputs.spec import CATEGORIES, OWNERS
 from benchmarks.bad_inputs.tally import run_all
 
@@ -31,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         print("error: no case matches — see --list", file=sys.stderr)
         return 2
-    report = run_all(cases, jobs=a.jobs, work=a.keep, keep=a.keep is not None)
+    # SIGTERM ends the harness like Ctrl-C: the children running in their own sessions are killed
+    signal.signal(signal.SIGTERM, lambda *_: (kill_live(), os._exit(143)))
+    try:
+        report = run_all(cases, jobs=a.jobs, work=a.keep, keep=a.keep is not None)
+    except KeyboardInterrupt:
+        kill_live()
+        os._exit(130)  # the workers' threads would otherwise wait for commands that no longer run
     return 0 if not report.summary()["failing"] else 1
 
 

@@ -3,11 +3,12 @@ or key, with nothing half-written and nothing earlier touched."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from benchmarks.bad_inputs import evidence as ev
 from benchmarks.bad_inputs import plants
-from benchmarks.bad_inputs.spec import CLI, EITHER, RESULT, SCHEMA, Case
+from benchmarks.bad_inputs.spec import CLI, EITHER, RESULT, SCHEMA, Case, Plant
 
 CELEBA = ("dataset=celebahq", "dataset.resolution=16", "dataset.num_images=4", "dataset.root=imgs")
 CIFAR = (
@@ -55,6 +56,15 @@ def _schema_version(db: Path) -> None:
 
     with sqlite3.connect(db) as con:
         con.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+
+
+def _truncate_file(keep: int):
+    return lambda path: path.write_bytes(path.read_bytes()[:keep])
+
+
+def _artifacts_file(root: Path) -> None:
+    shutil.rmtree(root / "mlartifacts")
+    (root / "mlartifacts").write_text("x\n")
 
 
 def _db_folder(root: Path) -> None:
@@ -278,7 +288,7 @@ TRACKING = [
         "mlflow_db_corrupt",
         ("covariance", "force=true"),
         ("mlflow.db",),
-        [plants.damage("mlflow.db", b"not a database" * 100)],
+        [plants.damage("mlflow.db", b"not a database" * 100, protect=True)],
         owner=SCHEMA,
         category="tracking",
     ),
@@ -286,7 +296,7 @@ TRACKING = [
         "mlflow_db_truncated",
         ("covariance", "force=true"),
         ("mlflow.db",),
-        [plants.Plant(lambda r: (r / "mlflow.db").write_bytes((r / "mlflow.db").read_bytes()[:4096]))],
+        [plants.edit_store("mlflow.db", _truncate_file(4096))],
         owner=SCHEMA,
         category="tracking",
     ),
@@ -294,7 +304,7 @@ TRACKING = [
         "mlflow_db_is_a_folder",
         ("covariance", "force=true"),
         ("mlflow.db",),
-        [plants.Plant(_db_folder)],
+        [Plant(_db_folder)],
         owner=SCHEMA,
         category="tracking",
     ),
@@ -310,7 +320,7 @@ TRACKING = [
         "mlflow_db_newer_schema",
         ("covariance", "force=true"),
         ("mlflow.db",),
-        [plants.Plant(lambda r: _schema_version(r / "mlflow.db"))],
+        [plants.edit_store("mlflow.db", _schema_version)],
         owner=SCHEMA,
         category="tracking",
     ),
@@ -348,14 +358,7 @@ TRACKING = [
         "mlartifacts_is_a_file",
         ("covariance", "force=true"),
         ("mlartifacts",),
-        [
-            plants.Plant(
-                lambda r: (
-                    __import__("shutil").rmtree(r / "mlartifacts"),
-                    (r / "mlartifacts").write_text("x"),
-                )
-            )
-        ],
+        [Plant(_artifacts_file)],
         owner=SCHEMA,
         category="tracking",
     ),
@@ -372,7 +375,7 @@ TRACKING = [
         "tracking_off_with_broken_store",
         ("covariance", "force=true", "tracking.enabled=false"),
         (),
-        [plants.damage("mlflow.db", b"garbage")],
+        [plants.damage("mlflow.db", b"garbage", protect=True)],
         expect=RESULT,
         owner=SCHEMA,
         category="tracking",

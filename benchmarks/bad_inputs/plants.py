@@ -60,8 +60,9 @@ def inside(stage: str, name: str = "notes.txt", key: str | None = None) -> Plant
     return Plant(fn)
 
 
-def damage(pattern: str, data: bytes = b"garbage") -> Plant:
-    """Overwrite an existing file (a damaged output; still the pipeline's to recompute)."""
+def damage(pattern: str, data: bytes = b"garbage", protect: bool = False) -> Plant:
+    """Overwrite an existing file: a damaged output is still the pipeline's to recompute; a damaged
+    store the user keeps (``protect``, a plain path) must survive the command as it is."""
 
     def fn(root: Path) -> None:
         found = sorted(root.glob(pattern))
@@ -69,7 +70,7 @@ def damage(pattern: str, data: bytes = b"garbage") -> Plant:
             raise AssertionError(f"nothing matches {pattern}")
         found[0].write_bytes(data)
 
-    return Plant(fn)
+    return Plant(fn, protect=(pattern,) if protect else ())
 
 
 def delete(pattern: str) -> Plant:
@@ -177,6 +178,11 @@ def _ready(text: str) -> str:
     return (
         f"import os; open({READY!r} + '.tmp', 'w').write({text}); os.replace({READY!r} + '.tmp', {READY!r})"
     )
+
+
+def edit_store(rel: str, edit: Callable[[Path], None]) -> Plant:
+    """The user's tracking store, changed in place (truncated, another schema): it must survive as it is."""
+    return Plant(lambda root: edit(root / rel), protect=(rel,))
 
 
 def sqlite_locked(db: str = "mlflow.db") -> Background:

@@ -138,7 +138,8 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 @atexit.register
-def _kill_live() -> None:
+def kill_live() -> None:
+    """Kill every child still running (the harness is stopping)."""
     for proc in list(_LIVE):
         _kill(proc)
 
@@ -287,6 +288,7 @@ class Outcome:
     root: Path = Path()
     projects: Projects | None = None
     notes: list[str] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)  # files the command made or changed
 
     @property
     def passed(self) -> bool:
@@ -298,10 +300,21 @@ class Outcome:
         return found[0] if found else None
 
     def produced(self, stage: str) -> list[Path]:
-        """Folders of ``stage`` the command wrote or reused (from its own log lines)."""
+        """Folders of ``stage`` the command wrote (their meta.json is new or changed) or, when it wrote
+        none, reused (its log line naming the folder; else the stage's only finished folder)."""
+        written = sorted(
+            {(self.root / rel).parent for rel in self.changed if _is_meta_of(rel, stage)},
+            key=lambda p: (p / "meta.json").stat().st_mtime,
+        )
+        if written:
+            return written
         text = self.stdout + self.stderr
         paths = [Path(p) for p in _WROTE.findall(text) + _REUSED.findall(text)]
-        return [self.root / p for p in dict.fromkeys(paths) if len(p.parts) >= 2 and p.parts[-2] == stage]
+        logged = [self.root / p for p in dict.fromkeys(paths) if len(p.parts) >= 2 and p.parts[-2] == stage]
+        if logged:
+            return logged
+        finished = sorted((self.root / "outputs" / stage).glob("*/meta.json"))
+        return [finished[0].parent] if len(finished) == 1 else []
 
     def meta(self, folder: Path) -> dict[str, Any]:
         return json.loads((folder / "meta.json").read_text())
@@ -313,6 +326,11 @@ class Outcome:
     def reference(self, name: str, commands: Sequence[tuple[str, ...]]) -> Path:
         assert self.projects is not None
         return self.projects.reference(name, commands)
+
+
+def _is_meta_of(rel: str, stage: str) -> bool:
+    parts = rel.split("/")
+    return len(parts) == 4 and parts[:2] == ["outputs", stage] and parts[3] == "meta.json"
 
 
 def _apply(step, root: Path, env: dict[str, str], foreign: set[str]) -> None:
@@ -327,7 +345,7 @@ def _apply(step, root: Path, env: dict[str, str], foreign: set[str]) -> None:
         step.fn(root)
         if step.users:
             after = snapshot(root)
-            foreign.update(k for k in after if k not in before)
+            foreign.update(k for k in after if k not in before or k in step.protect)
             return
     after = snapshot(root)
     foreign.difference_update(k for k in before if before[k] != after.get(k))
@@ -363,6 +381,7 @@ def run_case(case: Case, projects: Projects, where: Path) -> Outcome:
         done.stderr,
         done.seconds,
     )
+    outcome.changed = {rel for rel, sha in after.items() if before.get(rel) != sha}
     outcome.kind, outcome.detail = classify(outcome, before, after, foreign)
     outcome.notes.extend(debris(case, before, after, done.code))
     return outcome

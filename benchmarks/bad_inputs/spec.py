@@ -71,6 +71,7 @@ class Plant:
 
     fn: Callable[[Path], Any]
     users: bool = True  # False: it moves the pipeline's own files about (they stay the pipeline's)
+    protect: tuple[str, ...] = ()  # existing files it changes that are the user's from then on
 
 
 @dataclass(frozen=True)
