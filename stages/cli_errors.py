@@ -177,6 +177,8 @@ def report(exc: BaseException, stream=None, job: str | None = None) -> int:
     stream = stream or sys.stderr
     line = one_line(exc)
     if line is None:
+        if job:
+            print(f"sweep job {job} failed:", file=stream)
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=stream)
         return EXIT_BUG
     print(f"error: {'sweep job ' + job + ': ' if job else ''}{line}", file=stream)
