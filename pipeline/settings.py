@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.runkeys import check_run_key
+from pipeline.runkeys import POOL, check_run_key
 
 # Keys a params file (dvc.yaml's params.yaml) never overrides: they choose where and how a
 # run executes, not what it computes, and dvc.yaml sets them on the command line.
@@ -60,8 +60,30 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
             f"points.seed_batch={seed_batch} — set it to a positive number of seeds measured together "
             "(1 = one point at a time), or auto (chosen from free device memory)"
         )
+    _check_shard(cfg.get("points") or {})
     if int(cfg.get("num_seeds", 1)) < 1:
         raise ConfigError(f"num_seeds={cfg.get('num_seeds')} — set num_seeds to at least 1")
+
+
+def _is_count(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _check_shard(points: Mapping[str, Any]) -> None:
+    """points.shards: into how many shards the protocol's points split; points.shard: which one this run is."""
+    shards, shard = points.get("shards", 1), points.get("shard", 0)
+    if shards is not None and not _is_count(shards, 1):
+        raise ConfigError(
+            f"points.shards={shards!r} — set it to the number of jobs the protocol's points are split over "
+            "(1 = one run measures them all)"
+        )
+    if shard == POOL and int(shards or 1) > 1:
+        return
+    if shard is not None and (not _is_count(shard, 0) or shard >= int(shards or 1)):
+        raise ConfigError(
+            f"points.shard={shard!r} is not one of 0..{int(shards or 1) - 1} (points.shards={shards}) — "
+            f"sweep points.shard over 0..N-1 together with points.shards=N ({POOL}: pool the N shards)"
+        )
 
 
 def prepare_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
