@@ -451,6 +451,9 @@ def classify(outcome: Outcome, before: dict[str, str], after: dict[str, str], fo
     loss = lost_files(case, before, after, foreign) or (case.lost(outcome) if case.lost else None)
     if loss:
         return spec.LOST, f"exit {outcome.code}; {loss}"
+    missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", outcome.stderr)
+    if missing:  # the environment changed under the run (a reinstall): not a result of the case
+        return spec.SETUP, f"the environment lacks the module {missing.group(1)}"
     if outcome.code == 0:
         problem = case.wrong(outcome) if case.wrong else None
         if problem:
