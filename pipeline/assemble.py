@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, InputMissingError, PipelineError
+from pipeline.lineage import InputSpec, input_record, stale_problem
 from pipeline.outputs import META, CovarianceFolder, JacobianFolder, TrajectoriesFolder
-from pipeline.runkeys import shard_of, with_shard
-from pipeline.runs import InputSpec, input_record, stage_dir, upstream_dir
+from pipeline.runkeys import STAGES, shard_of, with_shard
+from pipeline.runs import stage_dir, upstream_dir, verified_upstream
 from pipeline.settings import image_resolution
 
 MODEL_KINDS = ("gaussian_oracle", "unet")
@@ -43,14 +44,20 @@ def dataset_inputs(source) -> dict[str, InputSpec]:
     return {"dataset": [Path(f) for f in files]} if files else {}
 
 
+def check_not_stale(folders: Mapping[str, tuple[Path, Mapping[str, Any]]], needed_by: str) -> None:
+    """Refuse upstream folders that were made from other outputs than the ones beside them now
+    (a covariance recomputed after the trajectories or the jacobian ran)."""
+    problem = stale_problem(folders, needed_by)
+    if problem is not None:
+        raise PipelineError(problem)
+
+
 def covariance_folder(cfg: Mapping[str, Any], needed_by: str) -> CovarianceFolder:
     """The covariance stage's finished, unaltered folder for this config (verified once per run)."""
-    return CovarianceFolder(upstream_dir("covariance", cfg, needed_by))
+    return CovarianceFolder(verified_upstream("covariance", cfg, needed_by)[0])
 
 
-def trajectories_folder(cfg: Mapping[str, Any], needed_by: str) -> TrajectoriesFolder:
-    """The trajectories stage's finished folder, refused when it lacks one of this config's seeds."""
-    folder = TrajectoriesFolder(upstream_dir("trajectories", cfg, needed_by))
+def _with_all_seeds(folder: TrajectoriesFolder, cfg: Mapping[str, Any]) -> TrajectoriesFolder:
     # a finished folder missing a seed would be measured on fewer seeds without a word
     missing = folder.missing_seeds(seeds_of(cfg))
     if missing:
@@ -58,6 +65,24 @@ def trajectories_folder(cfg: Mapping[str, Any], needed_by: str) -> TrajectoriesF
             f"{folder.path} lacks the trajectories of seed(s) {missing} — rerun the trajectories stage with force=true"
         )
     return folder
+
+
+def trajectories_folder(cfg: Mapping[str, Any], needed_by: str) -> TrajectoriesFolder:
+    """The trajectories stage's finished folder, refused when it lacks one of this config's seeds."""
+    return _with_all_seeds(TrajectoriesFolder(verified_upstream("trajectories", cfg, needed_by)[0]), cfg)
+
+
+def analysis_upstream(cfg: Mapping[str, Any]) -> dict[str, Path | None]:
+    """The upstream folders the analysis reads: each one that exists verified once (its record, its
+    files, the config keys it was made under), and all made from one another's current outputs."""
+    found = {}
+    for stage in STAGES[:-1]:
+        folder = stage_dir(stage, cfg)
+        # a folder whose meta.json is unreadable is refused, never read as absent
+        if folder.is_dir() and any(folder.iterdir()):
+            found[stage] = verified_upstream(stage, cfg, needed_by="analysis")
+    check_not_stale(found, "analysis")
+    return {stage: found[stage][0] if stage in found else None for stage in STAGES[:-1]}
 
 
 @dataclass
@@ -90,7 +115,8 @@ def build_model(
             )
         schedule = schedule_from_config(cfg["schedule"])
         model = model_from_config(mcfg, schedule=schedule, gaussian=cov.gaussian_fit, **common)
-        return BuiltModel(model, {"model": cov.path}, cov)
+        # the oracle is the P-independent fit alone: a patch-size change of the covariance stage leaves it
+        return BuiltModel(model, {"model": cov.gaussian_fit}, cov)
     if kind == "unet":
         # the schedule group is used only by checkpoints without a scheduler config of their own
         schedule = schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None
@@ -124,8 +150,10 @@ class JacobianSetup:
 
 def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
     """Upstream folders (each verified once), the model and its chain, the proxy images, the inputs to hash."""
-    cov = covariance_folder(cfg, needed_by="jacobian")
-    traj = trajectories_folder(cfg, needed_by="jacobian")
+    upstream = {s: verified_upstream(s, cfg, needed_by="jacobian") for s in ("covariance", "trajectories")}
+    check_not_stale(upstream, "jacobian")
+    cov = CovarianceFolder(upstream["covariance"][0])
+    traj = _with_all_seeds(TrajectoriesFolder(upstream["trajectories"][0]), cfg)
     built = build_model(cfg, needed_by="jacobian", covariance=cov)
     # Table 10's proxy is not a point measurement: of a split protocol, shard 0 alone measures it; with
     # measure.tables, only for Table 10 (pipeline.jacobian.protocol.runs_proxy's rule, not imported so that

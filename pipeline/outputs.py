@@ -18,6 +18,9 @@ from pipeline import io
 from pipeline.errors import InputFileError
 
 META = "meta.json"
+# How one execution went (times, host, absolute paths, MLflow run, versions): beside meta.json, outside
+# what the record hashes and what DVC hashes (.dvcignore), so the folder's hashed bytes are reproducible.
+RUN = "run.json"
 
 
 class UnreadableMetaError(InputFileError):
@@ -43,6 +46,20 @@ def read_meta(folder: str | Path) -> dict[str, Any] | None:
     return obj
 
 
+def read_run_info(folder: str | Path) -> dict[str, Any] | None:
+    """How ``folder``'s outputs were made (run.json): None when absent, unreadable, or written for
+    another record than the folder's meta.json now holds (e.g. left behind by `dvc checkout`)."""
+    path = Path(folder) / RUN
+    try:
+        info = json.loads(path.read_text())
+        meta = read_meta(folder)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, UnreadableMetaError):
+        return None
+    if not isinstance(info, dict) or meta is None or info.get("record_sha256") != meta.get("record_sha256"):
+        return None
+    return info
+
+
 class StageFolder:
     """A stage's output folder ``outputs/<stage>/<run-key>/`` (or any folder holding its files)."""
 
@@ -65,8 +82,21 @@ class StageFolder:
         """The folder's meta.json (None when absent; UnreadableMetaError when broken)."""
         return read_meta(self.path)
 
+    def read_run_info(self) -> dict[str, Any] | None:
+        """The folder's run.json when it describes the record the folder holds, else None."""
+        return read_run_info(self.path)
+
     def is_nonempty_dir(self) -> bool:
         return self.path.is_dir() and any(self.path.iterdir())
+
+    def input_folder(self, stage: str) -> Path | None:
+        """The ``stage`` folder this folder's record names as an input (beside it under the same
+        outputs root: <root>/<stage>/<run key>), or None when it names none."""
+        meta = self.read_meta() or {}
+        for entry in (meta.get("input_hashes") or {}).values():
+            if isinstance(entry, dict) and entry.get("stage") == stage and entry.get("run_key"):
+                return self.path.parent.parent / stage / str(entry["run_key"])
+        return None
 
 
 class CovarianceFolder(StageFolder):

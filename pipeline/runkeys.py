@@ -41,9 +41,12 @@ def _plain(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "run"
 
 
-# The config sections whose values change a stage's numbers, upstream stages' included, so
-# a sweep over any knob never overwrites another run. Trajectories leave out `patch`: a
-# patch-size sweep reuses the (expensive) trajectories of one model.
+# The config sections whose values change a stage's numbers, upstream stages' included: declared
+# once per stage. They name its run key (a sweep over any knob never overwrites another run), key
+# its resumable units, are what its record (meta.json) holds and what a downstream stage checks an
+# upstream folder against (pipeline.lineage: the sections both depend on), and are its `params:` in
+# dvc.yaml (tests/test_dvc_graph.py keeps the two equal). Trajectories leave out `patch`: sampling
+# uses only the P-independent Gaussian fit, so a patch-size sweep reuses one model's trajectories.
 _KEY_SECTIONS: dict[str, tuple[str, ...]] = {
     "covariance": ("dataset", "covariance", "patch"),
     "trajectories": (

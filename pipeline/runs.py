@@ -2,15 +2,14 @@
 signals, MLflow — ``run_stage(stage, cfg, body, ...)``.
 
 A stage is an adapter: it assembles its objects (pipeline.assemble) and hands a body to run_stage,
-which owns everything around it. Folder layout beside a run folder ``<parent>/<key>``:
-``.lock-<key>`` (the writer lock), ``.work-<key>/`` (resumable units, kept across failures) and
-``.partial-<key>/`` (scratch, renamed into place when the body returns).
+which owns everything around it. The entries beside a run folder (lock, work, scratch) and what a run
+may remove are pipeline.workspace's; what its record holds is pipeline.lineage's. A run folder holds
+its outputs, meta.json (the record: deterministic, hashed by DVC) and run.json (how this execution
+went: wall time, host, absolute paths, MLflow run, versions; .dvcignore leaves it out).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import signal
@@ -18,7 +17,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,34 @@ from typing import Any
 from pipeline import io
 from pipeline.errors import ConfigError, InputMissingError, PipelineError
 from pipeline.invocation import dvc_invocation
-from pipeline.outputs import META, UnreadableMetaError, read_meta
+from pipeline.lineage import (
+    UNHASHED,
+    InputSpec,
+    input_record,
+    key_differences,
+    lineage_problem,
+    record_config,
+    record_problem,
+    rerun_hint,
+    seal,
+    where_inputs_are,
+)
+from pipeline.outputs import META, RUN, UnreadableMetaError, read_meta, read_run_info
 from pipeline.provenance import git_revision, machine, package_versions
 from pipeline.runkeys import config_digest, key_sections, run_key
 from pipeline.tracking import Tracker, system_tags
+from pipeline.workspace import (
+    claim_scratch,
+    clean_stale,
+    drop_unitless_work,
+    foreign_files,
+    lock_path,
+    mark_scratch,
+    prepare_work,
+    scratch_path,
+    unmark_scratch,
+    work_path,
+)
 
 log = logging.getLogger("pifs")
 
@@ -41,23 +64,6 @@ def outputs_root(cfg: Mapping[str, Any]) -> Path:
 def stage_dir(stage: str, cfg: Mapping[str, Any]) -> Path:
     """outputs/<stage>/<run-key>/ for this config."""
     return outputs_root(cfg) / stage / run_key(stage, cfg)
-
-
-# Entries beside a run folder <parent>/<name> that belong to its run. Run keys never start with a
-# dot and each prefix differs from the others in its first letter, so no two runs' entries collide.
-def lock_path(final: Path) -> Path:
-    return final.parent / f".lock-{final.name}"
-
-
-def work_path(final: Path) -> Path:
-    return final.parent / f".work-{final.name}"
-
-
-def scratch_path(final: Path) -> Path:
-    return final.parent / f".partial-{final.name}"
-
-
-_WORK_RECORD = "work.json"
 
 
 def _meta_or_none(folder: Path) -> dict[str, Any] | None:
@@ -95,7 +101,7 @@ def verify_outputs(folder: Path, meta: Mapping[str, Any]) -> str | None:
     recorded = meta.get("outputs")
     if not isinstance(recorded, dict):
         return "its meta.json records no output hashes (written by an older version)"
-    actual = io.tree_sha256(folder, exclude=(META,))
+    actual = io.tree_sha256(folder, exclude=UNHASHED)
     for name, sha in sorted(recorded.items()):
         if name not in actual:
             return f"{folder / name} is missing"
@@ -107,54 +113,44 @@ def verify_outputs(folder: Path, meta: Mapping[str, Any]) -> str | None:
     return None
 
 
-def upstream_dir(stage: str, cfg: Mapping[str, Any], needed_by: str) -> Path:
-    """The completed, unaltered output folder of an upstream stage, or a clear error saying what to run."""
+def verified_upstream(stage: str, cfg: Mapping[str, Any], needed_by: str) -> tuple[Path, dict[str, Any]]:
+    """The completed, unaltered output folder of an upstream stage made under this run's values of
+    every key both stages depend on, with its record; else a one-line error saying what to run."""
     folder = stage_dir(stage, cfg)
+    rerun = f"rerun `python -m stages.{stage}` with the same overrides (or `dvc repro`)"
     try:
         meta = read_meta(folder)
     except UnreadableMetaError as e:
         raise InputMissingError(
             f"{needed_by} cannot use {folder}: its meta.json is unreadable, so it is not a finished "
-            f"{stage} run — rerun `python -m stages.{stage}` with the same overrides (or `dvc repro`)"
+            f"{stage} run — {rerun}"
         ) from e
     if meta is None and folder.is_dir() and any(folder.iterdir()):
         raise InputMissingError(
-            f"{needed_by} cannot use {folder}: its meta.json is missing, so it is not a finished "
-            f"{stage} run — rerun `python -m stages.{stage}` with the same overrides (or `dvc repro`)"
+            f"{needed_by} cannot use {folder}: its meta.json is missing, so it is not a finished {stage} run — {rerun}"
         )
     if meta is None:
         raise InputMissingError(
             f"{needed_by} needs the {stage} stage's outputs at {folder}, which do not exist — run "
             f"`python -m stages.{stage}` with the same overrides first (or `dvc repro`)"
         )
-    problem = verify_outputs(folder, meta)
-    if problem is not None:
+    if meta.get("stage") != stage:
         raise PipelineError(
-            f"{needed_by} cannot use {folder}: {problem} — rerun `python -m stages.{stage}` with the same "
-            "overrides (it recomputes a folder whose files changed), or `dvc repro`"
+            f"{needed_by} cannot use {folder}: its meta.json says it is a {meta.get('stage')!r} output, "
+            f"not a {stage} one — {rerun}"
         )
-    return folder
+    problem = record_problem(meta) or verify_outputs(folder, meta)
+    if problem is not None:
+        raise PipelineError(f"{needed_by} cannot use {folder}: {problem} — {rerun_hint(stage)}")
+    problem = lineage_problem(stage, folder, meta, cfg, needed_by)
+    if problem is not None:
+        raise PipelineError(problem)
+    return folder, meta
 
 
-InputSpec = Path | str | Sequence[Path]
-
-
-def input_record(value: InputSpec) -> dict[str, Any]:
-    """{"path", "sha256"[, "files"]} of one input: a stage folder (its recorded output hashes, checked),
-    a file, a folder, a list of files, or a plain string (e.g. a resolved hub revision)."""
-    if isinstance(value, str) and not Path(value).exists():
-        return {"value": value, "sha256": io.digest_of(value)}
-    if isinstance(value, (str, Path)):
-        path = Path(value)
-        meta = _meta_or_none(path) if path.is_dir() else None
-        if meta is not None and isinstance(meta.get("outputs"), dict) and meta.get("stage"):
-            return {"path": str(path), "stage": meta["stage"], "sha256": io.digest_of(meta["outputs"])}
-        if path.is_dir():
-            files = io.tree_sha256(path)
-            return {"path": str(path), "sha256": io.digest_of(files), "files": files}
-        return {"path": str(path), "sha256": io.sha256_file(path)}
-    files = {str(Path(p)): io.sha256_file(p) for p in value}
-    return {"sha256": io.digest_of(files), "files": files}
+def upstream_dir(stage: str, cfg: Mapping[str, Any], needed_by: str) -> Path:
+    """The upstream folder of :func:`verified_upstream`, without its record."""
+    return verified_upstream(stage, cfg, needed_by)[0]
 
 
 def _input_digests(inputs: Mapping[str, InputSpec]) -> dict[str, dict[str, Any]]:
@@ -165,6 +161,9 @@ def _reuse_problem(final: Path, meta: Mapping[str, Any] | None, digest: str, inp
     """None when ``final`` can be reused as this run's result, else why it cannot."""
     if meta is None:
         return "no completed output"
+    problem = record_problem(meta)
+    if problem is not None:
+        return problem
     if meta.get("config_digest") != digest:
         return f"it was made with another config (digest {meta.get('config_digest')}, now {digest})"
     recorded = {k: (v or {}).get("sha256") for k, v in (meta.get("input_hashes") or {}).items()}
@@ -173,81 +172,6 @@ def _reuse_problem(final: Path, meta: Mapping[str, Any] | None, digest: str, inp
         changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
         return f"its inputs changed ({', '.join(changed)})"
     return verify_outputs(final, meta)
-
-
-def _drop_unitless_work(work: Path) -> None:
-    """A failed run that finished no unit leaves nothing to resume: its work folder goes with it."""
-    if work.is_dir() and not any(p.is_file() and p.name != _WORK_RECORD for p in work.rglob("*")):
-        io.remove_path(work)
-
-
-def _held_unit_digest(work: Path) -> str | None:
-    try:
-        return json.loads((work / _WORK_RECORD).read_text()).get("unit_digest")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _prepare_work(work: Path, stage: str, unit_digest: str) -> None:
-    """Keep the work folder's resumable units only if they were made for exactly this run's units."""
-    if work.is_dir() and any(work.iterdir()):
-        held = _held_unit_digest(work)
-        if held != unit_digest:
-            n = sum(1 for p in work.rglob("*") if p.is_file() and p.name != _WORK_RECORD)
-            log.warning(
-                "%s: discarding %d resumable file(s) in %s: they were made for another config or other "
-                "inputs (unit digest %s, this run %s); units are never mixed",
-                stage,
-                n,
-                work,
-                held,
-                unit_digest,
-            )
-            io.remove_path(work)
-        elif any(p.name != _WORK_RECORD for p in work.iterdir()):
-            log.info("%s: resuming from the units in %s", stage, work)
-    work.mkdir(parents=True, exist_ok=True)
-    io.write_json(work / _WORK_RECORD, {"stage": stage, "unit_digest": unit_digest})
-
-
-@contextlib.contextmanager
-def _held_if_free(lock: Path) -> Iterator[bool]:
-    """Hold ``lock`` for the block when no writer holds it; yield whether it is held."""
-    try:
-        with io.writer_lock(lock, str(lock)):
-            yield True
-    except io.FolderBusyError:
-        yield False
-
-
-def clean_stale(parent: Path) -> list[Path]:
-    """Remove scratch left by killed runs, and work folders no run can resume, where no writer holds the lock.
-
-    Scratch (``.partial-<key>``, and its ``.old``) is never resumable. A work folder is removed when
-    it holds no units, or when the complete output beside it was made from the same units.
-    """
-    removed: list[Path] = []
-    if not parent.is_dir():
-        return removed
-    for entry in sorted(parent.iterdir()):
-        name = entry.name
-        for prefix in (".partial-", ".work-"):
-            if not name.startswith(prefix):
-                continue
-            key = name[len(prefix) :].removesuffix(".old")
-            if prefix == ".work-":
-                units = [p for p in entry.rglob("*") if p.is_file() and p.name != _WORK_RECORD]
-                meta = _meta_or_none(parent / key)
-                held = _held_unit_digest(entry)
-                if units and not (meta and held and meta.get("unit_digest") == held):
-                    continue
-            with _held_if_free(parent / f".lock-{key}") as held_lock:
-                if held_lock and entry.exists():
-                    io.remove_path(entry)
-                    removed.append(entry)
-    for path in removed:
-        log.info("removed %s (left by a run that has ended)", path)
-    return removed
 
 
 class StageInterrupted(SystemExit):
@@ -367,6 +291,15 @@ class _Run:
         return work_path(self.final)
 
 
+# where a run was started from (a SLURM job, a DVC experiment, a Hydra sweep): MLflow tags and run.json
+_ENV_TAGS = (
+    ("SLURM_JOB_ID", "slurm_job_id"),
+    ("SLURM_ARRAY_JOB_ID", "slurm_array_job_id"),
+    ("DVC_EXP_NAME", "dvc_experiment"),
+    ("PIFS_SWEEP_ID", "sweep_id"),
+)
+
+
 def _tags(run: _Run, digest: str, rev: str) -> dict[str, str]:
     tags = {
         "stage": run.stage,
@@ -376,12 +309,7 @@ def _tags(run: _Run, digest: str, rev: str) -> dict[str, str]:
         "host": socket.gethostname(),
         **system_tags(f"{run.stage}:{run.key}", f"stages.{run.stage}", rev),
     }
-    for env, tag in (
-        ("SLURM_JOB_ID", "slurm_job_id"),
-        ("SLURM_ARRAY_JOB_ID", "slurm_array_job_id"),
-        ("DVC_EXP_NAME", "dvc_experiment"),
-        ("PIFS_SWEEP_ID", "sweep_id"),
-    ):
+    for env, tag in _ENV_TAGS:
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
@@ -405,37 +333,89 @@ def _start_tracker(run: _Run, digest: str, rev: str) -> Tracker:
     return tracker
 
 
-def _meta_record(run: _Run, ctx: StageContext, digests: dict[str, Any], rev: str, wall: float) -> dict:
+# Metrics that describe how a run went, not what it computed (throughput, resumed units, sizes the
+# memory model chose for this device): MLflow and run.json hold them, the record never does.
+EXECUTION_METRICS = frozenset(
+    {
+        "seeds_resumed",
+        "images_per_s",
+        "seconds_per_point_mean",
+        "seconds_measuring_total",
+        "chunk_size",
+        "seed_batch",
+        "wall_s",
+    }
+)
+
+
+def _record(run: _Run, ctx: StageContext, digests: dict[str, Any]) -> dict[str, Any]:
+    """meta.json: what the outputs are and what made them, sealed; the same bytes on any machine."""
+    return seal(
+        {
+            "stage": run.stage,
+            "run_key": run.key,
+            "config_digest": digests["config"],
+            "unit_digest": digests["unit"],
+            "config": record_config(run.stage, run.cfg),
+            "input_hashes": digests["inputs"],
+            "outputs": io.tree_sha256(ctx.out_dir, exclude=UNHASHED),
+            "metrics": {k: v for k, v in sorted(ctx.metrics.items()) if k not in EXECUTION_METRICS},
+        }
+    )
+
+
+def _run_info(
+    run: _Run, ctx: StageContext, record: Mapping[str, Any], where: dict[str, Any], rev: str, wall: float
+) -> dict:
+    """run.json: how this execution went, for the record it produced (never hashed by DVC)."""
+    tcfg = run.cfg.get("tracking") or {}
     return {
+        "record_sha256": record["record_sha256"],
         "stage": run.stage,
         "run_key": run.key,
-        "config_digest": digests["config"],
-        "unit_digest": digests["unit"],
+        "folder": str(run.final.absolute()),
+        "inputs": {**where, **ctx.inputs},
         "config": run.cfg,
-        "inputs": ctx.inputs,
-        "input_hashes": digests["inputs"],
-        "outputs": io.tree_sha256(ctx.out_dir, exclude=(META,)),
-        "metrics": ctx.metrics,
+        "metrics": {k: v for k, v in sorted(ctx.metrics.items()) if k in EXECUTION_METRICS},
         "versions": package_versions(),
         "git_revision": rev,
         "machine": machine(),
         "wall_time_s": wall,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "mlflow_run_id": ctx.tracker.run_id,
         "mlflow_tracking_uri": ctx.tracker.tracking_uri,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "mlflow_experiment": tcfg.get("experiment", "pifs-repro") if tcfg.get("enabled", True) else None,
+        **{tag: os.environ[env] for env, tag in _ENV_TAGS if os.environ.get(env)},
     }
+
+
+def _refuse_replacing_a_sibling_job(run: _Run, meta: Mapping[str, Any] | None, digest: str) -> None:
+    """A sweep's job never replaces the result another job of the same sweep wrote under other values
+    (a fixed run_key over ``seed=0,5``): that job's folder is its result, not stale output."""
+    sweep = os.environ.get("PIFS_SWEEP_ID")
+    if not sweep or meta is None or meta.get("config_digest") == digest:
+        return
+    if (read_run_info(run.final) or {}).get("sweep_id") != sweep:
+        return
+    diffs = key_differences(run.stage, meta, run.cfg, run.stage)
+    what = f" ({diffs[0][0]}={diffs[0][1]!r} there, {diffs[0][2]!r} here)" if diffs else ""
+    raise ConfigError(
+        f"run_key={run.key}: {run.final} holds the result of another job of this sweep ({sweep}) made under "
+        f"other values{what} — drop run_key so that each job derives its own folder name"
+    )
 
 
 def _run_locked(run: _Run, body, artifacts, inputs) -> StageResult:
     check_replaceable(
         run.final, run.stage, run.what
     )  # again under the lock: another writer may have been first
-    io.remove_path(scratch_path(run.final))  # a killed run's scratch; nobody else can be writing it now
+    claim_scratch(run.final, run.stage)  # a killed run's scratch; nobody else can be writing it now
     if run.what == "run_key":  # <paths.outputs>/<stage>/ holds only runs' folders; a chosen out_dir's may not
-        clean_stale(run.final.parent)
+        clean_stale(run.final.parent, run.stage)
     digest = config_digest(run.cfg, key_sections(run.stage))
     input_hashes = _input_digests(inputs)
     meta = _meta_or_none(run.final)
+    _refuse_replacing_a_sibling_job(run, meta, digest)
     why = _reuse_problem(run.final, meta, digest, input_hashes)
     if why is None and not run.cfg.get("force"):
         log.info(
@@ -443,8 +423,15 @@ def _run_locked(run: _Run, body, artifacts, inputs) -> StageResult:
             run.stage,
             run.final,
         )
-        return StageResult(
-            run.stage, run.final.absolute(), meta.get("mlflow_run_id"), True, meta.get("metrics", {}), 0.0
+        info = read_run_info(run.final) or {}
+        metrics = {**meta.get("metrics", {}), **info.get("metrics", {})}
+        return StageResult(run.stage, run.final.absolute(), info.get("mlflow_run_id"), True, metrics, 0.0)
+    foreign = foreign_files(run.final, meta)
+    if foreign:
+        raise ConfigError(
+            f"{run.final} holds {', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}, which no "
+            f"{run.stage} run wrote (not among the outputs its meta.json records), and recomputing replaces "
+            "the whole folder — move them out of it, then rerun"
         )
     if meta is not None:
         log.info("%s: recomputing %s: %s", run.stage, run.final, "force=true" if why is None else why)
@@ -457,8 +444,13 @@ def _run_locked(run: _Run, body, artifacts, inputs) -> StageResult:
             "inputs": input_hashes,
         }
     )
-    _prepare_work(run.work, run.stage, unit_digest)
-    digests = {"config": digest, "unit": unit_digest, "inputs": input_hashes}
+    prepare_work(run.work, run.stage, unit_digest)
+    digests = {
+        "config": digest,
+        "unit": unit_digest,
+        "inputs": input_hashes,
+        "where": where_inputs_are(inputs),
+    }
     return _execute(run, body, artifacts, digests)
 
 
@@ -472,20 +464,24 @@ def _execute(run: _Run, body, artifacts, digests: dict[str, Any]) -> StageResult
         with signals:
             tracker = _start_tracker(run, digests["config"], rev)
             with io.atomic_dir(run.final, scratch=scratch_path(run.final)) as tmp:
+                mark_scratch(tmp, run.stage)  # so that only a run of this stage ever removes it
                 ctx = StageContext(run.stage, run.cfg, run.key, tmp, run.final, run.work, tracker)
                 body(ctx)
+                unmark_scratch(tmp)
                 wall = time.time() - t0
-                io.write_json(tmp / META, _meta_record(run, ctx, digests, rev, wall))
+                record = _record(run, ctx, digests)
+                io.write_json(tmp / META, record)
+                io.write_json(tmp / RUN, _run_info(run, ctx, record, digests["where"], rev, wall))
                 # the result is complete: a signal from here on waits until it is published
                 signals.defer()
             tracker.log_metrics({**ctx.metrics, "wall_time_s": wall})
-            for name in (META, *artifacts):
+            for name in (META, RUN, *artifacts):
                 path = run.final / name
                 if path.exists():
                     tracker.log_artifact(path)
             tracker.finish("FINISHED")
     except StageInterrupted as exc:
-        _drop_unitless_work(run.work)
+        drop_unitless_work(run.work)
         tracker.set_tags(
             {"error": f"stopped by signal {exc.signum}; the work folder {run.work} is kept for resume"}
         )
@@ -501,7 +497,7 @@ def _execute(run: _Run, body, artifacts, digests: dict[str, Any]) -> StageResult
     except BaseException as exc:
         tracker.set_tags({"error": "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]})
         tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        _drop_unitless_work(run.work)
+        drop_unitless_work(run.work)
         raise
     io.remove_path(run.work)
     log.info("%s: wrote %s in %.1f s (MLflow run %s)", run.stage, run.final, wall, tracker.run_id)

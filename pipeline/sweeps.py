@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import CommandLineParser
-from pipeline.outputs import read_meta
+from pipeline.outputs import read_meta, read_run_info
 
 SWEEP_TAG = "sweep_id"
 ROLE_TAG = "pifs.role"
@@ -157,7 +157,7 @@ def latest_sweep_id(tracking_uri: str | None = None) -> str | None:
 def runs_from_sweep_dir(sweep_dir: str | Path) -> list[SweepRun]:
     """The jobs recorded under a Hydra sweep folder (``<dir>/sweep.json``, ``<dir>/*/pifs_job.json``).
 
-    Metrics come from each job's meta.json. A job that never reached its end (killed, node
+    Metrics come from each job's meta.json and run.json. A job that never reached its end (killed, node
     lost) has no record: compare ``len(...)`` with the number of job folders.
     """
     root = Path(sweep_dir)
@@ -185,7 +185,10 @@ def runs_from_sweep_dir(sweep_dir: str | Path) -> list[SweepRun]:
         )
         m = read_meta(run.out_dir) if run.out_dir else None
         if m is not None:
-            run.metrics = {k: float(v) for k, v in m.get("metrics", {}).items()}
+            # what the outputs are (meta.json) and how the run went (run.json: throughput, resumed units)
+            info = read_run_info(run.out_dir) or {}
+            metrics = {**m.get("metrics", {}), **info.get("metrics", {})}
+            run.metrics = {k: float(v) for k, v in metrics.items()}
             from pipeline.tracking import flatten
 
             run.params = {k: str(v) for k, v in flatten(m.get("config", {})).items()}

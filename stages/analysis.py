@@ -16,10 +16,11 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.analysis.build import analysis_body
+from pipeline.assemble import analysis_upstream
 from pipeline.errors import ConfigError, InputMissingError
 from pipeline.outputs import META, AnalysisFolder, read_meta
 from pipeline.runkeys import POOL, shard_of, unsharded, with_shard
-from pipeline.runs import StageResult, run_stage, stage_dir, upstream_dir
+from pipeline.runs import StageResult, run_stage, stage_dir
 from pipeline.settings import prepare_config
 from stages.cli_errors import in_job, run_cli
 
@@ -54,12 +55,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
                 f"analysis.compare lists {folder}, which is not a finished jacobian run folder — "
                 "list outputs/jacobian/ for the run keys and fix analysis.compare"
             )
-    upstream = {}
-    for s in ("covariance", "trajectories", "jacobian"):
-        # an upstream folder that exists must still hold the files its meta.json hashed
-        # (a folder whose meta.json is unreadable is refused, never read as absent)
-        d = stage_dir(s, cfg)
-        upstream[s] = upstream_dir(s, cfg, needed_by="analysis") if d.is_dir() and any(d.iterdir()) else None
+    upstream = analysis_upstream(cfg)
 
     return run_stage(
         "analysis",

@@ -34,7 +34,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.outputs import UnreadableMetaError, read_meta
+from pipeline.outputs import UnreadableMetaError, read_meta, read_run_info
 
 log = logging.getLogger("pifs")
 
@@ -69,6 +69,23 @@ def overlapping_seeds(ranges: list[tuple[int, int]]) -> list[tuple[int, int, lis
         for j in range(i + 1, len(sets))
         if sets[i] & sets[j]
     ]
+
+
+def fixed_key_sweep(run_key: Any, overrides: list[str]) -> str | None:
+    """Why a sweep cannot run: several jobs that would all write one fixed run_key folder (each job
+    would replace the one before, all COMPLETED); None when every job gets its own folder."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = [o for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+    keyed = [o for o in swept if o.key_or_group == "run_key"]
+    others = [o.input_line for o in swept if o.key_or_group != "run_key"]
+    if not others or (not keyed and run_key in (None, "")):
+        return None  # one job, only run_key swept, or every job derives its own folder name
+    fixed = keyed[0].input_line if keyed else f"run_key={run_key}"
+    return (
+        f"{fixed} is fixed while this sweep varies {', '.join(others)}: its jobs would write the same "
+        "output folder — drop run_key (each job then derives its own folder name from its config)"
+    )
 
 
 def _swept_values(overrides: list[str], key: str, default: Any) -> list[Any]:
@@ -118,6 +135,16 @@ class SweepTracking(Callback):
 
     # -- submitting process -------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # said before any job starts; Hydra turns a callback's exception into a warning and goes on, so
+        # the refusal itself is the second job's (pipeline.runs: a sweep's job never replaces another's)
+        problem = fixed_key_sweep(
+            OmegaConf.select(config, "run_key", default=None),
+            list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False)),
+        )
+        if problem is not None:
+            log.warning(
+                "%s", problem.replace(" — ", "; a job finding another job's result there is refused — ", 1)
+            )
         if not self.enabled:
             return
         # an outer driver (e.g. a script running several sweeps as one) may fix the id
@@ -245,6 +272,7 @@ class SweepTracking(Callback):
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         meta = None
+        info: dict[str, Any] = {}
         out_dir = self._output_folder(stage, config)
         if out_dir is not None:
             record["out_dir"] = str(out_dir.resolve())
@@ -253,9 +281,11 @@ class SweepTracking(Callback):
                 with contextlib.suppress(UnreadableMetaError):
                     meta = read_meta(out_dir)
                 if meta is not None:
-                    record["mlflow_run_id"] = meta.get("mlflow_run_id")
+                    # how the job's result was made (its MLflow run) is in run.json, not the record
+                    info = read_run_info(out_dir) or {}
+                    record["mlflow_run_id"] = info.get("mlflow_run_id")
         if meta is not None and self.tracking_uri and record["mlflow_run_id"]:
-            record["reused"], record["mlflow_run_id"] = self._tag_run(record, meta)
+            record["reused"], record["mlflow_run_id"] = self._tag_run(record, meta, info)
         _write_json(Path(str(config.hydra.runtime.output_dir)) / JOB_RECORD, record)
 
     @staticmethod
@@ -274,7 +304,9 @@ class SweepTracking(Callback):
         except Exception:
             return None
 
-    def _tag_run(self, record: dict[str, Any], meta: dict[str, Any]) -> tuple[bool, str]:
+    def _tag_run(
+        self, record: dict[str, Any], meta: dict[str, Any], info: dict[str, Any]
+    ) -> tuple[bool, str]:
         """Tag this job's run; a reused result gets a child run pointing at the original."""
         from mlflow.tracking import MlflowClient
 
@@ -291,7 +323,7 @@ class SweepTracking(Callback):
             tracker = Tracker.start(
                 enabled=True,
                 uri=self.tracking_uri,
-                experiment=meta.get("config", {}).get("tracking", {}).get("experiment", "pifs-repro"),
+                experiment=info.get("mlflow_experiment") or "pifs-repro",
                 run_name=f"{record['stage']}:{record['run_key']} (reused)",
                 tags={
                     "stage": record["stage"],
@@ -302,7 +334,7 @@ class SweepTracking(Callback):
                 },
                 parent_run_id=self.parent_run_id,
             )
-            tracker.log_metrics(meta.get("metrics", {}))
+            tracker.log_metrics({**meta.get("metrics", {}), **info.get("metrics", {})})
             tracker.finish("FINISHED")
             run_id = tracker.run_id
         from pipeline.tracking import retry_on_lock

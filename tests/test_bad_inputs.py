@@ -244,12 +244,14 @@ def _as_recorded(stage: str, plant: Callable[[Path], None]) -> Callable[[Path], 
         import json
 
         from pipeline import io
+        from pipeline.lineage import UNHASHED, seal
 
         plant(root)
         folder = _first(root, f"outputs/{stage}/*/meta.json").parent
         meta = json.loads((folder / "meta.json").read_text())
-        meta["outputs"] = io.tree_sha256(folder, exclude=("meta.json",))
-        (folder / "meta.json").write_text(json.dumps(meta))
+        meta["outputs"] = io.tree_sha256(folder, exclude=UNHASHED)
+        # sealed again, as the stage would have: the record hash is one of the hashes that catch a hand edit
+        (folder / "meta.json").write_text(json.dumps(seal(meta)))
 
     return plant_recorded
 

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from pipeline.runkeys import STAGES, key_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("pipeline", "stages")
@@ -67,8 +68,22 @@ def import_closure(root: Path, module: str) -> set[str]:
     return {f.relative_to(root).as_posix() for f in seen.values()}
 
 
-def _stages() -> dict[str, dict]:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+def _stages(root: Path = ROOT) -> dict[str, dict]:
+    """dvc.yaml's stages as DVC itself resolves them (``foreach`` over the two chains): ``<stage>@<chain>``
+    -> its deps (paths), params ({params file: keys}) and outs."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        out = {}
+        for s in repo.index.stages:
+            params = {d.def_path: list(d.params) for d in s.deps if hasattr(d, "params")}
+            deps = [d.def_path for d in s.deps if not hasattr(d, "params")]
+            out[s.addressing] = {"deps": deps, "params": params, "outs": [o.def_path for o in s.outs]}
+        return out
+
+
+def _script(name: str) -> str:
+    return name.split("@")[0]
 
 
 def _code_deps(stage: dict) -> list[str]:
@@ -87,15 +102,30 @@ def _py_files(rel: str) -> set[str]:
     }
 
 
-def test_dvcignore_leaves_out_what_no_stage_imports():
+def test_dvcignore_leaves_out_what_no_stage_imports_and_how_a_run_executed():
     ignored = {line.strip() for line in (ROOT / ".dvcignore").read_text().splitlines()}
     assert {"__pycache__/", "*.pyc", "__main__.py"} <= ignored
+    assert "/outputs/*/*/run.json" in ignored  # execution details never reach a DVC hash
+
+
+def test_no_dep_is_an_empty_file():
+    """DVC warns "'<file>' is empty." for every stage and every run that lists one (a package's bare
+    __init__.py): each module a stage imports says what it is in a docstring."""
+    empty = sorted(
+        {
+            d
+            for st in _stages().values()
+            for d in st["deps"]
+            if (ROOT / d).is_file() and not (ROOT / d).stat().st_size
+        }
+    )
+    assert empty == []
 
 
 @pytest.mark.parametrize("name", sorted(_stages()))
 def test_stage_deps_are_exactly_the_modules_it_imports(name):
     stage = _stages()[name]
-    script = name.removesuffix("_learned")
+    script = _script(name)
     imported = import_closure(ROOT, f"stages.{script}")
     assert f"stages/{script}.py" in imported
     deps = _code_deps(stage)
@@ -114,7 +144,7 @@ def test_stage_deps_are_exactly_the_modules_it_imports(name):
 def test_data_files_beside_imported_modules_are_deps():
     """Templates or tables shipped inside an imported subpackage are read by it: they must rerun the stage."""
     for name, stage in _stages().items():
-        imported = import_closure(ROOT, f"stages.{name.removesuffix('_learned')}")
+        imported = import_closure(ROOT, f"stages.{_script(name)}")
         packages = {Path(f).parent for f in imported if f.endswith("__init__.py") and len(Path(f).parts) > 2}
         deps = [ROOT / d for d in _code_deps(stage)]
         for pkg in packages:
@@ -122,6 +152,25 @@ def test_data_files_beside_imported_modules_are_deps():
                 if not f.is_file() or f.suffix in (".py", ".pyc") or "__pycache__" in f.parts:
                     continue
                 assert any(f == d or d in f.parents for d in deps), f"{name}: {f.relative_to(ROOT)} is no dep"
+
+
+def test_both_chains_run_every_stage_on_their_own_params_file():
+    chains = {"dvc": "params.yaml", "dvc_learned": "params_learned.yaml"}
+    assert sorted(_stages()) == sorted(f"{s}@{c}" for s in STAGES for c in chains)
+    for name, stage in _stages().items():
+        chain = name.split("@")[1]
+        assert list(stage["params"]) == [chains[chain]] and stage["outs"] == [
+            f"outputs/{_script(name)}/{chain}"
+        ]
+
+
+@pytest.mark.parametrize("name", sorted(_stages()))
+def test_stage_params_are_the_keys_its_outputs_depend_on(name):
+    """dvc.yaml's params are pipeline.runkeys' table: what names run keys, keys the record and is
+    checked against upstream folders (lineage); `patch.size` beside `patch` for DVC's run-cache."""
+    (keys,) = _stages()[name]["params"].values()
+    assert [k for k in keys if k != "patch.size"] == list(key_sections(_script(name)))
+    assert ("patch.size" in keys) == ("patch" in keys)
 
 
 def test_the_walk_follows_relative_and_function_level_imports(tmp_path):
@@ -188,7 +237,7 @@ def test_editing_the_jacobian_loop_reruns_exactly_the_jacobian_stages(tmp_path):
     for f in ("dvc.yaml", "params.yaml", "params_learned.yaml", ".dvcignore"):
         shutil.copy(ROOT / f, tmp_path / f)
     _dvc(["init", "--no-scm", "-q"], tmp_path)
-    for stage in _stages().values():  # stand-in outputs: the graph, not the numbers, is under test
+    for stage in _stages(tmp_path).values():  # stand-in outputs: the graph, not the numbers, is under test
         for out in stage["outs"]:
             (tmp_path / out).mkdir(parents=True, exist_ok=True)
             (tmp_path / out / "placeholder.txt").write_text(out)
@@ -198,6 +247,6 @@ def test_editing_the_jacobian_loop_reruns_exactly_the_jacobian_stages(tmp_path):
     loop = tmp_path / "pipeline" / "jacobian" / "loop.py"
     loop.write_text(loop.read_text() + "\n# an edit\n")
     status = json.loads(_dvc(["status", "--json"], tmp_path) or "{}")
-    assert sorted(status) == ["jacobian", "jacobian_learned"], status
+    assert sorted(status) == ["jacobian@dvc", "jacobian@dvc_learned"], status
     for name in status:
         assert _changed_code(status)[name] == ["pipeline/jacobian: modified"], status

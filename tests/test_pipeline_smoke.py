@@ -36,10 +36,10 @@ def smoke_run(tmp_path_factory):
     return root, results, again, wall
 
 
-def test_smoke_runs_all_four_stages_quickly(smoke_run):
+def test_smoke_runs_all_four_stages_and_a_rerun_reuses_them(smoke_run):
     root, results, again, wall = smoke_run
+    # a figure, not a bound: speed is measured by the benchmarks (a timed test fails on a loaded machine)
     print(f"smoke preset, four stages in-process: {wall:.1f} s")
-    assert wall < 60, f"smoke preset took {wall:.1f} s (goal: under a minute)"
     for r in results:
         assert not r.skipped and (r.out_dir / "meta.json").is_file()
     # a rerun of the same config reuses every complete folder
@@ -70,8 +70,8 @@ def test_every_stage_run_is_an_mlflow_run_with_params_and_metrics(smoke_run):
     logged = {a.path for a in client.list_artifacts(analysis.info.run_id)}
     assert {"report.html", "metrics.json", "figures"} <= logged
     for res in results:
-        meta = json.loads((res.out_dir / "meta.json").read_text())
-        assert meta["mlflow_run_id"] == res.run_id
+        info = json.loads((res.out_dir / "run.json").read_text())
+        assert info["mlflow_run_id"] == res.run_id
 
 
 def test_oracle_measurements_match_theorem_17(smoke_run):
@@ -97,13 +97,22 @@ def test_analysis_leaves_a_report(smoke_run):
     _, results, _, _ = smoke_run
     out = results[3].out_dir
     assert (out / "report.html").stat().st_size > 1000
-    # DVC's metrics and plots: seed means of the jacobian stage's κ̂_t at the paper's t
+    # DVC's metrics and plots: seed means of the jacobian stage's κ̂_t at the paper's t — the converged
+    # norm (exact where the dense Jacobian was built, else Lanczos), the paper's K_PI power iteration beside it
     metrics = json.loads((out / "metrics.json").read_text())
     plot = io.read_csv(out / "plots" / "by_t.csv")
     glob = io.read_csv(results[2].out_dir / "global.csv")
     finest = min(int(r["t"]) for r in glob)
-    kappa = np.mean([float(r["kappa_pi"]) for r in glob if int(r["t"]) == finest])
+    at = [r for r in glob if int(r["t"]) == finest]
+
+    def converged(r):
+        dense = float(r["kappa_dense"]) if r["kappa_dense"] not in ("", "nan") else float("nan")
+        return dense if np.isfinite(dense) else float(r["kappa_lanczos"])
+
+    kappa = np.mean([converged(r) for r in at])
+    kappa_pi = np.mean([float(r["kappa_pi"]) for r in at])
     assert metrics["kappa"]["finest_t"] == finest and np.isclose(metrics["kappa"]["finest"], kappa)
+    assert np.isclose(metrics["kappa_pi"]["finest"], kappa_pi)
     assert [int(r["t"]) for r in plot] == sorted({int(r["t"]) for r in glob}, reverse=True)
     assert sum(metrics["claims"].values()) == 5  # P1-P5
     assert (out / "schedule_geometry.csv").is_file()

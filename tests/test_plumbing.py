@@ -67,8 +67,11 @@ def test_run_stage_writes_meta_logs_mlflow_and_reuses(project):
     cfg = _cfg(tmp_path)
     r1 = run_stage("covariance", cfg, body, artifacts=("x.txt",))
     meta = json.loads((r1.out_dir / "meta.json").read_text())
-    assert meta["mlflow_run_id"] == r1.run_id and meta["metrics"]["answer"] == 42.0
-    assert meta["config"]["patch"]["size"] == 4 and meta["versions"]["torch"]
+    assert meta["metrics"]["answer"] == 42.0 and meta["config"]["patch"]["size"] == 4
+    # how the run went (its MLflow run, versions) is run.json's, outside the record DVC hashes
+    info = json.loads((r1.out_dir / "run.json").read_text())
+    assert info["mlflow_run_id"] == r1.run_id and info["versions"]["torch"]
+    assert info["record_sha256"] == meta["record_sha256"] and "mlflow_run_id" not in meta
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(cfg["tracking"]["uri"])
@@ -77,7 +80,7 @@ def test_run_stage_writes_meta_logs_mlflow_and_reuses(project):
     assert run.data.params["patch.size"] == "4"
     assert run.data.tags["stage"] == "covariance" and run.info.status == "FINISHED"
     r2 = run_stage("covariance", cfg, body)
-    assert r2.skipped and len(calls) == 1
+    assert r2.skipped and len(calls) == 1 and r2.run_id == r1.run_id
     r3 = run_stage("covariance", {**cfg, "force": True}, body)
     assert not r3.skipped and len(calls) == 2
 

@@ -182,15 +182,25 @@ def test_the_lock_file_goes_with_its_holder_and_a_removed_file_is_never_a_second
 
 
 def test_stale_scratch_and_resumeless_work_folders_are_cleaned_when_their_lock_is_free(tmp_path):
+    from pipeline.workspace import SCRATCH_RECORD, WORK_RECORD
+
     parent = tmp_path / "outputs" / "covariance"
-    for name in (".partial-killed", ".partial-killed.old", ".work-empty", ".work-resumable", ".partial-busy"):
+    names = (".partial-killed", ".partial-killed.old", ".work-empty", ".work-resumable", ".partial-busy")
+    for name in (*names, ".partial-someones", ".work-someones"):
         (parent / name).mkdir(parents=True)
+    # what runs of the stage made says so (the killed run's scratch, a work folder's record)
+    io.write_json(parent / ".partial-killed" / SCRATCH_RECORD, {"stage": "covariance"})
+    io.write_json(parent / ".work-resumable" / WORK_RECORD, {"stage": "covariance", "unit_digest": "u"})
     io.write_text(parent / ".work-resumable" / "unit.npz", "a unit a later run can resume")
+    io.write_json(parent / ".partial-busy" / SCRATCH_RECORD, {"stage": "covariance"})
     io.write_text(parent / ".partial-busy" / "x", "being written")
+    # hidden folders no run of the stage made are someone's data
+    io.write_text(parent / ".partial-someones" / "draft.tex", "draft")
+    io.write_text(parent / ".work-someones" / "unit.npz", "not a run's")
     with io.writer_lock(parent / ".lock-busy", "busy"):
         run_stage("covariance", _toy_cfg(tmp_path), lambda ctx: None)
         left = sorted(p.name for p in parent.iterdir() if not p.name.startswith(".lock-"))
-    assert left == [".partial-busy", ".work-resumable", "toy"]
+    assert left == [".partial-busy", ".partial-someones", ".work-resumable", ".work-someones", "toy"]
 
 
 # --- resume that cannot mix -----------------------------------------------------------------------
@@ -466,7 +476,10 @@ def test_a_changed_input_file_makes_the_folder_recompute(tmp_path):
     cfg = _toy_cfg(tmp_path)
     res = run_stage("covariance", cfg, lambda ctx: calls.append(1), inputs={"dataset": [data]})
     hashes = json.loads((res.out_dir / "meta.json").read_text())["input_hashes"]
-    assert hashes["dataset"]["files"] == {str(data): io.sha256_file(data)}
+    # keyed by a portable name (below the files' common folder), never by an absolute path
+    assert hashes["dataset"]["files"] == {"data.bin": io.sha256_file(data)}
+    where = json.loads((res.out_dir / "run.json").read_text())["inputs"]
+    assert where["dataset"] == [str(data)]  # where it lay on this machine: an execution detail
     assert run_stage("covariance", cfg, lambda ctx: calls.append(1), inputs={"dataset": [data]}).skipped
     data.write_bytes(b"b")
     assert not run_stage("covariance", cfg, lambda ctx: calls.append(1), inputs={"dataset": [data]}).skipped

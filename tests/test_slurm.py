@@ -122,8 +122,8 @@ def test_direct_submitit_job_runs_a_real_stage(slurm_partition, job_env):
     assert not result.skipped
     folder = Path(result.out_dir)
     assert folder.parent == job_env / "outputs" / "covariance"
-    meta = json.loads((folder / "meta.json").read_text())
-    assert meta["mlflow_run_id"] == result.run_id
+    info = json.loads((folder / "run.json").read_text())
+    assert info["mlflow_run_id"] == result.run_id
     assert (folder / "patches.csv").is_file() and (folder / "patch_stats.npz").is_file()
     run = MlflowClient(tracking_uri=uri).get_run(result.run_id)
     assert run.info.status == "FINISHED"

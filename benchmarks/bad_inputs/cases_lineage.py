@@ -17,6 +17,21 @@ STEPS4 = ("sampler.num_steps=4", "points.steps=null")
 REF_STEPS4 = [("covariance",), ("trajectories", STEPS4[0]), ("jacobian", *STEPS4)]
 
 
+def _upstream_folder(outcome: Outcome, folder: Path, upstream: str) -> Path | None:
+    """The upstream folder a result records as its input (its run.json or meta.json, either version)."""
+    meta = outcome.meta(folder)
+    run_info = folder / "run.json"
+    where = json.loads(run_info.read_text()).get("inputs", {}) if run_info.is_file() else {}
+    where = {**(meta.get("inputs") or {}), **where}
+    record = (meta.get("input_hashes") or {}).get(upstream) or {}
+    path = where.get(upstream) or record.get("path")
+    if path is None and record.get("stage") and record.get("run_key"):
+        path = f"outputs/{record['stage']}/{record['run_key']}"
+    if path is None:
+        return None
+    return Path(path) if Path(path).is_absolute() else outcome.root / path
+
+
 def upstream_made_under(stage: str, upstream: str, key: str, value) -> ev.Check:
     """The upstream folder the result records as its input was made under the asked value of ``key``
     (its own meta.json, written when it ran, says what it ran under)."""
@@ -25,12 +40,9 @@ def upstream_made_under(stage: str, upstream: str, key: str, value) -> ev.Check:
         got = outcome.produced(stage)
         if not got:
             return f"exit 0 but no {stage} folder was written or reused"
-        inputs = outcome.meta(got[-1]).get("inputs") or {}
-        record = (outcome.meta(got[-1]).get("input_hashes") or {}).get(upstream) or {}
-        path = inputs.get(upstream) or record.get("path")
-        if path is None:
+        folder = _upstream_folder(outcome, got[-1], upstream)
+        if folder is None:
             return None
-        folder = Path(path) if Path(path).is_absolute() else outcome.root / path
         node = json.loads((folder / "meta.json").read_text()).get("config", {})
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None

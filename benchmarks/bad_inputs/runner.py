@@ -300,8 +300,8 @@ class Outcome:
         return found[0] if found else None
 
     def produced(self, stage: str) -> list[Path]:
-        """Folders of ``stage`` the command wrote (their meta.json is new or changed) or, when it wrote
-        none, reused (its log line naming the folder; else the stage's only finished folder)."""
+        """Folders of ``stage`` the command wrote (their meta.json or run.json is new or changed) or, when
+        it wrote none, reused (its log line naming the folder; else the stage's only finished folder)."""
         written = sorted(
             {(self.root / rel).parent for rel in self.changed if _is_meta_of(rel, stage)},
             key=lambda p: (p / "meta.json").stat().st_mtime,
@@ -329,8 +329,9 @@ class Outcome:
 
 
 def _is_meta_of(rel: str, stage: str) -> bool:
+    """A run folder's record (meta.json) or its execution record (run.json, where a version has one)."""
     parts = rel.split("/")
-    return len(parts) == 4 and parts[:2] == ["outputs", stage] and parts[3] == "meta.json"
+    return len(parts) == 4 and parts[:2] == ["outputs", stage] and parts[3] in ("meta.json", "run.json")
 
 
 def _apply(step, root: Path, env: dict[str, str], foreign: set[str]) -> None:

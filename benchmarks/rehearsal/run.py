@@ -3,7 +3,7 @@
 python -m benchmarks.rehearsal cifar10|celebahq|all [--quick] [--device cpu|cuda|auto] [--keep DIR]
 
 For each protocol, in a fresh `git clone` of this repository's HEAD (the workspace is never touched):
-  1. `dvc exp run jacobian -S experiment=<preset> -S <local paths> -S <shortening>`: DVC's Hydra
+  1. `dvc exp run jacobian@dvc -S experiment=<preset> -S <local paths> -S <shortening>`: DVC's Hydra
      composition writes params.yaml from conf/ and runs covariance -> trajectories -> jacobian;
   2. the same protocol as a Hydra multirun on the local submitit launcher (hydra/launcher=local,
      conf/hydra/launcher/local.yaml): covariance, trajectories, jacobian and analysis, each `-m`.
@@ -31,6 +31,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.outputs import read_run_info
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE_RE = re.compile(r"stages\.(covariance|trajectories|jacobian|analysis)\b")
@@ -323,13 +325,15 @@ def check_outputs(repo: Path, key: str | None, name: str, fixtures_manifest: dic
 
 
 def _stage_table(usage: dict[str, StageUsage], metas: dict[str, dict]) -> dict:
+    # wall times are how a run went: run.json beside each meta.json, not the record
+    walls = {stage: (m.get("_run") or {}).get("wall_time_s", float("nan")) for stage, m in metas.items()}
     table = {}
     for stage in ("covariance", "trajectories", "jacobian", "analysis"):
         if stage not in usage and stage not in metas:
             continue
         u = usage.get(stage)
         table[stage] = {
-            "wall_s": round(float(metas.get(stage, {}).get("wall_time_s", float("nan"))), 1),
+            "wall_s": round(float(walls.get(stage, float("nan"))), 1),
             "process_s": round(u.seen_s, 1) if u else None,
             "peak_rss_mb": round(u.peak_rss_mb) if u else None,
         }
@@ -343,12 +347,12 @@ def _metas(repo: Path, key: str | None) -> dict[str, dict]:
         folders = [base / key] if key else sorted(p for p in base.glob("*") if p.name != "dvc" and p.is_dir())
         for d in folders:
             if (d / "meta.json").is_file():
-                out[stage] = _meta(d)
+                out[stage] = {**_meta(d), "_run": read_run_info(d) or {}}
     return out
 
 
 def rehearse_dvc(repo: Path, name: str, ov: list[str], log: Path) -> dict:
-    args = [sys.executable, "-m", "dvc", "exp", "run", "jacobian"]
+    args = [sys.executable, "-m", "dvc", "exp", "run", "jacobian@dvc"]
     for o in ov:
         args += ["-S", o]
     wall, usage = _run(args, repo, log)
@@ -401,7 +405,7 @@ def rehearse(
     result: dict = {"protocol": name, "preset": PROTOCOLS[name].preset, "overrides": ov, "device": device}
     logfile = workdir / f"{name}.log"
     if "dvc" in paths:
-        log(f"[{name}] dvc exp run jacobian -S {' -S '.join(ov)}")
+        log(f"[{name}] dvc exp run jacobian@dvc -S {' -S '.join(ov)}")
         result["dvc"] = rehearse_dvc(repo, name, ov, logfile)
         result["dvc"]["checks"] = check_outputs(repo, "dvc", name, manifest, quick)
     if "multirun" in paths:

@@ -22,6 +22,7 @@ from pipeline.analysis.sweep import compare_runs
 from pipeline.analysis.tables import TableResult
 from pipeline.analysis.verdicts import Verdict
 from pipeline.geometry import default_geometry_rows
+from pipeline.lineage import record_config
 from pipeline.outputs import AnalysisFolder, CovarianceFolder, read_meta
 
 # The schedule-geometry table the analysis stage writes before the report; embedded when present.
@@ -186,7 +187,7 @@ def build_analysis(
 ) -> AnalysisResult:
     """Write table_<N>.csv (+ release_times.csv, comparison.csv), figures/*.png, report.html, report.md,
     summary.json, metrics.json and plots/by_t.csv (DVC's metrics and plots: the report's numbers) into
-    out_dir. ``run_info`` (config, MLflow run id, machine, wall time, ...) is shown in
+    out_dir. ``run_info`` (config, run key, upstream records, ...) is shown in
     the report as the analysis run's own metadata. Geometry CSVs already in out_dir are embedded too.
     ``title`` defaults to the run's model, data and patch size ("Gaussian oracle — natural crops 32×32, P=8").
     """
@@ -273,8 +274,9 @@ def analysis_body(cfg: dict, upstream: dict[str, Path | None]):
         pio.write_csv(out / out.SCHEDULE_GEOMETRY, default_geometry_rows())
         inputs = load_stage_outputs(upstream["covariance"], upstream["trajectories"], upstream["jacobian"])
         ctx.inputs.update({k: str(v) for k, v in upstream.items() if v is not None})
+        # only what the record holds: the report is the same bytes for the same config and inputs
         run_info = {
-            "config": cfg,
+            "config": record_config("analysis", cfg),
             "run_key": ctx.key,
             "upstream": {k: (read_meta(v) if v is not None else None) for k, v in upstream.items()},
             "compare": [Path(p) for p in cfg["analysis"].get("compare", [])],

@@ -118,9 +118,9 @@ def load_companion(folder: str | Path, report_dir: str | Path) -> Companion:
             folder,
             False,
             reason=(
-                f"{folder} has no finished analysis (summary.json + meta.json); `dvc repro` builds it (the *_learned "
-                "stages), or run the four stages with experiment=learned16 and list that analysis folder in "
-                "analysis.companions"
+                f"{folder} has no finished analysis (summary.json + meta.json); `dvc repro` builds it (the "
+                "<stage>@dvc_learned stages), or run the four stages with experiment=learned16 and list that "
+                "analysis folder in analysis.companions"
             ),
         )
     summary = json.loads(summary_path.read_text())
@@ -146,11 +146,11 @@ def load_companion(folder: str | Path, report_dir: str | Path) -> Companion:
         table_status=dict(summary.get("table_status") or {}),
         skipped=dict(summary.get("skipped") or {}),
     )
-    inputs = meta.get("inputs") or {}
-    jac = Path(inputs["jacobian"]) if inputs.get("jacobian") else None
+    # the upstream folders its record names, beside it under the same outputs root
+    jac = af.input_folder("jacobian")
     if jac is not None and (jac / JacobianFolder.GLOBAL).is_file():
         comp.geometry = pc_geometry_rows(io.read_csv(jac / JacobianFolder.GLOBAL))
-    traj = Path(inputs["trajectories"]) if inputs.get("trajectories") else None
+    traj = af.input_folder("trajectories")
     samples = traj / TrajectoriesFolder.SAMPLES if traj is not None else None
     if samples is not None and samples.is_file():
         comp.samples_png, factor = upscale_png(samples.read_bytes())

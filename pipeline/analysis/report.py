@@ -47,7 +47,7 @@ class ReportContent:
 
 
 COMPANION_INTRO = (
-    "Another model measured by the same four stages on its own chain (dvc.yaml's *_learned stages); its "
+    "Another model measured by the same four stages on its own chain (dvc.yaml's <stage>@dvc_learned stages); its "
     "full report is linked. 1 − κ̂^diag − δ̂^cross is the (PC) margin per seed (Theorem 15, eq. 19); "
     "mean ± standard error over seeds."
 )
@@ -124,7 +124,8 @@ def _run_sources(c: ReportContent) -> list[tuple[str, dict | None]]:
 
 
 def _run_info_rows(c: ReportContent) -> list[dict]:
-    """Scalar entries of each stage's meta (MLflow run id, machine, wall time, git revision, ...)."""
+    """Scalar entries of each stage's record (run key, digests, record hash; how each run executed is in
+    run.json beside its meta.json, outside the report, so the report's bytes depend on its inputs only)."""
     rows = []
     for stage, meta in _run_sources(c):
         if not meta:
@@ -145,7 +146,7 @@ def _run_info_rows(c: ReportContent) -> list[dict]:
 
 
 def _run_info_blocks(c: ReportContent) -> list[tuple[str, str]]:
-    """(label, pretty JSON) for every nested meta entry: resolved configs, versions, upstream metas."""
+    """(label, pretty JSON) for every nested record entry: configs, input and output hashes, upstream records."""
     out = []
     for stage, meta in _run_sources(c):
         for k in sorted(meta or {}):

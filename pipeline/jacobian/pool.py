@@ -24,7 +24,7 @@ from pipeline import io
 from pipeline.errors import InputFileError, InputMissingError, PipelineError
 from pipeline.jacobian.loop import lyapunov_rows
 from pipeline.jacobian.shards import ShardRecord
-from pipeline.outputs import JacobianFolder, read_meta
+from pipeline.outputs import JacobianFolder, read_meta, read_run_info
 from pipeline.runkeys import config_digest, key_sections, unsharded
 
 J = JacobianFolder
@@ -259,8 +259,9 @@ def pool_body(folders: Sequence[Path]):
     def body(ctx) -> None:
         ctx.inputs.update({f"shard-{i}": str(p) for i, p in enumerate(folders)})
         result = pool_tables(folders, ctx.out_dir)
+        # measuring time is how each shard's run went: its run.json, not its record
         seconds = [
-            float((read_meta(p) or {}).get("metrics", {}).get("seconds_measuring_total", np.nan))
+            float((read_run_info(p) or {}).get("metrics", {}).get("seconds_measuring_total", np.nan))
             for p in folders
         ]
         ctx.metrics.update(shards=float(result.shards), num_points=float(result.points))
