@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import zipfile
 from collections.abc import Iterator
+from typing import NoReturn
 
 
 class PipelineError(ValueError):
@@ -61,3 +63,10 @@ class ConfigError(PipelineError):
 
 class SettingError(PipelineError):
     """A configured value outside what a computation accepts (still a ValueError for older callers)."""
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line, ``error: <what> — see `<prog> --help```, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {first_line(message)} — see `{self.prog} --help`\n")

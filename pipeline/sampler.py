@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.errors import InputFileError, NonFiniteError
+from pipeline.errors import InputFileError, NonFiniteError, SettingError
 from pipeline.io import load_npz, save_npz, write_bytes
 from pipeline.models.base import ModelError, NoisePredictor
 from pipeline.models.prediction import eps_from_prediction
@@ -146,7 +146,7 @@ def ddim_sample(
     from pipeline.geometry import step_coefficients
 
     if update not in UPDATES:
-        raise ValueError(f"sampler update={update!r} is unknown; use one of {list(UPDATES)}")
+        raise SettingError(f"trajectories.update={update!r} is unknown — use one of {', '.join(UPDATES)}")
     if update == "diffusers_float32" and not hasattr(model, "raw"):
         raise ModelError(
             "update='diffusers_float32' replays diffusers' DDIMScheduler and needs a diffusers "
@@ -327,10 +327,14 @@ def sample_seeds(
     is padded by repeating its last seed): a seed's trajectory is then a function of the seed
     and b only, not of which other seeds share its batch or of how often the run was resumed.
     """
+    if batch_size < 1:
+        raise SettingError(
+            f"trajectories.batch_size={batch_size} — set it to a positive number of seeds sampled together"
+        )
+    if update not in UPDATES:  # before any seed is sampled
+        raise SettingError(f"trajectories.update={update!r} is unknown — use one of {', '.join(UPDATES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     seeds = [int(s) for s in seeds]
     if not seeds:
         return []

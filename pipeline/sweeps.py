@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import CommandLineParser
 from pipeline.outputs import read_meta, read_run_info
 
 SWEEP_TAG = "sweep_id"
@@ -140,7 +141,13 @@ def parent_run(sweep_id: str, tracking_uri: str | None = None):
 
 
 def latest_sweep_id(tracking_uri: str | None = None) -> str | None:
-    """The sweep id of the most recently started sweep parent run in the store."""
+    """The sweep id of the most recently started sweep parent run in the store (None without a store:
+    a SQLite file that does not exist is not created by looking)."""
+    from pipeline.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :].split("?", 1)[0]).is_file():
+        return None
     runs = _search(
         _client(tracking_uri), f"tags.`{ROLE_TAG}` = 'sweep'", order_by=["start_time DESC"], max_results=1
     )
@@ -211,9 +218,8 @@ def sweep_table(runs: list[SweepRun], params: tuple[str, ...] = ()) -> list[dict
 
 
 def main(argv: list[str], prog: str = "python -m pipeline.sweeps") -> int:
-    import argparse
 
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    ap = CommandLineParser(prog=prog, description=__doc__.split("\n")[0])
     ap.add_argument("sweep", nargs="?", help="sweep id (MLflow) or sweep folder; default: latest sweep")
     ap.add_argument(
         "--uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
@@ -233,7 +239,11 @@ def main(argv: list[str], prog: str = "python -m pipeline.sweeps") -> int:
     else:
         sweep_id = a.sweep or latest_sweep_id(a.uri)
         if not sweep_id:
-            print("no sweep found in the tracking store; run a stage with -m first", file=sys.stderr)
+            print(
+                "error: no sweep found in the tracking store — run a stage with -m first, or pass a sweep "
+                "folder (multirun/<date>)",
+                file=sys.stderr,
+            )
             return 1
         runs = runs_from_mlflow(sweep_id, a.uri)
     if a.dirs:

@@ -14,6 +14,8 @@ import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.errors import CommandLineParser
+
 STAGES = {
     "covariance": "Run the covariance stage: per-patch covariance Σ_k, λ_k and v_k⁽¹⁾ of the dataset (and the "
     "full Gaussian fit Σ₀) into outputs/covariance/<run-key>/.",
@@ -68,7 +70,7 @@ def _run_module(module: str, args: list[str]) -> int:
 def _params(args: list[str]) -> int:
     from stages.params import main
 
-    return main(args)
+    return main(args, prog="pifs params")
 
 
 def _sweeps(args: list[str]) -> int:
@@ -98,7 +100,7 @@ PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {
 
 
 def report(args: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="pifs report", description=OTHER["report"])
+    ap = CommandLineParser(prog="pifs report", description=OTHER["report"])
     ap.add_argument("run_key", nargs="?", default="dvc", help="analysis run key (default: dvc)")
     ap.add_argument("--open", action="store_true", help="open the report in the default browser")
     ap.add_argument("--md", action="store_true", help="the Markdown report instead of the HTML one")
@@ -120,7 +122,7 @@ def report(args: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = CommandLineParser(
         prog="pifs",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -133,12 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _tool(fn: Callable[[list[str]], int], args: list[str]) -> int:
+    """A tool's own exit status; an expected failure (a path that is a file, a corrupt table) in one line."""
+    from stages.cli_errors import call
+
+    codes: list[int] = []
+    failed = call(lambda: codes.append(fn(args)))
+    return failed or codes[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in STAGES:
         return _run_module(f"stages.{argv[0]}", argv[1:])
     if argv and argv[0] in PASS_THROUGH:
-        return PASS_THROUGH[argv[0]](argv[1:])
+        return _tool(PASS_THROUGH[argv[0]], argv[1:])
     if argv and argv[0] == "report":
         return report(argv[1:])
     ap = build_parser()

@@ -10,6 +10,8 @@ turns those into the same form, naming the path. Anything else is a bug: its tra
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import errno
 import json
 import os
@@ -46,6 +48,7 @@ _ERRNO_TEXT = {
         "point the config key at a folder (paths.outputs, dataset.root, model.path) or move the file away",
     ),
     errno.EISDIR: ("{path} is a folder where a file is expected", "point the config key at the file itself"),
+    errno.EEXIST: ("{path} already exists", "move it away or write somewhere else"),
     errno.ENOENT: ("{path} does not exist", "check the path in the config (run from the project root)"),
 }
 
@@ -90,6 +93,25 @@ def _hydra_line(exc: BaseException) -> str | None:
     return f"{head} — {' '.join(rest) or 'check the command-line overrides'}"
 
 
+def _override_line(exc: BaseException) -> str | None:
+    """An override Hydra's grammar cannot read: name it, say why in words, and how to write it."""
+    try:
+        from hydra.errors import OverrideParseException
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        return None
+    if not isinstance(exc, OverrideParseException):
+        return None
+    lines = [ln.strip() for ln in str(exc.message).splitlines()]
+    skip = ("See https://", "Error parsing override")
+    reason = "; ".join(ln for ln in lines if ln and ln != "^" and not ln.startswith(skip)) or "a syntax error"
+    if reason.startswith("LexerNoViableAltException"):
+        reason = "a character the override grammar does not accept unquoted"
+    return (
+        f"cannot read the override {exc.override!r} ({reason}) — write it as key=value and quote a value that "
+        "holds spaces, brackets, commas or non-ASCII letters (key='value'); a sweep is -m key=a,b"
+    )
+
+
 def _os_line(exc: OSError) -> str | None:
     code = exc.errno
     path = exc.filename
@@ -98,6 +120,8 @@ def _os_line(exc: OSError) -> str | None:
     if path is None:
         path = "a file this run needs"
     what, fix = _ERRNO_TEXT[code]
+    if code == errno.EEXIST and os.path.isfile(path):  # a folder was to be made where a file is
+        what, fix = _ERRNO_TEXT[errno.ENOTDIR]
     extra = f" (and {exc.filename2})" if getattr(exc, "filename2", None) else ""
     return f"{what.format(path=path)}{extra} — {fix}"
 
@@ -119,7 +143,7 @@ def one_line(exc: BaseException) -> str | None:
     """``"<what> — <fix>"`` for an expected failure, None for a bug (whose traceback should be shown)."""
     if isinstance(exc, PipelineError):
         return _flat(str(exc))
-    line = _hydra_line(exc) or _mlflow_line(exc)
+    line = _override_line(exc) or _hydra_line(exc) or _mlflow_line(exc)
     if line:
         return line
     if isinstance(exc, OSError) and (line := _os_line(exc)):
@@ -147,15 +171,43 @@ def one_line(exc: BaseException) -> str | None:
     return None
 
 
-def report(exc: BaseException, stream=None) -> int:
-    """Print an exception the way the command line shows it; return the exit status."""
+def report(exc: BaseException, stream=None, job: str | None = None) -> int:
+    """Print an exception the way the command line shows it; return the exit status. ``job``: the
+    overrides of the sweep job that failed, named at the start of the line."""
     stream = stream or sys.stderr
     line = one_line(exc)
     if line is None:
+        if job:
+            print(f"sweep job {job} failed:", file=stream)
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=stream)
         return EXIT_BUG
-    print(f"error: {line}", file=stream)
+    print(f"error: {'sweep job ' + job + ': ' if job else ''}{line}", file=stream)
     return EXIT_EXPECTED
+
+
+_HYDRA_JOB_LINE = "Error executing job with overrides: "
+_MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+class _HeldJobLine:
+    """stderr while a Hydra app runs, without Hydra's own "Error executing job with overrides: [...]"
+    line of a failed sweep job: the one line of the report names the job's overrides instead."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.job: str | None = None
+
+    def write(self, text: str) -> int:
+        if text.startswith(_HYDRA_JOB_LINE):
+            overrides = text[len(_HYDRA_JOB_LINE) :].strip()
+            with contextlib.suppress(ValueError, SyntaxError):
+                overrides = " ".join(ast.literal_eval(overrides))
+            self.job = self.job or overrides
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 class _JobFailed(BaseException):
@@ -191,19 +243,20 @@ def in_job(run: Callable[..., Any], *args: Any) -> Any:
         raise
 
 
-def _guarded(thunk: Callable[[], Any], debug: bool) -> int:
+def _guarded(thunk: Callable[[], Any], debug: bool, held: _HeldJobLine | None = None) -> int:
+    job = (lambda: held.job) if held is not None else (lambda: None)
     try:
         thunk()
     except _JobFailed as carried:
         if debug:
             raise carried.exc from None
-        return report(carried.exc)
+        return report(carried.exc, job=job())
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
         if debug:
             raise
-        return report(exc)
+        return report(exc, job=job())
     return 0
 
 
@@ -219,15 +272,26 @@ def run_cli(hydra_main: Callable[[], Any]) -> None:
     """Entry point of ``python -m stages.<name>``: the Hydra app under the one-line guard.
 
     Hydra prints its own shortened traceback for any exception unless HYDRA_FULL_ERROR is set, in
-    which case it re-raises; so the guard sets it for the call and reports the exception itself.
+    which case it re-raises; so the guard sets it for the call and reports the exception itself. A
+    failed sweep job's own "Error executing job" line is held back and its overrides named in the
+    report's line.
     A debug request of the user's own (HYDRA_FULL_ERROR=1, PIFS_DEBUG=1) shows the full traceback.
     """
     debug = debug_requested()
+    # -m between overrides would split Hydra's positional overrides (an argparse usage dump): it
+    # means the same anywhere, so it goes first
+    sweep = [a for a in sys.argv[1:] if a in _MULTIRUN_FLAGS]
+    sys.argv = [sys.argv[0], *sweep, *(a for a in sys.argv[1:] if a not in _MULTIRUN_FLAGS)]
     saved = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    held = None if debug else _HeldJobLine(sys.stderr)
+    if held is not None:
+        sys.stderr = held
     try:
-        code = _guarded(hydra_main, debug)
+        code = _guarded(hydra_main, debug, held)
     finally:
+        if held is not None:
+            sys.stderr = held.stream
         if saved is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:

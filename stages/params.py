@@ -4,16 +4,20 @@ params.yaml is the default chain (the Gaussian oracle on natural crops, or whate
 given); params_learned.yaml is the companion chain on the shipped learned model (experiment=learned16),
 whose report the default report embeds. `dvc exp run -S key=value` recomposes conf/ itself and
 overwrites params.yaml only (DVC's Hydra composition); this command does it for a plain `dvc repro`.
-Usage: python -m stages.params [overrides ...] [--check]
+Usage: python -m stages.params [overrides ...] [--check] (pifs params)
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+
+from pipeline.errors import CommandLineParser
+from stages.cli_errors import call
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # the companion chain of `dvc repro`: the shipped learned model next to the oracle
@@ -28,9 +32,22 @@ def composed_params(overrides: list[str] | tuple[str, ...] | None = None) -> str
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-def main(argv: list[str]) -> int:
-    check = "--check" in argv
-    overrides = [a for a in argv if a != "--check"]
+def _parser(prog: str) -> argparse.ArgumentParser:
+    ap = CommandLineParser(
+        prog=prog,
+        description="Write params.yaml (the default chain, with the given overrides) and params_learned.yaml "
+        "(the companion chain on the shipped learned model), the resolved configs `dvc repro` runs.",
+    )
+    ap.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="Hydra overrides of conf/ (e.g. experiment=smoke)"
+    )
+    ap.add_argument(
+        "--check", action="store_true", help="only report whether the files match conf/ (exit 1 if not)"
+    )
+    return ap
+
+
+def _write_or_check(overrides: list[str], check: bool) -> int:
     texts = {
         name: composed_params(overrides if fixed is None else list(fixed))
         for name, fixed in PARAMS_FILES.items()
@@ -43,7 +60,9 @@ def main(argv: list[str]) -> int:
         ]
         if stale:
             print(
-                f"{', '.join(stale)} out of date with conf/; run `python -m stages.params`", file=sys.stderr
+                f"error: {', '.join(stale)} out of date with conf/ — run `python -m stages.params` "
+                "(pifs params) with the same overrides",
+                file=sys.stderr,
             )
             return 1
         print(f"{', '.join(texts)} match conf/")
@@ -54,6 +73,13 @@ def main(argv: list[str]) -> int:
         write_text(Path(name), text)
         print(f"wrote {name}")
     return 0
+
+
+def main(argv: list[str], prog: str = "python -m stages.params") -> int:
+    a = _parser(prog).parse_args(argv)
+    codes: list[int] = []
+    failed = call(lambda: codes.append(_write_or_check(a.overrides, a.check)))  # Hydra's errors in one line
+    return failed or codes[0]
 
 
 if __name__ == "__main__":

@@ -804,10 +804,16 @@ CLI_CASES = [
     ("covariance", [*SMOKE, "patch.size=5"], "patch.size=5"),
     ("jacobian", [*SMOKE, "points.seed_batch=0"], "points.seed_batch=0"),
     ("train", [*TRAIN, "paths.outputs=afile"], "paths.outputs=afile"),
+    # a failed sweep job: Hydra's own "Error executing job" line is held back, the job named instead
+    ("covariance", ["-m", *SMOKE, "patch.size=5"], "sweep job experiment=smoke"),
+    # an override the grammar cannot read: named, with how to write it (not a URL)
+    ("covariance", [*SMOKE, "run_key=ünï"], "the override 'run_key=ünï'"),
 ]
 
 
-@pytest.mark.parametrize(("stage", "overrides", "named"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
+@pytest.mark.parametrize(
+    ("stage", "overrides", "named"), CLI_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CLI_CASES)]
+)
 def test_command_line_prints_one_line_and_exits_2(stage, overrides, named, tmp_path):
     (tmp_path / "afile").write_text("x")
     env = {k: v for k, v in os.environ.items() if k not in cli_errors.DEBUG_ENVS}
@@ -825,6 +831,22 @@ def test_command_line_prints_one_line_and_exits_2(stage, overrides, named, tmp_p
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], r.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_multirun_flag_between_overrides_still_sweeps(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in cli_errors.DEBUG_ENVS}
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "stages.covariance", *SMOKE, "patch.size=5", "-m", "dataset.num_images=8"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Hydra ran the sweep (its one job is refused for its patch size), not an argparse usage dump
+    assert r.returncode == 2 and "usage:" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: sweep job") and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):

@@ -43,6 +43,37 @@ def test_an_unknown_command_is_refused_with_the_list(capsys):
     assert exc.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
 
 
+def test_a_usage_error_is_one_line_naming_the_help(capsys):
+    for argv in (
+        ["--nope"],
+        ["report", "--zz"],
+        ["geometry", "--nope"],
+        ["params", "--x"],
+        ["sweeps", "--x"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(lines) == 1, (argv, lines)
+        assert lines[0].startswith("error: ") and " — see `pifs" in lines[0] and "--help`" in lines[0]
+
+
+@pytest.mark.parametrize("name", list(cli.OTHER))
+def test_every_tool_subcommand_help_exits_0(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([name, "--help"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0 and err == ""
+    assert out.startswith(f"usage: pifs {name}"), out
+
+
+@pytest.mark.parametrize("name", list(cli.STAGES))
+def test_every_stage_subcommand_help_exits_0_without_a_traceback(name, capsys):
+    assert cli.main([name, "--help"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith(f"usage: python -m stages.{name}"), (out[:200], err)
+
+
 @pytest.fixture(scope="module")
 def rows():
     return default_geometry_rows()

@@ -166,7 +166,7 @@ def test_bad_inputs_raise_with_fix():
         from pipeline.geometry import Schedule
 
         Schedule("x", np.array([0.9, 0.5]))
-    with pytest.raises(ValueError, match="unknown spacing"):
+    with pytest.raises(ValueError, match="sampler.spacing=.bogus. is unknown"):
         strided_chain(linear_schedule(), 50, "bogus")
     with pytest.raises(ValueError, match="num_steps"):
         strided_chain(linear_schedule(T=10), 50)

@@ -296,7 +296,7 @@ def test_bad_inputs_are_refused(tmp_path):
         ddim_sample(oracle, strided_chain(cosine_schedule(1000), 5, "trailing"), torch.zeros(1, 1, 2, 2))
     with pytest.raises(ValueError, match="distinct"):
         sample_seeds(oracle, chain, [1, 1], tmp_path / "unused", progress=False)
-    with pytest.raises(ValueError, match="update='fast' is unknown; use one of"):
+    with pytest.raises(ValueError, match="update='fast' is unknown — use one of"):
         ddim_sample(oracle, chain, torch.zeros(1, 1, 2, 2), progress=False, update="fast")
     with pytest.raises(ModelError, match="needs a diffusers checkpoint.*update='exact'"):
         ddim_sample(oracle, chain, torch.zeros(1, 1, 2, 2), progress=False, update="diffusers_float32")

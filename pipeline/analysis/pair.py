@@ -6,13 +6,13 @@ python -m pipeline.analysis.pair <jacobian run A> <jacobian run B> [--labels A B
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import io
+from pipeline.errors import CommandLineParser
 from pipeline.outputs import JacobianFolder
 
 QUANTITIES = {
@@ -81,7 +81,7 @@ def pair_markdown(rows: list[dict], labels: tuple[str, str] = ("A", "B")) -> str
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m pipeline.analysis.pair") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=" ".join(__doc__.split("\n\n")[0].split()))
+    ap = CommandLineParser(prog=prog, description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("run_a", type=Path)
     ap.add_argument("run_b", type=Path)
     ap.add_argument("--labels", nargs=2, default=["A", "B"])
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipeline.analysis
     for run in (args.run_a, args.run_b):
         if not (run / JacobianFolder.GLOBAL).is_file():
             raise SystemExit(
-                f"{run} has no global.csv: pass jacobian stage output folders (outputs/jacobian/<key>)"
+                f"error: {run} has no global.csv — pass jacobian stage output folders (outputs/jacobian/<key>)"
             )
         tables.append(io.read_csv(run / JacobianFolder.GLOBAL))
     text = pair_markdown(pair_rows(*tables), tuple(args.labels))

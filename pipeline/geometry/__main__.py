@@ -12,6 +12,8 @@ import io
 import math
 import sys
 
+from pipeline.errors import CommandLineParser
+
 from .table import COLUMNS, default_geometry_rows
 
 DESCRIPTION = (
@@ -78,7 +80,7 @@ def csv_text(rows: list[dict[str, object]]) -> str:
 
 
 def build_parser(prog: str = "python -m pipeline.geometry") -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    ap = CommandLineParser(prog=prog, description=DESCRIPTION)
     ap.add_argument("--csv", action="store_true", help="print the CSV (full precision) instead of the table")
     ap.add_argument("--out", default=None, metavar="PATH", help="write the CSV to PATH (atomically)")
     return ap

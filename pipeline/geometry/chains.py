@@ -121,12 +121,14 @@ def diffusers_timesteps(
         step_ratio = T / num_steps
         ts = np.round(np.arange(T, 0, -step_ratio)).astype(np.int64) - 1
     else:
-        raise ValueError(
-            f"unknown spacing {spacing!r}; use one of {SPACINGS} (or spacing=explicit with timesteps)"
+        raise SettingError(
+            f"sampler.spacing={spacing!r} is unknown — use one of {', '.join(SPACINGS)} "
+            "(or spacing=explicit with sampler.timesteps)"
         )
     if ts.max() > T - 1 or ts.min() < 0:
-        raise ValueError(
-            f"spacing {spacing!r} with steps_offset={steps_offset} leaves [0, T-1]: {ts.tolist()}"
+        raise SettingError(
+            f"sampler.spacing={spacing!r} with sampler.steps_offset={steps_offset} puts steps outside the "
+            f"schedule's 1..{T} ({ts.min() + 1}..{ts.max() + 1}) — lower sampler.steps_offset"
         )
     return ts
 

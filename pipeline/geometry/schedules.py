@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import SettingError
+
 
 @dataclass(frozen=True, eq=False)
 class Schedule:
@@ -227,6 +229,32 @@ def _rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
     return 1.0 - alphas
 
 
+KINDS = ("linear", "cosine", "explicit", "diffusers")
+
+
+def _check_config(cfg: Mapping[str, Any], kind: Any, T: int) -> None:
+    """The `schedule` group's numbers that a schedule cannot be built from, named by key."""
+    if T < 1:
+        raise SettingError(
+            f"schedule.num_train_timesteps={T} — set it to a positive number of steps (e.g. 1000)"
+        )
+    if kind == "linear":
+        for key, default in (("beta_start", 1e-4), ("beta_end", 0.02)):
+            beta = float(cfg.get(key, default))
+            if not 0.0 < beta <= 1.0:
+                raise SettingError(
+                    f"schedule.{key}={beta} — set it in (0, 1] (the paper's linear: 1e-4 to 0.02)"
+                )
+    if kind == "cosine":
+        if float(cfg.get("s_off", 0.008)) < 0:
+            raise SettingError(
+                f"schedule.s_off={cfg.get('s_off')} — set it to at least 0 (eq. 2; 0.008 usual)"
+            )
+        mb = cfg.get("max_beta")
+        if mb is not None and not 0.0 < float(mb) <= 1.0:
+            raise SettingError(f"schedule.max_beta={mb} — set it in (0, 1], or null for no clipping")
+
+
 def schedule_from_config(cfg: Mapping[str, Any]) -> Schedule:
     """Schedule from the Hydra `schedule` group: {name, kind: linear|cosine|explicit|diffusers, ...}.
 
@@ -239,6 +267,7 @@ def schedule_from_config(cfg: Mapping[str, Any]) -> Schedule:
     kind = cfg.get("kind")
     name = cfg.get("name") or str(kind)
     T = int(cfg.get("num_train_timesteps", 1000))
+    _check_config(cfg, kind, T)
     if kind == "linear":
         s = linear_schedule(
             T, float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02)), name=name
@@ -257,8 +286,9 @@ def schedule_from_config(cfg: Mapping[str, Any]) -> Schedule:
         inner = cfg.get("config") or {k: v for k, v in cfg.items() if k not in ("name", "kind", "float32")}
         s = schedule_from_diffusers_config(inner, name=name, float32=bool(cfg.get("float32", False)))
     else:
-        raise ValueError(
-            f"schedule kind {kind!r} is unknown; set schedule.kind to linear, cosine, explicit or diffusers"
+        raise SettingError(
+            f"schedule.kind={kind!r} is unknown — set schedule.kind to one of {', '.join(KINDS)} "
+            "(or choose a preset: schedule=linear, schedule=cosine, ...)"
         )
     shift = cfg.get("logsnr_shift")
     if shift:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import io
-from pipeline.errors import InputMissingError, NonFiniteError, PipelineError
+from pipeline.errors import ConfigError, InputMissingError, NonFiniteError, PipelineError
 from pipeline.geometry import representative_timesteps
 from pipeline.jacobian.protocol import REPRESENTATIVE_STEPS, steps_for_tables
 from pipeline.jacobian.shards import Shard, ShardRecord, shard_stacks, stack_points
@@ -179,13 +179,14 @@ def _plan_run(
     config = MeasureConfig.from_dict(mcfg)
     stats = read_patch_stats(covariance_dir, with_full=False)
     if int(stats.patch_size) != int(patch_size):
-        raise ValueError(
-            f"patch.size={patch_size} but {covariance_dir} holds statistics for P={stats.patch_size}; "
-            "rerun the covariance stage with this patch.size"
+        raise ConfigError(
+            f"patch.size={patch_size} but {covariance_dir} holds statistics for P={stats.patch_size} — "
+            "rerun the covariance stage with this patch.size (force=true)"
         )
     if tuple(stats.image_shape) != tuple(model.image_shape):
-        raise ValueError(
-            f"covariance image shape {tuple(stats.image_shape)} != model's {tuple(model.image_shape)}"
+        raise ConfigError(
+            f"{covariance_dir} holds statistics of {tuple(stats.image_shape)} images, the model makes "
+            f"{tuple(model.image_shape)} — rerun the covariance stage with this dataset (force=true)"
         )
     lam = np.asarray(stats.lambda_k, dtype=np.float64)
     ts = np.asarray(chain.timesteps)

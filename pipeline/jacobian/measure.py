@@ -69,6 +69,11 @@ class MeasureConfig:
         for name in ("power_iters", "block_power_iters", "frob_sketch"):
             if int(getattr(self, name)) < 1:
                 raise SettingError(f"measure.{name}={getattr(self, name)} — set measure.{name} to at least 1")
+        if self.lanczos_iters is not None and int(self.lanczos_iters) < 1:
+            raise SettingError(
+                f"measure.lanczos_iters={self.lanczos_iters} — set it to at least 1, or null (as many as "
+                "measure.power_iters)"
+            )
         if self.tables is not None:
             self.tables = [str(t) for t in self.tables]
             unknown = sorted(set(self.tables) - set(TABLES))

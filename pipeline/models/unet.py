@@ -176,9 +176,14 @@ def resolve_checkpoint_dir(
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ModelError(f"{path} is not valid JSON ({e}) — re-download or re-save the checkpoint") from e
+    if not isinstance(data, dict):
+        raise ModelError(
+            f"{path} holds a JSON {type(data).__name__}, not an object — re-download or re-save the checkpoint"
+        )
+    return data
 
 
 def _find_unet_dir(root: Path) -> Path:
