@@ -71,6 +71,17 @@ def _hydra_line(exc: BaseException) -> str | None:
         return None
     if not isinstance(exc, (HydraException, OmegaConfBaseException)):
         return None
+    from pipeline.schema import explain
+
+    # a value the config schema refuses (wrong type, unknown key): the key, its value and the fix
+    if line := explain(exc):
+        return line
+    if type(exc).__name__ == "OverrideParseException":
+        return (
+            f"cannot read the command-line override {first_line(exc).split(': ', 1)[-1]!r} — quote a value "
+            "holding spaces, non-ASCII letters or other special characters (key='value'); run_key takes "
+            "letters, digits, '.', '_' and '-' only"
+        )
     lines = [ln.strip() for ln in str(exc).splitlines()]
     # "Config search path:" and what follows is Hydra's debugging aid, not part of the message.
     if "Config search path:" in lines:

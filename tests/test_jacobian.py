@@ -259,7 +259,7 @@ def test_config_files_and_refusals():
         assert cfg.power_iters >= 1
     paper = MeasureConfig.from_dict(_measure_group("paper"))
     assert paper.power_iters == 20 and paper.blocks == "power"  # §7.1, §7.4: K_PI = 20, power per block
-    with pytest.raises(ValueError, match="unknown measure keys"):
+    with pytest.raises(TypeError, match="power_iter"):  # composition refuses it first (tests/test_config.py)
         MeasureConfig.from_dict({"power_iter": 3})
     with pytest.raises(ValueError, match="blocks"):
         MeasureConfig(blocks="exact")

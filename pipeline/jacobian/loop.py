@@ -181,9 +181,8 @@ def measure_trajectories(
         if selection["block_steps"] is None
         else selected_steps(ts, selection["block_steps"], "points.block_steps")
     )
-    light_blocks = selection["light_blocks"] or "diag"
-    if light_blocks not in ("diag", "off"):
-        raise PipelineError(f"points.light_blocks={light_blocks!r} is unknown — use 'diag' or 'off'")
+    # light_blocks and seed_batch were range-checked with the config, before the run (pipeline.schema)
+    light_blocks = selection["light_blocks"]
     light = replace(config, blocks=light_blocks) if config.blocks not in ("off", "diag") else config
     seeds = _seed_files(Path(trajectories_dir))
     if selection["max_seeds"]:
@@ -193,12 +192,7 @@ def measure_trajectories(
     global_rows: list[dict] = []
     patch_rows: list[dict] = []
     block_rows: list[dict] = []
-    seed_batch = 1 if selection["seed_batch"] is None else int(selection["seed_batch"])
-    if seed_batch < 1:
-        raise PipelineError(
-            f"points.seed_batch={selection['seed_batch']} — set points.seed_batch to a positive number of "
-            "seeds measured together (1 = one point at a time)"
-        )
+    seed_batch = int(selection["seed_batch"])
 
     def unit_file_of(seed: int, i: int) -> Path:
         return work_dir / f"seed-{seed}" / f"step-{i:04d}.json"
