@@ -141,7 +141,7 @@ def store_failure(exc: BaseException, path: Path, waited: float = STORE_LOCK_TIM
     text = str(exc).lower()
     if _is_lock_error(exc):
         return (
-            f"the MLflow store {path} stayed locked for {waited:.0f} s (another process holds it: a stage "
+            f"the MLflow store {path} stayed locked for {waited:g} s (another process holds it: a stage "
             f"writing, an open sqlite3 shell, a stuck job) — end that process and rerun, or {_STORE_FIX}"
         )
     if "not a database" in text or "malformed" in text or "file is encrypted" in text:

@@ -3,8 +3,8 @@ ConfigStore, so composition itself refuses an unknown key or a wrongly typed val
 value, checked once before any stage starts.
 
 Values live in conf/*.yaml only; a dataclass says which keys a node has and their types (every field
-MISSING). Each option file names its schema first in its defaults list (``- /schema/<group>/<shape>@_here_``),
-each primary config its own (``- /schema/config@_here_``). A group with several shapes (dataset, model,
+MISSING). Each option file names its schema first in its defaults list (``- /schema_<group>_<shape>@_here_``),
+each primary config its own (``- /schema_config@_here_``). A group with several shapes (dataset, model,
 schedule, sampler) has one dataclass per shape, chosen by one key (SHAPE_KEYS).
 Adding a key to a node: one line in its dataclass (nodes.py), its value in the YAML, and its range in
 ranges.RANGES if it has one (docs/configuration.md).

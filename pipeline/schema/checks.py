@@ -3,6 +3,7 @@ and one line for OmegaConf's type and key errors, from composition or from a mer
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -115,8 +116,6 @@ def _schema_named(name: str) -> type | None:
 
 def _unknown_key(key: str, schema: type | None) -> str:
     """``unknown key dataset.versoin — did you mean dataset.version? (the keys of dataset: ...)``."""
-    import difflib
-
     node, _, leaf = key.rpartition(".")
     valid = names(schema) if schema else []
     close = difflib.get_close_matches(leaf, valid, n=1)
@@ -126,6 +125,8 @@ def _unknown_key(key: str, schema: type | None) -> str:
         owners = [v for v, n in by_value.items() if leaf in names(GROUPS[node][n])]
         if owners:
             hint = f"{key} exists only where {node}.{shape_key} is {' or '.join(owners)} (pick one: {node}=<option>) "
+    if key == "local":  # conf/local/default.yaml without its package line
+        hint = "start conf/local/default.yaml with the line `# @package _global_` "
     return (
         f"unknown key {key} — {hint}(the keys of {node or 'the config'}: {', '.join(valid) or 'see conf/'})"
     )
@@ -174,6 +175,10 @@ def explain(exc: BaseException, prefix: str = "") -> str | None:
         return f"{key}={m[1]}{where} is not {_KINDS.get(m[2].capitalize(), 'a ' + m[2])} — set {key} to one"
     if m := re.search(r"Invalid type assigned: (\w+) is not a subclass of (\w+)", detail):
         return f"{key or 'a node'}{where} is a {m[1]}, not a mapping — give it as key: value pairs"
+    if re.search(r"is not a ListConfig, list or tuple|Cannot merge DictConfig with ListConfig", detail):
+        return f"{override or key}{where} is not a list — give {key} as a list: {key}=[a,b]"
+    if m := re.search(r"Cannot convert '(\w+)' to string", detail):
+        return f"{override or key}{where} is a {m[1]}, not one value — give {key} a single string"
     if "is not Optional" in detail:
         return f"{key}=null{where} is not allowed here — set {key} to a value"
     if "does not support deletion" in detail:

@@ -1,5 +1,5 @@
 """Which keys each config node has and their types: one dataclass per config group option shape and per node
-of the primary configs, registered in Hydra's ConfigStore (schema/...), where conf/'s defaults lists find them.
+of the primary configs, registered in Hydra's ConfigStore (schema_<group>_<shape>) for conf/'s defaults lists.
 
 Every field is MISSING (a type without a value): the values live in conf/*.yaml only.
 """
@@ -207,7 +207,7 @@ class Train:
     sample_steps: int = MISSING
 
 
-# group -> {schema name in ConfigStore (schema/<group>/<name>): dataclass}
+# group -> {shape name (ConfigStore: schema_<group>_<name>): dataclass}
 GROUPS: dict[str, dict[str, type]] = {
     "dataset": {
         "cifar10": Cifar10Dataset,
@@ -334,19 +334,20 @@ PRIMARY: dict[str, type] = {"config": StageConfig, "train_config": TrainEntryCon
 
 
 def register() -> None:
-    """Put every schema into Hydra's ConfigStore (schema/...), where the conf/ files' defaults lists find them.
+    """Put every schema into Hydra's ConfigStore, where conf/'s defaults lists find them by name.
 
-    Idempotent; the stages package calls it on import, and hydra_plugins/pifs_schema for a Hydra that
-    composes conf/ on its own (DVC's `dvc exp run -S`).
+    Root-level names (schema_<group>_<shape>, schema_config), not a `schema/` group, so that they stay out
+    of --help's list of config groups. Idempotent; the stages package calls it on import, and
+    hydra_plugins/pifs_schema for a Hydra that composes conf/ on its own (DVC's `dvc exp run -S`).
     """
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for name, node in PRIMARY.items():
-        store.store(group="schema", name=name, node=node, provider="pifs-repro")
+        store.store(name=f"schema_{name}", node=node, provider="pifs-repro")
     for group, shapes in GROUPS.items():
         for name, node in shapes.items():
-            store.store(group=f"schema/{group}", name=name, node=node, provider="pifs-repro")
+            store.store(name=f"schema_{group}_{name}", node=node, provider="pifs-repro")
 
 
 def names(cls: type) -> list[str]:
