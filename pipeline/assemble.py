@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, InputMissingError
-from pipeline.outputs import CovarianceFolder, TrajectoriesFolder
-from pipeline.runs import InputSpec, upstream_dir
+from pipeline.errors import ConfigError, InputMissingError, PipelineError
+from pipeline.outputs import META, CovarianceFolder, JacobianFolder, TrajectoriesFolder
+from pipeline.runkeys import shard_of, with_shard
+from pipeline.runs import InputSpec, input_record, stage_dir, upstream_dir
 from pipeline.settings import image_resolution
 
 MODEL_KINDS = ("gaussian_oracle", "unet")
@@ -126,7 +127,8 @@ def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
     cov = covariance_folder(cfg, needed_by="jacobian")
     traj = trajectories_folder(cfg, needed_by="jacobian")
     built = build_model(cfg, needed_by="jacobian", covariance=cov)
-    n_proxy = int(cfg["proxy"].get("images") or 0)
+    # Table 10's proxy is not a point measurement: of a split protocol, shard 0 alone measures it
+    n_proxy = int(cfg["proxy"].get("images") or 0) if shard_of(cfg)[0] == 0 else 0
     return JacobianSetup(
         covariance=cov,
         trajectories=traj,
@@ -135,3 +137,41 @@ def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
         inputs={**built.inputs, "covariance": cov.path, "trajectories": traj.path},
         proxy_source=dataset(cfg, num_images=n_proxy) if n_proxy > 0 else None,
     )
+
+
+def unfinished_shards(cfg: Mapping[str, Any]) -> list[int]:
+    """The shards of this config's split protocol (points.shards) whose jacobian folder is not finished."""
+    _, shards = shard_of(cfg)
+    folders = [stage_dir("jacobian", with_shard(cfg, i, shards)) for i in range(shards)]
+    return [i for i, f in enumerate(folders) if not (f / META).is_file()]
+
+
+def jacobian_shards(cfg: Mapping[str, Any], needed_by: str) -> list[JacobianFolder]:
+    """The finished, unaltered folders of every jacobian shard of this config's protocol (points.shards),
+    each verified as an upstream; a missing shard is one line naming it."""
+    _, shards = shard_of(cfg)
+    missing = unfinished_shards(cfg)
+    if missing:
+        listed = ",".join(map(str, missing))
+        raise InputMissingError(
+            f"{needed_by} needs all {shards} jacobian shards of this protocol, but shard(s) {listed} are not "
+            f"finished — run them: python -m stages.jacobian -m <the same overrides> points.shard={listed}"
+        )
+    found = [
+        JacobianFolder(upstream_dir("jacobian", with_shard(cfg, i, shards), needed_by)) for i in range(shards)
+    ]
+    # every shard measured the trajectories and covariance this config reads now (not an older run's)
+    for name, upstream in (
+        ("covariance", covariance_folder(cfg, needed_by)),
+        ("trajectories", trajectories_folder(cfg, needed_by)),
+    ):
+        now = input_record(upstream.path)["sha256"]
+        for i, folder in enumerate(found):
+            held = ((folder.read_meta() or {}).get("input_hashes") or {}).get(name) or {}
+            if held.get("sha256") != now:
+                raise PipelineError(
+                    f"jacobian shard {i} ({folder.path}) was measured on other {name} than {upstream.path} "
+                    f"holds now — rerun the shards with force=true: python -m stages.jacobian -m "
+                    f"points.shards={shards} points.shard={','.join(map(str, range(shards)))} force=true"
+                )
+    return found

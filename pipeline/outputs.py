@@ -137,6 +137,8 @@ class JacobianFolder(StageFolder):
     ATTENTION = "attention.csv"
     PROXY = "proxy.csv"
     TABLES = (GLOBAL, PATCHES, BLOCKS, LYAPUNOV, ATTENTION, PROXY)
+    # a shard's record of what it measured (points.shards > 1; pipeline.jacobian.shards), never in a pooled run
+    SHARD = "shard.json"
 
     # The columns the loop adds in front of a point's measurement (its place in the chain).
     POINT_COLUMNS = ("seed", "step", "t", "t_prev", "alpha_bar_t", "alpha_bar_prev", "r_t", "b_t")

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.schema import POOL  # points.shard=pool: the pooled shards (the unsplit run's jacobian folder)
 
 STAGES = ("covariance", "trajectories", "jacobian", "analysis")
 # stages.train writes outputs/train/<run-key>/ through the same lifecycle; it is not part of the chain
@@ -100,8 +101,32 @@ def sampler_label(sampler: Mapping[str, Any]) -> str:
     return f"{name[: count.start()]}{int(n)}{name[count.end() :]}"
 
 
+def shard_of(cfg: Mapping[str, Any]) -> tuple[int | str, int]:
+    """(points.shard, points.shards): which of how many jacobian shards this config measures (or POOL);
+    (0, 1) for an unsplit protocol."""
+    points = cfg.get("points") or {}
+    shard = points.get("shard")
+    return (POOL if shard == POOL else int(shard or 0)), int(points.get("shards") or 1)
+
+
+def with_shard(cfg: Mapping[str, Any], shard: int, shards: int) -> dict[str, Any]:
+    """``cfg`` measuring shard ``shard`` of ``shards`` (``with_shard(cfg, 0, 1)``: the unsplit protocol)."""
+    return {**cfg, "points": {**(cfg.get("points") or {}), "shard": int(shard), "shards": int(shards)}}
+
+
+def unsharded(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The whole protocol a shard belongs to: its pooled result has the unsplit run's key and config."""
+    return with_shard(cfg, 0, 1)
+
+
 def run_key(stage: str, cfg: Mapping[str, Any]) -> str:
-    """Folder name under outputs/<stage>/: ``cfg['run_key']`` if set, else a readable digest."""
+    """Folder name under outputs/<stage>/: ``cfg['run_key']`` if set, else a readable digest. A jacobian
+    shard adds ``-shard<i>of<N>`` (so shards of one fixed run_key never share a folder); its pooled
+    result (points.shard=pool) is the unsplit run's folder."""
+    shard, shards = shard_of(cfg)
+    if stage == "jacobian" and shards > 1:
+        whole = run_key(stage, unsharded(cfg))
+        return whole if shard == POOL else check_run_key(f"{whole}-shard{shard}of{shards}")
     fixed = cfg.get("run_key")
     if fixed is not None and fixed != "":
         return check_run_key(fixed)

@@ -7,26 +7,54 @@ python -m stages.jacobian [overrides]   → outputs/jacobian/<run-key>/
                ‖[JΦ_t]_kk‖, C_k,t, PC slack
   blocks.csv   one row per (seed, step, k, j) when block norms are measured
 Timesteps are the paper's t (1-based). Resumable per (seed, step).
+With points.shards=N, points.shard=i measures shard i of the points into <run-key>-shard<i>of<N>/; the shard
+that finishes last pools all N into <run-key>/, the unsplit run's tables byte for byte (points.shard=pool
+pools them on request).
 """
 
 from __future__ import annotations
 
+import logging
+
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.assemble import jacobian_setup
+from pipeline.assemble import jacobian_setup, jacobian_shards, unfinished_shards
+from pipeline.io import FolderBusyError
 from pipeline.jacobian.loop import measurement_body
+from pipeline.jacobian.pool import pool_body
 from pipeline.outputs import JacobianFolder
-from pipeline.runs import StageResult, run_stage
+from pipeline.runkeys import POOL, shard_of, unsharded
+from pipeline.runs import StageResult, run_stage, stage_dir
 from pipeline.settings import prepare_config
 from stages.cli_errors import in_job, run_cli
+
+log = logging.getLogger("pifs")
+
+
+def pool(cfg: dict) -> StageResult:
+    """The shards of a split protocol pooled into the unsplit run's folder (pipeline.jacobian.pool)."""
+    shards = [s.path for s in jacobian_shards(cfg, needed_by="pooling")]
+    inputs = {f"shard-{i}": p for i, p in enumerate(shards)}
+    inputs.update(covariance=stage_dir("covariance", cfg), trajectories=stage_dir("trajectories", cfg))
+    body = pool_body(shards)
+    return run_stage("jacobian", unsharded(cfg), body, artifacts=(JacobianFolder.GLOBAL,), inputs=inputs)
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
+    shard, shards = shard_of(cfg)
+    if shard == POOL:
+        return pool(cfg)
     setup = jacobian_setup(cfg)
     body = measurement_body(setup, cfg)
-    return run_stage("jacobian", cfg, body, artifacts=(JacobianFolder.GLOBAL,), inputs=setup.inputs)
+    result = run_stage("jacobian", cfg, body, artifacts=(JacobianFolder.GLOBAL,), inputs=setup.inputs)
+    if shards > 1 and not unfinished_shards(cfg):
+        try:  # every shard is finished: this one (the last to finish) pools them
+            pool(cfg)
+        except FolderBusyError:
+            log.info("jacobian: another job is pooling the %d shards; leaving it to that one", shards)
+    return result
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -10,9 +10,13 @@ from matplotlib.collections import QuadMesh
 from matplotlib.image import AxesImage
 
 from pipeline.analysis import load_stage_outputs
-from pipeline.analysis.figures import _cell_edges, build_figures, fig_slack, fig_suppression, use_log_t
+from pipeline.analysis.figures import build_figures
+from pipeline.analysis.plotting import cell_edges as _cell_edges
+from pipeline.analysis.plotting import use_log_t
 from pipeline.analysis.scoring import analyse
 from pipeline.analysis.synthetic import write_synthetic_run
+from pipeline.analysis.tables.t3_suppression import fig_suppression
+from pipeline.analysis.tables.t8_pc_slack import fig_slack
 
 
 @pytest.fixture(scope="module", params=["learned", "gaussian_oracle"])

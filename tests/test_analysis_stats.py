@@ -354,3 +354,94 @@ def test_bootstrap_equals_the_hand_written_index_draws(shape):
     assert got.estimate == est
     assert got.ci == pytest.approx(ci, rel=1e-13)
     assert got.se == pytest.approx(se, rel=1e-12)
+
+
+# ------------------------------------------------------------------ inference (pipeline/analysis/inference.py)
+def test_benjamini_hochberg_hand_worked():
+    from pipeline.analysis.inference import benjamini_hochberg
+
+    # sorted p 0.01, 0.03, 0.04, 0.5 (m = 4): m p_(i)/i = 0.04, 0.06, 0.0533, 0.5, then running minima from
+    # the top: 0.04, 0.0533, 0.0533, 0.5; NaN stays NaN and is not counted in m
+    q = benjamini_hochberg([0.01, 0.04, 0.03, 0.5, np.nan])
+    np.testing.assert_allclose(q[:4], [0.04, 0.16 / 3, 0.16 / 3, 0.5])
+    assert math.isnan(q[4])
+
+
+def test_t_test_equals_scipy_and_is_exact_for_zero_spread():
+    from scipy import stats as sps
+
+    from pipeline.analysis.inference import t_test
+
+    x = np.array([[0.1, 0.3, 0.2, 0.5], [1.0, 1.0, 1.0, 1.0]])
+    tt = t_test(x, axis=-1)
+    ref = sps.ttest_1samp(x[0], 0.0)
+    assert tt.p_value[0] == pytest.approx(ref.pvalue, rel=1e-12)
+    lo, hi = ref.confidence_interval()
+    assert (tt.ci_lo[0], tt.ci_hi[0]) == pytest.approx((lo, hi), rel=1e-12)
+    assert tt.p_value[1] == 0.0 and tt.ci_lo[1] == tt.ci_hi[1] == 1.0  # four equal values: no doubt
+
+
+def test_exact_bootstrap_equals_the_enumeration_of_all_n_to_the_n_draws():
+    from pipeline.analysis.inference import exact_bootstrap
+
+    data = np.array([1.0, 0.75, 0.75, 1.0])
+    draws = np.array(
+        [data[list(i)].mean() for i in itertools.product(range(4), repeat=4)]
+    )  # 256, equally likely
+    bs = exact_bootstrap(data)
+    assert bs.exact and bs.estimate == pytest.approx(0.875)
+    # the percentile interval of the 256 draws: the smallest value with cumulative share >= 2.5 % (97.5 %)
+    srt = np.sort(draws)
+    cum = np.arange(1, 257) / 256
+    assert (
+        bs.interval.lo == srt[np.searchsorted(cum, 0.025)]
+        and bs.interval.hi == srt[np.searchsorted(cum, 0.975)]
+    )
+    assert bs.mass_at_hi == pytest.approx(np.mean(draws == bs.interval.hi))
+    assert "degenerate" in bs.interval.degenerate  # 1/16 of the draws repeat 1.0 four times
+
+
+def test_spearman_interval_is_fisher_z_with_the_bonett_wright_se():
+    from pipeline.analysis.inference import spearman_with_interval
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(40)
+    y = x + rng.standard_normal(40)
+    rc = spearman_with_interval(x, y)
+    se = math.sqrt((1 + rc.rho**2 / 2) / (40 - 3))
+    assert (rc.interval.lo, rc.interval.hi) == pytest.approx(
+        (
+            math.tanh(math.atanh(rc.rho) - 1.959963984540054 * se),
+            math.tanh(math.atanh(rc.rho) + 1.959963984540054 * se),
+        )
+    )
+
+
+def test_partial_rank_correlation_removes_the_shared_trend():
+    from pipeline.analysis.inference import partial_spearman
+
+    t = np.arange(30.0)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(30), rng.standard_normal(30)
+    x, y = t + 0.5 * a, -t + 0.5 * b  # both follow t, their noises are independent
+    res = partial_spearman(x, y, t)
+    assert res.raw_rho < -0.9 and abs(res.rho) < 0.4 and res.p_value > 0.05
+    # hand: the first-order partial correlation formula on the ranks
+    rx, ry, rt = (stats.rank_average(v) for v in (x, y, t))
+    r = np.corrcoef([rx, ry, rt])
+    hand = (r[0, 1] - r[0, 2] * r[1, 2]) / math.sqrt((1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2))
+    assert res.rho == pytest.approx(hand, abs=1e-12)
+
+
+def test_within_t_association_sees_only_what_goes_beyond_t():
+    from pipeline.analysis.inference import within_strata_association
+
+    rng = np.random.default_rng(1)
+    t = np.repeat(np.arange(10.0), 4)
+    e = rng.standard_normal(40)
+    trend_only = within_strata_association(
+        t + rng.standard_normal(40), -t + rng.standard_normal(40), t, n_resamples=2000
+    )
+    linked = within_strata_association(t + e, -t - e + 0.1 * rng.standard_normal(40), t, n_resamples=2000)
+    assert trend_only.raw_rho < -0.8 and trend_only.p_value > 0.05
+    assert linked.rho < -0.9 and linked.p_value < 0.01

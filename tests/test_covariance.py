@@ -357,7 +357,11 @@ def test_no_gaussian_fit_without_full_covariance(crops, tmp_path):
     paths = write_covariance_outputs(
         tmp_path, compute_patch_statistics(crops, 8, progress=False), figure=False
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gaussian_fit.sha256", "patch_stats.npz", "patches.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "gaussian_fit.sha256",
+        "patch_stats.npz",
+        "patches.csv",
+    ]
     assert "gaussian_fit" not in paths and paths["fit_digest"].read_text().startswith("none")
     with pytest.raises(FileNotFoundError, match="full_cov"):
         read_gaussian_fit(tmp_path)

@@ -10,6 +10,7 @@ output ("Running stage '<name>'"), and what they computed from their output file
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -115,6 +116,16 @@ def test_dvc_repro_noop_downstream_rerun_and_hydra_experiment_on_a_fresh_clone(t
     report = (repo / "outputs" / "analysis" / "dvc" / "report.html").read_text()
     assert "data-companion='pifs_ddpm16'" in report and "href='../dvc_learned/report.html'" in report
     assert _patch_size(repo) == 4
+    # `dvc metrics show` carries the report's numbers: κ̂ at each printed t is Table 4's converged mean
+    shown = json.loads(_run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], repo))
+    for chain in ("dvc", "dvc_learned"):
+        rel = f"outputs/analysis/{chain}/metrics.json"
+        kappa = next(v for v in _walk(shown) if isinstance(v, dict) and rel in v)[rel]["data"]["kappa"]
+        table = {
+            r["t"]: float(r["mean"]) for r in _csv(repo / "outputs" / "analysis" / chain / "table_4.csv")
+        }
+        pairs = [(v, table[k[1:]]) for k, v in kappa.items() if k.startswith("t") and k[1:].isdigit()]
+        assert pairs and all(v == pytest.approx(m, rel=1e-9) for v, m in pairs), (chain, pairs)
     _commit(repo, "first repro")
 
     # 2. nothing changed: nothing runs, no output is touched
@@ -172,3 +183,15 @@ def test_dvc_repro_noop_downstream_rerun_and_hydra_experiment_on_a_fresh_clone(t
     # DVC's metrics: the analysis stage's headline figures
     metrics = _run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], repo)
     assert "kappa" in metrics and "claims" in metrics
+
+
+def _walk(obj):
+    """Every dict and list inside a parsed JSON document (dvc's nesting differs between versions)."""
+    yield obj
+    for v in obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ():
+        yield from _walk(v)
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -39,7 +39,7 @@ def _text(cell: str) -> str:
 
 
 def _summary(page: str) -> tuple[list[str], dict[str, list[str]]]:
-    block = re.search(r'<section id="summary".*?</section>', page, re.S).group(0)
+    block = re.search(r'<table class="summary">.*?</table>', page, re.S).group(0)
     heads = [_text(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", block, re.S)]
     rows = {
         key: [_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", body, re.S)]
@@ -82,35 +82,60 @@ def test_an_oracle_only_report_takes_its_verdict_from_the_closed_form(reports, t
     v = {x.key: x.status for x in alone.verdicts}
     assert rows["P1"][-1] == _short(v["P1"]) == "closed form reproduced"
     assert rows["P3"][-1] == "not tested"  # P3-P5 need a learned model; the oracle run does not claim them
-    assert rows["oracle"][2] == f"{len(alone.oracle.rows)} of {len(alone.oracle.rows)} quantities agree"
+    c = alone.oracle.count
+    assert rows["oracle"][2].startswith(f"{c.agree} of {c.independent} independent checks agree")
+    assert c.agree == c.independent > 0 and rows["oracle"][-1] == "reproduced"
 
 
-def test_table_rows_count_the_runs_paper_comparisons(reports):
+def test_table_rows_count_the_runs_independent_paper_comparisons(reports):
     oracle, learned = reports
     _, rows = _summary(oracle.report_html.read_text())
     for key, t in oracle.table_results.items():
-        statuses = [c.status for c in t.comparison]
-        if not statuses:
+        ind = [c.status for c in t.comparison if c.kind.value == "independent"]
+        if not t.comparison:
             continue
-        # the oracle is never scored against the learned model's paper numbers (reference or no data)
-        assert not {"agrees", "differs"} & set(statuses)
-        assert rows[key][2] == f"ref.: {len(statuses)} values", key
+        # the oracle is never scored against the learned model's paper numbers (reference, no data, ...)
+        assert not {"agrees", "differs"} & {c.status for c in t.comparison}
+        assert rows[key][2].startswith(f"ref.: {len(ind)} values"), (key, rows[key][2])
     for key, t in learned.table_results.items():
-        statuses = [c.status for c in t.comparison]
-        if not statuses:
+        if not t.comparison:
             continue
-        scored = [s for s in statuses if s in ("agrees", "differs")]
-        want = (
-            f"ref.: {scored.count('agrees')} of {len(scored)} within tol."
-            if scored
-            else f"ref.: {len(statuses)} values"
-        )
-        assert rows[key][3] == want, key  # a non-paper model's comparisons are reference only
+        scored = [
+            c.status
+            for c in t.comparison
+            if c.kind.value == "independent" and c.status in ("agrees", "differs")
+        ]
+        want = f"ref.: {scored.count('agrees')}/{len(scored)} within tol."
+        assert rows[key][3].startswith(want), (key, rows[key][3])  # a non-paper model: reference only
+        others = [c.kind.value for c in t.comparison if c.kind.value != "independent"]
+        for kind in set(others):
+            assert f"{others.count(kind)} {kind}" in rows[key][3], key  # named, never scored
         assert rows[key][4] == "reference only"
     # Table 6 needs attention layers: not applicable to the oracle, and no "Missing inputs" heading for it
     assert rows["table_6"][2] == "not applicable"
     page = oracle.report_html.read_text()
     assert "Missing inputs" not in page and "the Gaussian oracle has no attention layers" in page
+
+
+def test_first_screen_says_what_the_run_is_the_geometry_verdict_and_the_symbols(reports):
+    oracle, _ = reports
+    page = oracle.report_html.read_text()
+    block = re.search(r'<section id="summary".*?</section>', page, re.S).group(0)
+    scope = _text(re.search(r'<p class="scope"[^>]*>(.*?)</p>', block, re.S).group(1))
+    assert "Not run here: the paper's models" in scope and "hub" in scope
+    assert "python -m stages.<stage> experiment=cifar10_paper" in scope
+    assert "dvc exp run -S experiment=cifar10_paper" in scope
+    _, rows = _summary(page)
+    assert rows["geometry"][2] == "14 of 14 printed numbers reproduced to the printed digits"
+    geo = re.search(r'<table class="geometry">.*?</table>', block, re.S).group(0)
+    # the paper's printed digits beside ours (§7.4: λ** = 1.049681 on the 49-step chain), in one line on the
+    # first screen and in full one click below it
+    assert ">1.049681<" in geo
+    line = _text(re.search(r'<p class="scope" data-geometry="yes">(.*?)</p>', block, re.S).group(1))
+    assert "14 of 14" in line and "1.049681 (paper) vs 1.0496813" in line
+    legend = _text(re.search(r'<p class="legend">(.*?)</p>', block, re.S).group(1))
+    for sym in ("κ̂_t", "δ̂^cross_t", "S_k,t", "λ*(t)"):
+        assert sym in legend
 
 
 def test_counts_line_and_block_position(reports):
@@ -153,7 +178,9 @@ def test_no_long_floats_in_any_table_cell_and_a_viewport_tag(reports):
     for res in reports:
         page = res.report_html.read_text()
         assert '<meta name="viewport"' in page and "@media print" in page
-        cells = [_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", page, re.S)]
+        # the geometry table shows the paper's printed digits (1.049681) on purpose
+        body = re.sub(r'<table class="geometry">.*?</table>', "", page, flags=re.S)
+        cells = [_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", body, re.S)]
         # significant digits of every decimal number in a cell (leading zeros do not count)
         long = [
             c for c in cells for n in re.findall(r"\d+\.\d+", c) if len(n.replace(".", "").lstrip("0")) > 6
@@ -178,11 +205,16 @@ def test_paper_model_comparisons_are_tests_and_other_models_are_reference():
     t11 = type("T", (), {"paper": pv.TABLE_11})()
     assert not pr.is_reference(cifar, t3) and pr.is_reference(cifar, t11) and pr.is_reference(small, t3)
     assert pr.comparison_counts(["agrees", "differs", "no data"], False) == (
-        "1 of 2 agree; 1 no data",
+        "1/2 agree; 1 no data",
         "partly-supported",
     )
-    assert pr.comparison_counts(["agrees", "agrees"], False) == ("2 of 2 agree", "agrees")
-    assert pr.comparison_counts(["agrees", "differs"], True) == ("ref.: 1 of 2 within tol.", "reference")
+    assert pr.comparison_counts(["agrees", "agrees"], False) == ("2/2 agree", "agrees")
+    assert pr.comparison_counts(["agrees", "differs"], True) == ("ref.: 1/2 within tol.", "reference")
+    # an identity row is named, never counted as agreement
+    assert pr.comparison_counts(["agrees", "identity: not evidence"], False, ["independent", "identity"]) == (
+        "1/1 agree; +1 identity",
+        "agrees",
+    )
     assert small.title == "Learned pifs_ddpm16 — natural crops 16×16, P=4"
     assert pr.claim_for("P1", small).startswith("All 16 4×4 patches of natural crops 16×16 exceed lambda*(t)")
 
@@ -196,25 +228,31 @@ def test_numbers_to_significant_digits():
 @pytest.mark.parametrize(
     ("statuses", "cell", "verdict"),
     [
-        (["agrees"] * 3, "3 of 3 quantities agree", "reproduced"),
+        (["agrees"] * 3, "3 of 3 independent checks agree", "reproduced"),
         (
             ["agrees", "agrees", "not converged"],
-            "2 of 3 quantities agree; 1 not converged",
-            "reproduced; 1 estimate not converged",
+            "2 of 3 independent checks agree; 1 not converged",
+            "reproduced; 1 estimate(s) short of tolerance",
         ),
         (
             ["agrees", "differs", "not converged", "no data"],
-            "1 of 3 quantities agree; 1 not converged",
+            "1 of 3 independent checks agree; 1 differ; 1 not converged",
             "NOT reproduced: 1 differ",
         ),
     ],
 )
 def test_oracle_row_tells_an_unconverged_estimate_from_a_wrong_value(statuses, cell, verdict):
-    from types import SimpleNamespace
-
+    from pipeline.analysis.evidence import Kind
+    from pipeline.analysis.oracle import OracleCheck
+    from pipeline.analysis.oracle.checks import OracleCheckRow
     from pipeline.analysis.report import ReportContent, summary_block
 
-    oracle = SimpleNamespace(rows=[SimpleNamespace(status=s) for s in statuses], all_agree=False)
-    content = ReportContent("t", "gaussian_oracle", {}, {}, [], [], oracle, [], {}, {})
+    rows = [
+        OracleCheckRow(f"q{i}", "", "", Kind.INDEPENDENT, "", 1, 1, 0.0, 0.0, s)
+        for i, s in enumerate(statuses)
+    ]
+    content = ReportContent(
+        "t", "gaussian_oracle", {}, {}, [], [], OracleCheck("block_diagonal", "", "", rows), [], {}, {}
+    )
     row = summary_block(content).rows[0]
     assert row.key == "oracle" and row.runs[0].text == cell and row.verdict.text == verdict

@@ -490,6 +490,7 @@ def test_a_planted_training_checkpoint_never_executes(project, monkeypatch):
     import torch
 
     import pipeline.training as training
+    import pipeline.training_run as training_run
     from stages.train import run
 
     overrides = [
@@ -509,7 +510,7 @@ def test_a_planted_training_checkpoint_never_executes(project, monkeypatch):
         raise RuntimeError("preempted")
 
     with monkeypatch.context() as m, pytest.raises(RuntimeError, match="preempted"):
-        m.setattr(training, "train", preempted)
+        m.setattr(training_run, "train", preempted)
         run(compose_config(overrides, config_name="train"))
     (work,) = (project / "outputs" / "train").glob(".work-*")
     marker = project / "pwned"

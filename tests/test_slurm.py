@@ -1,6 +1,7 @@
 """Real SLURM: a one-node cluster on localhost (tests/cluster/slurm_up.sh), then
 (a) a direct submitit job and (b) a two-job Hydra multirun through hydra-submitit-launcher,
-both running the real covariance stage on the smoke preset.
+both running the real covariance stage on the smoke preset, and (c) the smoke protocol's jacobian
+split over a 4-task array (points.shards=4), pooled and analysed into the unsplit run's tables.
 
 Success is judged by what comes back (the job's return value, Hydra's exit code) and by the
 result files and MLflow runs, never by SLURM's job state: Hydra catches a job's exception, so
@@ -182,3 +183,78 @@ def test_hydra_multirun_through_the_slurm_launcher_runs_two_jobs(slurm_partition
         f"{array_id}_1",
     ]
     assert parent_run(files[0].sweep_id, uri).info.status == "FINISHED"
+
+
+def test_a_protocol_split_over_a_four_task_array_gives_the_unsplit_analysis_tables(slurm_partition, job_env):
+    """The smoke protocol's points split over a 4-task SLURM array (points.shards=4 points.shard=0,1,2,3
+    through hydra-submitit-launcher, one array job); the task that finishes last pools the shards, and the
+    analysis of the pooled run writes the unsplit run's tables byte for byte (the unsplit run is computed
+    here, in-process, beforehand)."""
+    import filecmp
+    import shutil
+
+    from pipeline.runkeys import with_shard
+    from pipeline.runs import stage_dir
+    from pipeline.settings import prepare_config
+    from pipeline.sweeps import runs_from_sweep_dir
+    from stages import analysis, covariance, jacobian, trajectories
+    from tests.conftest import compose_config
+
+    smoke = ["experiment=smoke", "progress=false", "tracking.enabled=false"]
+    cfg = compose_config(smoke)
+    covariance.run(cfg)
+    trajectories.run(cfg)
+    whole_jac, whole_ana = jacobian.run(cfg).out_dir, analysis.run(cfg).out_dir
+    unsplit = job_env / "unsplit"
+    shutil.move(whole_jac, unsplit / "jacobian")
+    shutil.move(whole_ana, unsplit / "analysis")
+
+    sweep_dir = job_env / "sweep"
+    cmd = [
+        sys.executable,
+        "-m",
+        "stages.jacobian",
+        "-m",
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={slurm_partition}",
+        "hydra.launcher.gpus_per_node=0",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep_dir}",
+        *smoke,
+        "points.shards=4",
+        "points.shard=0,1,2,3",
+    ]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=job_env, capture_output=True, text=True, timeout=JOB_DEADLINE_S + 60)
+    print(f"\n4-shard jacobian array via SLURM: {time.time() - t0:.1f} s end to end")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = runs_from_sweep_dir(sweep_dir)
+    assert [(r.job_num, r.status) for r in jobs] == [(i, "COMPLETED") for i in range(4)]
+    whole_cfg = prepare_config(cfg)
+    assert [Path(r.out_dir) for r in jobs] == [
+        stage_dir("jacobian", with_shard(whole_cfg, i, 4)).absolute() for i in range(4)
+    ]
+    (array_id,) = {p.name for p in (sweep_dir / ".submitit").iterdir() if "_" not in p.name}
+    assert sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir()) == [
+        array_id,
+        *(f"{array_id}_{i}" for i in range(4)),
+    ]  # ONE array job of four tasks
+    pooled = Path(whole_jac)
+    assert (pooled / "meta.json").is_file(), "no task pooled the shards"
+
+    t0 = time.time()
+    result = analysis.run(compose_config([*smoke, "points.shards=4"]))
+    print(f"analysis of the pooled shards: {time.time() - t0:.1f} s")
+    assert Path(result.out_dir) == Path(whole_ana)
+    for table in ("global.csv", "patches.csv", "blocks.csv", "proxy.csv"):
+        assert filecmp.cmp(unsplit / "jacobian" / table, pooled / table, shallow=False), table
+    tables = sorted(p.name for p in (unsplit / "analysis").glob("*.csv"))
+    assert {"release_times.csv", "comparison.csv", "table_4.csv", "table_9.csv"} <= set(tables)
+    differ = [
+        t
+        for t in tables
+        if not filecmp.cmp(unsplit / "analysis" / t, Path(result.out_dir) / t, shallow=False)
+    ]
+    assert differ == []

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from pipeline.analysis import paper_values as pv
+from pipeline.outputs import JacobianFolder
 
 # The paper's models, by the table they were measured for (§7.2-7.7): Tables 3-10 on CIFAR-10, Table 11 on
 # CelebA-HQ. A run of any other model compares with these numbers for reference only.
@@ -21,7 +22,9 @@ DATASET_NAMES = {
 }
 # Inputs a run kind cannot produce, so their absence is no gap (jacobian file -> why).
 CANNOT_PRODUCE = {
-    "gaussian_oracle": {"attention.csv": "the Gaussian oracle has no attention layers (Table 6 needs them)"},
+    "gaussian_oracle": {
+        JacobianFolder.ATTENTION: "the Gaussian oracle has no attention layers (Table 6 needs them)"
+    },
 }
 
 
@@ -137,10 +140,10 @@ SHORT_CLAIMS = {
 }
 PAPER_SAYS = {
     "P1": "§7.2: all 16 patches, every t",
-    "P2": "§7.3: ρ > 0, p < 0.01",
+    "P2": "§7.3: ρ > 0 at p < 0.01 (t 461–841)",
     "P3": "§7.4, Tables 4–6",
     "P4": "§7.5, Tables 8–9",
-    "P5": "§7.6: slope 0.95",
+    "P5": "§7.6: slope 0.95 [0.88, 1.02] ∋ 1",
 }
 
 
@@ -313,6 +316,31 @@ HEADERS = {
     "quantity": "quantity",
     "paper": "paper",
     "ours": "this run",
+    "kind": "kind",
+    "n_decidable": "decidable",
+    "n_over": "beyond tol.",
+    "max_rel_error": "max |error| / |closed − trivial|",
+    "p_adj": "q (BH)",
+    "rho_exact": "ρ (exact S)",
+    "p_exact": "p (exact S)",
+    "S_exact_mean": "mean exact S",
+    "frac_expanding": "share f_t > 1",
+    "lyap_pred_sparse": "Λ_pred (sparse)",
+    "lyap_pred_surrogate": "Λ_pred (eq. 30 surrogate)",
+    "lyap_gauss": "Λ(λ_k) Gaussian",
+    "lyap_hat_p_adj": "q of Λ̂ (BH)",
+    "lyap_hat_sign": "sign of Λ̂",
+    "sign_agree_sparse": "signs agree (sparse)",
+    "sign_agree_surrogate": "signs agree (surrogate)",
+    "sign_agree_gauss": "signs agree (Gaussian)",
+    "proxy_over_exact": "proxy / exact",
+    "mean_pi": "mean (K_PI power it.)",
+    "outcome": "outcome",
+    "test": "test",
+    "effect": "effect (interval)",
+    "correction": "correction",
+    "why": "why",
+    "part": "part",
     "difference": "difference",
     "tolerance": "tolerance",
     "status": "status",
@@ -366,6 +394,10 @@ def status_class(status: str) -> str:
         return "reference"
     if s.startswith("no ") or s.startswith("not built"):
         return "no-data"
+    if s.startswith(("identity", "structural")):
+        return "named"
+    if s.startswith(("extrapolated", "cannot separate", "not converged")):
+        return "partly-supported"
     return re.sub(r"[^a-z-]", "", s.replace(" ", "-"))
 
 
@@ -395,7 +427,10 @@ class TableView:
         return len(self.rows)
 
 
-def table_view(columns, rows, status_col: str | None = None, reference: bool = False) -> TableView:
+def table_view(
+    columns, rows, status_col: str | None = None, reference: bool = False, verbatim: tuple[str, ...] = ()
+) -> TableView:
+    """Rows as a view; ``verbatim`` columns are shown exactly as given (printed digits, not reformatted)."""
     first = rows[0] if rows else {}
     cols = [(c, header(c), is_num(first.get(c))) for c in columns]
     out = []
@@ -404,7 +439,7 @@ def table_view(columns, rows, status_col: str | None = None, reference: bool = F
         for c, _, _ in cols:
             v = r.get(c)
             cls = "" if is_num(v) else "txt"
-            text = fmt(v)
+            text = str(v) if c in verbatim and v is not None else fmt(v)
             if c == status_col and v is not None:
                 text = shown_status(v, reference)
                 cls += " " + status_class(text)
@@ -446,27 +481,33 @@ def count_phrase(statuses: list[str]) -> str:
     return ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
-def comparison_counts(statuses: list[str], reference: bool) -> tuple[str, str]:
-    """(text, css class) for one table's paper-vs-run rows, e.g. '3 of 5 agree' or 'reference: 2 within tol.'."""
+def comparison_counts(
+    statuses: list[str], reference: bool, kinds: list[str] | None = None
+) -> tuple[str, str]:
+    """(text, css class) for one table's paper-vs-run rows: independent rows are scored ('3/5 agree'), the rest
+    named by kind after a '+' ('+2 re-derived, 1 identity': shown, never scored); 'ref.: ...' for a non-paper
+    model."""
     if not statuses:
         return "built (no paper number)", "no-data"
-    if reference or all(s.startswith("reference") for s in statuses):
-        scored = [s for s in statuses if s in ("agrees", "differs")]
-        within = sum(s == "agrees" for s in scored)
-        if scored:
-            return f"ref.: {within} of {len(scored)} within tol.", "reference"
-        return f"ref.: {len(statuses)} values", "reference"
-    scored = [s for s in statuses if s in ("agrees", "differs")]
-    if not scored:
-        return count_phrase(statuses), "no-data"
+    kinds = kinds or ["independent"] * len(statuses)
+    ind = [s for s, k in zip(statuses, kinds, strict=True) if k.startswith("independent")]
+    named = count_phrase([k.split(" (")[0] for k in kinds if not k.startswith("independent")])
+    tail = f"; +{named}" if named else ""
+    scored = [s for s in ind if s.split(" (")[0] in ("agrees", "differs")]
     agree = sum(s == "agrees" for s in scored)
-    rest = [s for s in statuses if s not in ("agrees", "differs")]
-    text = f"{agree} of {len(scored)} agree" + (f"; {count_phrase(rest)}" if rest else "")
+    if reference or all(s.startswith("reference") for s in ind):
+        if scored:
+            return f"ref.: {agree}/{len(scored)} within tol.{tail}", "reference"
+        return f"ref.: {len(ind)} values{tail}", "reference"
+    if not scored:
+        return (count_phrase(ind) or "none independent") + tail, "no-data"
+    rest = [s for s in ind if s not in ("agrees", "differs")]
+    text = f"{agree}/{len(scored)} agree" + (f"; {count_phrase(rest)}" if rest else "") + tail
     cls = "agrees" if agree == len(scored) else "partly-supported" if agree else "differs"
     return text, cls
 
 
-LEARNED_STATUSES = ("supported", "partly supported", "not supported")
+LEARNED_STATUSES = ("supported", "partly supported", "not supported", "inconclusive")
 
 
 def claim_verdict(statuses: list[tuple[str, str]]) -> Cell:

@@ -14,10 +14,13 @@ import jinja2
 
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis import presentation as pr
+from pipeline.analysis import summary as sm
 from pipeline.analysis.companions import GEOMETRY_COLUMNS, Companion
-from pipeline.analysis.figures import FigureResult
+from pipeline.analysis.evidence import Comparison
+from pipeline.analysis.geometry_check import GeometryCheck
 from pipeline.analysis.oracle import OracleCheck
-from pipeline.analysis.tables import ComparisonRow, TableResult
+from pipeline.analysis.plotting import FigureResult
+from pipeline.analysis.tables import TABLE_FIGURES, TableResult
 from pipeline.analysis.verdicts import Verdict
 
 # kept for callers that format one value the report's way
@@ -40,6 +43,7 @@ class ReportContent:
     sweep: tuple[list[str], list[dict], str] | None = None
     companions: list[Companion] = field(default_factory=list)
     setting: pr.RunSetting = field(default_factory=pr.RunSetting)
+    geometry: GeometryCheck | None = None
 
 
 COMPANION_INTRO = (
@@ -47,30 +51,25 @@ COMPANION_INTRO = (
     "full report is linked. 1 − κ̂^diag − δ̂^cross is the (PC) margin per seed (Theorem 15, eq. 19); "
     "mean ± standard error over seeds."
 )
-ORACLE_COLUMNS = ["quantity", "closed_form", "measured", "max_abs_error", "tolerance", "status", "diagnostic"]
-COMPARISON_COLUMNS = ["quantity", "paper", "ours", "difference", "tolerance", "status", "note"]
-VERDICT_COLUMNS = ["key", "status", "claim", "evidence"]
-TABLE_FIGURES = {
-    "table_4": ["kappa_t"],
-    "table_5": ["block_decomposition"],
-    "table_3": ["suppression_heatmap", "rho_vs_t"],
-    "table_8": ["pc_slack_heatmap"],
-    "table_10": ["proxy_loglog"],
-    "release_times": ["release_times"],
-}
-# what each table row of the summary block is called, with the paper's symbols
-TABLE_ITEMS = {
-    "table_3": "S_k,t vs λ_k (Spearman ρ per t)",
-    "table_4": "global κ̂_t per step",
-    "table_5": "κ̂^diag and δ̂^cross",
-    "table_6": "attention entropy vs δ̂^cross",
-    "table_7": "coupling by patch distance",
-    "table_8": "(PC) violation by regime",
-    "table_9": "ρ(λ_k, κ̂^diag) sign flip",
-    "release_times": "release time vs λ_k",
-    "table_10": "score-deviation proxy slope",
-    "table_11": "suppression-corrected Lyapunov Λ",
-}
+ORACLE_COLUMNS = [
+    "quantity",
+    "closed_form",
+    "measured",
+    "kind",
+    "n",
+    "n_decidable",
+    "n_over",
+    "max_abs_error",
+    "max_rel_error",
+    "tolerance",
+    "status",
+    "diagnostic",
+]
+COMPARISON_COLUMNS = ["quantity", "paper", "ours", "difference", "kind", "tolerance", "status", "note"]
+VERDICT_COLUMNS = ["key", "status", "claim", "rule"]
+COMPANION_VERDICT_COLUMNS = ["key", "status", "claim", "evidence"]
+PART_COLUMNS = ["key", "part", "outcome", "test", "n", "effect", "correction", "why"]
+GEOMETRY_CHECK_COLUMNS = ["quantity", "paper", "ours", "reproduced"]
 
 
 # ------------------------------------------------------------------------------------------ Jinja2
@@ -101,19 +100,8 @@ def css() -> str:
 
 
 # --------------------------------------------------------------------------------------- view data
-def _cmp_rows(rows: list[ComparisonRow]) -> list[dict]:
-    return [
-        {
-            "quantity": c.quantity,
-            "paper": c.paper,
-            "ours": c.ours,
-            "difference": c.difference,
-            "tolerance": c.tolerance,
-            "status": c.status,
-            "note": c.note,
-        }
-        for c in rows
-    ]
+def _cmp_rows(rows: list[Comparison]) -> list[dict]:
+    return [c.as_row() for c in rows]
 
 
 def _figure(f: FigureResult, path: str = "") -> dict:
@@ -166,31 +154,6 @@ def _run_info_blocks(c: ReportContent) -> list[tuple[str, str]]:
     return out
 
 
-def _cannot_produce(c: ReportContent) -> dict[str, str]:
-    return pr.CANNOT_PRODUCE.get(c.model_kind, {})
-
-
-def _split_missing(c: ReportContent) -> tuple[list[str], list[str], dict[str, str]]:
-    """(not applicable lines, missing lines, table key -> 'not applicable: why') for this run kind."""
-    na: list[str] = []
-    missing: list[str] = []
-    na_tables: dict[str, str] = {}
-    cannot = _cannot_produce(c)
-    for m in c.missing:
-        hit = next((f for f in cannot if f in m), None)
-        if hit is None:
-            missing.append(m)
-        elif cannot[hit] not in na:
-            na.append(cannot[hit])
-    for key, why in c.skipped.items():
-        hit = next((f for f in cannot if f in why), None)
-        if hit is not None:
-            na_tables[key] = f"not applicable: {cannot[hit]}"
-        else:
-            missing.append(f"{key} not built: {why}")
-    return na, missing, na_tables
-
-
 def _reference_reason(c: ReportContent, t: TableResult) -> str:
     if not pr.is_reference(c.setting, t):
         return ""
@@ -209,7 +172,13 @@ def _table_view(c: ReportContent, key: str, t: TableResult, fig_by_name: dict, p
         "paper": f"{t.paper.citation} — {t.paper.setting}" if t.paper is not None else "",
         "reads": pr.symbols(t.reads),
         "notes": notes,
-        "summary": "; ".join(f"{pr.header(k)} = {fmt(v)}" for k, v in t.summary.items()),
+        # long sentences of the summary are in the notes already
+        "summary": "; ".join(
+            f"{pr.header(k)} = {_summary_value(v)}"
+            for k, v in t.summary_items().items()
+            if not (isinstance(v, str) and len(v) > 60)
+        ),
+        "evidence": t.evidence.text() if t.comparison else "",
         "comparison": pr.table_view(COMPARISON_COLUMNS, _cmp_rows(t.comparison), "status", bool(reason))
         if t.comparison
         else None,
@@ -226,127 +195,19 @@ def _table_view(c: ReportContent, key: str, t: TableResult, fig_by_name: dict, p
     }
 
 
-def table_status(c_tables: dict[str, TableResult], setting: pr.RunSetting) -> dict[str, dict]:
-    """Per table: title, comparison statuses and whether they are reference only (summary.json keeps it,
-    so a report that embeds this run as a companion can count them)."""
-    return {
-        key: {
-            "title": t.title,
-            "statuses": [r.status for r in t.comparison],
-            "reference": pr.is_reference(setting, t),
-        }
-        for key, t in c_tables.items()
-    }
+def _summary_value(v) -> str:
+    """A summary field as text: nested results (a fit, per-regime counts) as name = value pairs."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(v):
+        return "(" + ", ".join(f"{f.name} {fmt(getattr(v, f.name))}" for f in dataclasses.fields(v)) + ")"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {fmt(x)}" for k, x in v.items()) + "}"
+    return fmt(v)
 
 
-def _paper_ref(key: str) -> str:
-    """'§7.3, Table 3' for table_3 (also when this run did not build it); release times: eq. (36)."""
-    if key == "release_times":
-        cite = pv.RELEASE_SPREAD["citation"]
-    elif key.startswith("table_") and key[6:].isdigit() and int(key[6:]) in pv.PAPER_TABLES:
-        cite = pv.PAPER_TABLES[int(key[6:])].citation
-    else:
-        return ""
-    return cite.replace(f"{pv.PAPER}, ", "")
-
-
-def _short(status: str) -> str:
-    return status[len("oracle: ") :] if status.startswith("oracle: ") else status
-
-
-def summary_block(c: ReportContent) -> pr.SummaryBlock:
-    """The verdicts-first block: P1–P5 and each reproduced table, the paper, this run, every companion."""
-    _, _, na_tables = _split_missing(c)
-    runs = [
-        {
-            "label": f"{c.setting.label} (this run)",
-            "verdicts": {v.key: v.status for v in c.verdicts},
-            "tables": table_status(c.tables, c.setting),
-            "skipped": {**{k: f"not built: {v}" for k, v in c.skipped.items()}, **na_tables},
-        }
-    ]
-    for comp in c.companions:
-        if comp.found:
-            runs.append(
-                {
-                    "label": f"{comp.setting.label if comp.setting else comp.label} (companion)",
-                    "verdicts": {v.get("key"): v.get("status") for v in comp.verdicts},
-                    "tables": comp.table_status,
-                    "skipped": {k: f"not built: {v}" for k, v in comp.skipped.items()},
-                }
-            )
-    rows: list[pr.SummaryRow] = []
-    if c.oracle is not None:
-        judged = [r.status for r in c.oracle.rows if r.status != "no data"]
-        agree, slow = judged.count("agrees"), judged.count("not converged")
-        wrong = len(judged) - agree - slow
-        text = f"{agree} of {len(judged)} quantities agree" + (f"; {slow} not converged" if slow else "")
-        if wrong:
-            verdict = pr.Cell(f"NOT reproduced: {wrong} differ", "oracle-bad")
-        elif slow:
-            # an iterative estimate on the right side of the closed form, short of tolerance: more iterations
-            verdict = pr.Cell(f"reproduced; {slow} estimate not converged", "partly-supported")
-        else:
-            verdict = pr.Cell("reproduced", "oracle-ok")
-        rows.append(
-            pr.SummaryRow(
-                "oracle",
-                "closed form",
-                "Thm. 17: ‖[JΦ_t]_kk‖ = f_t(λ_k)",
-                [pr.Cell(text, verdict.cls)] + [pr.Cell("—") for _ in runs[1:]],
-                verdict,
-                "oracle",
-            )
-        )
-    for key in ("P1", "P2", "P3", "P4", "P5"):
-        cells, pairs = [], []
-        for run in runs:
-            s = run["verdicts"].get(key)
-            if s is None:
-                cells.append(pr.Cell("—", "no-data"))
-                continue
-            cells.append(pr.Cell(_short(s), pr.status_class(s)))
-            pairs.append((run["label"].split(" (")[0], s))
-        rows.append(
-            pr.SummaryRow(
-                key, pr.SHORT_CLAIMS[key], pr.PAPER_SAYS[key], cells, pr.claim_verdict(pairs), "claims"
-            )
-        )
-    keys = list(dict.fromkeys([k for run in runs for k in list(run["tables"]) + list(run["skipped"])]))
-    order = list(TABLE_ITEMS)
-    keys.sort(key=lambda k: order.index(k) if k in order else len(order))
-    for key in keys:
-        t = c.tables.get(key)
-        paper = _paper_ref(key)
-        cells, decisive = [], None
-        for run in runs:
-            st = run["tables"].get(key)
-            if st is None:
-                why = run["skipped"].get(key, "not built")
-                cells.append(pr.Cell(why.split(":")[0], pr.status_class(why), why))
-                continue
-            text, cls = pr.comparison_counts(list(st["statuses"]), bool(st["reference"]))
-            cells.append(pr.Cell(text, cls))
-            if decisive is None and not st["reference"] and st["statuses"]:
-                decisive = pr.Cell(text, cls)
-        verdict = decisive or pr.Cell(
-            "reference only", "reference", "no run of the paper's model: not a test"
-        )
-        label = key.replace("_", " ").replace("table", "Table").replace("release times", "Release times")
-        rows.append(
-            pr.SummaryRow(key, TABLE_ITEMS.get(key, t.title if t else key), paper, cells, verdict, key, label)
-        )
-    counts = []
-    for run in runs:
-        statuses = [_short(s) for s in run["verdicts"].values() if s]
-        counts.append(f"{run['label']}: P1–P5 {pr.count_phrase(statuses) or 'no verdicts'}.")
-    built = [k for k in keys if k in runs[0]["tables"]]
-    counts.append(
-        f"This run built {len(built)} of {len(keys)} tables"
-        + (f"; {len(na_tables)} not applicable to this run kind" if na_tables else "")
-        + f"; {len(c.figures)} figures."
-    )
-    return pr.SummaryBlock([r["label"] for r in runs], rows, counts)
+table_status = sm.table_status
+summary_block = sm.summary_block
 
 
 def _companion_view(comp: Companion) -> dict:
@@ -365,7 +226,7 @@ def _companion_view(comp: Companion) -> dict:
         "report_link": comp.report_link,
         "model": comp.model,
         "setting_text": comp.setting_text,
-        "verdicts": pr.table_view(VERDICT_COLUMNS, verdicts, "status"),
+        "verdicts": pr.table_view(COMPANION_VERDICT_COLUMNS, verdicts, "status"),
         "geometry": pr.table_view(GEOMETRY_COLUMNS, comp.geometry) if comp.geometry else None,
         "samples": base64.b64encode(comp.samples_png).decode("ascii") if comp.samples_png else "",
         "samples_note": comp.samples_note,
@@ -389,21 +250,52 @@ def _subtitle(c: ReportContent) -> str:
     return "; ".join(parts) + ". All t are the paper's 1-based timesteps."
 
 
+def _claims_view(c: ReportContent) -> tuple[list[dict], list[dict]]:
+    """(one row per prediction, one row per tested part with its test, n, effect and correction)."""
+    claims, parts = [], []
+    for v in c.verdicts:
+        claims.append(
+            {
+                "key": v.key,
+                "status": v.status,
+                "claim": pr.symbols(pr.claim_for(v.key, c.setting)),
+                "rule": pr.symbols(v.rule) if v.parts else pr.symbols(v.evidence),
+            }
+        )
+        for p in v.parts:
+            parts.append(
+                {
+                    "key": v.key,
+                    "part": p.name,
+                    "outcome": p.outcome,
+                    "test": pr.symbols(p.test),
+                    "n": p.n,
+                    "effect": pr.symbols(p.effect),
+                    "correction": p.correction,
+                    "why": pr.symbols(p.why),
+                }
+            )
+    return claims, parts
+
+
+def _oracle_view(c: ReportContent) -> dict | None:
+    if c.oracle is None:
+        return None
+    return {
+        "all_agree": c.oracle.all_agree,
+        "statement": pr.symbols(c.oracle.statement),
+        "findings": [pr.symbols(f) for f in c.oracle.findings()],
+        "view": pr.table_view(ORACLE_COLUMNS, [r.as_row() for r in c.oracle.rows], "status"),
+    }
+
+
 def _context(c: ReportContent, figure_paths: dict[str, str] | None = None) -> dict:
     paths = figure_paths or {}
     fig_by_name = {f.name: f for f in c.figures}
-    na, missing, _ = _split_missing(c)
+    na, missing, _ = sm.split_missing(c)
     tables = [_table_view(c, k, t, fig_by_name, paths) for k, t in c.tables.items()]
     used = {f["name"] for t in tables for f in t["figures"]}
-    claims = [
-        {
-            "key": v.key,
-            "status": v.status,
-            "claim": pr.symbols(pr.claim_for(v.key, c.setting)),
-            "evidence": pr.symbols(v.evidence),
-        }
-        for v in c.verdicts
-    ]
+    claims, parts = _claims_view(c)
     any_reference = any(t["reference"] for t in tables)
     nav = (
         [("summary", "Summary")]
@@ -427,13 +319,7 @@ def _context(c: ReportContent, figure_paths: dict[str, str] | None = None) -> di
             else ""
         ),
         "nav": nav,
-        "oracle": None
-        if c.oracle is None
-        else {
-            "all_agree": c.oracle.all_agree,
-            "statement": pr.symbols(c.oracle.statement),
-            "view": pr.table_view(ORACLE_COLUMNS, [r.__dict__ for r in c.oracle.rows], "status"),
-        },
+        "oracle": _oracle_view(c),
         "oracle_note": (
             "This run uses the Gaussian oracle: P1–P2 are checked against their closed-form signature "
             "(S = 0 exactly); P3–P5 are claims about learned models, tested on the companion below."
@@ -441,6 +327,18 @@ def _context(c: ReportContent, figure_paths: dict[str, str] | None = None) -> di
             else ""
         ),
         "claims": pr.table_view(VERDICT_COLUMNS, claims, "status"),
+        "parts": pr.table_view(PART_COLUMNS, parts, "outcome"),
+        "scope": sm.scope(c.setting, [comp.label for comp in c.companions if comp.found]),
+        "geometry": None
+        if c.geometry is None
+        else {
+            "text": c.geometry.text,
+            "line": pr.symbols(sm.geometry_line(c.geometry)),
+            "note": pr.symbols(c.geometry.note),
+            "view": pr.table_view(GEOMETRY_CHECK_COLUMNS, c.geometry.rows, verbatim=("paper", "ours")),
+        },
+        "legend": sm.legend(),
+        "short_legend": sm.short_legend(),
         "companion_intro": COMPANION_INTRO,
         "companions": [_companion_view(x) for x in c.companions],
         "not_applicable": na,

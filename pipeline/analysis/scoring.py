@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pipeline.analysis.context import AnalysisContext, make_context
 from pipeline.analysis.inputs import AnalysisInputs
 from pipeline.analysis.oracle import OracleCheck, check_oracle
-from pipeline.analysis.tables import AnalysisContext, TableResult, build_tables, make_context
+from pipeline.analysis.tables import TableResult, build_tables
 from pipeline.analysis.verdicts import Verdict, all_verdicts
 
 

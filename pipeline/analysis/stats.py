@@ -249,15 +249,19 @@ def significance_stars(p: float) -> str:
     return "**" if p < 0.01 else "*" if p < 0.05 else "n.s."
 
 
-def sign_flip(ts_desc, rho) -> dict[str, object]:
+def sign_flip(ts_desc, rho, significant=None) -> dict[str, object]:
     """Negative-to-positive crossings of rho going down the chain (t decreasing).
 
-    Stated rule: a flip lies between consecutive measured t_a > t_b with rho(t_a) < 0 < rho(t_b)
+    Stated rule: a flip lies between consecutive considered t_a > t_b with rho(t_a) < 0 < rho(t_b)
     (non-finite rho skipped); the reported sign-flip time is the midpoint (t_a + t_b)/2 of the LAST
     such crossing (smallest t), as the paper's 't ~ 110' between t = 120 and 100; the linearly
-    interpolated zero of rho is given beside it.
+    interpolated zero of rho is given beside it. With ``significant`` (a mask beside rho) only the
+    significant values are considered: a sign change between two insignificant values is not a flip.
     """
-    pts = [(float(t), float(r)) for t, r in zip(ts_desc, rho, strict=True) if math.isfinite(r)]
+    sig = [True] * len(rho) if significant is None else [bool(x) for x in significant]
+    pts = [
+        (float(t), float(r)) for t, r, ok in zip(ts_desc, rho, sig, strict=True) if math.isfinite(r) and ok
+    ]
     pts.sort(key=lambda p: -p[0])
     flips = []
     for (ta, ra), (tb, rb) in zip(pts, pts[1:], strict=False):

@@ -10,23 +10,7 @@ from pipeline import io as pio
 from pipeline.analysis.inputs import load_stage_outputs
 from pipeline.analysis.report import markdown_table, render_table_page
 from pipeline.analysis.scoring import analyse
-
-# Headline numbers per run: (column, table key, summary key).
-HEADLINES = (
-    ("median_s_hat", "table_4", "median_s_hat"),
-    ("flagged_seeds", "table_4", "flagged_seeds"),
-    ("kappa_max_mean", "table_4", "kappa_max_mean"),
-    ("kappa_diag_max", "table_5", "kappa_diag_max"),
-    ("delta_cross_max", "table_5", "delta_cross_max"),
-    ("peak_rho_S", "table_3", "peak_rho"),
-    ("pc_onset_t", "table_8", "pc_onset_t"),
-    ("sign_flip_t", "table_9", "sign_flip_t"),
-    ("release_rho", "release_times", "spearman_lambda_vs_t_rel"),
-    ("proxy_slope", "table_10", "ols_slope"),
-    ("sign_agreement", "table_11", "sign_agreement"),
-    ("lambda_double_star", "table_11", "lambda_double_star"),
-    ("lambda_triple_star", "table_11", "lambda_triple_star"),
-)
+from pipeline.analysis.tables import HEADLINES, headline_value
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
@@ -85,10 +69,11 @@ def compare_runs(
         for k in varying:
             row[k] = f.get(k)
         for col, tkey, skey in HEADLINES:
-            v = tables[tkey].summary.get(skey) if tkey in tables else None
+            v = headline_value(tables[tkey], skey) if tkey in tables else None
             row[col] = v if not isinstance(v, float) or math.isfinite(v) else None
         if oracle is not None:
             row["oracle_all_agree"] = oracle.all_agree
+            row["oracle_independent_agree"] = f"{oracle.count.agree}/{oracle.count.independent}"
         for v in verdicts:
             row[v.key] = v.status
         rows.append(row)

@@ -18,11 +18,12 @@ import numpy as np
 
 from pipeline import io
 from pipeline.errors import InputMissingError, NonFiniteError, PipelineError
+from pipeline.jacobian.shards import Shard, ShardRecord, shard_stacks, stack_points
 from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder
 from pipeline.sampler import read_trajectory_arrays
 
 # The `points` config node: which (seed, step) points are measured (pipeline.jacobian.MeasureConfig says how).
-POINT_KEYS = ("steps", "max_seeds", "block_steps", "light_blocks", "seed_batch")
+POINT_KEYS = ("steps", "max_seeds", "block_steps", "light_blocks", "seed_batch", "shards", "shard")
 
 
 @dataclass
@@ -193,6 +194,10 @@ def measure_trajectories(
     patch_rows: list[dict] = []
     block_rows: list[dict] = []
     seed_batch = int(selection["seed_batch"])
+    # the stacks of points this run measures: all of them, or one shard's (pipeline.jacobian.shards)
+    shard = Shard.from_points(points_cfg)
+    stacks = shard_stacks([s for s, _ in seeds], steps, seed_batch, shard)
+    mine = set(stack_points(stacks))
 
     def unit_file_of(seed: int, i: int) -> Path:
         return work_dir / f"seed-{seed}" / f"step-{i:04d}.json"
@@ -257,11 +262,10 @@ def measure_trajectories(
     if seed_batch > 1:
         # Points of several seeds at one step share t, r_t, b_t: measure them as one stack through the
         # model's batch dimension (pipeline.jacobian.points), then the loop below only reads the units.
-        trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in seeds}
-        groups = []
-        for i in steps:
-            todo = [seed for seed, _ in seeds if not unit_file_of(seed, i).exists()]
-            groups += [(i, todo[a : a + seed_batch]) for a in range(0, len(todo), seed_batch)]
+        needed = {seed for seed, _ in mine}
+        trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in seeds if seed in needed}
+        groups = [(i, [seed for seed in stack if not unit_file_of(seed, i).exists()]) for i, stack in stacks]
+        groups = [(i, group) for i, group in groups if group]
         # Every stack has one size, b: CPU kernels are chosen by batch size (~1e-7 relative in float32),
         # so a short group is padded with copies of its last point and a point's numbers depend on
         # (seed, step, b) only, not on which seeds a resume left to share its stack.
@@ -292,7 +296,7 @@ def measure_trajectories(
         Path(covariance_dir), model.image_shape, chain, coeffs, steps, v1, patch_size
     )
 
-    units = [(s, p, i) for s, p in seeds for i in steps]
+    units = [(s, p, i) for s, p in seeds for i in steps if (s, i) in mine]
     bar = tqdm(units, desc="jacobian (seed, step)", unit="pt", disable=not progress or seed_batch > 1)
     cache: dict[int, np.ndarray] = {}
     measure_seconds: list[float] = []
@@ -333,7 +337,12 @@ def measure_trajectories(
         out.write_table(out.BLOCKS, block_rows)
     if attention_rows:
         out.write_table(out.ATTENTION, attention_rows)
-    if len(steps) == len(ts):  # exponents are averages over the whole chain
+    if shard.split:  # exponents need whole trajectories: pipeline.jacobian.pool writes them for all shards
+        record = ShardRecord.of(
+            shard, [s for s, _ in seeds], steps, len(ts), seed_batch, config.chunk_size, mine
+        )
+        io.write_json(out / out.SHARD, record.to_json())
+    elif len(steps) == len(ts):  # exponents are averages over the whole chain
         out.write_table(out.LYAPUNOV, lyapunov_rows(patch_rows, lam, f))
     summary = _summarise(global_rows, patch_rows, len(seeds), len(steps))
     if memory is not None:

@@ -12,11 +12,12 @@ ranges.RANGES if it has one (docs/configuration.md).
 
 from .checks import check_complete, checked_node, explain, plain, shape_of, typed_config, typed_node
 from .nodes import CARRIED_BY_TRAIN, GROUPS, PRIMARY, SHAPE_KEYS, names, register
-from .ranges import RANGES, RULES, check_ranges
+from .ranges import POOL, RANGES, RULES, check_ranges
 
 __all__ = [
     "CARRIED_BY_TRAIN",
     "GROUPS",
+    "POOL",
     "PRIMARY",
     "RANGES",
     "RULES",

@@ -260,6 +260,8 @@ class Points:
     block_steps: Optional[List[int]] = MISSING
     light_blocks: str = MISSING
     seed_batch: Any = MISSING  # a positive integer or auto
+    shards: int = MISSING
+    shard: Any = MISSING  # 0 .. shards-1, or pool
 
 
 @dataclass

@@ -70,6 +70,8 @@ def each(r: Range, *, null: str = "", empty: bool = False) -> Range:
     )
 
 
+# points.shard=pool: the pooled shards of a split protocol (pipeline.runkeys names their folder)
+POOL = "pool"
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 RANGES: dict[str, Range] = {
     "seed": at_least(0),
@@ -86,6 +88,10 @@ RANGES: dict[str, Range] = {
     "points.seed_batch": Range(
         lambda v: v == "auto" or (_int(v) and v >= 1),
         "set {key} to a positive number of seeds measured together (1 = one point at a time), or auto",
+    ),
+    "points.shards": Range(
+        lambda v: _int(v) and v >= 1,
+        "set {key} to the number of jobs the protocol's points are split over (1 = one run measures them all)",
     ),
     "proxy.images": at_least(0),
     "proxy.timesteps": each(at_least(1), empty=True),
@@ -264,6 +270,16 @@ def _points_rules(cfg: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _shard_rules(cfg: Mapping[str, Any]) -> str | None:
+    shard, shards = cfg["points"]["shard"], cfg["points"]["shards"]
+    if (shard == POOL and shards > 1) or (_int(shard) and 0 <= shard < shards):
+        return None
+    return (
+        f"points.shard={show(shard)} is not one of 0..{shards - 1} (points.shards={shards}) — "
+        f"sweep points.shard over 0..N-1 together with points.shards=N ({POOL}: pool the N shards)"
+    )
+
+
 def _measure_rules(cfg: Mapping[str, Any]) -> str | None:
     measure = cfg["measure"]
     if measure["frob_probes"] < 1 and measure["blocks"] in ("auto", "power", "lanczos"):
@@ -298,6 +314,7 @@ _NEEDS: dict[Callable[[Mapping[str, Any]], str | None], tuple[str, ...]] = {
     _model_rules: ("model",),
     _schedule_rules: ("schedule",),
     _points_rules: ("points",),
+    _shard_rules: ("points",),
     _measure_rules: ("measure",),
     _train_rules: ("train",),
 }
