@@ -31,10 +31,15 @@ def composed_params(overrides: list[str] | tuple[str, ...] | None = None) -> str
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     overrides = [a for a in argv if a != "--check"]
-    texts = {
-        name: composed_params(overrides if fixed is None else list(fixed))
-        for name, fixed in PARAMS_FILES.items()
-    }
+    try:
+        texts = {
+            name: composed_params(overrides if fixed is None else list(fixed))
+            for name, fixed in PARAMS_FILES.items()
+        }
+    except Exception as exc:  # an override the schema refuses: one line, as the stages print it
+        from stages.cli_errors import report
+
+        return report(exc)
     if check:
         stale = [
             name

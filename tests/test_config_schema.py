@@ -458,3 +458,12 @@ def test_dvc_composition_finds_the_schema_through_the_hydra_plugin(tmp_path):
     assert (tmp_path / "params.yaml").read_text() == composed_params(["patch.size=4"])
     r = dvc_compose("num_seeds=abc")
     assert r.returncode != 0 and "could not be converted to Integer" in r.stderr
+
+
+def test_writing_params_yaml_with_a_refused_override_is_one_line(capsys, project):
+    from stages.params import main
+
+    assert main(["num_seeds=abc"]) == cli_errors.EXIT_EXPECTED
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err == ["error: num_seeds=abc: 'abc' is not an integer — set num_seeds to an integer"]
+    assert not (project / "params.yaml").exists()
