@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -72,8 +73,6 @@ def _command_line(cfg: DictConfig | Mapping[str, Any]) -> tuple[list[str], dict[
     """
     node = cfg.get("hydra")
     if node is None:
-        from hydra.core.hydra_config import HydraConfig
-
         if not HydraConfig.initialized():
             return [], {}
         node = HydraConfig.get()
@@ -148,6 +147,7 @@ def _override_keys(path: str, overrides: list[str], choices: Mapping[str, Any]) 
     """
     if not overrides:
         return []
+    # the override grammar's ANTLR parser, loaded only for a params_file run
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     keys = []
