@@ -1,5 +1,7 @@
 """Everything CUDA in one go, for a machine with a GPU (under ten minutes): the `gpu` tests, the Jacobian
-benchmark on CUDA and the CIFAR-10 rehearsal on CUDA, then one summary.
+benchmark on CUDA (with the exact route at n = 3072 timed in full: all VJP rows, then the exact quantities and
+the paper's estimators replayed) and the CIFAR-10 rehearsal on CUDA (its one point on the exact route), then
+one summary.
 
 python -m benchmarks.gpu_check [--quick-rehearsal] [--out gpu_check.json]
 
@@ -101,8 +103,16 @@ def main(argv=None) -> int:
         "block_vmap_speedup_vs_loop",
         "block_dense_speedup_vs_paper_loop",
         "seed_batch_speedup",
+        "exact_route_rows_s",
+        "exact_route_replay_s",
+        "exact_route_vs_rows",
     )
     summary["benchmark"] = {"status": steps["benchmark"]["status"], **{k: bench.get(k) for k in keys}}
+    if bench.get("exact_route_rows_s") is not None:
+        # one measured point of the exact route times the preset's points (8 seeds x 50 steps)
+        points = (bench.get("protocol_plans") or {}).get("cifar10_paper", {}).get("points", 400)
+        per_point = bench["exact_route_rows_s"] + bench["exact_route_replay_s"]
+        summary["benchmark"]["cifar10_paper_minutes_from_one_point"] = round(points * per_point / 60, 1)
     reh = _last_json(steps["rehearsal"]["output"]) or {}
     summary["rehearsal"] = {"status": steps["rehearsal"]["status"], "results": reh.get("results")}
     summary["total_s"] = round(time.time() - t0, 1)
@@ -111,7 +121,11 @@ def main(argv=None) -> int:
     print(f"  gpu tests: {summary['gpu_tests']['status']}, {summary['gpu_tests']['passed']} passed")
     print(
         "  benchmark: "
-        + ", ".join(f"{k} {summary['benchmark'][k]}" for k in keys if summary["benchmark"].get(k) is not None)
+        + ", ".join(
+            f"{k} {summary['benchmark'][k]}"
+            for k in (*keys, "cifar10_paper_minutes_from_one_point")
+            if summary["benchmark"].get(k) is not None
+        )
     )
     for res in reh.get("results") or []:
         for route in ("dvc", "multirun"):

@@ -10,9 +10,12 @@ Prints human-readable lines, then one JSON line. Every cost is given in forward-
 (b) all 256 block norms (M = 16) at one point: vmapped block power iteration vs a Python loop over
     blocks (same reused closures), vs a paper-style loop (torch.func.jvp/vjp per call, primal
     recomputed), and the exact dense route (3072 vmapped VJPs); timed on a subset and extrapolated;
-(c) projected cost of the cifar10_paper protocol (8 seeds x 50 steps, K_PI = 20) from those costs;
+(c) the paper presets' plans as the stages compose them (benchmarks.plan, shared with benchmarks.projection):
+    forward equivalents per point with the config's costs and with this run's, and the CPU time they imply;
 (d) the Gaussian oracle's vmapped JVPs (the default run's model): grouped 1x1 convolutions vs batched matmuls;
-(e) points of several seeds at one step measured one at a time vs stacked through the model's batch dimension.
+(e) points of several seeds at one step measured one at a time vs stacked through the model's batch dimension;
+(f) the exact route at n = 3072 (all n VJP rows, every quantity exact, the paper's estimators replayed on the
+    stored Jacobian) against the rows alone.
 --device cuda runs every product on the GPU (the same JSON keys); each timed call ends with
 torch.cuda.synchronize(), so a time is the kernels' time, not the launch's.
 """
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.jacobian import MeasureConfig, ScoreLinearization, StepJacobian, plan_measurement
+from pipeline.jacobian import MeasureConfig, ScoreLinearization, StepJacobian
 from pipeline.jacobian.patches import embed_patches, patch_index, take_patches
 
 CIFAR_UNET = dict(
@@ -196,13 +199,17 @@ def main(argv=None) -> dict:
         _, vj = torch.autograd.functional.vjp(eps_fn, x, r * u + b * jv)
         return vj
 
+    # the tangent maps are built at the first JVP (a measurement without JVPs never pays for them): time the
+    # construction together with that first JVP, less one JVP's cost (measured below)
     t0 = time.perf_counter()
     score = ScoreLinearization(eps_fn, x, jvp_method="double_vjp", chunk_size=16)
+    score.jvp(u)
     sync()
     c_setup_dv = (time.perf_counter() - t0) / t_fwd
     step = StepJacobian(score, r, b)
     t0 = time.perf_counter()
     lin = ScoreLinearization(eps_fn, x, jvp_method="linearize", chunk_size=16)
+    lin.jvp(u)
     sync()
     c_trace = (time.perf_counter() - t0) / t_fwd
     lstep = StepJacobian(lin, r, b)
@@ -240,6 +247,7 @@ def main(argv=None) -> dict:
     c_step8_lin = ta["lin8"] / fa / 8
     c_vjp1, c_vjp16 = tp["vjp1"] / fp, tp["vjp16"] / fp / 16
     c_jvp1_dv, c_jvp1_lin, c_jvp16_lin = tp["jvp_dv1"] / fp, tp["jvp_lin1"] / fp, tp["jvp_lin16"] / fp / 16
+    c_setup_dv, c_trace = max(0.0, c_setup_dv - c_jvp1_dv), max(0.0, c_trace - c_jvp1_lin)
     print(
         "(a) one power-iteration step JΦᵀJΦv, forward-pass equivalents per vector (best of "
         f"{reps}, interleaved):"
@@ -367,7 +375,7 @@ def main(argv=None) -> dict:
         dense_vs_block_crossover_n_at_M16=round(crossover_M16),
     )
 
-    # ---------------- (c) projected protocol cost ----------------
+    # ---------------- (c) the paper presets' plans ----------------
     costs = dict(
         cost_vjp=c_vjp16,
         cost_jvp_double_vjp=c_jvp1_dv,
@@ -375,36 +383,8 @@ def main(argv=None) -> dict:
         cost_linearize_trace=c_trace,
     )
     out["measured_costs"] = {k: round(v, 3) for k, v in costs.items()}
-    points = 8 * 50
-    proj = {}
-    for name, cfg in {
-        "global_only_pi20": MeasureConfig(blocks="off", global_lanczos=False, rayleigh=True, **costs),
-        "global_pi20_lanczos20": MeasureConfig(blocks="off", **costs),
-        "paper_blocks_power_k10": MeasureConfig(blocks="power", block_power_iters=10, **costs),
-        "auto_blocks_dense": MeasureConfig(blocks="auto", **costs),
-    }.items():
-        plan = plan_measurement(n, M, cfg, True)
-        hours = points * (plan.estimated_cost + 1) * t_fwd / 3600
-        proj[name] = dict(
-            blocks=plan.blocks,
-            jvp=plan.jvp_method,
-            fwd_per_point=round(plan.estimated_cost),
-            cpu_hours=round(hours, 2),
-        )
-        print(
-            f"(c) cifar10_paper, 8 seeds x 50 steps, {name}: {plan.blocks}/{plan.jvp_method}, "
-            f"{plan.estimated_cost:.0f} forward passes per point, ≈ {hours:.1f} h on this {dev.type} "
-            f"({args.threads} thread(s))"
-        )
-    naive_global = points * 20 * c_naive * t_fwd / 3600
-    paper_blocks = points * (20 * c_naive + cost_paper) * t_fwd / 3600
-    print(
-        f"    naive (autograd.functional, K = 20, global only): ≈ {naive_global:.1f} h; "
-        f"paper-style with block loop: ≈ {paper_blocks:.1f} h"
-    )
-    out["projected"] = proj
-    out["projected_naive_global_hours"] = round(naive_global, 2)
-    out["projected_paper_style_blocks_hours"] = round(paper_blocks, 2)
+    out["protocol_plans"] = protocol_plans(costs, t_fwd, dev.type, args.threads)
+    out.update(exact_route(model, t, r, b, reps, dev, sync, t_fwd, full=dev.type == "cuda"))
     out.update(seed_batching(model, t, r, b, reps, dev, sync))
     out.update(oracle_products(reps, dev, sync))
     out["benchmark_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -413,10 +393,114 @@ def main(argv=None) -> dict:
     return out
 
 
+def protocol_plans(
+    costs: dict | None = None, t_fwd: float | None = None, device: str = "cpu", threads: int = 1
+) -> dict:
+    """(c) The plans of the paper presets as the stages compose them (benchmarks.plan.preset_plan, the function
+    benchmarks.projection calls too): forward equivalents per point with the config's per-product costs, and,
+    given ``costs``, with this run's measured ones; beside them cifar10_paper with the paper's matrix-free
+    block power iteration (measure.blocks=power) for contrast."""
+    from benchmarks.plan import PRESETS, describe, preset_plan
+
+    result = {}
+    variants = [(p, ()) for p in PRESETS] + [("cifar10_paper", ("measure.blocks=power",))]
+    for preset, extra in variants:
+        plan = preset_plan(preset, extra)
+        name = preset + ("+" + ",".join(extra) if extra else "")
+        row = {
+            "blocks": plan.full.blocks,
+            "points": plan.points,
+            "forward_equivalents_per_point": round(plan.forward_equivalents_per_point),
+        }
+        line = f"(c) {describe(preset, plan)}" + (f" [{', '.join(extra)}]" if extra else "")
+        if costs is not None:
+            over = tuple(f"measure.{k}={v:.4f}" for k, v in costs.items())
+            measured = preset_plan(preset, extra + over)
+            row["forward_equivalents_per_point_measured_costs"] = round(
+                measured.forward_equivalents_per_point
+            )
+            if t_fwd is not None:
+                hours = measured.forward_equivalents_total * t_fwd / 3600
+                row["cpu_hours"] = round(hours, 1)
+                line += (
+                    f"; with this run's costs {measured.forward_equivalents_per_point:.0f} per point, "
+                    f"≈ {hours:.1f} h on this {device} ({threads} thread(s))"
+                )
+        print(line)
+        result[name] = row
+    return result
+
+
+def exact_route(model, t: int, r: float, b: float, reps: int, dev, sync, t_fwd: float, full: bool) -> dict:
+    """(f) The exact route at n = 3072, one point: the n VJP rows, then every exact quantity (JΦᵀJΦ's top
+    eigenvalue, the 256 block SVDs) and the paper's estimators replayed (K_PI = 20 power iteration, 20 Lanczos
+    steps, 16 Rayleigh quotients, K = 10 block power iteration, 200 Hutchinson probes), against the rows alone.
+    The rows are timed on one block row (192 of the 3072; all of them with ``full``) and scaled; the rest in
+    full on a stored Jacobian of the same size."""
+    from pipeline.jacobian import PointsStep
+    from pipeline.jacobian.dense import DenseStep, dense_step
+    from pipeline.jacobian.estimators import REGISTRY, Batch, ExactRows
+    from pipeline.jacobian.measure import StepMeasurement
+    from pipeline.jacobian.points import _draws
+
+    shape = (3, 32, 32)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, *shape, generator=g).to(dev)
+    index = patch_index(shape, 8, device=dev)
+    M, nk = index.shape
+    n = M * nk
+    score = ScoreLinearization(
+        lambda z: model(z, t).sample, x, jvp_method="double_vjp", chunk_size=16, stacked=True
+    )
+    points = PointsStep(StepJacobian(score, r, b), index)
+    if full:
+        t0 = time.perf_counter()
+        dense = dense_step(points)
+        sync()
+        rows_s = time.perf_counter() - t0
+    else:
+        cot = torch.zeros(nk, 1, n, device=dev)
+        cot[torch.arange(nk), :, index[0]] = 1
+        one = timeit(
+            lambda: points.apply_t(cot.reshape(nk, 1, *shape)), reps=max(1, reps - 2), warmup=0, sync=sync
+        )
+        rows_s = one * M
+        J = torch.randn(1, M, nk, M, nk, generator=g, dtype=torch.float64) * (b / n**0.5)
+        J = J + r * torch.eye(n, dtype=torch.float64).reshape(1, M, nk, M, nk)
+        dense = DenseStep(J.to(dev), index, shape)
+    cfg = MeasureConfig(blocks="dense")
+    v1 = torch.nn.functional.normalize(torch.randn(M, nk, generator=g, dtype=torch.float64), dim=1)
+
+    def post():
+        outs = [StepMeasurement(r, b, n, M)]
+        start_pi, start_gk, block_start, gens = _draws([3], shape, "dense", M, nk)
+        batch = Batch(dense, cfg, "dense", outs, start_pi, start_gk, block_start, gens, v1)
+        ExactRows.finish(batch, dense)
+        for est in REGISTRY:
+            if est.name != "exact_rows" and est.enabled(cfg, "dense", True):
+                est.run(batch)
+        sync()
+        return outs[0]
+
+    post_s = timeit(post, reps=max(1, reps - 2), warmup=0, sync=sync)
+    ratio = (rows_s + post_s) / rows_s
+    how = "all rows timed" if full else f"one block row timed, x{M}"
+    print(
+        f"(f) the exact route at n = {n}, one point: {n} VJP rows {rows_s:.1f} s ({how}; "
+        f"{rows_s / n / t_fwd:.2f} forward equivalents per row), every exact quantity + the paper's estimators "
+        f"replayed {post_s:.2f} s: {ratio:.3f} x the rows alone"
+    )
+    return {
+        "exact_route_rows_s": round(rows_s, 2),
+        "exact_route_replay_s": round(post_s, 3),
+        "exact_route_vs_rows": round(ratio, 4),
+        "exact_route_rows_timed": "all" if full else "one block row, scaled",
+    }
+
+
 def seed_batching(model, t: int, r: float, b: float, reps: int, dev, sync, S: int = 4) -> dict:
-    """(e) measure_step at S points of one step, one at a time vs stacked through the model's batch
+    """(e) The engine at S points of one step, one point per batch vs stacked through the model's batch
     dimension (points.seed_batch, pipeline.jacobian.points): global PI + Lanczos + Rayleigh, no blocks."""
-    from pipeline.jacobian import measure_step
     from pipeline.jacobian.points import measure_points
 
     g = torch.Generator().manual_seed(5)
@@ -427,9 +511,9 @@ def seed_batching(model, t: int, r: float, b: float, reps: int, dev, sync, S: in
 
     def one_at_a_time():
         return [
-            measure_step(
-                lambda z: model(z[None], t).sample[0], xs[s], r, b, 8, v1=v1, config=cfg, seed=seeds[s]
-            )
+            measure_points(
+                lambda z: model(z, t).sample, xs[s : s + 1], r, b, 8, [seeds[s]], v1=v1, config=cfg
+            )[0]
             for s in range(S)
         ]
 

@@ -127,8 +127,12 @@ def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
     cov = covariance_folder(cfg, needed_by="jacobian")
     traj = trajectories_folder(cfg, needed_by="jacobian")
     built = build_model(cfg, needed_by="jacobian", covariance=cov)
-    # Table 10's proxy is not a point measurement: of a split protocol, shard 0 alone measures it
-    n_proxy = int(cfg["proxy"].get("images") or 0) if shard_of(cfg)[0] == 0 else 0
+    # Table 10's proxy is not a point measurement: of a split protocol, shard 0 alone measures it; with
+    # measure.tables, only for Table 10 (pipeline.jacobian.protocol.runs_proxy's rule, not imported so that
+    # the other stages' import closures stay free of the jacobian package)
+    tables = cfg["measure"].get("tables")
+    wanted = tables is None or "table_10" in tables
+    n_proxy = int(cfg["proxy"].get("images") or 0) if shard_of(cfg)[0] == 0 and wanted else 0
     return JacobianSetup(
         covariance=cov,
         trajectories=traj,

@@ -154,12 +154,16 @@ class JacobianFolder(StageFolder):
     )  # fmt: skip
     PATCH_PREFIX = ("seed", "step", "t", "k", "row", "col", "lambda_k", "f_t")
     PATCH_COLUMNS = PATCH_PREFIX + (
-        "rayleigh", "expansion", "suppression", "margin", "diag_norm", "coupling", "pc_slack",
+        "rayleigh", "expansion", "suppression", "margin", "diag_norm", "diag_norm_pi", "coupling", "pc_slack",
         "pc_slack_rayleigh", "rayleigh_surrogate", "exact_suppression",
     )  # fmt: skip
-    BLOCK_COLUMNS = ("seed", "step", "t", "k", "j", "chebyshev", "op_norm", "frob_norm")
+    BLOCK_COLUMNS = (
+        "seed", "step", "t", "k", "j", "chebyshev", "op_norm", "frob_norm", "op_norm_pi", "frob_norm_hutch",
+    )  # fmt: skip
     ATTENTION_COLUMNS = ("seed", "step", "t", "entropy", "entropy_token_weighted", "max_entropy")
-    LYAPUNOV_COLUMNS = ("seed", "k", "lambda_k", "lyap_hat", "lyap_gauss", "nonpositive_steps", "steps")
+    LYAPUNOV_COLUMNS = (
+        "seed", "k", "lambda_k", "lyap_hat", "lyap_gauss", "nonpositive_steps", "steps", "measured_steps",
+    )  # fmt: skip
     PROXY_COLUMNS = (
         "t", "sqrt_alpha_bar", "proxy", "proxy_std", "exact_deviation", "exact_deviation_std", "num_images",
     )  # fmt: skip

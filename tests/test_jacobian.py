@@ -15,10 +15,11 @@ import torch
 
 from pipeline.jacobian import (
     MeasureConfig,
+    PointsStep,
     ScoreLinearization,
     StepJacobian,
     golub_kahan,
-    measure_step,
+    measure_points,
     patch_index,
     patch_rayleigh,
     plan_measurement,
@@ -51,16 +52,22 @@ def f_t(lam, a: float, p: float) -> np.ndarray:
 
 
 def gaussian_eps(mean: np.ndarray, cov: np.ndarray, a: float):
-    """Closed-form ε* of N(mean, cov) at ᾱ_t = a (float64)."""
+    """Closed-form ε* of N(mean, cov) at ᾱ_t = a (float64), on one image [C,H,W] or a batch [S,C,H,W]."""
     n = cov.shape[0]
     v = 1 - a
     A = torch.as_tensor(math.sqrt(v) * np.linalg.inv(a * cov + v * np.eye(n)))
     mu = torch.as_tensor(math.sqrt(a) * mean)
 
     def eps(x):
-        return (A @ (x.reshape(-1) - mu)).reshape(x.shape)
+        flat = x.reshape(-1, n) - mu
+        return (flat @ A.T).reshape(x.shape)
 
     return eps
+
+
+def measure_one(eps, x, r, b, patch_size, *, seed=0, **kwargs):
+    """The engine on one point (a batch of one)."""
+    return measure_points(eps, x[None], r, b, patch_size, [seed], **kwargs)[0]
 
 
 def block_diagonal_gaussian(
@@ -104,20 +111,18 @@ def block_oracle(step_100):
 def test_block_diagonal_oracle_dense_is_exact(block_oracle):
     o = block_oracle
     cfg = MeasureConfig(blocks="dense", power_iters=20)
-    m = measure_step(
-        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=3
-    )
+    m = measure_one(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=3)
     assert m.block_method == "dense"
     # Theorem 17: ‖[JΦ_t]_kk‖ = f_t(λ_k); cross blocks vanish; S_k,t = 0 along v_k.
     np.testing.assert_allclose(m.diag_norm, o["f_lam"], rtol=1e-10)
-    off = m.block_op[~np.eye(4, dtype=bool)]
+    off = m.op_norm[~np.eye(4, dtype=bool)]
     assert np.max(np.abs(off)) < 1e-10
     assert np.max(np.abs(m.coupling)) < 1e-10
     assert np.max(np.abs(m.suppression)) < 1e-8
     np.testing.assert_allclose(m.rayleigh, o["f_lam"], rtol=1e-12)
     # Frobenius of the diagonal block = sqrt(Σ_i f_t(μ_k,i)²) (symmetric block with those eigenvalues)
     fro = np.sqrt((f_t(o["mus"], o["a"], o["p"]) ** 2).sum(1))
-    np.testing.assert_allclose(np.diag(m.block_frob), fro, rtol=1e-10)
+    np.testing.assert_allclose(np.diag(m.frob_norm), fro, rtol=1e-10)
     top = f_t(o["mus"], o["a"], o["p"]).max()
     assert m.kappa_dense == pytest.approx(top, rel=1e-10)
     assert m.kappa_diag == pytest.approx(top, rel=1e-10)
@@ -131,17 +136,15 @@ def test_block_diagonal_oracle_block_power(block_oracle):
     cfg = MeasureConfig(
         blocks="power", block_power_iters=40, frob_probes=64, power_iters=5, global_lanczos=False
     )
-    m = measure_step(
-        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=1
-    )
+    m = measure_one(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=1)
     assert m.block_method == "power"
     np.testing.assert_allclose(m.diag_norm, o["f_lam"], rtol=1e-6)
-    off = m.block_op[~np.eye(4, dtype=bool)]
+    off = m.op_norm[~np.eye(4, dtype=bool)]
     assert np.max(np.abs(off)) < 1e-10
-    assert np.max(m.block_frob[~np.eye(4, dtype=bool)]) < 1e-10
+    assert np.max(m.frob_norm[~np.eye(4, dtype=bool)]) < 1e-10
     fro = np.sqrt((f_t(o["mus"], o["a"], o["p"]) ** 2).sum(1))
     # Hutchinson with 64 Rademacher probes on a 48x48 block: a few per cent.
-    np.testing.assert_allclose(np.diag(m.block_frob), fro, rtol=0.1)
+    np.testing.assert_allclose(np.diag(m.frob_norm), fro, rtol=0.1)
 
 
 def test_block_diagonal_oracle_block_lanczos(block_oracle):
@@ -149,24 +152,21 @@ def test_block_diagonal_oracle_block_lanczos(block_oracle):
     cfg = MeasureConfig(
         blocks="lanczos", block_power_iters=12, frob_probes=0, power_iters=3, global_lanczos=False
     )
-    m = measure_step(
-        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=2
-    )
+    m = measure_one(o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=2)
     assert m.block_method == "lanczos"
     np.testing.assert_allclose(m.diag_norm, o["f_lam"], rtol=1e-6)
-    assert np.max(np.abs(m.block_op[~np.eye(4, dtype=bool)])) < 1e-10
+    assert np.max(np.abs(m.op_norm[~np.eye(4, dtype=bool)])) < 1e-10
     assert np.max(np.abs(m.coupling)) < 1e-10
 
 
 def test_rayleigh_along_every_eigenvector_is_f_of_eigenvalue(block_oracle):
     o = block_oracle
-    score = ScoreLinearization(o["eps"], o["x"])
-    step = StepJacobian(score, o["r"], o["b"])
-    idx = patch_index(SHAPE, P)
+    score = ScoreLinearization(o["eps"], o["x"][None], stacked=True)
+    op = PointsStep(StepJacobian(score, o["r"], o["b"]), patch_index(SHAPE, P))
     for i in (0, 5, 47):
         vi = torch.as_tensor(o["Qs"][:, :, i])
         for via in ("vjp", "jvp"):
-            rq = patch_rayleigh(step, vi, idx, via=via)
+            rq = patch_rayleigh(op, vi, via=via)[0]
             np.testing.assert_allclose(rq, f_t(o["mus"][:, i], o["a"], o["p"]), rtol=1e-12)
 
 
@@ -180,7 +180,7 @@ def test_full_covariance_global_norm_is_max_f(step_100):
     eps = gaussian_eps(np.zeros(n), cov, a)
     x = torch.as_tensor(rng.standard_normal(SHAPE))
     cfg = MeasureConfig(blocks="dense", power_iters=30, lanczos_iters=30, rayleigh=False)
-    m = measure_step(eps, x, r, b, P, config=cfg, seed=0)
+    m = measure_one(eps, x, r, b, P, config=cfg, seed=0)
     expected = f_t(mu, a, p).max()
     assert m.kappa_dense == pytest.approx(expected, rel=1e-10)
     assert m.kappa_lanczos == pytest.approx(expected, rel=1e-10)
@@ -201,30 +201,25 @@ def test_lanczos_beats_power_iteration_on_the_same_budget(step_100):
     score = ScoreLinearization(gaussian_eps(np.zeros(n), cov, a), torch.as_tensor(rng.standard_normal(SHAPE)))
     step = StepJacobian(score, r, b)
     expected = f_t(mu, a, p).max()
-    start = torch.as_tensor(rng.standard_normal(SHAPE))
-    pi = power_iteration(step.matvec, step.rmatvec, start[None], 20)
+    start = torch.as_tensor(rng.standard_normal(SHAPE))[None]
+    pi = power_iteration(step.matvec, step.rmatvec, start, 20)
     gk = golub_kahan(step.matvec, step.rmatvec, start, 20)
     assert gk.matvecs == pi.matvecs == 40
     err_pi = abs(pi.value[0] - expected) / expected
-    err_gk = abs(gk.value - expected) / expected
+    err_gk = abs(gk.value[0] - expected) / expected
     assert err_gk < err_pi / 10
-    assert abs(gk.value - expected) <= gk.residual + 1e-12
+    assert abs(gk.value[0] - expected) <= gk.residual[0] + 1e-12
 
 
 def test_same_seed_same_numbers_and_config_choices(block_oracle):
     o = block_oracle
     cfg = MeasureConfig(blocks="power", block_power_iters=3, frob_probes=2, power_iters=4)
-    m1 = measure_step(
-        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=5
-    )
-    m2 = measure_step(
-        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=5
-    )
-    m3 = measure_step(
-        o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"], expansion=o["f_lam"], config=cfg, seed=6
-    )
+    kw = dict(v1=o["v1"], expansion=o["f_lam"], config=cfg)
+    m1 = measure_one(o["eps"], o["x"], o["r"], o["b"], P, seed=5, **kw)
+    m2 = measure_one(o["eps"], o["x"], o["r"], o["b"], P, seed=5, **kw)
+    m3 = measure_one(o["eps"], o["x"], o["r"], o["b"], P, seed=6, **kw)
     assert m1.kappa_pi == m2.kappa_pi and m1.kappa_lanczos == m2.kappa_lanczos
-    np.testing.assert_array_equal(m1.block_op, m2.block_op)
+    np.testing.assert_array_equal(m1.op_norm, m2.op_norm)
     assert m1.kappa_pi != m3.kappa_pi
     # counters: 4 PI + 4 GK JVPs, 4 PI + 4 GK + M Rayleigh VJPs, then the block work
     assert m1.vjps == 8 + 4 + 3 * 16
@@ -258,8 +253,15 @@ def test_config_files_and_refusals():
         cfg = MeasureConfig.from_dict(_measure_group(name))
         assert cfg.power_iters >= 1
     paper = MeasureConfig.from_dict(_measure_group("paper"))
-    assert paper.power_iters == 20 and paper.blocks == "power"  # §7.1, §7.4: K_PI = 20, power per block
-    with pytest.raises(TypeError, match="power_iter"):  # composition refuses it first (tests/test_config.py)
+    # §7.1, §7.4: K_PI = 20 and K = 10 per block, on the cheapest exact route (replayed there), Table 7's probes
+    assert (paper.power_iters, paper.block_power_iters, paper.blocks, paper.frob_probes) == (
+        20,
+        10,
+        "auto",
+        200,
+    )
+    assert plan_measurement(3072, 16, paper, True).blocks == "dense"
+    with pytest.raises(TypeError, match="power_iter"):  # composition refuses it first (test_config_schema.py)
         MeasureConfig.from_dict({"power_iter": 3})
     with pytest.raises(ValueError, match="blocks"):
         MeasureConfig(blocks="exact")
@@ -268,10 +270,10 @@ def test_config_files_and_refusals():
 def test_bad_inputs_are_refused(block_oracle):
     o = block_oracle
     with pytest.raises(ValueError, match="v1 must be"):
-        measure_step(
+        measure_one(
             o["eps"], o["x"], o["r"], o["b"], P, v1=o["v1"][:, :10], config=MeasureConfig(blocks="off")
         )
     with pytest.raises(ValueError, match="patch"):
-        measure_step(o["eps"], o["x"], o["r"], o["b"], 3, config=MeasureConfig(blocks="off"))
+        measure_one(o["eps"], o["x"], o["r"], o["b"], 3, config=MeasureConfig(blocks="off"))
     with pytest.raises(ValueError, match="one image"):
         ScoreLinearization(o["eps"], o["x"][None])

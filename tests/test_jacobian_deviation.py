@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.jacobian import MeasureConfig, ScoreLinearization, StepJacobian, measure_step, patch_index
+from pipeline.jacobian import MeasureConfig, PointsStep, ScoreLinearization, StepJacobian, patch_index
 from pipeline.jacobian.attention import attention_entropy, patch_attention
 from pipeline.jacobian.deviation import (
     GaussianSurrogate,
@@ -23,6 +23,7 @@ from tests.test_jacobian import (
     block_diagonal_gaussian,
     f_t,
     gaussian_eps,
+    measure_one,
     step_coeffs,
 )
 
@@ -49,10 +50,12 @@ def test_surrogate_is_the_gaussian_noise_predictor(gaussians):
         ref = gaussian_eps(g["mean"], g["cov"], a)
         torch.testing.assert_close(sur.eps(x, a), torch.stack([ref(x[0]), ref(x[1])]), rtol=1e-10, atol=1e-12)
     # its DDIM-step Rayleigh quotients match a matrix-free measurement of the same operator
-    step = StepJacobian(ScoreLinearization(gaussian_eps(g["mean"], g["cov"], g["a"]), x[0]), g["r"], g["b"])
+    score = ScoreLinearization(gaussian_eps(g["mean"], g["cov"], g["a"]), x[:1], stacked=True)
     from pipeline.jacobian import patch_rayleigh
 
-    ref = patch_rayleigh(step, torch.as_tensor(g["v1"]), patch_index(SHAPE, P))
+    ref = patch_rayleigh(
+        PointsStep(StepJacobian(score, g["r"], g["b"]), patch_index(SHAPE, P)), torch.as_tensor(g["v1"])
+    )[0]
     np.testing.assert_allclose(sur.rayleigh(g["a"], g["r"], g["b"], g["v1"], P), ref, rtol=1e-10)
 
 
@@ -77,7 +80,7 @@ def test_exact_deviation_and_suppression(gaussians):
         float(torch.linalg.vector_norm(model(x) - sur.eps(x, g["a"]))), rel=1e-12
     )
     assert float(score_deviation(sur.eps(x, g["a"]), x, sur, g["a"])) < 1e-12
-    m = measure_step(
+    m = measure_one(
         model, x, g["r"], g["b"], P, v1=g["v1"], config=MeasureConfig(blocks="off", power_iters=2)
     )
     S = exact_suppression(m.rayleigh, sur.rayleigh(g["a"], g["r"], g["b"], g["v1"], P))

@@ -90,7 +90,8 @@ def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatc
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     one = _run(tmp_path / "one", [*common, "points.seed_batch=1"])
-    assert stacks == []
+    assert stacks == [1] * 9  # one point at a time is a batch of one
+    stacks.clear()
     two = _run(tmp_path / "two", [*common, "points.seed_batch=2"])
     assert stacks == [2] * 6  # two stacks per measured step, the short one padded
     for table in ("global.csv", "patches.csv", "blocks.csv"):
@@ -111,3 +112,25 @@ def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatc
                 )
     seeds = {int(r["seed"]) for r in io.read_csv(two / "global.csv")}
     assert seeds == {0, 1, 2}
+
+
+def test_the_sparse_table_11_protocol_measures_20_steps_and_interpolates(tmp_path):
+    """measure.tables=[table_11] (§7.7): only the Rayleigh quotients, at the 20 representative steps of a
+    30-step chain, no proxy, no blocks; lyapunov.csv interpolates S_k,t onto the chain. On the block oracle
+    S = 0 at every step, so the interpolated Λ̂_k is the Gaussian Λ(λ_k) over the whole chain (closed form)."""
+    from pipeline.geometry import representative_timesteps, schedule_from_config
+    from pipeline.geometry.design import chain_from_config
+
+    ov = ["measure.tables=[table_11]", "points.steps=null", "sampler.num_steps=30"]
+    out = _run(tmp_path, ov)
+    cfg = compose_config(["experiment=smoke", *ov])
+    chain = chain_from_config(schedule_from_config(cfg.schedule), cfg.sampler).timesteps
+    g = io.read_csv(out / "global.csv")
+    measured = sorted({int(r["t"]) for r in g}, reverse=True)
+    assert measured == representative_timesteps(chain, 20) and len(measured) == 20
+    assert all(np.isnan(float(r["kappa_pi"])) and int(r["jvps"]) == 0 and int(r["vjps"]) == 16 for r in g)
+    assert not (out / "blocks.csv").exists() and not (out / "proxy.csv").exists()
+    rows = io.read_csv(out / "lyapunov.csv")
+    assert {(int(r["steps"]), int(r["measured_steps"])) for r in rows} == {(30, 20)}
+    hat = np.array([float(r["lyap_hat"]) for r in rows])
+    np.testing.assert_allclose(hat, [float(r["lyap_gauss"]) for r in rows], rtol=0, atol=1e-10)

@@ -65,7 +65,7 @@ def test_jacobian_stage_killed_half_way_resumes_to_identical_outputs(tmp_path):
     from stages import jacobian
 
     calls = []
-    original = measurement._measure_one
+    original = measurement._measure_group
 
     def counting(*a, **k):
         calls.append(1)
@@ -74,13 +74,13 @@ def test_jacobian_stage_killed_half_way_resumes_to_identical_outputs(tmp_path):
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        measurement._measure_one = counting
+        measurement._measure_group = counting
         resumed = jacobian.run(compose_config(OVERRIDES))
-        measurement._measure_one = original
+        measurement._measure_group = original
         resumed_tables = {n: io.read_csv(resumed.out_dir / n) for n in ("global.csv", "patches.csv")}
         fresh = jacobian.run(compose_config([*OVERRIDES, "force=true"]))
     finally:
-        measurement._measure_one = original
+        measurement._measure_group = original
         os.chdir(cwd)
     assert len(calls) == 20 - done_before
     print(

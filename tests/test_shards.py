@@ -258,3 +258,15 @@ def test_the_analysis_names_an_unfinished_shard_or_the_pooling_in_one_line(smoke
     for table in ("global.csv", "patches.csv", "blocks.csv", "proxy.csv"):
         assert filecmp.cmp(pooled / table, smoke["unsplit_jacobian"] / table, shallow=False), table
     assert _call_in(tmp_path, analysis, [], capsys)[0] == 0
+
+
+def test_the_sparse_table_11_protocol_pools_to_the_unsplit_run(tmp_path):
+    """§7.7's protocol (measure.tables=[table_11]: the 20 representative steps of a 30-step chain): the
+    shards' records carry the chain, so the pooled lyapunov.csv interpolates S_k,t exactly as the unsplit run."""
+    sparse = ["measure.tables=[table_11]", "points.steps=null", "sampler.num_steps=30", "points.seed_batch=2"]
+    run = split_and_unsplit(tmp_path, sparse)
+    whole, pooled = run["unsplit_jacobian"], run["pooled_jacobian"]
+    expected = ["global.csv", "lyapunov.csv", "meta.json", "patches.csv"]
+    assert _files(whole) == _files(pooled) == expected
+    for table in expected[:-2] + ["patches.csv"]:
+        assert filecmp.cmp(whole / table, pooled / table, shallow=False), table

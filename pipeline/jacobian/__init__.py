@@ -1,18 +1,14 @@
 """Jacobian measurement engine: operators and estimators on ε̂(·, t) at fixed paper timestep t.
 
-Everything acts on ``eps_fn: Tensor[C,H,W] -> Tensor[C,H,W]`` plus the DDIM step coefficients
-r_t, b_t, through JΦ_t = r_t I + b_t Jε̂ (eq. 7), never materialised for large n.
+Everything acts on a batch of S points through the model's own batched call plus the DDIM step
+coefficients r_t, b_t, through JΦ_t = r_t I + b_t Jε̂ (eq. 7), materialised only on the exact route.
 """
 
 from .attention import AttentionEntropy, attention_entropy, patch_attention
-from .blocks import (
-    BlockNorms,
-    block_power_norms,
-    dense_block_norms,
-    hutchinson_block_frobenius,
-    patch_rayleigh,
-)
+from .blocks import hutchinson_frobenius, hutchpp_frobenius, patch_rayleigh
+from .dense import DenseStep, dense_step
 from .deviation import GaussianSurrogate, exact_suppression, score_deviation, score_deviation_proxy
+from .estimators import REGISTRY, Estimator
 from .lyapunov import (
     BenettinResult,
     KYEstimate,
@@ -22,64 +18,54 @@ from .lyapunov import (
     rayleigh_exponents,
     trajectory_rayleigh,
 )
-from .measure import (
-    MeasureConfig,
-    Plan,
-    StepMeasurement,
-    measure_step,
-    measurement_seed,
-    plan_measurement,
-)
-from .operators import JVP_METHODS, MatvecCounter, ScoreLinearization, StepJacobian
+from .measure import MeasureConfig, StepMeasurement, measurement_seed
+from .operators import JVP_METHODS, MatvecCounter, PointsStep, ScoreLinearization, StepJacobian
 from .patches import embed_patches, patch_index, take_patches
-from .spectral import (
-    BatchedLanczosResult,
-    LanczosResult,
-    PowerIterationResult,
-    golub_kahan,
-    golub_kahan_batched,
-    power_iteration,
-    random_start,
-)
+from .plan import Plan, ProtocolPlan, plan_measurement, protocol_plan
+from .points import measure_points
+from .spectral import LanczosResult, PowerIterationResult, golub_kahan, power_iteration, random_start
 
 __all__ = [
     "AttentionEntropy",
-    "BatchedLanczosResult",
-    "golub_kahan_batched",
     "BenettinResult",
+    "DenseStep",
+    "Estimator",
     "GaussianSurrogate",
-    "KYEstimate",
-    "PatchExponents",
-    "attention_entropy",
-    "benettin_spectrum",
-    "exact_suppression",
-    "ky_dimension_partial",
-    "patch_attention",
-    "rayleigh_exponents",
-    "score_deviation",
-    "score_deviation_proxy",
-    "trajectory_rayleigh",
-    "BlockNorms",
     "JVP_METHODS",
+    "KYEstimate",
     "LanczosResult",
     "MatvecCounter",
     "MeasureConfig",
+    "PatchExponents",
     "Plan",
+    "PointsStep",
     "PowerIterationResult",
+    "ProtocolPlan",
+    "REGISTRY",
     "ScoreLinearization",
     "StepJacobian",
     "StepMeasurement",
-    "block_power_norms",
-    "dense_block_norms",
+    "attention_entropy",
+    "benettin_spectrum",
+    "dense_step",
     "embed_patches",
+    "exact_suppression",
     "golub_kahan",
-    "hutchinson_block_frobenius",
-    "measure_step",
+    "hutchinson_frobenius",
+    "hutchpp_frobenius",
+    "ky_dimension_partial",
+    "measure_points",
     "measurement_seed",
+    "patch_attention",
     "patch_index",
     "patch_rayleigh",
     "plan_measurement",
     "power_iteration",
+    "protocol_plan",
     "random_start",
+    "rayleigh_exponents",
+    "score_deviation",
+    "score_deviation_proxy",
     "take_patches",
+    "trajectory_rayleigh",
 ]

@@ -1,116 +1,28 @@
-"""Patch-block structure of JΦ_t: Rayleigh quotients (eq. 32), block norms ‖[JΦ_t]_kj‖ (eq. 15-18).
+"""Patch-block estimators of JΦ_t: Rayleigh quotients (eq. 32), block norms ‖[JΦ_t]_kj‖ (eq. 15-18).
 
 Block (k, j) = rows of patch k, columns of patch j: [JΦ_t]_kk = r_t I + b_t [Jε̂]_kk and
-[JΦ_t]_kj = b_t [Jε̂]_kj for k ≠ j (eq. 15). Two ways to get the M² operator norms:
+[JΦ_t]_kj = b_t [Jε̂]_kj for k ≠ j (eq. 15). Every function takes an operator of S stacked points with the
+access patterns of `pipeline.jacobian.operators.PointsStep` (matrix-free: model products) or
+`pipeline.jacobian.dense.DenseStep` (the stored Jacobian: a replay, no model product), and returns one
+result per point. Costs per point, in single-vector products:
 
-- dense (exact): the rows of Jε̂ from n vmapped VJPs (one cotangent per pixel, one block row at a
-  time so only n_k x n numbers are held), then an SVD per block. Cost ≈ n VJPs.
-- block power iteration: K power steps on all M² blocks at once, each step one vmapped batch of
-  M² JVPs (tangent = the block's vector embedded in patch j, output read in patch k) and M² VJPs.
-  Cost ≈ 2 K M² matvecs. Frobenius norms then come from a Hutchinson estimate (M JVPs per probe).
-  Block Golub-Kahan-Lanczos uses the same batched products and budget, and converges much faster.
-
-Dense wins when n < 2 K M² (CIFAR-10 with 8x8 patches: 3072 < 5120 at K = 10).
+- block power iteration / Golub-Kahan-Lanczos: K steps on all M² blocks (or the M diagonal ones) at once,
+  each step one batch of M² JVPs (tangent = the block's vector embedded in patch j, output read in patch
+  k) and M² VJPs: 2 K M² products;
+- Hutchinson Frobenius norms: one JVP with a probe embedded in patch j yields [JΦ_t]_kj z for every k, so
+  a probe costs M JVPs; Hutch++ adds a sketch (M JVPs per sketch vector) and its exact part (M² VJPs per
+  sketch vector);
+- the exact route (pipeline.jacobian.dense): n VJPs, after which all of the above are replays.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from .operators import StepJacobian
-from .patches import embed_patches, take_patches
-from .spectral import golub_kahan_batched, power_iteration
-
-
-@dataclass
-class BlockNorms:
-    """Operator and Frobenius norms of all M² blocks of JΦ_t at one point."""
-
-    op: np.ndarray  # [M, M] ‖[JΦ_t]_kj‖_op
-    frob: np.ndarray  # [M, M] ‖[JΦ_t]_kj‖_F (exact for dense, Hutchinson estimate for power)
-    method: str  # "dense" or "power"
-    relative_change: np.ndarray  # [M, M] last-step relative change (0 for dense)
-    iterations: int  # power steps per block (0 for dense)
-    matvecs: int
-    frob_probes: int  # Hutchinson probes (0 for dense: exact)
-    dense: torch.Tensor | None = None  # the n x n JΦ_t (pixel order) when kept
-
-
-def patch_rayleigh(
-    step: StepJacobian, v1: torch.Tensor, index: torch.Tensor, *, via: str = "vjp"
-) -> np.ndarray:
-    """⟨v_k, [JΦ_t]_kk v_k⟩ / ⟨v_k, v_k⟩ for every patch k (eq. 32) from one vmapped batch of M products.
-
-    ⟨v, B v⟩ = ⟨Bᵀ v, v⟩, so the VJP (cheaper, no tangent map needed) gives the same number as the
-    paper's directional JVP; ``via="jvp"`` uses the JVP.
-    On a stacked linearisation (S points, pipeline.jacobian.points) every point gets the same M
-    vectors in one stacked batch and the result is [S, M].
-    """
-    M = index.shape[0]
-    stacked = len(step.image_shape) == 4
-    S = step.image_shape[0] if stacked else 1
-    image = tuple(step.image_shape[-3:])
-    v = v1.to(device=step.score.x.device, dtype=step.score.x.dtype)
-    rows = torch.arange(M, device=v.device)
-    T = embed_patches(v, index, image, rows)
-    if stacked:
-        T = T[:, None].expand(M, S, *image).contiguous()
-    if via == "vjp":
-        Y = step.rmatvec(T)
-    elif via == "jvp":
-        Y = step.matvec(T)
-    else:
-        raise ValueError(f"via={via!r} is unknown; use 'vjp' or 'jvp'")
-    Yk = take_patches(Y.reshape(M * S, *image), index, rows.repeat_interleave(S)).double().reshape(M, S, -1)
-    vd = v.double()[:, None, :]
-    q = ((Yk * vd).sum(-1) / (vd * vd).sum(-1)).T.cpu().numpy()  # [S, M]
-    return q if stacked else q[0]
-
-
-def dense_step_jacobian_rows(step: StepJacobian, rows_idx: torch.Tensor) -> torch.Tensor:
-    """Rows rows_idx of JΦ_t ([len, n], pixel order) from len vmapped VJPs."""
-    n = step.n
-    x = step.score.x
-    cot = torch.zeros(len(rows_idx), n, dtype=x.dtype, device=x.device)
-    cot[torch.arange(len(rows_idx)), rows_idx] = 1
-    return step.rmatvec(cot.reshape(-1, *step.image_shape)).reshape(len(rows_idx), n)
-
-
-def dense_block_norms(
-    step: StepJacobian, index: torch.Tensor, *, keep_dense: bool = False, progress: bool = False
-) -> BlockNorms:
-    """Exact ‖[JΦ_t]_kj‖_op and ‖·‖_F for all blocks, one block row (n_k VJPs) at a time."""
-    M, nk = index.shape
-    op = np.zeros((M, M))
-    frob = np.zeros((M, M))
-    dense = None
-    if keep_dense:
-        dense = torch.zeros(step.n, step.n, dtype=torch.float64)
-    it = range(M)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="dense block rows", leave=False)
-    for k in it:
-        rows = dense_step_jacobian_rows(step, index[k])  # [n_k, n]
-        if dense is not None:
-            dense[index[k].cpu()] = rows.double().cpu()
-        blocks = rows[:, index].permute(1, 0, 2).double()  # [M(j), n_k, n_k]
-        op[k] = torch.linalg.matrix_norm(blocks, ord=2).cpu().numpy()
-        frob[k] = torch.linalg.matrix_norm(blocks, ord="fro").cpu().numpy()
-    return BlockNorms(
-        op=op,
-        frob=frob,
-        method="dense",
-        relative_change=np.zeros((M, M)),
-        iterations=0,
-        matvecs=step.n,
-        frob_probes=0,
-        dense=dense,
-    )
+from .spectral import golub_kahan, power_iteration
 
 
 def block_problems(M: int, diag_only: bool, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,80 +33,107 @@ def block_problems(M: int, diag_only: bool, device=None) -> tuple[torch.Tensor, 
     return torch.arange(M, device=device).repeat_interleave(M), torch.arange(M, device=device).repeat(M)
 
 
-def _block_operators(step: StepJacobian, index: torch.Tensor, diag_only: bool):
-    M, nk = index.shape
-    k_of, j_of = block_problems(M, diag_only, step.score.x.device)
-
-    def matvec(u):  # [B, n_k] in patch j -> [B, n_k] in patch k
-        return take_patches(step.matvec(embed_patches(u, index, step.image_shape, j_of)), index, k_of)
-
-    def rmatvec(w):  # [B, n_k] in patch k -> [B, n_k] in patch j
-        return take_patches(step.rmatvec(embed_patches(w, index, step.image_shape, k_of)), index, j_of)
-
-    return k_of, j_of, matvec, rmatvec
+def interleave(per_point: Sequence[torch.Tensor]) -> torch.Tensor:
+    """S tensors [B, ...] -> [B·S, ...] in problem-major order (problem b of point s at row b·S + s)."""
+    stacked = torch.stack(list(per_point), dim=1)
+    return stacked.reshape(-1, *stacked.shape[2:])
 
 
-def block_krylov(matvec, rmatvec, start: torch.Tensor, iters: int, method: str):
-    """Top singular value of every block problem in the batch: K power steps or K Golub-Kahan steps."""
-    if method == "power":
-        return power_iteration(matvec, rmatvec, start, iters)
-    if method == "lanczos":
-        return golub_kahan_batched(matvec, rmatvec, start, iters)
-    raise ValueError(f"block method {method!r} is unknown; use 'power' or 'lanczos'")
+def patch_rayleigh(op, v1: torch.Tensor, *, via: str = "vjp") -> np.ndarray:
+    """⟨v_k, [JΦ_t]_kk v_k⟩ / ⟨v_k, v_k⟩ for every point and patch k (eq. 32): [S, M], from M products.
 
-
-def block_power_norms(
-    step: StepJacobian,
-    index: torch.Tensor,
-    iters: int,
-    generator: torch.Generator,
-    *,
-    frob_probes: int = 8,
-    diag_only: bool = False,
-    method: str = "power",
-) -> BlockNorms:
-    """‖[JΦ_t]_kj‖_op of all M² blocks (or the M diagonal ones), every block's iteration run in one
-    vmapped batch: K power steps (the paper's per-block protocol) or K Golub-Kahan steps
-    (``method="lanczos"``: same matvec budget, far more accurate when singular values cluster)."""
-    M, nk = index.shape
-    x = step.score.x
-    k_of, j_of, matvec, rmatvec = _block_operators(step, index, diag_only)
-    start = torch.randn(len(k_of), nk, generator=generator, dtype=torch.float64).to(x.device, x.dtype)
-    res = block_krylov(matvec, rmatvec, start, iters, method)
-    op = np.full((M, M), np.nan)
-    change = np.full((M, M), np.nan)
-    op[k_of.cpu().numpy(), j_of.cpu().numpy()] = res.value
-    change[k_of.cpu().numpy(), j_of.cpu().numpy()] = res.relative_change
-    frob = np.full((M, M), np.nan)
-    matvecs = res.matvecs
-    if frob_probes > 0:
-        frob = hutchinson_block_frobenius(step, index, frob_probes, generator)
-        matvecs += frob_probes * M
-    return BlockNorms(
-        op=op,
-        frob=frob,
-        method=method,
-        relative_change=change,
-        iterations=iters,
-        matvecs=matvecs,
-        frob_probes=frob_probes,
-    )
-
-
-def hutchinson_block_frobenius(
-    step: StepJacobian, index: torch.Tensor, probes: int, generator: torch.Generator
-) -> np.ndarray:
-    """Unbiased estimate of ‖[JΦ_t]_kj‖_F² (then sqrt) from Rademacher probes z: E‖B z‖² = ‖B‖_F².
-
-    One JVP with the probe embedded in patch j yields B_kj z for every k, so a probe costs M JVPs.
+    ⟨v, B v⟩ = ⟨Bᵀ v, v⟩, so the VJP (cheaper, no tangent map needed) gives the same number as the
+    paper's directional JVP; ``via="jvp"`` uses the JVP.
     """
-    M, nk = index.shape
-    x = step.score.x
-    acc = torch.zeros(M, M, dtype=torch.float64)
-    cols = torch.arange(M, device=x.device)
+    if via not in ("vjp", "jvp"):
+        raise ValueError(f"via={via!r} is unknown; use 'vjp' or 'jvp'")
+    M, S = op.M, op.S
+    v = v1.to(device=op.device, dtype=torch.float64)
+    w = v[:, None, :].expand(M, S, v.shape[1])
+    Y = (op.rows(w) if via == "vjp" else op.columns(w)).double()  # [M, S, M, n_k]
+    k = torch.arange(M, device=Y.device)
+    own = Y[k, :, k]  # [M, S, n_k]: patch k's part of the product with v_k
+    q = (own * v[:, None, :]).sum(-1) / (v * v).sum(1)[:, None]
+    return q.T.cpu().numpy()
+
+
+def block_krylov(op, start: torch.Tensor, iters: int, method: str, diag_only: bool):
+    """Top singular value of every block of every point: K power steps or K Golub-Kahan steps.
+
+    start: [B·S, n_k] problem-major start vectors (B = M² blocks, or M with ``diag_only``).
+    Returns (value [B, S], last relative change [B, S], the problems' k and j).
+    """
+    k_of, j_of = block_problems(op.M, diag_only, op.device)
+    matvec, rmatvec = op.block_ops(k_of, j_of)
+    start = start.to(op.device, op.dtype)
+    if method == "power":
+        res = power_iteration(matvec, rmatvec, start, iters)
+    elif method == "lanczos":
+        res = golub_kahan(matvec, rmatvec, start, iters)
+    else:
+        raise ValueError(f"block method {method!r} is unknown; use 'power' or 'lanczos'")
+    B = len(k_of)
+    value = np.asarray(res.value).reshape(B, op.S)
+    change = np.asarray(res.relative_change).reshape(B, op.S)
+    return value, change, k_of.cpu().numpy(), j_of.cpu().numpy()
+
+
+def rademacher(generators: Sequence[torch.Generator], M: int, nk: int) -> torch.Tensor:
+    """One ±1 probe per column patch and point, each point's from its own generator: [M, S, n_k]."""
+    z = interleave([(torch.randint(0, 2, (M, nk), generator=g) * 2 - 1) for g in generators])
+    return z.reshape(M, len(generators), nk).double()
+
+
+def hutchinson_frobenius(op, probes: int, generators: Sequence[torch.Generator]) -> np.ndarray:
+    """‖[JΦ_t]_kj‖_F of every block and point ([S, M, M]) by Hutchinson's estimator (Hutchinson 1990):
+    E‖B z‖² = ‖B‖_F² for Rademacher z, then the square root.
+
+    One product with the probe embedded in patch j yields B_kj z for every k, so a probe costs M products.
+    Accuracy: Var(‖Bz‖²) = 2(‖BᵀB‖_F² − Σ_i (BᵀB)_ii²) ≤ 2‖B‖_F⁴, so the relative standard error of the
+    norm is at most √(1/(2p)) with p probes (5 % at 200), and much less for a block with a flat spectrum.
+    """
+    M, S, nk = op.M, op.S, op.nk
+    acc = torch.zeros(S, M, M, dtype=torch.float64)
     for _ in range(probes):
-        z = (torch.randint(0, 2, (M, nk), generator=generator) * 2 - 1).to(x.device, x.dtype)
-        Y = step.matvec(embed_patches(z, index, step.image_shape, cols))  # [M(j), C, H, W]
-        Yp = Y.reshape(M, -1)[:, index].double()  # [j, k, n_k]
-        acc += (Yp * Yp).sum(-1).T.cpu()  # [k, j]
+        z = rademacher(generators, M, nk)
+        Y = op.columns(z).double()  # [M(j), S, M(k), n_k]
+        acc += (Y * Y).sum(-1).permute(1, 2, 0).cpu()  # [s, k, j]
     return (acc / probes).sqrt().numpy()
+
+
+def hutchpp_frobenius(op, probes: int, sketch: int, generators: Sequence[torch.Generator]) -> np.ndarray:
+    """‖[JΦ_t]_kj‖_F of every block and point ([S, M, M]) by Hutch++ (Meyer, Musco, Musco & Woodruff,
+    "Hutch++: Optimal Stochastic Trace Estimation", SOSA 2021) applied to tr(B Bᵀ) = ‖B‖_F².
+
+    Per block B = [JΦ_t]_kj: Q = orth(B G) for s Gaussian vectors G in patch j (a randomised range finder of
+    B, Halko, Martinsson & Tropp 2011); then ‖B‖_F² = ‖Qᵀ B‖_F² (computed exactly, s VJPs per block) +
+    ‖(I − QQᵀ) B‖_F² (Hutchinson with p probes on the deflated residual R). The residual's variance is
+    2‖RᵀR‖_F²/p ≤ 2‖R‖_2²‖R‖_F²/p, and the range finder leaves ‖R‖_2² ≲ σ_{s/2}(B)² ≤ 2‖B‖_F²/s, so the
+    relative error of ‖B‖_F² falls as 1/√(p s), i.e. as 1/m for a budget m split between sketch and
+    probes, against Hutchinson's 1/√m. Cost per point: s·M JVPs (sketch), s·M² VJPs (exact part), p·M
+    JVPs (probes). The draws follow the generators: the sketch first, then the probes.
+    """
+    M, S, nk = op.M, op.S, op.nk
+    s = min(int(sketch), nk)
+    G = torch.stack(
+        [
+            interleave([torch.randn(M, nk, generator=g, dtype=torch.float64) for g in generators])
+            for _ in range(s)
+        ]
+    ).reshape(s, M, S, nk)
+    Y = torch.stack([op.columns(G[i]).double() for i in range(s)])  # [s, M(j), S, M(k), n_k]
+    Q = torch.linalg.qr(Y.permute(1, 2, 3, 4, 0)).Q  # [M(j), S, M(k), n_k, s]
+    # exact part ‖Qᵀ B‖_F² = Σ_i ‖Bᵀ q_i‖², each block its own problem (problem-major (k, j), then point)
+    k_of, j_of = block_problems(M, False, op.device)
+    _, rmatvec = op.block_ops(k_of, j_of)
+    Qp = Q.permute(2, 0, 1, 3, 4).reshape(M * M * S, nk, s)
+    top = torch.zeros(M * M * S, dtype=torch.float64, device=Qp.device)
+    for i in range(s):
+        top += (rmatvec(Qp[:, :, i].to(op.dtype)).double() ** 2).sum(-1)
+    top = top.reshape(M, M, S).permute(2, 0, 1).cpu()  # [s, k, j]
+    rest = torch.zeros(S, M, M, dtype=torch.float64)
+    for _ in range(probes):
+        Yz = op.columns(rademacher(generators, M, nk)).double()  # [M(j), S, M(k), n_k]
+        R = Yz - torch.einsum("jpkai,jpkbi,jpkb->jpka", Q, Q, Yz)
+        rest += (R * R).sum(-1).permute(1, 2, 0).cpu()
+    return (top + rest / max(probes, 1)).clamp(min=0).sqrt().numpy()

@@ -7,17 +7,21 @@
 - Exact deviation Δ_t = ε̂ − ε^N (eq. 28) at trajectory points (no model call: the trajectory stores ε̂)
   and the exact directional suppression |b_t|⟨v_k, [∇Δ_t]_kk v_k⟩ (eq. 30) = ρ_k^N − ρ_k, where ρ_k and
   ρ_k^N are the Rayleigh quotients of JΦ_t and JΦ_t^N. With block-diagonal Σ₀ and v_k an eigenvector
-  of Σ_k, ρ_k^N = f_t(λ_k) and this equals the f_t(λ_k) − ρ_k of eq. 32 used by measure_step.
+  of Σ_k, ρ_k^N = f_t(λ_k) and this equals the f_t(λ_k) − ρ_k of eq. 32 the engine measures.
 - The paired-difference proxy of eq. (65): ε̂(√ᾱ x₀ + √v ε) − ε̂(√v ε), same ε.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+from pipeline.outputs import CovarianceFolder
 
 from .patches import patch_index
 
@@ -106,3 +110,55 @@ def score_deviation_proxy(
             diff = d[: len(e)] - d[len(e) :]
             out.append(torch.linalg.vector_norm(diff.reshape(len(e), -1), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def measure_proxy(model, alpha_bar: np.ndarray, x0, timesteps, seed: int, surrogate=None) -> list[dict]:
+    """Table 10: the eq. 65 paired-difference proxy E‖ε̂(x_t^real) − ε̂(x_t^noise)‖ over real images, and,
+    where the Gaussian surrogate exists, the exact ‖Δ_t‖ = ‖ε̂ − ε^N‖ (eq. 28) at the same x_t^real."""
+    x0 = torch.as_tensor(x0, dtype=model.dtype, device=model.device)
+    rows = []
+    for t in timesteps:
+        t = int(t)
+        a = float(alpha_bar[t])
+        gen = torch.Generator().manual_seed(int(seed) * 100003 + t)
+        proxy = score_deviation_proxy(model, x0, t, a, gen)
+        row = {
+            "t": t,
+            "sqrt_alpha_bar": math.sqrt(a),
+            "proxy": float(proxy.mean()),
+            "proxy_std": float(proxy.std(ddof=1)) if len(proxy) > 1 else math.nan,
+            "exact_deviation": math.nan,
+            "exact_deviation_std": math.nan,
+            "num_images": len(proxy),
+        }
+        if surrogate is not None:
+            gen = torch.Generator().manual_seed(int(seed) * 100003 + t)  # the same ε as the proxy's x_real
+            eps = torch.randn(x0.shape, generator=gen, dtype=torch.float32).to(x0.device, x0.dtype)
+            xr = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
+            with torch.no_grad():
+                dev = np.concatenate(
+                    [
+                        score_deviation(model(xr[i : i + 64], t), xr[i : i + 64], surrogate, a)
+                        for i in range(0, len(xr), 64)
+                    ]
+                )
+            row["exact_deviation"] = float(dev.mean())
+            row["exact_deviation_std"] = float(dev.std(ddof=1)) if len(dev) > 1 else math.nan
+        rows.append(row)
+    return rows
+
+
+def proxy_table(model, source, covariance_dir: Path, proxy_cfg: Mapping[str, Any]) -> list[dict]:
+    """Table 10's rows on the first ``proxy.images`` images of ``source`` at ``proxy.timesteps`` (those on
+    the model's schedule), with the exact ‖Δ_t‖ where the covariance stage fitted Σ₀."""
+    from pipeline.covariance import read_gaussian_fit
+
+    n = int(proxy_cfg["images"])
+    x0 = np.concatenate(list(source.iter_chunks(n)))[:n]
+    surrogate = None
+    if CovarianceFolder(covariance_dir).has_gaussian_fit():
+        fit = read_gaussian_fit(covariance_dir)
+        surrogate = GaussianSurrogate(fit.mean, fit.cov, model.image_shape)
+    T = len(model.alpha_bar) - 1
+    ts = [int(t) for t in proxy_cfg["timesteps"] if 1 <= int(t) <= T]
+    return measure_proxy(model, model.alpha_bar, x0, ts, int(proxy_cfg.get("seed") or 0), surrogate)

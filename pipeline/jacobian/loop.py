@@ -1,4 +1,4 @@
-"""Measurement of a whole set of trajectories: loops pipeline.jacobian.measure_step over (seed, step).
+"""Measurement of a whole set of trajectories: the engine (pipeline.jacobian.points) over (seed, step).
 
 Writes the long-format tables of the jacobian stage (one row per seed and paper timestep t,
 per patch k, per block (k, j)); each (seed, step) is checkpointed so a killed run resumes.
@@ -18,6 +18,8 @@ import numpy as np
 
 from pipeline import io
 from pipeline.errors import InputMissingError, NonFiniteError, PipelineError
+from pipeline.geometry import representative_timesteps
+from pipeline.jacobian.protocol import REPRESENTATIVE_STEPS, steps_for_tables
 from pipeline.jacobian.shards import Shard, ShardRecord, shard_stacks, stack_points
 from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder
 from pipeline.sampler import read_trajectory_arrays
@@ -33,8 +35,15 @@ class MeasurementSummary:
     series: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
-def selected_steps(timesteps: np.ndarray, steps: Any, key: str = "points.steps") -> list[int]:
-    """Chain step indices to measure: all (None), or those whose paper t is listed."""
+def selected_steps(
+    timesteps: np.ndarray, steps: Any, key: str = "points.steps", tables: list[str] | None = None
+) -> list[int]:
+    """Chain step indices to measure: all (None; with measure.tables, the steps those tables need), §7.7's
+    20 representative steps ("representative"), or those whose paper t is listed."""
+    if steps is None and tables is not None:
+        steps = steps_for_tables(tables, timesteps)
+    if steps == "representative":
+        steps = representative_timesteps(timesteps, REPRESENTATIVE_STEPS)
     if steps is None or steps == "all":
         return list(range(len(timesteps)))
     wanted = {int(t) for t in steps}
@@ -57,29 +66,8 @@ def _seed_files(trajectories_dir: Path) -> list[tuple[int, Path]]:
     return files
 
 
-def _measure_one(model, x, t, r, b, patch_size, v1, f_t, config, seed, step):
-    import torch
-
-    from pipeline.jacobian.measure import measure_step, measurement_seed
-
-    def eps_fn(z):
-        return model(z[None], t)[0]
-
-    x = torch.as_tensor(x, dtype=model.dtype, device=model.device)
-    return measure_step(
-        eps_fn,
-        x,
-        r,
-        b,
-        patch_size,
-        v1=v1,
-        expansion=f_t,
-        config=config,
-        seed=measurement_seed(seed, step),
-    )
-
-
 def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step):
+    """The engine (pipeline.jacobian.points) on the points of ``seeds`` at one chain step, batched."""
     import torch
 
     from pipeline.jacobian.measure import measurement_seed
@@ -99,18 +87,27 @@ def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step)
     )
 
 
-def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_size):
-    """Resolve measure.chunk_size / points.seed_batch = auto: calibrated at the first selected point."""
+def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, measure: dict, patch_size: int):
+    """Resolve measure.chunk_size / points.seed_batch = auto: calibrated at the first selected point; on the
+    exact route each point also holds its n x n Jacobian (float64) while it is measured."""
     import torch
 
+    from pipeline.jacobian.measure import MeasureConfig
     from pipeline.jacobian.memory import calibrate, plan_for_device
     from pipeline.jacobian.operators import ScoreLinearization, StepJacobian
+    from pipeline.jacobian.plan import plan_measurement
+
+    chunk_size, tables = measure.get("chunk_size"), measure.get("tables")
+    C, H, W = model.image_shape
+    n, M = C * H * W, (H // patch_size) * (W // patch_size)
+    cfg = MeasureConfig.from_dict({**measure, "chunk_size": 16})
+    stored = 8.0 * n * n if plan_measurement(n, M, cfg, True).blocks == "dense" else 0.0
 
     seeds = _seed_files(trajectories_dir)
     if selection["max_seeds"]:
         seeds = seeds[: int(selection["max_seeds"])]
     ts = np.asarray(chain.timesteps)
-    i = selected_steps(ts, selection["steps"])[0]
+    i = selected_steps(ts, selection["steps"], tables=tables)[0]
     t = int(ts[i])
 
     def calibrate_here():
@@ -126,7 +123,182 @@ def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, chunk_si
 
         return calibrate(products, model.device)
 
-    return plan_for_device(calibrate_here, model.device, len(seeds), chunk_size, selection["seed_batch"])
+    return plan_for_device(
+        calibrate_here,
+        model.device,
+        len(seeds),
+        chunk_size,
+        selection["seed_batch"],
+        stored_bytes_per_point=stored,
+    )
+
+
+@dataclass
+class _RunPlan:
+    """What a run measures, resolved once: the settings, the chain's arrays, the points and the patch data."""
+
+    config: Any  # MeasureConfig at block steps
+    light: Any  # MeasureConfig at the other measured steps
+    chain: Any
+    ts: np.ndarray
+    coeffs: Any
+    lam: np.ndarray
+    v1: np.ndarray
+    f: np.ndarray  # [S, M] f_t(λ_k) on the chain
+    grid: Any
+    steps: list[int]
+    block_steps: set[int]
+    seeds: list[tuple[int, Path]]
+    seed_batch: int
+    shard: Shard  # this run's share of the protocol's stacks of points (pipeline.jacobian.shards)
+    stacks: list  # the stacks of points this run measures: all of them, or one shard's
+    mine: set  # their (seed, step) points
+    memory: Any = None
+
+    def config_at(self, i: int):
+        return self.config if i in self.block_steps else self.light
+
+
+def _plan_run(
+    model, chain, covariance_dir, trajectories_dir, patch_size, measure_cfg, points_cfg
+) -> _RunPlan:
+    """Resolve the settings (chunk size / seed batch = auto from the device), check the patch statistics
+    against the model, and select the points."""
+    from pipeline.covariance import read_patch_stats
+    from pipeline.geometry import expansion_function, step_coefficients
+    from pipeline.jacobian.measure import MeasureConfig
+    from pipeline.patches import patch_grid
+
+    mcfg = dict(measure_cfg)
+    selection = {k: (points_cfg or {}).get(k) for k in POINT_KEYS}
+    memory = None
+    if mcfg.get("chunk_size") == "auto" or selection["seed_batch"] == "auto":
+        # chunk size and seed batch from the device's free memory (pipeline.jacobian.memory)
+        memory = _memory_plan(model, chain, Path(trajectories_dir), selection, mcfg, int(patch_size))
+        mcfg["chunk_size"], selection["seed_batch"] = memory.chunk_size, memory.seed_batch
+    config = MeasureConfig.from_dict(mcfg)
+    stats = read_patch_stats(covariance_dir, with_full=False)
+    if int(stats.patch_size) != int(patch_size):
+        raise ValueError(
+            f"patch.size={patch_size} but {covariance_dir} holds statistics for P={stats.patch_size}; "
+            "rerun the covariance stage with this patch.size"
+        )
+    if tuple(stats.image_shape) != tuple(model.image_shape):
+        raise ValueError(
+            f"covariance image shape {tuple(stats.image_shape)} != model's {tuple(model.image_shape)}"
+        )
+    lam = np.asarray(stats.lambda_k, dtype=np.float64)
+    ts = np.asarray(chain.timesteps)
+    steps = selected_steps(ts, selection["steps"], tables=config.tables)
+    # The full M² block decomposition is the expensive part: measure it at block_steps only and
+    # the diagonal blocks everywhere else (null = the configured method at every step).
+    block_steps = set(
+        steps
+        if selection["block_steps"] is None
+        else selected_steps(ts, selection["block_steps"], "points.block_steps")
+    )
+    # light_blocks and seed_batch were range-checked with the config, before the run (pipeline.schema)
+    light_blocks = selection["light_blocks"]
+    seeds = _seed_files(Path(trajectories_dir))
+    if selection["max_seeds"]:
+        seeds = seeds[: int(selection["max_seeds"])]
+    seed_batch = int(selection["seed_batch"])
+    # the stacks of points this run measures: all of them, or one shard's (pipeline.jacobian.shards)
+    shard = Shard.from_points(points_cfg)
+    stacks = shard_stacks([s for s, _ in seeds], steps, seed_batch, shard)
+    return _RunPlan(
+        config=config,
+        light=replace(config, blocks=light_blocks) if config.blocks not in ("off", "diag") else config,
+        chain=chain,
+        ts=ts,
+        coeffs=step_coefficients(chain),
+        lam=lam,
+        v1=np.asarray(stats.v1, dtype=np.float64),
+        f=expansion_function(chain, lam),
+        grid=patch_grid(model.image_shape[1], model.image_shape[2], patch_size),
+        steps=steps,
+        block_steps=block_steps,
+        seeds=seeds,
+        seed_batch=seed_batch,
+        shard=shard,
+        stacks=stacks,
+        mine=set(stack_points(stacks)),
+        memory=memory,
+    )
+
+
+def _unit(run: _RunPlan, model, m, seed: int, i: int, x_point) -> dict:
+    """One measured point as its rows of the three tables (and its attention row and wall time)."""
+    from pipeline.jacobian import rows  # the registry's columns (imports torch)
+
+    t, ts, grid = int(run.ts[i]), run.ts, run.grid
+    head = {
+        "seed": seed,
+        "step": i,
+        "t": t,
+        "t_prev": int(ts[i + 1]) if i + 1 < len(ts) else 0,
+        "alpha_bar_t": float(run.chain.alpha_bar_t[i]),
+        "alpha_bar_prev": float(run.chain.alpha_bar_prev[i]),
+        "r_t": float(run.coeffs.r[i]),
+        "b_t": float(run.coeffs.b[i]),
+    }
+    # the estimators that ran at this step: the full setting at block steps, the light one elsewhere
+    _check_measured(m, run.config_at(i), seed, i, t)
+    g = rows.global_row(m)
+    g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
+    point = {"seed": seed, "step": i, "t": t}
+    prow = [
+        {
+            **point,
+            "k": int(r["k"]),
+            "row": int(r["k"]) // grid.cols,
+            "col": int(r["k"]) % grid.cols,
+            "lambda_k": float(run.lam[int(r["k"])]),
+            "f_t": float(run.f[i, int(r["k"])]),
+            **r,
+        }
+        for r in rows.patch_rows(m)
+    ]
+    blocks = rows.block_rows(m, (grid.rows, grid.cols)) if run.config.keep_block_matrices else []
+    brow = [{**point, "k": r.pop("k"), "j": r.pop("j"), "chebyshev": r.pop("distance"), **r} for r in blocks]
+    return {
+        "global": {**head, **g},
+        "patches": prow,
+        "blocks": brow,
+        # wall-clock time is not a measurement: kept out of the tables (byte-identical reruns)
+        "seconds": float(sum(m.seconds.values())),
+        "attention": _attention_row(model, x_point, t, head),
+    }
+
+
+def _unit_file(work_dir: Path, seed: int, i: int) -> Path:
+    return Path(work_dir) / f"seed-{seed}" / f"step-{i:04d}.json"
+
+
+def _measure_missing(run: _RunPlan, model, patch_size: int, work_dir: Path, progress: bool) -> None:
+    """Measure every selected point without a unit file, seed_batch points of one step per engine call."""
+    from tqdm.auto import tqdm
+
+    needed = {seed for seed, _ in run.mine}
+    trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in run.seeds if seed in needed}
+    groups = [
+        (i, [seed for seed in stack if not _unit_file(work_dir, seed, i).exists()]) for i, stack in run.stacks
+    ]
+    groups = [(i, group) for i, group in groups if group]
+    # Every stack has one size, b: CPU kernels are chosen by batch size (~1e-7 relative in float32),
+    # so a short group is padded with copies of its last point and a point's numbers depend on
+    # (seed, step, b) only, not on which seeds a resume left to share its stack.
+    b = min(run.seed_batch, len(run.seeds))
+    for i, group in tqdm(groups, desc=f"jacobian (step, {b} seed(s))", unit="group", disable=not progress):
+        padded = group + [group[-1]] * (b - len(group))
+        xs = np.stack([trajs[seed][i] for seed in padded])
+        r_t, b_t = float(run.coeffs.r[i]), float(run.coeffs.b[i])
+        ms = _measure_group(
+            model, xs, int(run.ts[i]), r_t, b_t, patch_size, run.v1, run.f[i], run.config_at(i), padded, i
+        )[: len(group)]
+        for seed, m in zip(group, ms, strict=True):
+            unit = _unit(run, model, m, seed, i, trajs[seed][i])
+            io.write_text(_unit_file(work_dir, seed, i), json.dumps(unit))
 
 
 def measure_trajectories(
@@ -142,216 +314,72 @@ def measure_trajectories(
     progress: bool = True,
 ) -> MeasurementSummary:
     """Measure JΦ_t at every selected (seed, step) of the saved trajectories; write the CSV tables."""
-    from tqdm.auto import tqdm
-
-    from pipeline.covariance import read_patch_stats
-    from pipeline.geometry import expansion_function, step_coefficients
-    from pipeline.jacobian.measure import MeasureConfig
-    from pipeline.patches import patch_grid
-
-    mcfg = dict(measure_cfg)
-    selection = {k: (points_cfg or {}).get(k) for k in POINT_KEYS}
-    memory = None
-    if mcfg.get("chunk_size") == "auto" or selection["seed_batch"] == "auto":
-        # chunk size and seed batch from the device's free memory (pipeline.jacobian.memory)
-        memory = _memory_plan(model, chain, Path(trajectories_dir), selection, mcfg.get("chunk_size"))
-        mcfg["chunk_size"], selection["seed_batch"] = memory.chunk_size, memory.seed_batch
-    config = MeasureConfig.from_dict(mcfg)
-    stats = read_patch_stats(covariance_dir, with_full=False)
-    if int(stats.patch_size) != int(patch_size):
-        raise ValueError(
-            f"patch.size={patch_size} but {covariance_dir} holds statistics for P={stats.patch_size}; "
-            "rerun the covariance stage with this patch.size"
-        )
-    if tuple(stats.image_shape) != tuple(model.image_shape):
-        raise ValueError(
-            f"covariance image shape {tuple(stats.image_shape)} != model's {tuple(model.image_shape)}"
-        )
-    grid = patch_grid(model.image_shape[1], model.image_shape[2], patch_size)
-    lam = np.asarray(stats.lambda_k, dtype=np.float64)
-    v1 = np.asarray(stats.v1, dtype=np.float64)
-    coeffs = step_coefficients(chain)
-    f = expansion_function(chain, lam)  # [S, M]
-    ts = np.asarray(chain.timesteps)
-    t_prev = np.append(ts[1:], 0)
-    steps = selected_steps(ts, selection["steps"])
-    # The full M² block decomposition is the expensive part: measure it at block_steps only and
-    # the diagonal blocks everywhere else (null = the configured method at every step).
-    block_steps = set(
-        steps
-        if selection["block_steps"] is None
-        else selected_steps(ts, selection["block_steps"], "points.block_steps")
-    )
-    # light_blocks and seed_batch were range-checked with the config, before the run (pipeline.schema)
-    light_blocks = selection["light_blocks"]
-    light = replace(config, blocks=light_blocks) if config.blocks not in ("off", "diag") else config
-    seeds = _seed_files(Path(trajectories_dir))
-    if selection["max_seeds"]:
-        seeds = seeds[: int(selection["max_seeds"])]
-
-    attention_rows: list[dict] = []
-    global_rows: list[dict] = []
-    patch_rows: list[dict] = []
-    block_rows: list[dict] = []
-    seed_batch = int(selection["seed_batch"])
-    # the stacks of points this run measures: all of them, or one shard's (pipeline.jacobian.shards)
-    shard = Shard.from_points(points_cfg)
-    stacks = shard_stacks([s for s, _ in seeds], steps, seed_batch, shard)
-    mine = set(stack_points(stacks))
-
-    def unit_file_of(seed: int, i: int) -> Path:
-        return work_dir / f"seed-{seed}" / f"step-{i:04d}.json"
-
-    def write_unit(m, seed: int, i: int, x_point) -> dict:
-        t = int(ts[i])
-        head = {
-            "seed": seed,
-            "step": i,
-            "t": t,
-            "t_prev": int(t_prev[i]),
-            "alpha_bar_t": float(chain.alpha_bar_t[i]),
-            "alpha_bar_prev": float(chain.alpha_bar_prev[i]),
-            "r_t": float(coeffs.r[i]),
-            "b_t": float(coeffs.b[i]),
-        }
-        g = m.global_row()
-        # the estimators that ran at this step: the full setting at block steps, the light one elsewhere
-        _check_measured(g, config if i in block_steps else light, seed, i, t)
-        g["matvecs"] = int(g.get("jvps", 0)) + int(g.get("vjps", 0))
-        # wall-clock time is not a measurement: kept out of the tables (byte-identical reruns)
-        seconds = float(g.pop("seconds", math.nan))
-        prow = []
-        for row in m.patch_rows():
-            k = int(row["k"])
-            prow.append(
-                {
-                    "seed": seed,
-                    "step": i,
-                    "t": t,
-                    "k": k,
-                    "row": k // grid.cols,
-                    "col": k % grid.cols,
-                    "lambda_k": float(lam[k]),
-                    "f_t": float(f[i, k]),
-                    **row,
-                }
-            )
-        brow = [
-            {
-                "seed": seed,
-                "step": i,
-                "t": t,
-                "k": r["k"],
-                "j": r["j"],
-                "chebyshev": r["distance"],
-                "op_norm": r["op"],
-                "frob_norm": r["frob"],
-            }
-            for r in m.block_rows((grid.rows, grid.cols))
-        ]
-        unit = {
-            "global": {**head, **g},
-            "patches": prow,
-            "blocks": brow,
-            "seconds": seconds,
-            "attention": _attention_row(model, x_point, t, head),
-        }
-        io.write_text(unit_file_of(seed, i), json.dumps(unit))
-        return unit
-
-    if seed_batch > 1:
-        # Points of several seeds at one step share t, r_t, b_t: measure them as one stack through the
-        # model's batch dimension (pipeline.jacobian.points), then the loop below only reads the units.
-        needed = {seed for seed, _ in mine}
-        trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in seeds if seed in needed}
-        groups = [(i, [seed for seed in stack if not unit_file_of(seed, i).exists()]) for i, stack in stacks]
-        groups = [(i, group) for i, group in groups if group]
-        # Every stack has one size, b: CPU kernels are chosen by batch size (~1e-7 relative in float32),
-        # so a short group is padded with copies of its last point and a point's numbers depend on
-        # (seed, step, b) only, not on which seeds a resume left to share its stack.
-        b = min(seed_batch, len(seeds))
-        for i, group in tqdm(groups, desc=f"jacobian (step, {b} seeds)", unit="group", disable=not progress):
-            padded = group + [group[-1]] * (b - len(group))
-            xs = np.stack([trajs[seed][i] for seed in padded])
-            ms = _measure_group(
-                model,
-                xs,
-                int(ts[i]),
-                float(coeffs.r[i]),
-                float(coeffs.b[i]),
-                patch_size,
-                v1,
-                f[i],
-                config if i in block_steps else light,
-                padded,
-                i,
-            )[: len(group)]
-            for seed, m in zip(group, ms, strict=True):
-                write_unit(m, seed, i, trajs[seed][i])
-        trajs.clear()
-
+    run = _plan_run(model, chain, covariance_dir, trajectories_dir, patch_size, measure_cfg, points_cfg)
+    # Points of several seeds at one step share t, r_t, b_t: the engine measures them as one stack through
+    # the model's batch dimension (points.seed_batch of them; 1 = one point at a time); each point is a
+    # unit file, so a killed run resumes where it stopped.
+    _measure_missing(run, model, patch_size, work_dir, progress)
     # Exact S against the full-Σ₀ Gaussian surrogate (eq. 29-30): ρ_k^N − ρ_k, where the covariance stage
     # fitted Σ₀. ρ^N depends on the step only (the surrogate's Jacobian is constant in x).
     rho_surrogate = surrogate_rayleigh(
-        Path(covariance_dir), model.image_shape, chain, coeffs, steps, v1, patch_size
+        Path(covariance_dir), model.image_shape, chain, run.coeffs, run.steps, run.v1, patch_size
     )
-
-    units = [(s, p, i) for s, p in seeds for i in steps if (s, i) in mine]
-    bar = tqdm(units, desc="jacobian (seed, step)", unit="pt", disable=not progress or seed_batch > 1)
-    cache: dict[int, np.ndarray] = {}
+    tables: dict[str, list[dict]] = {"global": [], "patches": [], "blocks": [], "attention": []}
     measure_seconds: list[float] = []
-    for seed, path, i in bar:
-        unit_file = unit_file_of(seed, i)
-        if unit_file.exists():
-            unit = json.loads(unit_file.read_text())
-        else:
-            if seed not in cache:
-                cache.clear()
-                cache[seed] = read_trajectory_arrays(path)["x"]
-            x_traj = cache[seed]
-            m = _measure_one(
-                model,
-                x_traj[i],
-                int(ts[i]),
-                float(coeffs.r[i]),
-                float(coeffs.b[i]),
-                patch_size,
-                v1,
-                f[i],
-                config if i in block_steps else light,
-                seed,
-                i,
-            )
-            unit = write_unit(m, seed, i, x_traj[i])
-        global_rows.append(unit["global"])
+    for seed, i in [(s, i) for s, _ in run.seeds for i in run.steps if (s, i) in run.mine]:
+        unit = json.loads(_unit_file(work_dir, seed, i).read_text())
+        tables["global"].append(unit["global"])
         measure_seconds.append(float(unit.get("seconds", math.nan)))
-        patch_rows.extend(with_exact_suppression(unit["patches"], rho_surrogate))
-        block_rows.extend(unit["blocks"])
+        tables["patches"].extend(with_exact_suppression(unit["patches"], rho_surrogate))
+        tables["blocks"].extend(unit["blocks"])
         if unit.get("attention"):
-            attention_rows.append(unit["attention"])
-
-    out = JacobianFolder(out_dir)
-    out.write_table(out.GLOBAL, global_rows)
-    out.write_table(out.PATCHES, patch_rows)
-    if block_rows:
-        out.write_table(out.BLOCKS, block_rows)
-    if attention_rows:
-        out.write_table(out.ATTENTION, attention_rows)
-    if shard.split:  # exponents need whole trajectories: pipeline.jacobian.pool writes them for all shards
-        record = ShardRecord.of(
-            shard, [s for s, _ in seeds], steps, len(ts), seed_batch, config.chunk_size, mine
+            tables["attention"].append(unit["attention"])
+    _write_tables(run, JacobianFolder(out_dir), tables)
+    summary = _summarise(tables["global"], tables["patches"], len(run.seeds), len(run.steps))
+    if run.memory is not None:
+        summary.metrics.update(
+            chunk_size=float(run.memory.chunk_size), seed_batch=float(run.memory.seed_batch)
         )
-        io.write_json(out / out.SHARD, record.to_json())
-    elif len(steps) == len(ts):  # exponents are averages over the whole chain
-        out.write_table(out.LYAPUNOV, lyapunov_rows(patch_rows, lam, f))
-    summary = _summarise(global_rows, patch_rows, len(seeds), len(steps))
-    if memory is not None:
-        summary.metrics.update(chunk_size=float(memory.chunk_size), seed_batch=float(memory.seed_batch))
     finite = [v for v in measure_seconds if math.isfinite(v)]
     if finite:
         summary.metrics["seconds_per_point_mean"] = float(np.mean(finite))
         summary.metrics["seconds_measuring_total"] = float(np.sum(finite))
     return summary
+
+
+def _write_tables(run: _RunPlan, out: JacobianFolder, tables: dict[str, list[dict]]) -> None:
+    out.write_table(out.GLOBAL, tables["global"])
+    out.write_table(out.PATCHES, tables["patches"])
+    if tables["blocks"]:
+        out.write_table(out.BLOCKS, tables["blocks"])
+    if tables["attention"]:
+        out.write_table(out.ATTENTION, tables["attention"])
+    # exponents are averages over the whole chain: every step measured, or (§7.7) the representative steps
+    # with S_k,t interpolated between them
+    ts, steps = run.ts, run.steps
+    measured_t = [int(ts[i]) for i in steps]
+    sparse = len(steps) < len(ts) and measured_t == representative_timesteps(ts, REPRESENTATIVE_STEPS)
+    if (
+        run.shard.split
+    ):  # exponents need whole trajectories: pipeline.jacobian.pool writes them for all shards
+        seeds = [s for s, _ in run.seeds]
+        chain_t, chain_f = (ts, run.f) if sparse else ((), ())
+        record = ShardRecord.of(
+            run.shard,
+            seeds,
+            steps,
+            len(ts),
+            run.seed_batch,
+            run.config.chunk_size,
+            run.mine,
+            chain_t,
+            chain_f,
+        )
+        io.write_json(out / out.SHARD, record.to_json())
+    elif len(steps) == len(ts) or (sparse and run.config.rayleigh):
+        out.write_table(
+            out.LYAPUNOV, lyapunov_rows(tables["patches"], run.lam, run.f, ts if sparse else None)
+        )
 
 
 def surrogate_rayleigh(covariance_dir: Path, image_shape, chain, coeffs, steps, v1, patch_size):
@@ -382,15 +410,11 @@ def with_exact_suppression(rows: list[dict], rho_surrogate: dict | None) -> list
     return out
 
 
-def _check_measured(g: Mapping[str, Any], config, seed: int, step: int, t: int) -> None:
-    """Stop on a NaN/inf estimate of an enabled estimator: a table must never hold one as a measurement."""
-    enabled = (
-        ("kappa_pi", config.global_power),
-        ("kappa_lanczos", config.global_lanczos),
-        ("rayleigh_max", config.rayleigh),
-        ("kappa_diag", config.blocks != "off"),
-    )
-    bad = [k for k, on in enabled if on and g.get(k) is not None and not math.isfinite(float(g[k]))]
+def _check_measured(m, config, seed: int, step: int, t: int) -> None:
+    """Stop on a NaN/inf estimate of an estimator that ran: a table must never hold one as a measurement."""
+    from pipeline.jacobian.estimators import non_finite
+
+    bad = non_finite(m, config, m.block_method, m.rayleigh is not None)
     if bad:
         raise NonFiniteError(
             f"the Jacobian measurement {', '.join(bad)} is NaN/inf at seed {seed}, step {step} (paper t={t}) — "
@@ -424,10 +448,17 @@ def _attention_row(model, x, t: int, head: dict) -> dict | None:
     }
 
 
-def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> list[dict]:
+def lyapunov_rows(
+    patch_rows: list[dict], lam: np.ndarray, f: np.ndarray, chain_t: np.ndarray | None = None
+) -> list[dict]:
     """Per (seed, k): Λ̂_k = mean_t log|ρ_k,t| (eq. 49 with eq. 32's quotient) beside the Gaussian
     Λ(λ_k) = mean_t log f_t(λ_k) over the same chain (§5.1), column lyap_gauss. The suppression-corrected
-    Λ_pred of eq. 48-49 is not written here: Table 11 computes it from patches.csv's S_k,t."""
+    Λ_pred of eq. 48-49 is not written here: Table 11 computes it from patches.csv's S_k,t.
+
+    f: [S, M] f_t(λ_k) on the whole chain. Where only some steps were measured (§7.7: 20 representative
+    steps of the 49; ``chain_t`` gives the chain's paper t), S_k,t = f_t(λ_k) − ρ_k,t is interpolated
+    linearly in t onto every chain step (held at the nearest measured value beyond them), as the paper
+    interpolates S, and ρ_k,t = f_t(λ_k) − S_k,t there; `measured_steps` says how many were measured."""
     from pipeline.jacobian.lyapunov import rayleigh_exponents
 
     lyap_gauss = np.log(f).mean(axis=0)  # [M] Gaussian Λ(λ_k); the corrected Λ_pred of eq. 49 is Table 11's
@@ -439,6 +470,18 @@ def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> lis
     for seed, d in sorted(by_seed.items()):
         steps = sorted({s for s, _ in d})
         rq = np.array([[d[(s, k)] for k in range(M)] for s in steps])
+        if chain_t is not None and len(steps) < len(chain_t):
+            t_meas = np.asarray(chain_t, dtype=np.float64)[steps]
+            order = np.argsort(t_meas)
+            S = f[steps] - rq  # [measured, M]
+            S_chain = np.stack(
+                [
+                    np.interp(np.asarray(chain_t, dtype=np.float64), t_meas[order], S[order, k])
+                    for k in range(M)
+                ],
+                1,
+            )
+            rq = f - S_chain
         ex = rayleigh_exponents(rq, step_axis=0)
         for k in range(M):
             rows.append(
@@ -450,68 +493,10 @@ def lyapunov_rows(patch_rows: list[dict], lam: np.ndarray, f: np.ndarray) -> lis
                     "lyap_gauss": float(lyap_gauss[k]),
                     "nonpositive_steps": int(ex.nonpositive_steps[k]),
                     "steps": int(ex.steps),
+                    "measured_steps": len(steps),
                 }
             )
     return rows
-
-
-def measure_proxy(model, alpha_bar: np.ndarray, x0, timesteps, seed: int, surrogate=None) -> list[dict]:
-    """Table 10: the eq. 65 paired-difference proxy E‖ε̂(x_t^real) − ε̂(x_t^noise)‖ over real images, and,
-    where the Gaussian surrogate exists, the exact ‖Δ_t‖ = ‖ε̂ − ε^N‖ (eq. 28) at the same x_t^real."""
-    import math
-
-    import torch
-
-    from pipeline.jacobian.deviation import score_deviation, score_deviation_proxy
-
-    x0 = torch.as_tensor(x0, dtype=model.dtype, device=model.device)
-    rows = []
-    for t in timesteps:
-        t = int(t)
-        a = float(alpha_bar[t])
-        gen = torch.Generator().manual_seed(int(seed) * 100003 + t)
-        proxy = score_deviation_proxy(model, x0, t, a, gen)
-        row = {
-            "t": t,
-            "sqrt_alpha_bar": math.sqrt(a),
-            "proxy": float(proxy.mean()),
-            "proxy_std": float(proxy.std(ddof=1)) if len(proxy) > 1 else math.nan,
-            "exact_deviation": math.nan,
-            "exact_deviation_std": math.nan,
-            "num_images": len(proxy),
-        }
-        if surrogate is not None:
-            gen = torch.Generator().manual_seed(int(seed) * 100003 + t)  # the same ε as the proxy's x_real
-            eps = torch.randn(x0.shape, generator=gen, dtype=torch.float32).to(x0.device, x0.dtype)
-            xr = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
-            with torch.no_grad():
-                dev = np.concatenate(
-                    [
-                        score_deviation(model(xr[i : i + 64], t), xr[i : i + 64], surrogate, a)
-                        for i in range(0, len(xr), 64)
-                    ]
-                )
-            row["exact_deviation"] = float(dev.mean())
-            row["exact_deviation_std"] = float(dev.std(ddof=1)) if len(dev) > 1 else math.nan
-        rows.append(row)
-    return rows
-
-
-def proxy_table(model, source, covariance_dir: Path, proxy_cfg: Mapping[str, Any]) -> list[dict]:
-    """Table 10's rows on the first ``proxy.images`` images of ``source`` at ``proxy.timesteps`` (those on
-    the model's schedule), with the exact ‖Δ_t‖ where the covariance stage fitted Σ₀."""
-    from pipeline.covariance import read_gaussian_fit
-    from pipeline.jacobian.deviation import GaussianSurrogate
-
-    n = int(proxy_cfg["images"])
-    x0 = np.concatenate(list(source.iter_chunks(n)))[:n]
-    surrogate = None
-    if CovarianceFolder(covariance_dir).has_gaussian_fit():
-        fit = read_gaussian_fit(covariance_dir)
-        surrogate = GaussianSurrogate(fit.mean, fit.cov, model.image_shape)
-    T = len(model.alpha_bar) - 1
-    ts = [int(t) for t in proxy_cfg["timesteps"] if 1 <= int(t) <= T]
-    return measure_proxy(model, model.alpha_bar, x0, ts, int(proxy_cfg.get("seed") or 0), surrogate)
 
 
 def measurement_body(setup, cfg: Mapping[str, Any]):
@@ -534,6 +519,8 @@ def measurement_body(setup, cfg: Mapping[str, Any]):
         )
         ctx.metrics.update(summary.metrics)
         if setup.proxy_source is not None:
+            from pipeline.jacobian.deviation import proxy_table  # Table 10 (imports torch)
+
             rows = proxy_table(setup.model, setup.proxy_source, setup.covariance.path, cfg["proxy"])
             out = JacobianFolder(ctx.out_dir)
             out.write_table(out.PROXY, rows)
@@ -551,16 +538,11 @@ def _finite(vals) -> list[float]:
 def _summarise(global_rows, patch_rows, num_seeds, num_steps) -> MeasurementSummary:
     out = MeasurementSummary()
     out.metrics.update(num_seeds=float(num_seeds), num_steps_measured=float(num_steps))
+    from pipeline.jacobian.estimators import series_columns  # the registry (imports torch)
+
     by_t: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for g in global_rows:
-        for name in (
-            "kappa_pi",
-            "kappa_lanczos",
-            "kappa_diag",
-            "delta_cross",
-            "kappa_pc",
-            "suppression_mean",
-        ):
+        for name in series_columns():
             v = g.get(name)
             if v is not None and math.isfinite(float(v)):
                 by_t[name][int(g["t"])].append(float(v))

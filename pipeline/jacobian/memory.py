@@ -172,8 +172,11 @@ def plan_for_device(
     num_seeds: int,
     chunk_size: int | str | None,
     seed_batch: int | str | None,
+    stored_bytes_per_point: float = 0.0,
 ) -> DeviceMemoryPlan:
-    """Resolve measure.chunk_size / points.seed_batch values "auto" for this device (numbers pass through)."""
+    """Resolve measure.chunk_size / points.seed_batch values "auto" for this device (numbers pass through).
+
+    stored_bytes_per_point: what a point keeps beside its products (the exact route's n x n Jacobian)."""
     device = torch.device(device)
     auto_chunk, auto_batch = chunk_size == "auto", seed_batch == "auto"
     if not (auto_chunk or auto_batch):
@@ -190,6 +193,7 @@ def plan_for_device(
             "cpu: the measured CPU choices",
         )
     mm = calibrate_at()
+    mm = MemoryModel(mm.base_bytes + stored_bytes_per_point, mm.per_vector_bytes)
     S = choose_seed_batch(mm, free, num_seeds) if auto_batch else int(seed_batch or 1)
     chunk = choose_chunk_size(mm, free, points=S) if auto_chunk else int(chunk_size)
     return DeviceMemoryPlan(

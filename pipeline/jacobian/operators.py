@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch.func import linearize, vjp, vmap
 
+from .patches import embed_patches, take_patches
+
 JVP_METHODS = ("linearize", "double_vjp", "forward")
 EpsFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -91,16 +93,19 @@ class ScoreLinearization:
             )
         self.eps = eps.detach()
         self._vjp_single = lambda w: self._vjp_closure(w)[0]
-        if jvp_method == "linearize":
-            _, self._jvp_single = linearize(eps_fn, self.x)
+        self._jvp_map = None  # built at the first JVP: a measurement that needs none never pays for it
+
+    def _tangent_map(self):
+        if self.jvp_method == "linearize":
+            _, jvp_fn = linearize(self.eps_fn, self.x)
             self.counter.primal += 1
-        elif jvp_method == "double_vjp":
+            return jvp_fn
+        if self.jvp_method == "double_vjp":
             # w ↦ Jᵀw is linear, so its VJP at any w (zero here) is u ↦ J u.
             _, jvp_closure = vjp(self._vjp_single, torch.zeros_like(self.eps))
-            self._jvp_single = lambda u: jvp_closure(u)[0]
-        else:
-            x0 = self.x
-            self._jvp_single = lambda u: torch.func.jvp(eps_fn, (x0,), (u,))[1]
+            return lambda u: jvp_closure(u)[0]
+        x0, eps_fn = self.x, self.eps_fn
+        return lambda u: torch.func.jvp(eps_fn, (x0,), (u,))[1]
 
     def _apply(self, fn, v: torch.Tensor) -> torch.Tensor:
         if tuple(v.shape) == self.image_shape:
@@ -122,7 +127,9 @@ class ScoreLinearization:
     def jvp(self, u: torch.Tensor) -> torch.Tensor:
         """Jε̂ u for one tangent [C,H,W] or a batch [B,C,H,W]."""
         self.counter.jvp += self._count(u)
-        return self._apply(self._jvp_single, u.to(self.x.dtype))
+        if self._jvp_map is None:  # outside any vmap: the trace must see the real point
+            self._jvp_map = self._tangent_map()
+        return self._apply(self._jvp_map, u.to(self.x.dtype))
 
     def vjp(self, w: torch.Tensor) -> torch.Tensor:
         """Jε̂ᵀ w for one cotangent [C,H,W] or a batch [B,C,H,W]."""
@@ -160,3 +167,66 @@ class StepJacobian:
     def gram(self, u: torch.Tensor) -> torch.Tensor:
         """JΦ_tᵀ JΦ_t u (one JVP and one VJP per vector)."""
         return self.rmatvec(self.matvec(u))
+
+
+class PointsStep:
+    """JΦ_t at S stacked points, matrix-free, with the patch-block access patterns every estimator uses.
+
+    A point's vector is an image [C,H,W]; a batch of vectors for all points is [B,S,C,H,W] (one product of
+    the stacked linearisation applies every point's operator to that point's own vector). Patch vectors are
+    [.., n_k] in `patch_index` order. `pipeline.jacobian.dense.DenseStep` offers the same methods on a stored
+    Jacobian, so an estimator runs unchanged on either (on the stored one it is a replay: no model products).
+    """
+
+    replay = False
+
+    def __init__(self, step: StepJacobian, index: torch.Tensor):
+        if len(step.image_shape) != 4:
+            raise ValueError(f"PointsStep needs a stacked linearisation [S,C,H,W], got {step.image_shape}")
+        self.step = step
+        self.index = index
+        self.S = int(step.image_shape[0])
+        self.image = tuple(int(s) for s in step.image_shape[1:])
+        self.M, self.nk = (int(s) for s in index.shape)
+        self.n = step.n
+        self.dtype = step.score.x.dtype
+        self.device = step.score.x.device
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        """JΦ_t v for vectors [S,C,H,W] or [B,S,C,H,W]."""
+        return self.step.matvec(v)
+
+    def apply_t(self, w: torch.Tensor) -> torch.Tensor:
+        """JΦ_tᵀ w for vectors [S,C,H,W] or [B,S,C,H,W]."""
+        return self.step.rmatvec(w)
+
+    def block_ops(self, k_of: torch.Tensor, j_of: torch.Tensor):
+        """[JΦ_t]_{k j} of every (problem, point) pair on vectors [B·S, n_k] in problem-major order."""
+        S, (C, H, W), index = self.S, self.image, self.index
+        B = len(k_of)
+        k_rep, j_rep = k_of.repeat_interleave(S), j_of.repeat_interleave(S)
+
+        def matvec(u):
+            img = embed_patches(u, index, (C, H, W), j_rep).reshape(B, S, C, H, W)
+            return take_patches(self.apply(img).reshape(B * S, C, H, W), index, k_rep)
+
+        def rmatvec(w):
+            img = embed_patches(w, index, (C, H, W), k_rep).reshape(B, S, C, H, W)
+            return take_patches(self.apply_t(img).reshape(B * S, C, H, W), index, j_rep)
+
+        return matvec, rmatvec
+
+    def columns(self, z: torch.Tensor) -> torch.Tensor:
+        """[JΦ_t]_{k j} z_j for every k: z [M(j), S, n_k] -> [M(j), S, M(k), n_k] (M products per point)."""
+        return self._spread(z, self.apply)
+
+    def rows(self, w: torch.Tensor) -> torch.Tensor:
+        """[JΦ_t]_{k j}ᵀ w_k for every j: w [M(k), S, n_k] -> [M(k), S, M(j), n_k] (M products per point)."""
+        return self._spread(w, self.apply_t)
+
+    def _spread(self, z: torch.Tensor, fn) -> torch.Tensor:
+        M, S = self.M, self.S
+        own = torch.arange(M, device=self.device).repeat_interleave(S)
+        img = embed_patches(z.reshape(M * S, -1).to(self.dtype), self.index, self.image, own)
+        Y = fn(img.reshape(M, S, *self.image)).reshape(M, S, -1)
+        return Y[:, :, self.index]

@@ -233,6 +233,14 @@ def pool_tables(folders: Sequence[str | Path], out_dir: str | Path) -> PoolResul
     if len(rec.steps) == rec.chain_steps:  # exponents are averages over the whole chain
         out.write_table(J.LYAPUNOV, pooled_lyapunov(io.read_csv(out / J.PATCHES), rec.steps))
         written.append(J.LYAPUNOV)
+    elif rec.chain_t:  # §7.7's representative steps: S_k,t interpolated onto the chain, as the unsplit run
+        rows = io.read_csv(out / J.PATCHES)
+        lam = np.empty(len(rec.chain_f[0]), dtype=np.float64)
+        for r in rows:
+            lam[int(r["k"])] = float(r["lambda_k"])
+        f = np.asarray(rec.chain_f, dtype=np.float64)
+        out.write_table(J.LYAPUNOV, lyapunov_rows(rows, lam, f, np.asarray(rec.chain_t)))
+        written.append(J.LYAPUNOV)
     proxies = [s for s in shards if (s.folder / J.PROXY).is_file()]
     if len(proxies) > 1:
         raise ShardMismatchError(

@@ -14,7 +14,7 @@ when it pools the shards back into the unsplit run's tables.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pipeline.errors import PipelineError
@@ -78,14 +78,28 @@ class ShardRecord:
     seed_batch: int  # the stack size and vmap chunk actually used (after "auto" is resolved):
     chunk_size: int  # a point's numbers depend on both, so every shard must have used the same
     points: list[list[int]]  # this shard's (seed, step) points
+    # §7.7's sparse protocol (the representative steps of a longer chain): the chain's paper t and f_t(λ_k)
+    # at every chain step, which lyapunov.csv interpolates onto; empty otherwise
+    chain_t: tuple[int, ...] = ()
+    chain_f: tuple[tuple[float, ...], ...] = ()
 
     @classmethod
     def of(
-        cls, shard: Shard, seeds, steps, chain_steps: int, seed_batch: int, chunk_size, points
+        cls,
+        shard: Shard,
+        seeds,
+        steps,
+        chain_steps: int,
+        seed_batch: int,
+        chunk_size,
+        points,
+        chain_t=(),
+        chain_f=(),
     ) -> ShardRecord:
         return cls(
             shard.index, shard.count, [int(s) for s in seeds], [int(i) for i in steps], int(chain_steps),
             int(seed_batch), int(chunk_size or 0), [[int(s), int(i)] for s, i in sorted(points)],
+            tuple(int(t) for t in chain_t), tuple(tuple(float(v) for v in row) for row in chain_f),
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -93,7 +107,8 @@ class ShardRecord:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ShardRecord:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        rec = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        return replace(rec, chain_t=tuple(rec.chain_t), chain_f=tuple(tuple(row) for row in rec.chain_f))
 
     @property
     def protocol(self) -> dict[str, Any]:

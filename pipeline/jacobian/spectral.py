@@ -29,21 +29,6 @@ class PowerIterationResult:
     vector: torch.Tensor = field(repr=False)  # [B, *shape] final right-singular-vector estimates
 
 
-@dataclass
-class LanczosResult:
-    """σ_max of one operator from k steps of Golub-Kahan bidiagonalisation (full reorthogonalisation)."""
-
-    value: float  # largest singular value of the k x k bidiagonal B_k (a lower bound on σ_max)
-    residual: float  # β_k |x_k|: ‖Aᵀu − σv‖ of the Ritz triplet; some singular value of A lies within it
-    relative_change: float  # |σ(B_k) − σ(B_{k−1})| / σ(B_k)
-    iterations: int
-    matvecs: int
-    singular_values: np.ndarray  # all Ritz values of B_k, descending
-    history: np.ndarray  # σ_max(B_j), j = 1..k
-    breakdown: bool  # an invariant subspace was found (the Ritz values are then exact)
-    vector: torch.Tensor = field(repr=False)
-
-
 def _norms(v: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(v.reshape(v.shape[0], -1).double(), dim=1)
 
@@ -99,115 +84,27 @@ def power_iteration(
     )
 
 
-def _orthogonalise(p: torch.Tensor, basis: list[torch.Tensor]) -> torch.Tensor:
-    if not basis:
-        return p
-    Q = torch.stack([q.reshape(-1) for q in basis]).double()
-    flat = p.reshape(-1).double()
-    for _ in range(2):  # twice is enough (Kahan-Parlett), once is not in float32
-        flat = flat - Q.T @ (Q @ flat)
-    return flat.to(p.dtype).reshape(p.shape)
+@dataclass
+class LanczosResult:
+    """σ_max of B independent operators from k Golub-Kahan steps each (run as one batch)."""
+
+    value: np.ndarray  # [B] largest singular value of the k x k bidiagonal B_k (a lower bound on σ_max)
+    residual: (
+        np.ndarray
+    )  # [B] β_k |x_k| = ‖Aᵀu − σv‖ of the Ritz triplet: some singular value of A lies within it
+    relative_change: np.ndarray  # [B] |σ(B_k) − σ(B_{k−1})| / σ(B_k)
+    iterations: int
+    matvecs: int  # applications of A plus applications of Aᵀ, summed over the B problems
 
 
 def golub_kahan(matvec: Operator, rmatvec: Operator, start: torch.Tensor, iters: int) -> LanczosResult:
-    """k-step Golub-Kahan-Lanczos bidiagonalisation A V_k = U_k B_k on one operator; σ_max(B_k) → ‖A‖.
+    """k-step Golub-Kahan-Lanczos bidiagonalisation A V_k = U_k B_k (full reorthogonalisation, float64) on
+    each of start.shape[0] independent problems at once (one global norm per point, or all M² patch blocks).
 
-    ``start`` is one vector [*shape]; the budget is k applications of A and k of Aᵀ, the same as k
-    power steps. Converges much faster than power iteration when σ_1 and σ_2 are close (high noise).
-    """
-    if iters < 1:
-        raise ValueError(f"Lanczos needs iters >= 1, got {iters}")
-    shape = start.shape
-    sn = float(torch.linalg.vector_norm(start.double()))
-    if sn == 0:
-        raise ValueError("the Lanczos start vector is zero; draw it from a seeded normal generator")
-    v = start / sn
-    V, U = [v], []
-    alphas, betas, history = [], [], []
-    matvecs = 0
-    breakdown = False
-    p = matvec(v[None])[0]
-    matvecs += 1
-    tiny = 1e-13
-    for j in range(iters):
-        p = _orthogonalise(p, U)
-        alpha = float(torch.linalg.vector_norm(p.double()))
-        if alpha <= tiny * max(1.0, alphas[0] if alphas else 1.0):
-            breakdown = True
-            betas = betas[: len(alphas)]
-            break
-        u = p / alpha
-        U.append(u)
-        alphas.append(alpha)
-        r = rmatvec(u[None])[0] - alpha * V[-1]
-        matvecs += 1
-        r = _orthogonalise(r, V)
-        beta = float(torch.linalg.vector_norm(r.double()))
-        betas.append(beta)
-        history.append(_bidiag_svd(alphas, betas[:-1])[0][0])
-        if beta <= tiny * max(1.0, alphas[0]):
-            breakdown = True
-            break
-        v = r / beta
-        V.append(v)
-        if j + 1 < iters:
-            p = matvec(v[None])[0] - beta * u
-            matvecs += 1
-    k = len(alphas)
-    if k == 0:
-        return LanczosResult(
-            0.0, 0.0, 0.0, 0, matvecs, np.zeros(1), np.zeros(1), True, torch.zeros_like(start)
-        )
-    sig, X, Y = _bidiag_svd(alphas, betas[: k - 1])
-    beta_k = betas[k - 1] if len(betas) >= k else 0.0
-    residual = abs(beta_k * X[k - 1, 0])
-    value = float(sig[0])
-    change = abs(value - history[-2]) / value if len(history) > 1 and value > 0 else float("nan")
-    Vk = torch.stack([q.reshape(-1).double() for q in V[:k]])
-    vec = (
-        (torch.as_tensor(Y[:, 0], dtype=torch.float64, device=Vk.device) @ Vk).to(start.dtype).reshape(shape)
-    )
-    return LanczosResult(
-        value=value,
-        residual=float(residual),
-        relative_change=float(change),
-        iterations=k,
-        matvecs=matvecs,
-        singular_values=sig,
-        history=np.asarray(history),
-        breakdown=breakdown,
-        vector=vec,
-    )
-
-
-def _bidiag_svd(alphas: list[float], betas: list[float]):
-    k = len(alphas)
-    Bk = np.zeros((k, k))
-    Bk[np.arange(k), np.arange(k)] = alphas
-    if k > 1:
-        Bk[np.arange(k - 1), np.arange(1, k)] = betas[: k - 1]
-    X, s, Yt = np.linalg.svd(Bk)
-    return s, X, Yt.T
-
-
-@dataclass
-class BatchedLanczosResult:
-    """σ_max of B independent operators from k Golub-Kahan steps each (run as one batch)."""
-
-    value: np.ndarray  # [B]
-    residual: np.ndarray  # [B] β_k |x_k| per problem
-    relative_change: np.ndarray  # [B]
-    iterations: int
-    matvecs: int
-
-
-def golub_kahan_batched(
-    matvec: Operator, rmatvec: Operator, start: torch.Tensor, iters: int
-) -> BatchedLanczosResult:
-    """`golub_kahan` on start.shape[0] independent problems at once (e.g. all M² patch blocks).
-
-    A problem whose Krylov space is exhausted (α or β ≈ 0: a zero block, or an invariant subspace) stops
-    contributing: its later vectors are zero, so its bidiagonal only gains zero rows and columns.
+    The budget is k applications of A and k of Aᵀ per problem, the same as k power steps; σ_max(B_k) → ‖A‖
+    much faster than power iteration when σ_1 and σ_2 are close (high noise). A problem whose Krylov space
+    is exhausted (α or β ≈ 0: a zero block, or an invariant subspace) stops contributing: its later
+    vectors are zero, so its bidiagonal only gains zero rows and columns.
     """
     if iters < 1:
         raise ValueError(f"Lanczos needs iters >= 1, got {iters}")
@@ -271,6 +168,6 @@ def golub_kahan_batched(
             change = np.where(value > 0, np.abs(value - prev) / value, 0.0)
     else:
         change = np.full(B, np.nan)
-    return BatchedLanczosResult(
+    return LanczosResult(
         value=value, residual=residual, relative_change=change, iterations=k, matvecs=matvecs
     )

@@ -145,6 +145,9 @@ class Measure:
     blocks: str = MISSING
     block_power_iters: int = MISSING
     frob_probes: int = MISSING
+    frob_method: str = MISSING
+    frob_sketch: int = MISSING
+    tables: Optional[List[str]] = MISSING
     keep_block_matrices: bool = MISSING
     dense_max_n: int = MISSING
     dense_global_max_n: int = MISSING

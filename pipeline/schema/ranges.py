@@ -135,6 +135,9 @@ RANGES: dict[str, Range] = {
     "measure.blocks": one_of("auto", "dense", "power", "lanczos", "diag", "off"),
     "measure.block_power_iters": at_least(1),
     "measure.frob_probes": at_least(0),
+    "measure.frob_method": one_of("hutchinson", "hutchpp"),
+    "measure.frob_sketch": at_least(1),
+    "measure.tables": each(Range(lambda v: bool(v), "a table name"), null="the switches as set"),
     "measure.dense_max_n": at_least(1),
     "measure.dense_global_max_n": at_least(0),
     "measure.chunk_size": Range(
