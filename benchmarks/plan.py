@@ -19,6 +19,9 @@ def compose_preset(preset: str, overrides: tuple[str, ...] = ()) -> dict:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
+    from pipeline.schema import register
+
+    register()  # conf/'s defaults lists name the config schema in Hydra's ConfigStore
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose("config", overrides=[f"experiment={preset}", *overrides])

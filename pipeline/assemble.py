@@ -28,7 +28,7 @@ def seeds_of(cfg: Mapping[str, Any]) -> list[int]:
 
 def image_shape(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
     res = image_resolution(cfg)
-    return (int(cfg["dataset"].get("channels", 3)), res, res)
+    return (int(cfg["dataset"]["channels"]), res, res)
 
 
 def dataset(cfg: Mapping[str, Any], **changes: Any):

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.schema import POOL  # points.shard=pool: the pooled shards (the unsplit run's jacobian folder)
 
 STAGES = ("covariance", "trajectories", "jacobian", "analysis")
 # stages.train writes outputs/train/<run-key>/ through the same lifecycle; it is not part of the chain
@@ -101,10 +102,6 @@ def sampler_label(sampler: Mapping[str, Any]) -> str:
     if count is None:
         return f"{name}{int(n)}"
     return f"{name[: count.start()]}{int(n)}{name[count.end() :]}"
-
-
-# points.shard=pool: the pooled shards of a split protocol, i.e. the unsplit run's jacobian folder
-POOL = "pool"
 
 
 def shard_of(cfg: Mapping[str, Any]) -> tuple[int | str, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 # MLflow caps a batch at 1000 metrics / 100 params / 100 tags.
 _PARAM_BATCH = 100
@@ -125,6 +125,63 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :].split("?", 1)[0])
 
 
+# A SQLite store another process keeps locked for longer than this is refused before the run starts (a
+# stage's own writes hold it for milliseconds; a long hold is an open shell or a stuck process).
+STORE_LOCK_TIMEOUT_S = 10.0
+_STORE_FIX = (
+    "point tracking.uri at another store (sqlite:///<file>) or run without tracking: tracking.enabled=false"
+)
+
+
+def store_failure(exc: BaseException, path: Path, waited: float = STORE_LOCK_TIMEOUT_S) -> str | None:
+    """One line for a SQLite store that cannot be used (sqlite3's or SQLAlchemy's error); None for others."""
+    kind = f"{type(exc).__module__}.{type(exc).__name__}"
+    if not kind.startswith(("sqlite3.", "sqlalchemy.")):
+        return None
+    text = str(exc).lower()
+    if _is_lock_error(exc):
+        return (
+            f"the MLflow store {path} stayed locked for {waited:g} s (another process holds it: a stage "
+            f"writing, an open sqlite3 shell, a stuck job) — end that process and rerun, or {_STORE_FIX}"
+        )
+    if "not a database" in text or "malformed" in text or "file is encrypted" in text:
+        return (
+            f"the MLflow store {path} is corrupt or not an SQLite database — move it aside (a new store is "
+            f"created; `sqlite3 {path.name} .recover` may save its runs), or {_STORE_FIX}"
+        )
+    if path.is_dir():
+        return f"the MLflow store {path} is a folder, not an SQLite file — move it away, or {_STORE_FIX}"
+    return f"the MLflow store {path} cannot be opened ({first_line(exc)}) — {_STORE_FIX}"
+
+
+def check_store(uri: str, timeout: float = STORE_LOCK_TIMEOUT_S) -> None:
+    """Refuse a SQLite tracking store that is a folder, not an SQLite file, or locked for ``timeout`` seconds.
+
+    A missing or empty file is fine (MLflow creates the store); other stores are not checked here.
+    """
+    path = _sqlite_path(uri)
+    if path is None or not path.exists():
+        return
+    if path.is_dir():
+        raise TrackingError(
+            f"the MLflow store {path} is a folder, not an SQLite file — move it away, or {_STORE_FIX}"
+        )
+    import sqlite3
+
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    try:
+        if head and head != b"SQLite format 3\x00":
+            raise sqlite3.DatabaseError("file is not a database")
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise TrackingError(store_failure(exc, path, timeout) or str(exc)) from None
+
+
 @contextlib.contextmanager
 def store_init_lock(uri: str) -> Iterator[None]:
     """Exclusive lock on ``<db>.lock`` beside a SQLite store; no-op for other stores.
@@ -148,6 +205,22 @@ def store_init_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    """A SQLite store failing under MLflow (locked past the retries, corrupt) as one line naming the file."""
+    path = _sqlite_path(uri)
+    try:
+        yield
+    except Exception as exc:
+        cause = exc.__cause__ or exc.__context__
+        line = None if path is None else store_failure(exc, path, _LOCK_RETRY_S)
+        if line is None and path is not None and cause is not None:
+            line = store_failure(cause, path, _LOCK_RETRY_S)
+        if line is None:
+            raise
+        raise TrackingError(line) from None
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -213,7 +286,7 @@ class Tracker:
         if _is_http(uri):
             bound_http_retries()
             check_reachable(uri)
-        with store_init_lock(uri):
+        with store_init_lock(uri), _store_errors(uri):
             client = MlflowClient(tracking_uri=uri)  # creates/migrates a SQLite schema on first use
             exp = retry_on_lock(client.get_experiment_by_name, experiment)
             if exp is None:

@@ -71,7 +71,7 @@ Figures: `loss_curve.png` (running-mean training loss), `samples.png` ({summary[
 
 
 def tc_name(tcfg: Mapping[str, Any]) -> str:
-    return str(tcfg.get("name", "train"))
+    return str(tcfg["name"])
 
 
 @dataclass
@@ -91,7 +91,7 @@ class TrainingSetup:
 def training_setup(cfg: Mapping[str, Any]) -> TrainingSetup:
     """Check the training config (before any work) and build the schedule and the data source."""
     tcfg = dict(cfg["train"])
-    threads = int(tcfg.get("threads") or 1)
+    threads = int(tcfg["threads"])
     torch.set_num_threads(threads)
     tc = TrainConfig.from_dict(tcfg)
     if tc.patch_size != int(cfg["patch"]["size"]):
@@ -117,7 +117,7 @@ def training_setup(cfg: Mapping[str, Any]) -> TrainingSetup:
         schedule=schedule,
         sched_json=sched_json,
         source=dataset_from_config(dcfg),
-        eval_n=int(tcfg.get("eval_images", 512)),
+        eval_n=int(tcfg["eval_images"]),
         threads=threads,
     )
 
@@ -127,9 +127,7 @@ def training_body(s: TrainingSetup):
 
     def body(ctx) -> None:
         data = torch.from_numpy(np.ascontiguousarray(s.source.load_all(), dtype=np.float32))
-        held = dataset_from_config(
-            {**s.dcfg, "seed": int(s.dcfg.get("seed", 0)) + 1000, "num_images": s.eval_n}
-        )
+        held = dataset_from_config({**s.dcfg, "seed": int(s.dcfg["seed"]) + 1000, "num_images": s.eval_n})
         held = torch.from_numpy(np.ascontiguousarray(held.load_all(), dtype=np.float32))
         tracker = ctx.tracker
         state = train(
@@ -140,7 +138,7 @@ def training_body(s: TrainingSetup):
             progress=ctx.progress,
             log_fn=lambda step, m: tracker.log_metrics({f"train/{k}": v for k, v in m.items()}, step),
         )
-        eval_ts = [int(t) for t in s.tcfg.get("eval_timesteps", [1, 10, 50, 100, 250, 500, 750, 1000])]
+        eval_ts = [int(t) for t in s.tcfg["eval_timesteps"]]
         held_res = heldout_dsm(
             state.ema, held, s.schedule.alpha_bar, eval_ts, seed=0, prediction_type=s.tc.prediction_type
         )
@@ -149,7 +147,7 @@ def training_body(s: TrainingSetup):
         tmp = ctx.out_dir
         save_model(state.ema, tmp, s.sched_json)
         model = load_unet(tmp, dtype="float32", device="cpu")
-        n_s, s_steps = int(s.tcfg.get("sample_count", 64)), int(s.tcfg.get("sample_steps", 50))
+        n_s, s_steps = int(s.tcfg["sample_count"]), int(s.tcfg["sample_steps"])
         chain = strided_chain(s.schedule, s_steps, spacing="leading")
         xT = torch.cat([initial_noise(s, (1, *data.shape[1:])) for s in range(n_s)])
         x0 = ddim_sample(model, chain, xT, progress=False).x[-1]

@@ -297,10 +297,9 @@ class SweepTracking(Callback):
         from pipeline.runs import stage_dir
         from pipeline.settings import prepare_config
 
-        cfg = OmegaConf.to_container(config, resolve=True)
-        cfg.pop("hydra", None)
         try:
-            return stage_dir(stage, prepare_config(cfg))
+            # the config with its hydra node: prepare_config reads the job's command line from it
+            return stage_dir(stage, prepare_config(config))
         except Exception:
             return None
 

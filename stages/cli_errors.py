@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.errors import PipelineError, first_line
+from pipeline.schema import explain
 
 EXIT_EXPECTED = 2
 EXIT_BUG = 1
@@ -68,12 +69,21 @@ def _with_fix(message: str, fix: str) -> str:
 def _hydra_line(exc: BaseException) -> str | None:
     """Hydra's own composition errors (unknown key, unknown group option) kept with their options list."""
     try:
-        from hydra.errors import HydraException
+        from hydra.errors import HydraException, OverrideParseException
         from omegaconf.errors import OmegaConfBaseException
     except ImportError:  # pragma: no cover - hydra is a dependency
         return None
     if not isinstance(exc, (HydraException, OmegaConfBaseException)):
         return None
+    # a value the config schema refuses (wrong type, unknown key): the key, its value and the fix
+    if line := explain(exc):
+        return line
+    if isinstance(exc, OverrideParseException):
+        return (
+            f"cannot read the command-line override {first_line(exc).split(': ', 1)[-1]!r} — quote a value "
+            "holding spaces, non-ASCII letters or other special characters (key='value'); run_key takes "
+            "letters, digits, '.', '_' and '-' only"
+        )
     lines = [ln.strip() for ln in str(exc).splitlines()]
     # "Config search path:" and what follows is Hydra's debugging aid, not part of the message.
     if "Config search path:" in lines:

@@ -18,6 +18,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+import stages  # noqa: F401 - registers the config schema (pipeline.schema) that conf/ composes against
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 

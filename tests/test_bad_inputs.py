@@ -295,7 +295,7 @@ CASES = [
         [*SMOKE, "points.seed_batch=-2"],
         ("points.seed_batch=-2", "positive"),
     ),
-    Case("unknown_key", "covariance", [*SMOKE, "foo=1"], ("foo", "+foo=1")),
+    Case("unknown_key", "covariance", [*SMOKE, "foo=1"], ("unknown key foo", "the keys of the config")),
     Case("unknown_group_option", "covariance", [*SMOKE, "dataset=nope"], ("dataset/nope", "natural_crops")),
     Case(
         "params_file_missing",

@@ -177,12 +177,17 @@ def test_root_pointing_at_batches_folder(archives):
 
 
 def test_dataset_from_config(archives):
-    src = dataset_from_config(
-        {"name": "cifar10", "root": str(archives[1]), "num_images": 10, "split": "train"}
-    )
+    from omegaconf import OmegaConf
+
+    from pipeline.errors import ConfigError
+    from tests.conftest import compose_config
+
+    node = OmegaConf.to_container(compose_config(["dataset=cifar10"]).dataset, resolve=True)
+    node.update(root=str(archives[1]), num_images=10, split="train")
+    src = dataset_from_config(node)
     assert isinstance(src, Cifar10Source) and len(src) == 10 and src.image_shape == (3, 32, 32)
-    with pytest.raises(DatasetError, match="32x32 RGB"):
-        dataset_from_config({"name": "cifar10", "root": str(archives[1]), "resolution": 64})
+    with pytest.raises(ConfigError, match="32x32 RGB"):
+        dataset_from_config({**node, "resolution": 64})
 
 
 # ---------------------------------------------------------------------------------------------------------

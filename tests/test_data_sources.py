@@ -210,9 +210,19 @@ def test_conf_files_build_their_source(name, face_folder, tmp_path):
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(DatasetError, match="dataset.name='imagenet'"):
-        dataset_from_config({"name": "imagenet"})
-    with pytest.raises(DatasetError, match=r"unknown key\(s\) \['resolutoin'\]"):
-        dataset_from_config({"name": "natural_crops", "resolutoin": 32})
-    with pytest.raises(DatasetError, match="download=true is not supported"):
-        dataset_from_config({"name": "celebahq", "root": "x", "download": True})
+    """A dataset node is checked against its kind's schema: the key, and the fix, in one line."""
+    from pipeline.errors import ConfigError
+    from tests.conftest import compose_config
+
+    def node(name: str) -> dict:
+        return OmegaConf.to_container(compose_config([f"dataset={name}"]).dataset, resolve=True)
+
+    crops = node("natural_crops")
+    with pytest.raises(ConfigError, match="dataset.name=imagenet is not a dataset kind"):
+        dataset_from_config({**crops, "name": "imagenet"})
+    with pytest.raises(ConfigError, match="unknown key dataset.resolutoin — did you mean dataset.resolution"):
+        dataset_from_config({**crops, "resolutoin": 32})
+    with pytest.raises(ConfigError, match="dataset.channels has no value"):
+        dataset_from_config({k: v for k, v in crops.items() if k != "channels"})
+    with pytest.raises(ConfigError, match="download=true is not supported"):
+        dataset_from_config({**node("celebahq"), "root": "x", "download": True})

@@ -141,8 +141,15 @@ def test_saved_folder_loads_as_a_noise_predictor_with_the_training_schedule(tmp_
 def test_bad_configs_name_the_fix():
     with pytest.raises(ValueError, match="mu_reg"):
         TrainConfig(mu_reg=-1)
-    with pytest.raises(ValueError, match="unknown train keys"):
-        TrainConfig.from_dict({"stepz": 3})
+    # a misspelt recipe key is refused by the config schema when the train node is composed or checked
+    from omegaconf import OmegaConf
+
+    from pipeline.schema import checked_node
+    from tests.conftest import compose_config
+
+    node = OmegaConf.to_container(compose_config(["train=smoke"], config_name="train").train, resolve=True)
+    with pytest.raises(ValueError, match="unknown key train.stepz — did you mean train.steps"):
+        checked_node("train", {**node, "stepz": 3})
     with pytest.raises(ValueError, match="diffusers scheduler"):
         diffusers_scheduler_config({"kind": "explicit"})
 

@@ -198,18 +198,12 @@ def _plan_run(
         if selection["block_steps"] is None
         else selected_steps(ts, selection["block_steps"], "points.block_steps")
     )
-    light_blocks = selection["light_blocks"] or "diag"
-    if light_blocks not in ("diag", "off"):
-        raise PipelineError(f"points.light_blocks={light_blocks!r} is unknown — use 'diag' or 'off'")
+    # light_blocks and seed_batch were range-checked with the config, before the run (pipeline.schema)
+    light_blocks = selection["light_blocks"]
     seeds = _seed_files(Path(trajectories_dir))
     if selection["max_seeds"]:
         seeds = seeds[: int(selection["max_seeds"])]
-    seed_batch = 1 if selection["seed_batch"] is None else int(selection["seed_batch"])
-    if seed_batch < 1:
-        raise PipelineError(
-            f"points.seed_batch={selection['seed_batch']} — set points.seed_batch to a positive number of "
-            "seeds measured together (1 = one point at a time)"
-        )
+    seed_batch = int(selection["seed_batch"])
     # the stacks of points this run measures: all of them, or one shard's (pipeline.jacobian.shards)
     shard = Shard.from_points(points_cfg)
     stacks = shard_stacks([s for s, _ in seeds], steps, seed_batch, shard)

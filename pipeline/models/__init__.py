@@ -65,7 +65,7 @@ def model_from_config(
     """
     cfg = dict(cfg)
     kind = cfg.get("kind")
-    dtype = cfg.get("dtype") or ("float64" if kind == "gaussian_oracle" else "float32")
+    dtype = cfg["dtype"]
     if kind == "gaussian_oracle":
         if schedule is None:
             raise ModelError(
@@ -73,7 +73,7 @@ def model_from_config(
             )
         alpha_bar = getattr(schedule, "alpha_bar", schedule)
         mean, cov = _gaussian_arrays(gaussian)
-        structure = cfg.get("structure", "block_diagonal")
+        structure = cfg["structure"]
         common = dict(alpha_bar=alpha_bar, image_shape=image_shape, dtype=dtype, device=device)
         if structure == "full":
             return GaussianOracle(mean, cov, **common)
@@ -102,9 +102,9 @@ def model_from_config(
             image_shape=image_shape,
             dtype=dtype,
             device=device,
-            allow_resolution_change=bool(cfg.get("allow_resolution_change", False)),
+            allow_resolution_change=bool(cfg["allow_resolution_change"]),
             schedule=schedule,
-            local_files_only=cfg.get("local_files_only"),
-            revision=cfg.get("revision"),
+            local_files_only=cfg["local_files_only"],
+            revision=cfg["revision"],
         )
     raise ModelError(f"model.kind={kind!r} is unknown — use gaussian_oracle or unet")

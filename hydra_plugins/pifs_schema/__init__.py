@@ -1,0 +1,10 @@
+"""Registers the config schema (pipeline.schema) when Hydra scans its plugins.
+
+conf/'s defaults lists name the schema in Hydra's ConfigStore. The stages register it themselves; a Hydra that
+composes conf/ on its own finds it here: DVC's `dvc exp run -S` puts the repository root (its
+hydra.plugins_path) on the path and scans the `hydra_plugins` namespace before it composes.
+"""
+
+from pipeline.schema import register
+
+register()
