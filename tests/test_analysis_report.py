@@ -12,6 +12,7 @@ import io
 import json
 import math
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -505,49 +506,55 @@ def test_pc_geometry_rows_mean_and_standard_error_by_hand():
 
 def test_report_embeds_a_companion_run_and_says_when_one_is_missing(oracle_run, learned_run, tmp_path):
     (o, _), (lrn, lres) = oracle_run, learned_run
-    # the stage writes meta.json beside the analysis; here by hand, naming the companion's upstream folders
+    # a copy of the companion's analysis under an outputs root of its own (the session's fixture stays as it
+    # is); its record names its upstream folders by stage and run key, found beside it under that root
+    root = tmp_path / "outputs"
+    comp = root / "analysis" / "tiny"
+    shutil.copytree(lres.out_dir, comp)
+    shutil.copytree(lrn.jacobian_dir, root / "jacobian" / "tiny")
     write_json(
-        lres.out_dir / "meta.json",
+        comp / "meta.json",
         {
             "config": {
                 "model": {"kind": "unet", "name": "tiny", "path": "x"},
                 "dataset": {"name": "synthetic", "resolution": 8},
             },
-            "inputs": {"jacobian": str(lrn.jacobian_dir), "trajectories": str(lrn.trajectories_dir)},
+            "input_hashes": {
+                name: {"stage": name, "run_key": "tiny"} for name in ("jacobian", "trajectories")
+            },
         },
     )
     inp = load_stage_outputs(o.covariance_dir, o.trajectories_dir, o.jacobian_dir)
     res = build_analysis(
-        inp, tmp_path / "with_companion", {"companions": [str(lres.out_dir), str(tmp_path / "never_run")]}
+        inp, tmp_path / "with_companion", {"companions": [str(comp), str(tmp_path / "never_run")]}
     )
     page = _html(res)
     assert "data-companion='tiny'" in page and "data-companion='missing'" in page
     assert "never_run has no finished analysis" in page
     # the companion's own verdicts, unchanged
     part = page.split("data-companion='tiny'")[1].split("</div>")[0]
-    verdicts = json.loads((lres.out_dir / "summary.json").read_text())["verdicts"]
+    verdicts = json.loads((comp / "summary.json").read_text())["verdicts"]
     assert re.findall(r'<td class="txt">(P\d)</td>', part) == [v["key"] for v in verdicts]
     assert "data-figure='companion-samples'" not in page  # the synthetic companion has no samples.png yet
     from pipeline.sampler import save_sample_grid
 
-    save_sample_grid(np.zeros((4, 3, 8, 8), dtype=np.float32), tmp_path / "samples.png", nrow=2)
-    write_json(
-        lres.out_dir / "meta.json",
-        {"config": {"model": {"name": "tiny"}}, "inputs": {"trajectories": str(tmp_path)}},
+    (root / "trajectories" / "tiny").mkdir(parents=True)
+    save_sample_grid(
+        np.zeros((4, 3, 8, 8), dtype=np.float32), root / "trajectories" / "tiny" / "samples.png", nrow=2
     )
-    res2 = build_analysis(inp, tmp_path / "with_samples", {"companions": [str(lres.out_dir)]})
+    res2 = build_analysis(inp, tmp_path / "with_samples", {"companions": [str(comp)]})
     m = re.search(
         r"data-figure='companion-samples'><img alt='samples of tiny' src='data:image/png;base64,([^']+)'",
         _html(res2),
     )
     # shown upscaled by an integer factor with nearest-neighbour: every source pixel becomes an f x f square
-    small = np.asarray(Image.open(tmp_path / "samples.png"))
+    small = np.asarray(Image.open(root / "trajectories" / "tiny" / "samples.png"))
     big = np.asarray(Image.open(io.BytesIO(base64.b64decode(m.group(1)))))
     f = big.shape[1] // small.shape[1]
     assert f >= 2 and big.shape[1] >= 320
     np.testing.assert_array_equal(big, small.repeat(f, axis=0).repeat(f, axis=1))
     link = re.search(r"<a href='([^']+)'>its report</a>", page).group(1)
-    assert (res.out_dir / link).resolve() == (lres.out_dir / "report.html").resolve()
+    assert (res.out_dir / link).resolve() == (comp / "report.html").resolve()
     summary = json.loads(res.summary_json.read_text())
     assert [c["found"] for c in summary["companions"]] == [True, False]
     n_t = len({r["t"] for r in read_csv(lrn.jacobian_dir / "global.csv")})

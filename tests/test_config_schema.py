@@ -5,6 +5,7 @@ command line: one line naming the key."""
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
 import os
 import shutil
@@ -438,7 +439,7 @@ def test_the_command_line_prints_one_line_for_a_refused_override(override, start
 
 
 def test_dvc_composition_finds_the_schema_through_the_hydra_plugin(tmp_path):
-    """`dvc exp run -S` composes conf/ in DVC's own process, which finds the schema through hydra_plugins/."""
+    """`dvc exp run -S` composes conf/ in DVC's own process, which finds the schema through stages/hydra_plugins/."""
     from stages.params import composed_params
 
     code = (
@@ -447,10 +448,13 @@ def test_dvc_composition_finds_the_schema_through_the_hydra_plugin(tmp_path):
         "compose_and_dump(sys.argv[1], sys.argv[2], None, 'config', sys.argv[3], sys.argv[4:])\n"
     )
     env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}  # DVC adds the plugins path itself
+    dvc_config = configparser.ConfigParser()
+    dvc_config.read(ROOT / ".dvc" / "config")
+    plugins_path = ROOT / dvc_config["hydra"]["plugins_path"]  # as DVC joins it to the repository root
 
     def dvc_compose(*overrides: str) -> subprocess.CompletedProcess:
         out = tmp_path / "params.yaml"
-        args = [sys.executable, "-c", code, str(out), str(CONF), str(ROOT), *overrides]
+        args = [sys.executable, "-c", code, str(out), str(CONF), str(plugins_path), *overrides]
         return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
     r = dvc_compose("patch.size=4")

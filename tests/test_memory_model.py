@@ -115,7 +115,7 @@ def test_predicted_vs_measured_peak_at_three_chunk_sizes_on_cpu():
 
 @pytest.mark.integration
 def test_auto_settings_resolve_in_the_jacobian_stage(project):
-    """measure.chunk_size=auto / seed_batch=auto reach the stage and resolve (CPU: 16 and 1), recorded in meta.json."""
+    """measure.chunk_size=auto / seed_batch=auto reach the stage and resolve (CPU: 16 and 1), recorded in run.json."""
     import json
 
     from stages import covariance, jacobian, trajectories
@@ -133,5 +133,8 @@ def test_auto_settings_resolve_in_the_jacobian_stage(project):
     covariance.run(cfg)
     trajectories.run(cfg)
     out = jacobian.run(cfg).out_dir
-    metrics = json.loads((out / "meta.json").read_text())["metrics"]
+    # sizes the memory model chose for this device describe the execution: run.json holds them, the sealed
+    # record (meta.json) never does, so the same result has the same record on any machine
+    metrics = json.loads((out / "run.json").read_text())["metrics"]
     assert (metrics["chunk_size"], metrics["seed_batch"]) == (CPU_CHUNK_SIZE, 1)
+    assert not {"chunk_size", "seed_batch"} & set(json.loads((out / "meta.json").read_text())["metrics"])

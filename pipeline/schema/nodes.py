@@ -343,7 +343,7 @@ def register() -> None:
 
     Root-level names (schema_<group>_<shape>, schema_config), not a `schema/` group, so that they stay out
     of --help's list of config groups. Idempotent; the stages package calls it on import, and
-    hydra_plugins/pifs_schema for a Hydra that composes conf/ on its own (DVC's `dvc exp run -S`).
+    stages/hydra_plugins/pifs_schema for a Hydra that composes conf/ on its own (DVC's `dvc exp run -S`).
     """
     # Hydra's config machinery only where conf/ is composed: pipeline.data checks a node without it
     from hydra.core.config_store import ConfigStore
