@@ -43,23 +43,23 @@ class ArchiveSpec:
     test_files: tuple[str, ...]
 
 
+def _archive(version: str, folder: str, suffix: str, md5: str) -> ArchiveSpec:
+    """The Toronto distribution's naming: cifar-10-<version>.tar.gz unpacks to cifar-10-batches-<folder>/,
+    five training batches and one test batch, each file name ending in <suffix>."""
+    filename = f"cifar-10-{version}.tar.gz"
+    return ArchiveSpec(
+        folder=f"cifar-10-batches-{folder}",
+        filename=filename,
+        url=f"https://www.cs.toronto.edu/~kriz/{filename}",
+        md5=md5,
+        train_files=tuple(f"data_batch_{i}{suffix}" for i in range(1, 6)),
+        test_files=(f"test_batch{suffix}",),
+    )
+
+
 ARCHIVES = {
-    "binary": ArchiveSpec(
-        folder="cifar-10-batches-bin",
-        filename="cifar-10-binary.tar.gz",
-        url="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-        md5="c32a1d4ab5d03f1284b67883e8d87530",
-        train_files=tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
-        test_files=("test_batch.bin",),
-    ),
-    "python": ArchiveSpec(
-        folder="cifar-10-batches-py",
-        filename="cifar-10-python.tar.gz",
-        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        md5="c58f30108f718f92721af3b95e74349a",
-        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test_files=("test_batch",),
-    ),
+    "binary": _archive("binary", "bin", ".bin", md5="c32a1d4ab5d03f1284b67883e8d87530"),
+    "python": _archive("python", "py", "", md5="c58f30108f718f92721af3b95e74349a"),
 }
 
 
