@@ -28,6 +28,11 @@ class TableResult:
     extra: dict[str, list[dict]] = field(default_factory=dict)
     paper: pv.PaperTable | None = None
 
+    @classmethod
+    def of_rows(cls, key: str, title: str, reads: str, rows: list[dict], summary: object = None, **kw):
+        """A table whose columns are every key of its rows in first-seen order (a row may leave some out)."""
+        return cls(key, title, reads, list(dict.fromkeys(c for r in rows for c in r)), rows, summary, **kw)
+
     def summary_items(self) -> dict[str, object]:
         """The typed summary as name -> value (None and empty fields left out)."""
         if self.summary is None:

@@ -157,23 +157,11 @@ def _comparisons(res: TableResult, rows, ctx) -> None:
     fit = "the proxy's OLS slope fit"
     cmp = [
         Comparison("Table 10", "OLS slope", sc["ols_slope"], get("slope"), tolerance=Tolerance(abs=0.1)),
-        Comparison(
-            "Table 10",
-            "OLS slope CI low",
-            sc["ols_ci95"][0],
-            get("ci_lo"),
-            Kind.REDERIVED,
-            Tolerance(abs=0.1),
-            fit,
-        ),
-        Comparison(
-            "Table 10",
-            "OLS slope CI high",
-            sc["ols_ci95"][1],
-            get("ci_hi"),
-            Kind.REDERIVED,
-            Tolerance(abs=0.1),
-            fit,
+        *(
+            Comparison(
+                "Table 10", f"OLS slope CI {end}", paper, get(a), Kind.REDERIVED, Tolerance(abs=0.1), fit
+            )
+            for end, paper, a in zip(("low", "high"), sc["ols_ci95"], ("ci_lo", "ci_hi"), strict=True)
         ),
         Comparison("Table 10", "OLS R^2", sc["ols_r2"], get("r2"), Kind.REDERIVED, Tolerance(abs=0.02), fit),
     ]

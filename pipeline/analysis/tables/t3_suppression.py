@@ -161,12 +161,11 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         S.lam, ctx.num_images
     )
     _cell_tests(ctx, S, s)
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_3",
         "Spearman rho(lambda_k, S_k,t) per timestep",
         "jacobian/patches.csv: suppression (S_k,t = f_t(lambda_k) - Rayleigh quotient, eq. 30-32), "
         "exact_suppression (against the full-Sigma surrogate) when present, lambda_k; seed-mean per (t, k)",
-        list(dict.fromkeys(c for r in rows for c in r)),
         rows,
         s,
         paper=pv.TABLE_3,

@@ -178,11 +178,10 @@ def table_4(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         kappa_min_mean=nanmin([r["mean"] for r in rows]),
     )
     growth_tests(G, rows, s)
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_4",
         "Global spectral norm kappa_t per DDIM step; s_hat = prod_t kappa_t per seed",
         f"jacobian/global.csv: converged kappa_t per (seed, step) ({route_txt}); kappa_pi beside it",
-        list(dict.fromkeys(c for r in rows for c in r)),
         rows,
         s,
         notes=notes,

@@ -78,11 +78,10 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         kappa_pc_min=nanmin([r["kappa_pc"] for r in rows]),
     )
     _bounds(vals, s)
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_5",
         "Block decomposition: kappa_t^diag, delta_t^cross, global kappa_t, kappa_t^pc",
         "; ".join(f"{k} <- {v}" for k, v in sorted(blk["source"].items())),
-        list(dict.fromkeys(c for r in rows for c in r)),
         rows,
         s,
         paper=pv.TABLE_5,

@@ -25,6 +25,16 @@ KAPPA_DIAG_READING = (
 )
 
 
+def kappa_diag_reading(primary: str, ray: str) -> str:
+    """How a table reads κ̂^diag: the Rayleigh quotient (eq. 32) where it was measured, else the op-norm."""
+    return "Rayleigh quotient (eq. 32)" if primary == ray else "operator norm (no Rayleigh quotient measured)"
+
+
+def kappa_diag_reads(primary: str, reading: str, beside: str) -> str:
+    """What a κ̂^diag table reads: patches.csv's column in its reading, what stands beside it, the averaging."""
+    return f"jacobian/patches.csv: {primary} (kappa^diag = {reading})" + beside + "; seed-mean per (t, k)"
+
+
 @dataclass
 class RegimeCells:
     """Per-cell (t, k) tests of the (PC) slack in one regime: violated (< 0) or satisfied (> 0) significantly."""
@@ -152,9 +162,7 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     rows = _rows(ctx, P, primary, op, ray)
     if not rows:
         return None
-    reading = (
-        "Rayleigh quotient (eq. 32)" if primary == ray else "operator norm (no Rayleigh quotient measured)"
-    )
+    reading = kappa_diag_reading(primary, ray)
     s = Table8Summary(
         slack_reading="rayleigh" if primary == ray else "op_norm",
         pc_onset_t=pc_onset(rows),
@@ -167,13 +175,12 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         s.kappa_diag_regime_II_min = nanmin([r["kappa_diag_min"] for r in rII])
         s.kappa_diag_regime_II_max = nanmax([r["kappa_diag_max"] for r in rII])
     _cell_tests(ctx, P, primary, s)
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_8",
         "Per-patch (PC) margin slack (1 - kappa_k,t^diag) - C_k,t",
-        f"jacobian/patches.csv: {primary} (kappa^diag = {reading})"
-        + (f"; {op} beside it (operator-norm reading)" if op and op != primary else "")
-        + "; seed-mean per (t, k)",
-        list(dict.fromkeys(c for r in rows for c in r)),
+        kappa_diag_reads(
+            primary, reading, f"; {op} beside it (operator-norm reading)" if op and op != primary else ""
+        ),
         rows,
         s,
         paper=pv.TABLE_8,
