@@ -4,6 +4,7 @@ numbers, the predictions it feeds) and a result (rows, a typed summary, comparis
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,20 @@ class FigureSpec:
 
     name: str
     draw: Callable
+
+    @staticmethod
+    def of_table(key: str) -> Callable[[Callable], Callable]:
+        """A figure drawn from one built table: ``draw(table, ctx, inp)``; None when that table was not built."""
+
+        def wrap(draw: Callable) -> Callable:
+            @functools.wraps(draw)
+            def figure(tables: dict[str, TableResult], ctx: AnalysisContext, inp):
+                table = tables.get(key)
+                return None if table is None else draw(table, ctx, inp)
+
+            return figure
+
+        return wrap
 
 
 @dataclass(frozen=True)

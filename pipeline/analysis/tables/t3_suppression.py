@@ -14,7 +14,15 @@ from pipeline.analysis import stats
 from pipeline.analysis.context import AnalysisContext, f_t_matrix, nanmax, nanmin, patch_values
 from pipeline.analysis.evidence import Comparison, Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
-from pipeline.analysis.plotting import FigureResult, HeatmapStyle, count_t, heatmap, result, time_axis
+from pipeline.analysis.plotting import (
+    FigureResult,
+    HeatmapStyle,
+    count_t,
+    heatmap,
+    new_figure,
+    result,
+    time_axis,
+)
 from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
 
 # A negative S_k,t no larger than this is the paper's "noise-floor exception" (§7.2: order 1e-5).
@@ -215,10 +223,8 @@ def _comparisons(res: TableResult, rows: list[dict], exact: bool, ctx: AnalysisC
     res.comparison = scored(cmp, ctx)
 
 
-def fig_suppression(tables, ctx, inp) -> FigureResult | None:
-    t3 = tables.get("table_3")
-    if t3 is None:
-        return None
+@FigureSpec.of_table("table_3")
+def fig_suppression(t3: TableResult, ctx, inp) -> FigureResult | None:
     s: Table3Summary = t3.summary
     what = (
         "every measured cell is 0 within the float floor (the oracle's closed form S = 0)"
@@ -241,12 +247,10 @@ def fig_suppression(tables, ctx, inp) -> FigureResult | None:
 
 
 def fig_rho(tables, ctx, inp) -> FigureResult | None:
-    from matplotlib.figure import Figure  # figures only: the table builders need no matplotlib
-
     t3, t9 = tables.get("table_3"), tables.get("table_9")
     if t3 is None and t9 is None:
         return None
-    fig = Figure(layout="constrained", figsize=(7, 4))
+    fig = new_figure((7, 4))
     ax = fig.add_subplot()
     n = 0
     for tab, lab in (

@@ -13,7 +13,7 @@ from pipeline.analysis import paper_values as pv
 from pipeline.analysis.context import AnalysisContext, f_t_matrix, mean_std, nanmax, nanmin
 from pipeline.analysis.evidence import Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs
-from pipeline.analysis.plotting import ONE_LABEL, FigureResult, count_t, result, time_axis
+from pipeline.analysis.plotting import ONE_LABEL, FigureResult, count_t, new_figure, result, time_axis
 from pipeline.analysis.tables.kappa import block_per_seed_step
 from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
 
@@ -127,14 +127,10 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     return res
 
 
-def fig_block(tables, ctx, inp) -> FigureResult | None:
-    from matplotlib.figure import Figure  # figures only: the table builders need no matplotlib
-
-    t5 = tables.get("table_5")
-    if t5 is None:
-        return None
+@FigureSpec.of_table("table_5")
+def fig_block(t5: TableResult, ctx, inp) -> FigureResult | None:
     t = np.array([r["t"] for r in t5.rows])
-    fig = Figure(layout="constrained", figsize=(10, 4))
+    fig = new_figure((10, 4))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for q, lab in (
         ("kappa_diag", r"$\hat\kappa^{diag}_t$"),

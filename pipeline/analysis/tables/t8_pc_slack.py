@@ -237,10 +237,8 @@ def _frac_regime(rows, regime) -> float:
     return float(np.mean(sel)) if sel else math.nan
 
 
-def fig_slack(tables, ctx, inp) -> FigureResult | None:
-    t8 = tables.get("table_8")
-    if t8 is None:
-        return None
+@FigureSpec.of_table("table_8")
+def fig_slack(t8: TableResult, ctx, inp) -> FigureResult | None:
     P, ray, op = with_slacks(inp.patches)
     col = ray or op
     M = patch_values(ctx, P, col).mean
