@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.errors import InputMissingError
 
-from .base import DatasetError, ImageSource, resolve_count, uint8_to_unit
+from .base import DatasetError, FileSource, resolve_count, uint8_to_unit
 
 IMAGE_SHAPE = (3, 32, 32)
 PIXELS = 3 * 32 * 32
@@ -253,7 +253,7 @@ def _locate(root: Path, version: str) -> tuple[str, Path] | None:
     return None
 
 
-class Cifar10Source(ImageSource):
+class Cifar10Source(FileSource):
     """The official CIFAR-10 train (50k) or test (10k) split, first ``num_images`` in file order."""
 
     name = "cifar10"
@@ -281,16 +281,16 @@ class Cifar10Source(ImageSource):
         self.version, self.folder = found
         spec = ARCHIVES[self.version]
         names = spec.train_files if split == "train" else spec.test_files
-        self._files = [self.folder / n for n in names]
-        for f in self._files:
+        self.files = [self.folder / n for n in names]
+        for f in self.files:
             if not f.is_file():
                 raise DatasetError(
                     f"{f} is missing: the {split} split needs {', '.join(names)} in {self.folder} — "
                     f"re-extract {spec.filename} there"
                 )
-        self._counts = [self._count(f) for f in self._files]
+        self._counts = [self._count(f) for f in self.files]
         if len(set(self._counts)) != 1:
-            bad = min(zip(self._counts, self._files, strict=True))[1]
+            bad = min(zip(self._counts, self.files, strict=True))[1]
             raise DatasetError(
                 f"{bad} holds {min(self._counts)} images but the other batches hold {max(self._counts)}: it is "
                 f"truncated — re-extract {spec.filename}"
@@ -336,21 +336,17 @@ class Cifar10Source(ImageSource):
     def image_shape(self) -> tuple[int, int, int]:
         return IMAGE_SHAPE
 
-    def input_files(self) -> list[Path]:
-        return list(self._files)
-
     def describe(self) -> dict:
         return {
             **super().describe(),
-            "root": str(self.root),
             "split": self.split,
             "version": self.version,
-            "files": [f.name for f in self._files],
+            "files": [f.name for f in self.files],
         }
 
     def _batch_records(self, b: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixels uint8 [hi-lo, 3072] and labels of records lo..hi-1 of batch file b."""
-        path = self._files[b]
+        path = self.files[b]
         if self.version == "binary":
             with open(path, "rb") as f:
                 f.seek(lo * RECORD_BYTES)
