@@ -100,7 +100,6 @@ class TableSpec:
 
 
 def paper_rows(
-    table: str,
     paper: pv.PaperTable,
     column: str,
     rows: list[dict],
@@ -114,6 +113,8 @@ def paper_rows(
 ) -> list[Comparison]:
     """One comparison per paper row at its t: our row nearest that t (within T_MATCH_TOL), column ``ours``."""
     import numpy as np
+
+    table = f"Table {paper.number}"
 
     t_arr = np.array([r["t"] for r in rows], dtype=float)
     out = []

@@ -166,7 +166,6 @@ def _comparisons(res: TableResult, rows, ctx) -> None:
         Comparison("Table 10", "OLS R^2", sc["ols_r2"], get("r2"), Kind.REDERIVED, Tolerance(abs=0.02), fit),
     ]
     cmp += paper_rows(
-        "Table 10",
         pv.TABLE_10,
         "proxy",
         rows,

@@ -188,7 +188,7 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
 def _comparisons(res: TableResult, rows: list[dict], exact: bool, ctx: AnalysisContext) -> None:
     s: Table3Summary = res.summary
     tol = Tolerance(abs=0.2, why="0.2 in ρ")
-    cmp = paper_rows("Table 3", pv.TABLE_3, "rho", rows, "rho", tolerance=lambda _: tol)
+    cmp = paper_rows(pv.TABLE_3, "rho", rows, "rho", tolerance=lambda _: tol)
     if s.peak_rho is not None:
         cmp.append(
             Comparison(
@@ -204,7 +204,6 @@ def _comparisons(res: TableResult, rows: list[dict], exact: bool, ctx: AnalysisC
     if exact:
         fx = [r for r in rows if math.isfinite(r.get("rho_exact", math.nan))]
         cmp += paper_rows(
-            "Table 3",
             pv.TABLE_3,
             "rho",
             rows,

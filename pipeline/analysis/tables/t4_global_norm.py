@@ -196,7 +196,6 @@ def table_4(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     )
     res.extra["table_4_seeds"] = seed_rows
     cmp = paper_rows(
-        "Table 4",
         pv.TABLE_4,
         "mean",
         rows,

@@ -97,7 +97,6 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         s.bounds + ".",
     ]
     cmp = paper_rows(
-        "Table 5",
         pv.TABLE_5,
         "kappa_diag",
         rows,
@@ -105,7 +104,6 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         tolerance=lambda p: Tolerance(abs=max(2 * p["kappa_diag_std"], 0.005), why="2 paper std or 0.005"),
     )
     cmp += paper_rows(
-        "Table 5",
         pv.TABLE_5,
         "delta_cross",
         rows,
@@ -113,7 +111,6 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         tolerance=lambda _: Tolerance(abs=0.005, rel=0.5),
     )
     cmp += paper_rows(
-        "Table 5",
         pv.TABLE_5,
         "kappa_global",
         rows,

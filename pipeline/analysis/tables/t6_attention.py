@@ -114,10 +114,9 @@ def table_6(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         f"Detrended: {a.method}: rho = {a.rho:.3g}, p = {a.p_value:.3g} (raw rho {a.raw_rho:.3g}).",
     ]
     cmp = paper_rows(
-        "Table 6", pv.TABLE_6, "entropy_nats", rows, "entropy_nats", tolerance=lambda _: Tolerance(rel=0.05)
+        pv.TABLE_6, "entropy_nats", rows, "entropy_nats", tolerance=lambda _: Tolerance(rel=0.05)
     )
     cmp += paper_rows(
-        "Table 6",
         pv.TABLE_6,
         "delta_cross",
         rows,

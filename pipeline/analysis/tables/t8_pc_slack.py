@@ -196,7 +196,6 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         f"Per-cell tests: {s.cell_test}.",
     ]
     cmp = paper_rows(
-        "Table 8",
         pv.TABLE_8,
         "mean_slack",
         rows,
@@ -208,7 +207,6 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     frac = [dict(p, frac=p["n_violated"] / p["n_patches"]) for p in pv.TABLE_8.records()]
     paper_frac = pv.PaperTable(8, "", "", "", ("t", "frac"), tuple((p["t"], p["frac"]) for p in frac))
     cmp += paper_rows(
-        "Table 8",
         paper_frac,
         "frac",
         rows,

@@ -109,7 +109,6 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         "f_spread = f_t(lambda_max) - f_t(lambda_min), the Gaussian spread across patches (eq. 26).",
     ]
     cmp = paper_rows(
-        "Table 9",
         pv.TABLE_9,
         "rho",
         rows,
