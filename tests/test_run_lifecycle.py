@@ -260,6 +260,8 @@ def test_a_signal_mid_body_stops_cleanly_keeps_work_and_marks_the_run_killed(pro
 
     tracker = _RecordingTracker()
     monkeypatch.setattr(runs.Tracker, "start", classmethod(lambda cls, **kw: tracker))
+    # what the process had before the run (SIG_IGN when a shell started it in the background)
+    own = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def body(ctx):
         io.write_text(ctx.work_dir / "unit-0.txt", "done")
@@ -276,7 +278,7 @@ def test_a_signal_mid_body_stops_cleanly_keeps_work_and_marks_the_run_killed(pro
     assert (parent / ".work-toy" / "unit-0.txt").read_text() == "done"
     assert tracker.status == "KILLED" and f"stopped by signal {int(sig)}" in tracker.tags["error"]
     # the handlers are the process's own again afterwards
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {s: signal.getsignal(s) for s in own} == own
 
 
 @pytest.mark.integration

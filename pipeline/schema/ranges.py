@@ -83,7 +83,7 @@ RANGES: dict[str, Range] = {
     "trajectories.update": one_of("exact", "diffusers_float32"),
     "points.steps": each(at_least(1), null="every step"),
     "points.max_seeds": at_least(1, null="every seed"),
-    "points.block_steps": each(at_least(1), null="every measured step"),
+    "points.block_steps": each(at_least(1), null="every measured step", empty=True),  # [] = blocks nowhere
     "points.light_blocks": one_of("diag", "off"),
     "points.seed_batch": Range(
         lambda v: v == "auto" or (_int(v) and v >= 1),
