@@ -19,6 +19,7 @@ dense Jacobian (the tests compare the estimators with it). ``probes`` independen
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,19 +175,34 @@ def collage_profile(
     """
     ab = np.asarray(alpha_bar, dtype=np.float64)
     n = float(np.prod(x0.shape[1:]))
+
+    def penalty(t: int, xb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(xb.shape, generator=g, dtype=xb.dtype)
+        xt = (float(np.sqrt(ab[t])) * xb + float(np.sqrt(1 - ab[t])) * noise).requires_grad_(True)
+        idx = torch.full((xb.shape[0],), t - 1, dtype=torch.long)
+        eps = unet(xt, idx, return_dict=False)[0]
+        return collage_penalty(eps, xt, patch_size, g, probes=probes, create_graph=False).detach() / n
+
+    return heldout_per_t(x0, timesteps, penalty, seed=seed, batch_size=batch_size)
+
+
+def heldout_per_t(
+    x0: torch.Tensor,
+    timesteps: list[int] | tuple[int, ...],
+    per_image: Callable[[int, torch.Tensor, torch.Generator], torch.Tensor],
+    *,
+    seed: int,
+    batch_size: int,
+) -> dict[int, tuple[float, float]]:
+    """{t: (mean, standard error)} over the held-out images x0 of per_image(t, batch, generator) -> [B].
+
+    Each t draws from its own generator seeded by (seed, t), batch after batch in image order, so a
+    value depends on the seed and t alone, not on which other timesteps are evaluated.
+    """
     out = {}
     for t in timesteps:
         g = torch.Generator().manual_seed(int(seed) * 100003 + int(t))
-        vals = []
-        for i in range(0, x0.shape[0], batch_size):
-            xb = x0[i : i + batch_size]
-            noise = torch.randn(xb.shape, generator=g, dtype=xb.dtype)
-            xt = (float(np.sqrt(ab[t])) * xb + float(np.sqrt(1 - ab[t])) * noise).requires_grad_(True)
-            idx = torch.full((xb.shape[0],), int(t) - 1, dtype=torch.long)
-            eps = unet(xt, idx, return_dict=False)[0]
-            vals.append(
-                collage_penalty(eps, xt, patch_size, g, probes=probes, create_graph=False).detach() / n
-            )
+        vals = [per_image(int(t), x0[i : i + batch_size], g) for i in range(0, x0.shape[0], batch_size)]
         v = torch.cat(vals).double().numpy()
         out[int(t)] = (float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))))
     return out

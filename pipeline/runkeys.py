@@ -48,32 +48,11 @@ def _plain(label: str) -> str:
 # upstream folder against (pipeline.lineage: the sections both depend on), and are its `params:` in
 # dvc.yaml (tests/test_dvc_graph.py keeps the two equal). Trajectories leave out `patch`: sampling
 # uses only the P-independent Gaussian fit, so a patch-size sweep reuses one model's trajectories.
+_SAMPLING = ("model", "schedule", "sampler", "seed", "num_seeds", "trajectories")  # the trajectories' own
 _KEY_SECTIONS: dict[str, tuple[str, ...]] = {
     "covariance": ("dataset", "covariance", "patch"),
-    "trajectories": (
-        "dataset",
-        "covariance",
-        "model",
-        "schedule",
-        "sampler",
-        "seed",
-        "num_seeds",
-        "trajectories",
-    ),
-    "jacobian": (
-        "dataset",
-        "covariance",
-        "patch",
-        "model",
-        "schedule",
-        "sampler",
-        "seed",
-        "num_seeds",
-        "trajectories",
-        "measure",
-        "points",
-        "proxy",
-    ),
+    "trajectories": ("dataset", "covariance", *_SAMPLING),
+    "jacobian": ("dataset", "covariance", "patch", *_SAMPLING, "measure", "points", "proxy"),
     TRAIN_STAGE: ("dataset", "schedule", "train"),
 }
 

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline import io
+from pipeline.collage import collage_penalty, heldout_per_t
 from pipeline.errors import PipelineError, SettingError
 from pipeline.models.prediction import check_prediction_type, eps_from_prediction
 
@@ -276,8 +277,6 @@ def train_step(
     state: TrainState, cfg: TrainConfig, data: torch.Tensor, alpha_bar: torch.Tensor
 ) -> dict[str, float]:
     """One optimizer step on a batch drawn with step_generator(seed, step); returns the logged values."""
-    from pipeline.collage import collage_penalty
-
     g = step_generator(cfg.seed, state.step)
     N = data.shape[0]
     T = alpha_bar.shape[0] - 1
@@ -400,19 +399,13 @@ def heldout_dsm(
     """Quality proxy: held-out DSM loss ‖ε̂ − ε‖²/n per paper t with fixed noise -> {t: (mean, std error)}."""
     ab = torch.from_numpy(np.array(alpha_bar, dtype=np.float64))
     unet.eval()
-    out = {}
-    for t in timesteps:
-        g = torch.Generator().manual_seed(int(seed) * 100003 + int(t))
-        losses = []
-        for i in range(0, x0.shape[0], batch_size):
-            xb = x0[i : i + batch_size]
-            noise = torch.randn(xb.shape, generator=g)
-            tt = torch.full((xb.shape[0],), int(t), dtype=torch.long)
-            loss, _, _ = dsm_loss(unet, xb, tt, noise, ab, prediction_type=prediction_type, weighted=False)
-            losses.append(loss)
-        v = torch.cat(losses).double().numpy()
-        out[int(t)] = (float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))))
-    return out
+
+    def loss(t: int, xb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(xb.shape, generator=g)
+        tt = torch.full((xb.shape[0],), t, dtype=torch.long)
+        return dsm_loss(unet, xb, tt, noise, ab, prediction_type=prediction_type, weighted=False)[0]
+
+    return heldout_per_t(x0, timesteps, loss, seed=seed, batch_size=batch_size)
 
 
 def plot_loss_curve(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:

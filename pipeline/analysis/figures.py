@@ -8,11 +8,10 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from pipeline.analysis.context import AnalysisContext
 from pipeline.analysis.inputs import AnalysisInputs
-from pipeline.analysis.plotting import FigureResult, result, time_axis
+from pipeline.analysis.plotting import FigureResult, new_figure, result, time_axis
 from pipeline.analysis.tables import TABLES
 from pipeline.geometry import cosine_schedule, expansion_threshold, full_chain, linear_schedule
 from pipeline.io import load_npz
@@ -34,7 +33,7 @@ def _geometry_curves() -> list[tuple[str, np.ndarray, np.ndarray]]:
 def fig_lambda_star(tables, ctx, inp) -> FigureResult | None:
     if ctx.chain is None and not ctx.lambda_k:
         return None
-    fig = Figure(layout="constrained", figsize=(7, 4.5))
+    fig = new_figure((7, 4.5))
     ax = fig.add_subplot()
     for name, t, ls in _geometry_curves():
         ax.plot(t[1:-1], ls[1:-1], lw=1, label=name)
@@ -76,7 +75,7 @@ def fig_lambda_grid(tables, ctx, inp) -> FigureResult | None:
     grid = np.full((nr, nc), math.nan)
     for k, (r, c) in pos.items():
         grid[r, c] = ctx.lambda_k[k]
-    fig = Figure(layout="constrained", figsize=(5, 4.5))
+    fig = new_figure((5, 4.5))
     ax = fig.add_subplot()
     im = ax.imshow(grid, cmap="magma")
     for k, (r, c) in pos.items():
@@ -107,7 +106,7 @@ def fig_samples(tables, ctx, inp: AnalysisInputs) -> FigureResult | None:
     if not inp.trajectories:
         return None
     trajs = inp.trajectories[:8]
-    fig = Figure(layout="constrained", figsize=(1.6 * len(trajs), 1.9))
+    fig = new_figure((1.6 * len(trajs), 1.9))
     for i, tr in enumerate(trajs):
         x = load_npz(tr.path)["x"]
         img = np.asarray(x[-1], dtype=np.float64)

@@ -33,6 +33,11 @@ class FigureResult:
     figure: Figure | None = field(default=None, repr=False, compare=False)
 
 
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A report figure: constrained layout, ``figsize`` in inches."""
+    return Figure(layout="constrained", figsize=figsize)
+
+
 def png_bytes(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -114,7 +119,7 @@ def heatmap(ctx: AnalysisContext, P, col: str, style: HeatmapStyle) -> FigureRes
     rounded = np.isfinite(mat) & (np.abs(mat) <= floor) & (mat != 0)
     mat = np.where(rounded, 0.0, mat)
     log = use_log_t(ts)
-    fig = Figure(layout="constrained", figsize=(9, 4.5))
+    fig = new_figure((9, 4.5))
     ax = fig.add_subplot()
     ax.set_facecolor(MISSING_COLOUR)
     ax.patch.set_hatch("//")

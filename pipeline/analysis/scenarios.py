@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.analysis.inputs import AnalysisInputs
+from pipeline.analysis.synthetic import T, linear_schedule_node
 from pipeline.geometry import expansion_function, linear_schedule, stride_chain
 
-T = 1000
 # the paper's proxy timesteps (Table 10)
 PROXY_T = (999, 990, 980, 960, 940, 920, 900, 850, 800, 700, 600, 500, 400, 300)
 Field = Callable[[np.ndarray, np.ndarray, np.random.Generator, int], np.ndarray]
@@ -163,13 +163,7 @@ class ControlRun:
     def config(self) -> dict:
         return {
             "model": {"kind": "unet", "name": "control", "dtype": "float64"},
-            "schedule": {
-                "name": "linear",
-                "kind": "linear",
-                "num_train_timesteps": T,
-                "beta_start": 1e-4,
-                "beta_end": 0.02,
-            },
+            "schedule": linear_schedule_node(),
             "sampler": {
                 "name": "control",
                 "num_steps": self.steps,

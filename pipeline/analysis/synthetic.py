@@ -32,6 +32,17 @@ from pipeline.outputs import JacobianFolder as J
 T = 1000
 
 
+def linear_schedule_node() -> dict:
+    """The `schedule` config node of linear_schedule(T), the schedule of every synthetic run (§2.1)."""
+    return {
+        "name": "linear",
+        "kind": "linear",
+        "num_train_timesteps": T,
+        "beta_start": 1e-4,
+        "beta_end": 0.02,
+    }
+
+
 def _diagonal_block(seed, step, t, k, F, frob, diag_pi, paper_estimators, frob_se, rng) -> dict:
     row = {
         "seed": seed,
@@ -113,13 +124,7 @@ def _setup(root, kind, seeds, grid, num_steps, patch_size, seed, paper_estimator
             "block_size": patch_size if oracle else None,
             "dtype": "float64" if oracle else "float32",
         },
-        "schedule": {
-            "name": "linear",
-            "kind": "linear",
-            "num_train_timesteps": T,
-            "beta_start": 1e-4,
-            "beta_end": 0.02,
-        },
+        "schedule": linear_schedule_node(),
         "sampler": {"name": "ddim50", "num_steps": num_steps, "spacing": "synthetic", "final_alpha_bar": 1.0},
         "measure": {"frob_probes": frob_probes, "power_iters": 20, "block_power_iters": 10},
         "patch": {"size": patch_size},

@@ -31,43 +31,36 @@ def dataset_from_config(cfg) -> ImageSource:
     the values come from the node alone (conf/dataset/*.yaml holds them).
     """
     ds = checked_node("dataset", cfg)
-    name = ds["name"]
-    if name == "cifar10":
-        return Cifar10Source(
-            root=ds["root"],
-            split=ds["split"],
-            num_images=ds["num_images"],
-            version=ds["version"],
-            download=ds["download"],
-        )
-    if name == "celebahq":
-        return ImageFolderSource(
-            root=ds["root"],
-            num_images=ds["num_images"],
-            resolution=ds["resolution"],
-            channels=ds["channels"],
-            resample=ds["resample"],
-            num_workers=ds["num_workers"],
-        )
-    if name == "natural_crops":
-        return NaturalCropsSource(
-            num_images=ds["num_images"],
-            resolution=ds["resolution"],
-            channels=ds["channels"],
-            seed=ds["seed"],
-            photographs=ds["photographs"],
-            scale=ds["scale"],
-        )
-    r = ds["resolution"]
-    return GaussianSource(
-        num_images=ds["num_images"],
-        image_shape=(ds["channels"], r, r),
-        patch_size=ds["patch_size"],
-        lambda_min=ds["lambda_min"],
-        lambda_max=ds["lambda_max"],
-        lambdas=ds["lambdas"],
-        decay=ds["decay"],
-        coupling=ds["coupling"],
-        mean_scale=ds["mean_scale"],
-        seed=ds["seed"],
-    )
+    source, keys = _SOURCES[ds["name"]]
+    if source is GaussianSource:
+        r = ds["resolution"]
+        return GaussianSource(image_shape=(ds["channels"], r, r), **{k: ds[k] for k in keys})
+    return source(**{k: ds[k] for k in keys})
+
+
+# dataset name -> its source and the node's keys its constructor takes under the same names
+_SOURCES: dict[str, tuple[type[ImageSource], tuple[str, ...]]] = {
+    "cifar10": (Cifar10Source, ("root", "split", "num_images", "version", "download")),
+    "celebahq": (
+        ImageFolderSource,
+        ("root", "num_images", "resolution", "channels", "resample", "num_workers"),
+    ),
+    "natural_crops": (
+        NaturalCropsSource,
+        ("num_images", "resolution", "channels", "seed", "photographs", "scale"),
+    ),
+    "gaussian": (
+        GaussianSource,
+        (
+            "num_images",
+            "patch_size",
+            "lambda_min",
+            "lambda_max",
+            "lambdas",
+            "decay",
+            "coupling",
+            "mean_scale",
+            "seed",
+        ),
+    ),
+}

@@ -95,6 +95,19 @@ class ImageSource(abc.ABC):
         return self._read(0, len(self))
 
 
+class FileSource(ImageSource):
+    """A source that reads the image files ``files`` under the folder ``root``: those files are its inputs."""
+
+    root: Path
+    files: list[Path]
+
+    def input_files(self) -> list[Path]:
+        return list(self.files)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "root": str(self.root)}
+
+
 def resolve_count(requested: int | None, available: int, what: str, key: str = "dataset.num_images") -> int:
     """Number of images to use: all when requested is None, else requested (refused if too many)."""
     if requested is None:

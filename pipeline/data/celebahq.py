@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import InputMissingError
 
-from .base import DatasetError, ImageSource, resolve_count, uint8_to_unit
+from .base import DatasetError, FileSource, resolve_count, uint8_to_unit
 
 # Pillow modes of single-channel images deeper than 8 bits (16-bit PNG/TIFF): converting them to "L"
 # clips every value above 255, so they are read at their own depth instead (ImageFolderSource.quantized
@@ -128,7 +128,7 @@ def load_image_unit(path: Path, resolution: int, channels: int, resample: str = 
     return np.repeat(unit[None], channels, axis=0)
 
 
-class ImageFolderSource(ImageSource):
+class ImageFolderSource(FileSource):
     """First ``num_images`` images of a folder, sorted by file name, as [C, resolution, resolution]."""
 
     name = "celebahq"
@@ -179,13 +179,9 @@ class ImageFolderSource(ImageSource):
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.resolution, self.resolution)
 
-    def input_files(self) -> list[Path]:
-        return list(self.files)
-
     def describe(self) -> dict:
         return {
             **super().describe(),
-            "root": str(self.root),
             "resolution": self.resolution,
             "resample": self.resample,
             "first_file": self.files[0].name,

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.errors import InputMissingError
 
-from .base import DatasetError, ImageSource, resolve_count, uint8_to_unit
+from .base import DatasetError, FileSource, resolve_count, uint8_to_unit
 
 IMAGE_SHAPE = (3, 32, 32)
 PIXELS = 3 * 32 * 32
@@ -43,23 +43,23 @@ class ArchiveSpec:
     test_files: tuple[str, ...]
 
 
+def _archive(version: str, folder: str, suffix: str, md5: str) -> ArchiveSpec:
+    """The Toronto distribution's naming: cifar-10-<version>.tar.gz unpacks to cifar-10-batches-<folder>/,
+    five training batches and one test batch, each file name ending in <suffix>."""
+    filename = f"cifar-10-{version}.tar.gz"
+    return ArchiveSpec(
+        folder=f"cifar-10-batches-{folder}",
+        filename=filename,
+        url=f"https://www.cs.toronto.edu/~kriz/{filename}",
+        md5=md5,
+        train_files=tuple(f"data_batch_{i}{suffix}" for i in range(1, 6)),
+        test_files=(f"test_batch{suffix}",),
+    )
+
+
 ARCHIVES = {
-    "binary": ArchiveSpec(
-        folder="cifar-10-batches-bin",
-        filename="cifar-10-binary.tar.gz",
-        url="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-        md5="c32a1d4ab5d03f1284b67883e8d87530",
-        train_files=tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
-        test_files=("test_batch.bin",),
-    ),
-    "python": ArchiveSpec(
-        folder="cifar-10-batches-py",
-        filename="cifar-10-python.tar.gz",
-        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        md5="c58f30108f718f92721af3b95e74349a",
-        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test_files=("test_batch",),
-    ),
+    "binary": _archive("binary", "bin", ".bin", md5="c32a1d4ab5d03f1284b67883e8d87530"),
+    "python": _archive("python", "py", "", md5="c58f30108f718f92721af3b95e74349a"),
 }
 
 
@@ -253,7 +253,7 @@ def _locate(root: Path, version: str) -> tuple[str, Path] | None:
     return None
 
 
-class Cifar10Source(ImageSource):
+class Cifar10Source(FileSource):
     """The official CIFAR-10 train (50k) or test (10k) split, first ``num_images`` in file order."""
 
     name = "cifar10"
@@ -281,16 +281,16 @@ class Cifar10Source(ImageSource):
         self.version, self.folder = found
         spec = ARCHIVES[self.version]
         names = spec.train_files if split == "train" else spec.test_files
-        self._files = [self.folder / n for n in names]
-        for f in self._files:
+        self.files = [self.folder / n for n in names]
+        for f in self.files:
             if not f.is_file():
                 raise DatasetError(
                     f"{f} is missing: the {split} split needs {', '.join(names)} in {self.folder} — "
                     f"re-extract {spec.filename} there"
                 )
-        self._counts = [self._count(f) for f in self._files]
+        self._counts = [self._count(f) for f in self.files]
         if len(set(self._counts)) != 1:
-            bad = min(zip(self._counts, self._files, strict=True))[1]
+            bad = min(zip(self._counts, self.files, strict=True))[1]
             raise DatasetError(
                 f"{bad} holds {min(self._counts)} images but the other batches hold {max(self._counts)}: it is "
                 f"truncated — re-extract {spec.filename}"
@@ -336,21 +336,17 @@ class Cifar10Source(ImageSource):
     def image_shape(self) -> tuple[int, int, int]:
         return IMAGE_SHAPE
 
-    def input_files(self) -> list[Path]:
-        return list(self._files)
-
     def describe(self) -> dict:
         return {
             **super().describe(),
-            "root": str(self.root),
             "split": self.split,
             "version": self.version,
-            "files": [f.name for f in self._files],
+            "files": [f.name for f in self.files],
         }
 
     def _batch_records(self, b: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixels uint8 [hi-lo, 3072] and labels of records lo..hi-1 of batch file b."""
-        path = self._files[b]
+        path = self.files[b]
         if self.version == "binary":
             with open(path, "rb") as f:
                 f.seek(lo * RECORD_BYTES)

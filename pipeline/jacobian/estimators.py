@@ -170,78 +170,69 @@ class ExactRows(Estimator):
 # Global norm κ̂_t (Table 4)
 
 
-class GlobalPower(Estimator):
-    name = "global_power"
-    paper = "§7.1, Table 4: κ̂_t = PowerIter(JΦ_t, K_PI)"
-    columns = (
-        Column("kappa_pi", "global", quantity="global_norm"),
-        Column("kappa_pi_change", "global"),
-        Column("kappa_pi_residual", "global"),
-        Column("pi_iters", "global", default=0),
-    )
-    finite = ("kappa_pi",)
-    series = ("kappa_pi",)
-    settings = {"global_power": True}
+# A global Krylov estimator's columns by role: the field of its result, the column's keywords beside its name
+_KRYLOV_COLUMNS = {
+    "value": ("value", {"quantity": "global_norm"}),
+    "change": ("relative_change", {}),
+    "residual": ("residual", {}),
+    "iters": ("iterations", {"default": 0}),
+}
+
+
+class _GlobalKrylov(Estimator):
+    """κ̂_t = σ₁(JΦ_t) by a Krylov method on JΦ_tᵀJΦ_t from a fixed start (Table 4). The global power
+    iteration and Golub-Kahan-Lanczos differ only in the method, the MeasureConfig attribute with its step
+    count, the Batch field with its start vectors and the column names; the key that turns one on is its
+    name."""
+
+    steps = ""
+    start = ""
+    names: dict[str, str] = {}  # role (a key of _KRYLOV_COLUMNS) -> column name, in column order
+
+    @staticmethod
+    def method(apply, apply_t, start, steps):
+        raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.columns = tuple(
+            Column(name, "global", **_KRYLOV_COLUMNS[role][1]) for role, name in cls.names.items()
+        )
+        cls.finite = cls.series = (cls.names["value"],)
+        cls.settings = {cls.name: True}
 
     def enabled(self, cfg, route, have_v1):
-        return cfg.global_power
+        return getattr(cfg, self.name)
 
     def products(self, n, M, cfg, route):
-        K = cfg.power_iters
+        K = getattr(cfg, self.steps)
         return Products() if route == "dense" else Products(K, K)
 
     def tolerance(self, cfg, gap, dim):
-        return _krylov_tolerance(cfg.power_iters, gap, dim)
+        return _krylov_tolerance(getattr(cfg, self.steps), gap, dim)
 
     def run(self, batch):
         op = batch.op
-        res = power_iteration(
-            op.apply, op.apply_t, batch.start_pi.to(op.device, op.dtype), batch.cfg.power_iters
-        )
+        start = getattr(batch, self.start).to(op.device, op.dtype)
+        res = self.method(op.apply, op.apply_t, start, getattr(batch.cfg, self.steps))
         for s, out in enumerate(batch.outs):
-            out.values.update(
-                kappa_pi=float(res.value[s]),
-                kappa_pi_change=float(res.relative_change[s]),
-                kappa_pi_residual=float(res.residual[s]),
-                pi_iters=res.iterations,
-            )
+            for role, name in self.names.items():
+                f = _KRYLOV_COLUMNS[role][0]
+                out.values[name] = res.iterations if f == "iterations" else float(getattr(res, f)[s])
 
 
-class GlobalLanczos(Estimator):
-    name = "global_lanczos"
+class GlobalPower(_GlobalKrylov):
+    name, steps, start, method = "global_power", "power_iters", "start_pi", staticmethod(power_iteration)
+    paper = "§7.1, Table 4: κ̂_t = PowerIter(JΦ_t, K_PI)"
+    names = dict(value="kappa_pi", change="kappa_pi_change", residual="kappa_pi_residual", iters="pi_iters")
+
+
+class GlobalLanczos(_GlobalKrylov):
+    name, steps, start, method = "global_lanczos", "lanczos_steps", "start_gk", staticmethod(golub_kahan)
     paper = "κ̂_t by Golub-Kahan-Lanczos on the power iteration's budget (not in the paper)"
-    columns = (
-        Column("kappa_lanczos", "global", quantity="global_norm"),
-        Column("lanczos_residual", "global"),
-        Column("lanczos_change", "global"),
-        Column("lanczos_iters", "global", default=0),
+    names = dict(
+        value="kappa_lanczos", residual="lanczos_residual", change="lanczos_change", iters="lanczos_iters"
     )
-    finite = ("kappa_lanczos",)
-    series = ("kappa_lanczos",)
-    settings = {"global_lanczos": True}
-
-    def enabled(self, cfg, route, have_v1):
-        return cfg.global_lanczos
-
-    def products(self, n, M, cfg, route):
-        L = cfg.lanczos_steps
-        return Products() if route == "dense" else Products(L, L)
-
-    def tolerance(self, cfg, gap, dim):
-        return _krylov_tolerance(cfg.lanczos_steps, gap, dim)
-
-    def run(self, batch):
-        op = batch.op
-        gk = golub_kahan(
-            op.apply, op.apply_t, batch.start_gk.to(op.device, op.dtype), batch.cfg.lanczos_steps
-        )
-        for s, out in enumerate(batch.outs):
-            out.values.update(
-                kappa_lanczos=float(gk.value[s]),
-                lanczos_residual=float(gk.residual[s]),
-                lanczos_change=float(gk.relative_change[s]),
-                lanczos_iters=gk.iterations,
-            )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -288,16 +279,49 @@ def _block_matrix(value: np.ndarray, kk: np.ndarray, jj: np.ndarray, M: int, s: 
     return mat
 
 
-class BlockPower(Estimator):
+# The block norms a matrix-free block route reports as this run's, and what they cost
+_BLOCK_COLUMNS = (
+    Column("op_norm", "blocks", quantity="block_op"),
+    Column("diag_norm", "patches", quantity="diag_op"),
+    Column("block_iters", "global", default=0),
+    Column("block_change_max", "global"),
+)
+
+
+class _BlockKrylov(Estimator):
+    """A Krylov method per block [JΦ_t]_kj with K = block_power_iters steps (eq. 15-18): block_krylov's
+    ``method``, on all M² blocks or the M diagonal ones."""
+
+    method = ""
+
+    def tolerance(self, cfg, gap, dim):
+        return _krylov_tolerance(cfg.block_power_iters, gap, dim)
+
+    def blocks(self, batch: Batch, diag_only: bool):
+        """The M×M block norm matrix per point (NaN where not measured) and the relative changes [B, S]."""
+        op = batch.op
+        value, change, kk, jj = block_krylov(
+            op, batch.block_start, batch.cfg.block_power_iters, self.method, diag_only=diag_only
+        )
+        return [_block_matrix(value, kk, jj, op.M, s) for s in range(batch.S)], change
+
+    @staticmethod
+    def report(batch: Batch, out: StepMeasurement, mat: np.ndarray, change: np.ndarray) -> None:
+        """This run's block norms from a matrix-free route, diag_norm with the Rayleigh bound."""
+        out.block_method = batch.route
+        out.block["op_norm"] = mat
+        out.patch["diag_norm"] = _with_rayleigh(np.diag(mat).copy(), out)
+        out.values.update(block_iters=batch.cfg.block_power_iters, block_change_max=float(np.nanmax(change)))
+
+
+class BlockPower(_BlockKrylov):
     name = "block_power"
     paper = "§7.4, Table 5: power iteration per block with K = block_power_iters (the paper's protocol)"
+    method = "power"
     columns = (
         Column("op_norm_pi", "blocks", quantity="block_op"),
         Column("diag_norm_pi", "patches", quantity="diag_op"),
-        Column("op_norm", "blocks", quantity="block_op"),
-        Column("diag_norm", "patches", quantity="diag_op"),
-        Column("block_iters", "global", default=0),
-        Column("block_change_max", "global"),
+        *_BLOCK_COLUMNS,
     )
     finite = ("op_norm_pi",)
     settings = {"blocks": "power"}
@@ -309,31 +333,19 @@ class BlockPower(Estimator):
         K = cfg.block_power_iters
         return Products() if route == "dense" else Products(K * M * M, K * M * M)
 
-    def tolerance(self, cfg, gap, dim):
-        return _krylov_tolerance(cfg.block_power_iters, gap, dim)
-
     def run(self, batch):
-        op, K = batch.op, batch.cfg.block_power_iters
-        value, change, kk, jj = block_krylov(op, batch.block_start, K, "power", diag_only=False)
-        for s, out in enumerate(batch.outs):
-            pi = _block_matrix(value, kk, jj, op.M, s)
+        mats, change = self.blocks(batch, diag_only=False)
+        for s, (out, pi) in enumerate(zip(batch.outs, mats, strict=True)):
             out.block["op_norm_pi"], out.patch["diag_norm_pi"] = pi, np.diag(pi).copy()
             if batch.route == "power":  # matrix-free: the paper's value is the block norm this run has
-                out.block_method = "power"
-                out.block["op_norm"] = pi
-                out.patch["diag_norm"] = _with_rayleigh(np.diag(pi).copy(), out)
-                out.values.update(block_iters=K, block_change_max=float(np.nanmax(change[:, s])))
+                self.report(batch, out, pi, change[:, s])
 
 
-class BlockLanczos(Estimator):
+class BlockLanczos(_BlockKrylov):
     name = "block_lanczos"
     paper = "eq. 15-18 by Golub-Kahan-Lanczos per block on the power iteration's budget (not in the paper)"
-    columns = (
-        Column("op_norm", "blocks", quantity="block_op"),
-        Column("diag_norm", "patches", quantity="diag_op"),
-        Column("block_iters", "global", default=0),
-        Column("block_change_max", "global"),
-    )
+    method = "lanczos"
+    columns = _BLOCK_COLUMNS
     finite = ("diag_norm",)
     settings = {"blocks": "lanczos"}
 
@@ -344,18 +356,10 @@ class BlockLanczos(Estimator):
         K, B = cfg.block_power_iters, (M if route == "diag" else M * M)
         return Products(K * B, K * B)
 
-    def tolerance(self, cfg, gap, dim):
-        return _krylov_tolerance(cfg.block_power_iters, gap, dim)
-
     def run(self, batch):
-        op, K, diag_only = batch.op, batch.cfg.block_power_iters, batch.route == "diag"
-        value, change, kk, jj = block_krylov(op, batch.block_start, K, "lanczos", diag_only=diag_only)
-        for s, out in enumerate(batch.outs):
-            mat = _block_matrix(value, kk, jj, op.M, s)
-            out.block_method = batch.route
-            out.block["op_norm"] = mat
-            out.patch["diag_norm"] = _with_rayleigh(np.diag(mat).copy(), out)
-            out.values.update(block_iters=K, block_change_max=float(np.nanmax(change[:, s])))
+        mats, change = self.blocks(batch, diag_only=batch.route == "diag")
+        for s, (out, mat) in enumerate(zip(batch.outs, mats, strict=True)):
+            self.report(batch, out, mat, change[:, s])
 
 
 # ---------------------------------------------------------------------------------------------------

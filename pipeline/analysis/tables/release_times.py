@@ -14,7 +14,7 @@ from pipeline.analysis import stats
 from pipeline.analysis.context import AnalysisContext, groups, nanmax, nanmin, patch_values
 from pipeline.analysis.evidence import Comparison, Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
-from pipeline.analysis.plotting import FigureResult, result
+from pipeline.analysis.plotting import FigureResult, new_figure, result
 from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, scored
 
 
@@ -197,17 +197,13 @@ def release_times(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | No
     return res
 
 
-def fig_release(tables, ctx, inp) -> FigureResult | None:
-    from matplotlib.figure import Figure  # figures only: the table builders need no matplotlib
-
-    rel = tables.get("release_times")
-    if rel is None:
-        return None
+@FigureSpec.of_table("release_times")
+def fig_release(rel: TableResult, ctx, inp) -> FigureResult | None:
     lam = np.array([r["lambda_k"] for r in rel.rows])
     tr = np.array([r["t_rel"] for r in rel.rows])
     tp = np.array([r["t_rel_persistent"] for r in rel.rows])
     s: ReleaseSummary = rel.summary
-    fig = Figure(layout="constrained", figsize=(6, 4))
+    fig = new_figure((6, 4))
     ax = fig.add_subplot()
     ax.plot(lam, tr, "o", label="t_rel (Def. 20)")
     ax.plot(lam, tp, "x", label="persistent release")

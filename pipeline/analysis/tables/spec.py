@@ -4,6 +4,7 @@ numbers, the predictions it feeds) and a result (rows, a typed summary, comparis
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ class TableResult:
     comparison: list[Comparison] = field(default_factory=list)
     extra: dict[str, list[dict]] = field(default_factory=dict)
     paper: pv.PaperTable | None = None
+
+    @classmethod
+    def of_rows(cls, key: str, title: str, reads: str, rows: list[dict], summary: object = None, **kw):
+        """A table whose columns are every key of its rows in first-seen order (a row may leave some out)."""
+        return cls(key, title, reads, list(dict.fromkeys(c for r in rows for c in r)), rows, summary, **kw)
 
     def summary_items(self) -> dict[str, object]:
         """The typed summary as name -> value (None and empty fields left out)."""
@@ -60,6 +66,20 @@ class FigureSpec:
     name: str
     draw: Callable
 
+    @staticmethod
+    def of_table(key: str) -> Callable[[Callable], Callable]:
+        """A figure drawn from one built table: ``draw(table, ctx, inp)``; None when that table was not built."""
+
+        def wrap(draw: Callable) -> Callable:
+            @functools.wraps(draw)
+            def figure(tables: dict[str, TableResult], ctx: AnalysisContext, inp):
+                table = tables.get(key)
+                return None if table is None else draw(table, ctx, inp)
+
+            return figure
+
+        return wrap
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -80,7 +100,6 @@ class TableSpec:
 
 
 def paper_rows(
-    table: str,
     paper: pv.PaperTable,
     column: str,
     rows: list[dict],
@@ -94,6 +113,8 @@ def paper_rows(
 ) -> list[Comparison]:
     """One comparison per paper row at its t: our row nearest that t (within T_MATCH_TOL), column ``ours``."""
     import numpy as np
+
+    table = f"Table {paper.number}"
 
     t_arr = np.array([r["t"] for r in rows], dtype=float)
     out = []

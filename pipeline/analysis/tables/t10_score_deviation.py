@@ -13,7 +13,7 @@ from pipeline.analysis import stats
 from pipeline.analysis.context import AnalysisContext, groups, nanmax, nanmin
 from pipeline.analysis.evidence import Comparison, Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
-from pipeline.analysis.plotting import FigureResult, count_t, result, time_axis
+from pipeline.analysis.plotting import FigureResult, count_t, new_figure, result, time_axis
 from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
 from pipeline.geometry import schedule_from_config
 
@@ -157,28 +157,15 @@ def _comparisons(res: TableResult, rows, ctx) -> None:
     fit = "the proxy's OLS slope fit"
     cmp = [
         Comparison("Table 10", "OLS slope", sc["ols_slope"], get("slope"), tolerance=Tolerance(abs=0.1)),
-        Comparison(
-            "Table 10",
-            "OLS slope CI low",
-            sc["ols_ci95"][0],
-            get("ci_lo"),
-            Kind.REDERIVED,
-            Tolerance(abs=0.1),
-            fit,
-        ),
-        Comparison(
-            "Table 10",
-            "OLS slope CI high",
-            sc["ols_ci95"][1],
-            get("ci_hi"),
-            Kind.REDERIVED,
-            Tolerance(abs=0.1),
-            fit,
+        *(
+            Comparison(
+                "Table 10", f"OLS slope CI {end}", paper, get(a), Kind.REDERIVED, Tolerance(abs=0.1), fit
+            )
+            for end, paper, a in zip(("low", "high"), sc["ols_ci95"], ("ci_lo", "ci_hi"), strict=True)
         ),
         Comparison("Table 10", "OLS R^2", sc["ols_r2"], get("r2"), Kind.REDERIVED, Tolerance(abs=0.02), fit),
     ]
     cmp += paper_rows(
-        "Table 10",
         pv.TABLE_10,
         "proxy",
         rows,
@@ -188,12 +175,8 @@ def _comparisons(res: TableResult, rows, ctx) -> None:
     res.comparison = scored(cmp, ctx)
 
 
-def fig_proxy(tables, ctx, inp) -> FigureResult | None:
-    from matplotlib.figure import Figure  # figures only: the table builders need no matplotlib
-
-    t10 = tables.get("table_10")
-    if t10 is None:
-        return None
+@FigureSpec.of_table("table_10")
+def fig_proxy(t10: TableResult, ctx, inp) -> FigureResult | None:
     rows = t10.rows
     t = np.array([r["t"] for r in rows], dtype=float)
     y = np.array([r["proxy"] for r in rows], dtype=float)
@@ -201,7 +184,7 @@ def fig_proxy(tables, ctx, inp) -> FigureResult | None:
     x = np.array([r["sqrt_alpha_bar"] for r in rows], dtype=float)
     ex = np.array([r["exact_deviation"] for r in rows], dtype=float)
     fit = np.array([r["in_fit"] for r in rows], dtype=bool)
-    fig = Figure(layout="constrained", figsize=(10, 4))
+    fig = new_figure((10, 4))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     ax1.errorbar(t, y, yerr=ys, fmt="o-", ms=3, label="proxy E‖Δ̂_t‖ (eq. 65)")
     if np.isfinite(ex).any():

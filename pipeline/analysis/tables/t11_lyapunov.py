@@ -236,13 +236,12 @@ def table_11(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     if "_sparse" in cxs:
         _per_trajectory(inp, cxs["_sparse"], rows, s)
     moran_txt = _moran(chain, cxs[""], s) if "" in cxs else ""
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_11",
         "Suppression-corrected Lyapunov exponents: Lambda_pred vs Lambda_hat per patch, beside the Gaussian Lambda",
         "jacobian/patches.csv: suppression and exact_suppression per (seed, t, k) -> lyap_pred* (eq. 48-49); "
         "jacobian/lyapunov.csv: lyap_hat per (seed, k) (mean_t log|<v_k,[J Phi_t]_kk v_k>|), "
         "lyap_gauss = Lambda(lambda_k) = mean_t log f_t(lambda_k)",
-        list(dict.fromkeys(c for r in rows for c in r)),
         rows,
         s,
         paper=pv.TABLE_11,

@@ -14,7 +14,15 @@ from pipeline.analysis import stats
 from pipeline.analysis.context import AnalysisContext, f_t_matrix, nanmax, nanmin, patch_values
 from pipeline.analysis.evidence import Comparison, Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
-from pipeline.analysis.plotting import FigureResult, HeatmapStyle, count_t, heatmap, result, time_axis
+from pipeline.analysis.plotting import (
+    FigureResult,
+    HeatmapStyle,
+    count_t,
+    heatmap,
+    new_figure,
+    result,
+    time_axis,
+)
 from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
 
 # A negative S_k,t no larger than this is the paper's "noise-floor exception" (§7.2: order 1e-5).
@@ -161,12 +169,11 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         S.lam, ctx.num_images
     )
     _cell_tests(ctx, S, s)
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_3",
         "Spearman rho(lambda_k, S_k,t) per timestep",
         "jacobian/patches.csv: suppression (S_k,t = f_t(lambda_k) - Rayleigh quotient, eq. 30-32), "
         "exact_suppression (against the full-Sigma surrogate) when present, lambda_k; seed-mean per (t, k)",
-        list(dict.fromkeys(c for r in rows for c in r)),
         rows,
         s,
         paper=pv.TABLE_3,
@@ -181,7 +188,7 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
 def _comparisons(res: TableResult, rows: list[dict], exact: bool, ctx: AnalysisContext) -> None:
     s: Table3Summary = res.summary
     tol = Tolerance(abs=0.2, why="0.2 in ρ")
-    cmp = paper_rows("Table 3", pv.TABLE_3, "rho", rows, "rho", tolerance=lambda _: tol)
+    cmp = paper_rows(pv.TABLE_3, "rho", rows, "rho", tolerance=lambda _: tol)
     if s.peak_rho is not None:
         cmp.append(
             Comparison(
@@ -197,7 +204,6 @@ def _comparisons(res: TableResult, rows: list[dict], exact: bool, ctx: AnalysisC
     if exact:
         fx = [r for r in rows if math.isfinite(r.get("rho_exact", math.nan))]
         cmp += paper_rows(
-            "Table 3",
             pv.TABLE_3,
             "rho",
             rows,
@@ -216,10 +222,8 @@ def _comparisons(res: TableResult, rows: list[dict], exact: bool, ctx: AnalysisC
     res.comparison = scored(cmp, ctx)
 
 
-def fig_suppression(tables, ctx, inp) -> FigureResult | None:
-    t3 = tables.get("table_3")
-    if t3 is None:
-        return None
+@FigureSpec.of_table("table_3")
+def fig_suppression(t3: TableResult, ctx, inp) -> FigureResult | None:
     s: Table3Summary = t3.summary
     what = (
         "every measured cell is 0 within the float floor (the oracle's closed form S = 0)"
@@ -242,12 +246,10 @@ def fig_suppression(tables, ctx, inp) -> FigureResult | None:
 
 
 def fig_rho(tables, ctx, inp) -> FigureResult | None:
-    from matplotlib.figure import Figure  # figures only: the table builders need no matplotlib
-
     t3, t9 = tables.get("table_3"), tables.get("table_9")
     if t3 is None and t9 is None:
         return None
-    fig = Figure(layout="constrained", figsize=(7, 4))
+    fig = new_figure((7, 4))
     ax = fig.add_subplot()
     n = 0
     for tab, lab in (

@@ -14,7 +14,7 @@ from pipeline.analysis import stats
 from pipeline.analysis.context import AnalysisContext, groups, mean_std, nanmax, nanmin
 from pipeline.analysis.evidence import Comparison, Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
-from pipeline.analysis.plotting import ONE_LABEL, FigureResult, count_t, result, time_axis
+from pipeline.analysis.plotting import ONE_LABEL, FigureResult, count_t, new_figure, result, time_axis
 from pipeline.analysis.tables.kappa import converged_kappa, pi_short
 from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
 
@@ -178,11 +178,10 @@ def table_4(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         kappa_min_mean=nanmin([r["mean"] for r in rows]),
     )
     growth_tests(G, rows, s)
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_4",
         "Global spectral norm kappa_t per DDIM step; s_hat = prod_t kappa_t per seed",
         f"jacobian/global.csv: converged kappa_t per (seed, step) ({route_txt}); kappa_pi beside it",
-        list(dict.fromkeys(c for r in rows for c in r)),
         rows,
         s,
         notes=notes,
@@ -197,7 +196,6 @@ def table_4(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     )
     res.extra["table_4_seeds"] = seed_rows
     cmp = paper_rows(
-        "Table 4",
         pv.TABLE_4,
         "mean",
         rows,
@@ -220,16 +218,12 @@ def table_4(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     return res
 
 
-def fig_kappa_t(tables, ctx, inp) -> FigureResult | None:
-    from matplotlib.figure import Figure  # figures only: the table builders need no matplotlib
-
-    t4 = tables.get("table_4")
-    if t4 is None:
-        return None
+@FigureSpec.of_table("table_4")
+def fig_kappa_t(t4: TableResult, ctx, inp) -> FigureResult | None:
     G = dict(inp.global_)
     G["kappa"] = converged_kappa(G)[0]
     flagged = set(t4.summary.flagged_seeds)
-    fig = Figure(layout="constrained", figsize=(7, 4))
+    fig = new_figure((7, 4))
     ax = fig.add_subplot()
     for seed in np.unique(G["seed"]).astype(int):
         m = G["seed"] == seed

@@ -13,7 +13,7 @@ from pipeline.analysis import paper_values as pv
 from pipeline.analysis.context import AnalysisContext, f_t_matrix, mean_std, nanmax, nanmin
 from pipeline.analysis.evidence import Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs
-from pipeline.analysis.plotting import ONE_LABEL, FigureResult, count_t, result, time_axis
+from pipeline.analysis.plotting import ONE_LABEL, FigureResult, count_t, new_figure, result, time_axis
 from pipeline.analysis.tables.kappa import block_per_seed_step
 from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
 
@@ -78,11 +78,10 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         kappa_pc_min=nanmin([r["kappa_pc"] for r in rows]),
     )
     _bounds(vals, s)
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_5",
         "Block decomposition: kappa_t^diag, delta_t^cross, global kappa_t, kappa_t^pc",
         "; ".join(f"{k} <- {v}" for k, v in sorted(blk["source"].items())),
-        list(dict.fromkeys(c for r in rows for c in r)),
         rows,
         s,
         paper=pv.TABLE_5,
@@ -98,7 +97,6 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         s.bounds + ".",
     ]
     cmp = paper_rows(
-        "Table 5",
         pv.TABLE_5,
         "kappa_diag",
         rows,
@@ -106,7 +104,6 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         tolerance=lambda p: Tolerance(abs=max(2 * p["kappa_diag_std"], 0.005), why="2 paper std or 0.005"),
     )
     cmp += paper_rows(
-        "Table 5",
         pv.TABLE_5,
         "delta_cross",
         rows,
@@ -114,7 +111,6 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         tolerance=lambda _: Tolerance(abs=0.005, rel=0.5),
     )
     cmp += paper_rows(
-        "Table 5",
         pv.TABLE_5,
         "kappa_global",
         rows,
@@ -128,14 +124,10 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     return res
 
 
-def fig_block(tables, ctx, inp) -> FigureResult | None:
-    from matplotlib.figure import Figure  # figures only: the table builders need no matplotlib
-
-    t5 = tables.get("table_5")
-    if t5 is None:
-        return None
+@FigureSpec.of_table("table_5")
+def fig_block(t5: TableResult, ctx, inp) -> FigureResult | None:
     t = np.array([r["t"] for r in t5.rows])
-    fig = Figure(layout="constrained", figsize=(10, 4))
+    fig = new_figure((10, 4))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for q, lab in (
         ("kappa_diag", r"$\hat\kappa^{diag}_t$"),

@@ -99,11 +99,10 @@ def table_6(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     else:
         a = inf.partial_spearman(H, D, [r["t"] for r in rows])
     s.detrended_rho, s.detrended_p, s.detrended_n, s.detrended_method = a.rho, a.p_value, a.n, a.method
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_6",
         "Attention entropy H(A_t) vs cross-patch coupling delta_t^cross",
         "jacobian/attention.csv: entropy per (seed, t); delta_cross as in Table 5",
-        list(rows[0].keys()),
         rows,
         s,
         paper=pv.TABLE_6,
@@ -115,10 +114,9 @@ def table_6(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         f"Detrended: {a.method}: rho = {a.rho:.3g}, p = {a.p_value:.3g} (raw rho {a.raw_rho:.3g}).",
     ]
     cmp = paper_rows(
-        "Table 6", pv.TABLE_6, "entropy_nats", rows, "entropy_nats", tolerance=lambda _: Tolerance(rel=0.05)
+        pv.TABLE_6, "entropy_nats", rows, "entropy_nats", tolerance=lambda _: Tolerance(rel=0.05)
     )
     cmp += paper_rows(
-        "Table 6",
         pv.TABLE_6,
         "delta_cross",
         rows,

@@ -109,11 +109,10 @@ def table_7(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     s = Table7Summary(norm=norm_col, mean_by_distance=by_d, one_sided_pairs=one_sided)
     if 2 in by_d and 3 in by_d and by_d[2] > 0:
         s.ratio_d3_over_d2 = by_d[3] / by_d[2]
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_7",
         "Mean coupling C_kj = (||[J]_kj||_F + ||[J]_jk||_F)/2 vs Chebyshev distance",
         f"jacobian/blocks.csv: {norm_col} of [J Phi_t]_kj, k != j, all t and seeds",
-        list(rows[0].keys()),
         rows,
         s,
         paper=pv.TABLE_7,

@@ -25,6 +25,16 @@ KAPPA_DIAG_READING = (
 )
 
 
+def kappa_diag_reading(primary: str, ray: str) -> str:
+    """How a table reads κ̂^diag: the Rayleigh quotient (eq. 32) where it was measured, else the op-norm."""
+    return "Rayleigh quotient (eq. 32)" if primary == ray else "operator norm (no Rayleigh quotient measured)"
+
+
+def kappa_diag_reads(primary: str, reading: str, beside: str) -> str:
+    """What a κ̂^diag table reads: patches.csv's column in its reading, what stands beside it, the averaging."""
+    return f"jacobian/patches.csv: {primary} (kappa^diag = {reading})" + beside + "; seed-mean per (t, k)"
+
+
 @dataclass
 class RegimeCells:
     """Per-cell (t, k) tests of the (PC) slack in one regime: violated (< 0) or satisfied (> 0) significantly."""
@@ -152,9 +162,7 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     rows = _rows(ctx, P, primary, op, ray)
     if not rows:
         return None
-    reading = (
-        "Rayleigh quotient (eq. 32)" if primary == ray else "operator norm (no Rayleigh quotient measured)"
-    )
+    reading = kappa_diag_reading(primary, ray)
     s = Table8Summary(
         slack_reading="rayleigh" if primary == ray else "op_norm",
         pc_onset_t=pc_onset(rows),
@@ -167,13 +175,12 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         s.kappa_diag_regime_II_min = nanmin([r["kappa_diag_min"] for r in rII])
         s.kappa_diag_regime_II_max = nanmax([r["kappa_diag_max"] for r in rII])
     _cell_tests(ctx, P, primary, s)
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_8",
         "Per-patch (PC) margin slack (1 - kappa_k,t^diag) - C_k,t",
-        f"jacobian/patches.csv: {primary} (kappa^diag = {reading})"
-        + (f"; {op} beside it (operator-norm reading)" if op and op != primary else "")
-        + "; seed-mean per (t, k)",
-        list(dict.fromkeys(c for r in rows for c in r)),
+        kappa_diag_reads(
+            primary, reading, f"; {op} beside it (operator-norm reading)" if op and op != primary else ""
+        ),
         rows,
         s,
         paper=pv.TABLE_8,
@@ -189,7 +196,6 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         f"Per-cell tests: {s.cell_test}.",
     ]
     cmp = paper_rows(
-        "Table 8",
         pv.TABLE_8,
         "mean_slack",
         rows,
@@ -201,7 +207,6 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     frac = [dict(p, frac=p["n_violated"] / p["n_patches"]) for p in pv.TABLE_8.records()]
     paper_frac = pv.PaperTable(8, "", "", "", ("t", "frac"), tuple((p["t"], p["frac"]) for p in frac))
     cmp += paper_rows(
-        "Table 8",
         paper_frac,
         "frac",
         rows,
@@ -230,10 +235,8 @@ def _frac_regime(rows, regime) -> float:
     return float(np.mean(sel)) if sel else math.nan
 
 
-def fig_slack(tables, ctx, inp) -> FigureResult | None:
-    t8 = tables.get("table_8")
-    if t8 is None:
-        return None
+@FigureSpec.of_table("table_8")
+def fig_slack(t8: TableResult, ctx, inp) -> FigureResult | None:
     P, ray, op = with_slacks(inp.patches)
     col = ray or op
     M = patch_values(ctx, P, col).mean

@@ -15,7 +15,7 @@ from pipeline.analysis.context import AnalysisContext, f_t_matrix, nanmax, nanmi
 from pipeline.analysis.evidence import Comparison, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
 from pipeline.analysis.tables.spec import Headline, TableResult, TableSpec, paper_rows, scored
-from pipeline.analysis.tables.t8_pc_slack import KAPPA_DIAG_READING
+from pipeline.analysis.tables.t8_pc_slack import KAPPA_DIAG_READING, kappa_diag_reading, kappa_diag_reads
 
 FDR = 0.05
 
@@ -71,9 +71,7 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     sig = [math.isfinite(r["p_adj"]) and r["p_adj"] < FDR for r in rows]
     flip = stats.sign_flip(K.ts, [r["rho"] for r in rows], sig)
     raw = stats.sign_flip(K.ts, [r["rho"] for r in rows])
-    reading = (
-        "Rayleigh quotient (eq. 32)" if primary == ray else "operator norm (no Rayleigh quotient measured)"
-    )
+    reading = kappa_diag_reading(primary, ray)
     s = Table9Summary(
         kappa_diag_reading="rayleigh" if primary == ray else "op_norm",
         n_timesteps=len(rows),
@@ -89,13 +87,12 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         s.sign_flip_t_op = stats.sign_flip(K.ts, [r["rho_op"] for r in rows], np.isfinite(qo) & (qo < FDR))[
             "sign_flip_t"
         ]
-    res = TableResult(
+    res = TableResult.of_rows(
         "table_9",
         "Spearman rho(lambda_k, kappa_k,t^diag) per timestep and the sign flip",
-        f"jacobian/patches.csv: {primary} (kappa^diag = {reading})"
-        + ("; diag_norm = ||[J Phi_t]_kk||_op beside it (rho_op)" if KO is not None else "")
-        + "; seed-mean per (t, k)",
-        list(dict.fromkeys(c for r in rows for c in r)),
+        kappa_diag_reads(
+            primary, reading, "; diag_norm = ||[J Phi_t]_kk||_op beside it (rho_op)" if KO is not None else ""
+        ),
         rows,
         s,
         paper=pv.TABLE_9,
@@ -112,7 +109,6 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         "f_spread = f_t(lambda_max) - f_t(lambda_min), the Gaussian spread across patches (eq. 26).",
     ]
     cmp = paper_rows(
-        "Table 9",
         pv.TABLE_9,
         "rho",
         rows,
