@@ -99,6 +99,27 @@ def _json_default(o: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+SEAL_KEY = "sealed_sha256"
+
+
+def write_sealed_json(path: str | Path, payload: Mapping[str, object]) -> None:
+    """A resumable unit: its JSON with the sha256 of that JSON inside, so an edited unit is seen on resume."""
+    text = json.dumps(dict(payload))
+    write_text(path, json.dumps({**payload, SEAL_KEY: hashlib.sha256(text.encode()).hexdigest()}))
+
+
+def read_sealed_json(path: str | Path) -> dict | None:
+    """A unit written by `write_sealed_json`, or None when it is absent, unreadable or no longer matches its seal."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    seal = data.pop(SEAL_KEY, None)
+    return data if seal == hashlib.sha256(json.dumps(data).encode()).hexdigest() else None
+
+
 def write_csv(
     path: str | Path,
     rows: Sequence[Mapping[str, object]],

@@ -118,10 +118,14 @@ def apply_params_file(
     keys = _override_keys(path, overrides or [], choices or {})
     loaded = {k: v for k, v in _load_params_file(path).items() if k not in _RUNTIME_KEYS and k != "hydra"}
     merged = typed.copy()
+    for key, value in loaded.items():
+        if key in merged and OmegaConf.is_dict(merged[key]) and not isinstance(value, Mapping):
+            raise ConfigError(
+                f"params_file={path}: {key} is a section of the config, the file gives it {value!r} — "
+                f"give {key} as a mapping of its keys (e.g. `{key}:` then its keys indented below)"
+            )
     for group in [g for g in schema.GROUPS if g in loaded and g in merged]:
         section = loaded[group]
-        if not isinstance(section, Mapping):
-            continue  # refused with its key by the merge below
         current = OmegaConf.to_container(merged[group])
         kind = schema.shape_of(group, {**current, **section})
         if kind is not OmegaConf.get_type(merged[group]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import random
@@ -191,6 +192,9 @@ def store_init_lock(uri: str) -> Iterator[None]:
     starting together serialize their first access (and the experiment's creation) here.
     """
     path = _sqlite_path(uri)
+    # MLflow announces a new SQLite store's tables on stderr (INFO): a stage's stderr is for what went wrong
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         import fcntl
     except ImportError:  # not POSIX: no cross-process lock available
@@ -218,6 +222,16 @@ def _store_errors(uri: str) -> Iterator[None]:
         line = None if path is None else store_failure(exc, path, _LOCK_RETRY_S)
         if line is None and path is not None and cause is not None:
             line = store_failure(cause, path, _LOCK_RETRY_S)
+        from mlflow.exceptions import MlflowException  # mlflow is loaded by now: the store block uses it
+
+        if line is None and isinstance(exc, MlflowException):
+            # any other refusal of the store (a server that is not MLflow, a file store MLflow 3 will not
+            # open, a schema of another MLflow version): one line naming the store it is about
+            first = str(getattr(exc, "message", exc)).strip().splitlines()[0][:200]
+            line = (
+                f"the MLflow tracking store {uri} refused this run ({first}) — check tracking.uri "
+                "(or MLFLOW_TRACKING_URI), or run without tracking: tracking.enabled=false"
+            )
         if line is None:
             raise
         raise TrackingError(line) from None

@@ -290,6 +290,9 @@ OUT_OF_RANGE = [
     (["points.seed_batch=abc"], "points.seed_batch=abc — set points.seed_batch to a positive number"),
     (["points.light_blocks=none"], "points.light_blocks=none — use diag or off"),
     (["points.block_steps=[7]"], "points.block_steps lists t=[7], which points.steps does not measure"),
+    (["proxy.timesteps=[5000]"], "proxy.timesteps lists t=[5000], beyond the schedule's T=1000"),
+    # patch.size first: model.block_size and dataset.patch_size interpolate it
+    (["patch.size=0"], "patch.size=0 — set patch.size to a positive integer that divides the image size"),
     (["measure.frob_probes=0"], "measure.frob_probes=0 with measure.blocks=power leaves the Frobenius"),
     (["measure.chunk_size=0"], "measure.chunk_size=0 — set measure.chunk_size to a positive number"),
     (["measure.chunk_size=abc"], "measure.chunk_size=abc — set measure.chunk_size to a positive number"),

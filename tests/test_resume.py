@@ -95,3 +95,46 @@ def test_jacobian_stage_killed_half_way_resumes_to_identical_outputs(tmp_path):
         assert [{k: v for k, v in r.items() if k not in drop} for r in a] == [
             {k: v for k, v in r.items() if k not in drop} for r in b
         ]
+
+
+@pytest.mark.integration
+def test_a_unit_edited_by_hand_is_measured_again_not_reused(tmp_path, monkeypatch):
+    """A resumable unit carries the sha256 of its own JSON: one edited after a stopped run is measured again
+    (with a warning), so the hand-made number never reaches global.csv."""
+    import json
+
+    from pipeline.jacobian import loop as measurement
+    from stages import jacobian
+
+    _run_upstream(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    original = measurement._measure_group
+    calls = []
+
+    def stop_after_five(*a, **k):
+        if len(calls) == 5:
+            raise RuntimeError("stopped")
+        calls.append(1)
+        return original(*a, **k)
+
+    monkeypatch.setattr(measurement, "_measure_group", stop_after_five)
+    with pytest.raises(RuntimeError, match="stopped"):
+        jacobian.run(compose_config(OVERRIDES))
+    units = sorted(tmp_path.glob("outputs/jacobian/.work-*/seed-*/step-*.json"))
+    assert len(units) == 5
+    edited = json.loads(units[0].read_text())
+    edited["global"]["kappa_pi"] = 2 * edited["global"]["kappa_pi"]
+    units[0].write_text(json.dumps(edited))
+
+    calls.clear()
+    monkeypatch.setattr(
+        measurement, "_measure_group", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    )
+    resumed = io.read_csv(jacobian.run(compose_config(OVERRIDES)).out_dir / "global.csv")
+    assert len(calls) == 20 - 5 + 1  # the 15 never measured and the edited one
+    monkeypatch.setattr(measurement, "_measure_group", original)
+    fresh = io.read_csv(jacobian.run(compose_config([*OVERRIDES, "force=true"])).out_dir / "global.csv")
+    drop = {"seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed] == [
+        {k: v for k, v in r.items() if k not in drop} for r in fresh
+    ]

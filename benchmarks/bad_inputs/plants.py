@@ -34,6 +34,39 @@ def write(rel: str, data: str | bytes) -> Plant:
     return Plant(fn)
 
 
+def params_over_smoke(rel: str, text: str) -> Plant:
+    """A params file as a user edits one: the smoke chain's composed config (what `pifs params
+    experiment=smoke` writes) with ``text``'s mapping merged into it, key by key. A preset cannot stand
+    beside params_file, so the smoke values travel in the file. Text that is not a mapping (a list, a
+    scalar, broken YAML, nothing) is written as it is: that file is the case."""
+
+    def fn(root: Path) -> None:
+        import yaml
+
+        from stages.params import composed_params
+
+        try:
+            edit = yaml.safe_load(text)
+        except yaml.YAMLError:
+            edit = None
+        path = root / rel
+        if not isinstance(edit, dict):
+            path.write_text(text)
+            return
+
+        def merge(into: dict, over: dict) -> dict:
+            for k, v in over.items():
+                into[k] = (
+                    merge(dict(into[k]), v) if isinstance(v, dict) and isinstance(into.get(k), dict) else v
+                )
+            return into
+
+        base = yaml.safe_load(composed_params(["experiment=smoke"]))
+        path.write_text(yaml.safe_dump(merge(base, edit), sort_keys=False))
+
+    return Plant(fn)
+
+
 def mkdir(rel: str) -> Plant:
     return Plant(lambda root: (root / rel).mkdir(parents=True, exist_ok=True))
 

@@ -63,6 +63,9 @@ def command(args: Sequence[str]) -> list[str]:
         raise ValueError(f"unknown command head {head!r}")
     flags = [a for a in rest[:1] if a in ("-m", "--multirun")]  # Hydra wants -m before the overrides
     base = TRAIN_OVERRIDES if head == "train" else BASE_OVERRIDES
+    if any(a.startswith("params_file=") for a in rest):
+        # the file is the composed config (written from experiment=smoke): a preset beside it is refused
+        base = tuple(o for o in base if not o.startswith("experiment="))
     return [sys.executable, "-m", f"stages.{head}", *flags, *base, *rest[len(flags) :]]
 
 
@@ -413,12 +416,17 @@ def lost_files(case: Case, before: dict[str, str], after: dict[str, str], foreig
 
 
 def debris(case: Case, before: dict[str, str], after: dict[str, str], code: int | None) -> list[str]:
-    """After a failure: a new run folder, or scratch, left behind (half-written output)."""
+    """After a failure: a new run folder, or scratch, left behind (half-written output). A folder with its
+    meta.json is a finished result (a sweep's job that succeeded before another failed), not debris."""
     if code == 0 or code is None:
         return []
     new = sorted(set(after) - set(before))
-    left = {rel.split("/")[2] for rel in new if rel.startswith("outputs/") and rel.count("/") >= 3}
-    return [f"left outputs/…/{name}" for name in sorted(left) if not name.startswith((".work-", ".lock-"))]
+    left = {"/".join(rel.split("/")[:3]) for rel in new if rel.startswith("outputs/") and rel.count("/") >= 3}
+    return [
+        f"left outputs/…/{folder.split('/')[2]}"
+        for folder in sorted(left)
+        if not folder.split("/")[2].startswith((".work-", ".lock-")) and f"{folder}/meta.json" not in after
+    ]
 
 
 def message_kind(case: Case, stderr: str) -> tuple[str, str]:

@@ -6,7 +6,7 @@ per patch k, per block (k, j)); each (seed, step) is checkpointed so a killed ru
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -23,6 +23,8 @@ from pipeline.jacobian.protocol import REPRESENTATIVE_STEPS, steps_for_tables
 from pipeline.jacobian.shards import Shard, ShardRecord, shard_stacks, stack_points
 from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder
 from pipeline.sampler import read_trajectory_arrays
+
+log = logging.getLogger("pifs")
 
 # The `points` config node: which (seed, step) points are measured (pipeline.jacobian.MeasureConfig says how).
 POINT_KEYS = ("steps", "max_seeds", "block_steps", "light_blocks", "seed_batch", "shards", "shard")
@@ -276,15 +278,27 @@ def _unit_file(work_dir: Path, seed: int, i: int) -> Path:
     return Path(work_dir) / f"seed-{seed}" / f"step-{i:04d}.json"
 
 
+def _unit_ready(work_dir: Path, seed: int, i: int) -> bool:
+    """A unit is reused only as written: one that was edited or damaged since is measured again."""
+    path = _unit_file(work_dir, seed, i)
+    if not path.exists():
+        return False
+    if io.read_sealed_json(path) is None:
+        log.warning(
+            "jacobian: %s does not match the seal written with it (edited or damaged); measuring it again",
+            path,
+        )
+        return False
+    return True
+
+
 def _measure_missing(run: _RunPlan, model, patch_size: int, work_dir: Path, progress: bool) -> None:
     """Measure every selected point without a unit file, seed_batch points of one step per engine call."""
     from tqdm.auto import tqdm
 
     needed = {seed for seed, _ in run.mine}
     trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in run.seeds if seed in needed}
-    groups = [
-        (i, [seed for seed in stack if not _unit_file(work_dir, seed, i).exists()]) for i, stack in run.stacks
-    ]
+    groups = [(i, [seed for seed in stack if not _unit_ready(work_dir, seed, i)]) for i, stack in run.stacks]
     groups = [(i, group) for i, group in groups if group]
     # Every stack has one size, b: CPU kernels are chosen by batch size (~1e-7 relative in float32),
     # so a short group is padded with copies of its last point and a point's numbers depend on
@@ -299,7 +313,7 @@ def _measure_missing(run: _RunPlan, model, patch_size: int, work_dir: Path, prog
         )[: len(group)]
         for seed, m in zip(group, ms, strict=True):
             unit = _unit(run, model, m, seed, i, trajs[seed][i])
-            io.write_text(_unit_file(work_dir, seed, i), json.dumps(unit))
+            io.write_sealed_json(_unit_file(work_dir, seed, i), unit)
 
 
 def measure_trajectories(
@@ -328,7 +342,12 @@ def measure_trajectories(
     tables: dict[str, list[dict]] = {"global": [], "patches": [], "blocks": [], "attention": []}
     measure_seconds: list[float] = []
     for seed, i in [(s, i) for s, _ in run.seeds for i in run.steps if (s, i) in run.mine]:
-        unit = json.loads(_unit_file(work_dir, seed, i).read_text())
+        unit = io.read_sealed_json(_unit_file(work_dir, seed, i))
+        if unit is None:
+            raise PipelineError(
+                f"the measured unit {_unit_file(work_dir, seed, i)} changed while this run wrote the tables — "
+                "make sure one run at a time writes this folder, then rerun"
+            )
         tables["global"].append(unit["global"])
         measure_seconds.append(float(unit.get("seconds", math.nan)))
         tables["patches"].extend(with_exact_suppression(unit["patches"], rho_surrogate))

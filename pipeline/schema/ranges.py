@@ -74,6 +74,10 @@ def each(r: Range, *, null: str = "", empty: bool = False) -> Range:
 POOL = "pool"
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 RANGES: dict[str, Range] = {
+    # first: model.block_size and dataset.patch_size default to ${patch.size}, so its value is named as it is
+    "patch.size": Range(
+        lambda v: _int(v) and v >= 1, "set {key} to a positive integer that divides the image size"
+    ),
     "seed": at_least(0),
     "num_seeds": at_least(1),
     "device": Range(lambda v: bool(DEVICE.fullmatch(str(v))), "use auto, cpu, cuda, cuda:<index> or mps"),
@@ -128,7 +132,6 @@ RANGES: dict[str, Range] = {
     "sampler.stride": at_least(1),
     "sampler.start": at_least(1, null="T"),
     "sampler.final_alpha_bar": above(0, upto=1),
-    "patch.size": Range(_int, "set {key} to a positive integer that divides the image size"),
     "measure.power_iters": at_least(1),
     "measure.lanczos_iters": at_least(1, null="measure.power_iters"),
     "measure.rayleigh_via": one_of("vjp", "jvp"),
@@ -273,6 +276,18 @@ def _points_rules(cfg: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _proxy_rules(cfg: Mapping[str, Any]) -> str | None:
+    """The eq. 65 proxy's timesteps are the paper's t in 1..T (T = schedule.num_train_timesteps)."""
+    T = cfg["schedule"]["num_train_timesteps"]
+    beyond = sorted(t for t in cfg["proxy"]["timesteps"] if t > T)
+    if beyond:
+        return (
+            f"proxy.timesteps lists t={beyond}, beyond the schedule's T={T} (schedule.num_train_timesteps) — "
+            f"choose timesteps from 1 to {T}"
+        )
+    return None
+
+
 def _shard_rules(cfg: Mapping[str, Any]) -> str | None:
     shard, shards = cfg["points"]["shard"], cfg["points"]["shards"]
     if (shard == POOL and shards > 1) or (_int(shard) and 0 <= shard < shards):
@@ -317,6 +332,7 @@ _NEEDS: dict[Callable[[Mapping[str, Any]], str | None], tuple[str, ...]] = {
     _model_rules: ("model",),
     _schedule_rules: ("schedule",),
     _points_rules: ("points",),
+    _proxy_rules: ("proxy", "schedule"),
     _shard_rules: ("points",),
     _measure_rules: ("measure",),
     _train_rules: ("train",),
