@@ -16,7 +16,7 @@ from pipeline.analysis.evidence import Comparison, Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
 from pipeline.analysis.plotting import ONE_LABEL, FigureResult, count_t, new_figure, result, time_axis
 from pipeline.analysis.tables.kappa import converged_kappa, pi_short
-from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
+from pipeline.analysis.tables.spec import FigureSpec, TableResult, TableSpec, paper_rows, scored
 
 FDR = 0.05
 
@@ -218,7 +218,7 @@ def table_4(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     return res
 
 
-@FigureSpec.of_table("table_4")
+@FigureSpec.of_table("table_4", "kappa_t")
 def fig_kappa_t(t4: TableResult, ctx, inp) -> FigureResult | None:
     G = dict(inp.global_)
     G["kappa"] = converged_kappa(G)[0]
@@ -260,17 +260,7 @@ def fig_kappa_t(t4: TableResult, ctx, inp) -> FigureResult | None:
 
 
 SPEC = TableSpec(
-    "table_4",
+    table_4,
     "global κ̂_t per step",
     "jacobian/global.csv with kappa_dense, kappa_lanczos or kappa_pi",
-    table_4,
-    figures=(FigureSpec("kappa_t", fig_kappa_t),),
-    headlines=(
-        Headline("median_s_hat", "median_s_hat"),
-        Headline("flagged_seeds", "flagged_seeds"),
-        Headline("kappa_max_mean", "kappa_max_mean"),
-        Headline("kappa_trend_rho", "trend_rho"),
-    ),
-    feeds=("P3",),
-    paper=pv.TABLE_4,
 )

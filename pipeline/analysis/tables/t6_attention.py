@@ -15,7 +15,7 @@ from pipeline.analysis.context import AnalysisContext, groups, mean_std
 from pipeline.analysis.evidence import Comparison, Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs
 from pipeline.analysis.tables.kappa import block_per_seed_step
-from pipeline.analysis.tables.spec import Headline, TableResult, TableSpec, paper_rows, scored
+from pipeline.analysis.tables.spec import TableResult, TableSpec, paper_rows, scored
 
 PERMUTATION_SEED = 0
 
@@ -150,11 +150,7 @@ def table_6(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
 
 
 SPEC = TableSpec(
-    "table_6",
+    table_6,
     "attention entropy vs δ̂^cross",
     "jacobian/attention.csv and delta_cross (global.csv or patches.csv)",
-    table_6,
-    headlines=(Headline("entropy_rho", "spearman_rho"), Headline("entropy_rho_detrended", "detrended_rho")),
-    feeds=("P3",),
-    paper=pv.TABLE_6,
 )

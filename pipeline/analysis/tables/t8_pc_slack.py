@@ -14,7 +14,7 @@ from pipeline.analysis.context import AnalysisContext, groups, nanmax, nanmin, p
 from pipeline.analysis.evidence import Comparison, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, Table, has_values
 from pipeline.analysis.plotting import FigureResult, HeatmapStyle, heatmap
-from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
+from pipeline.analysis.tables.spec import FigureSpec, TableResult, TableSpec, paper_rows, scored
 
 FDR = 0.05
 KAPPA_DIAG_READING = (
@@ -235,7 +235,7 @@ def _frac_regime(rows, regime) -> float:
     return float(np.mean(sel)) if sel else math.nan
 
 
-@FigureSpec.of_table("table_8")
+@FigureSpec.of_table("table_8", "pc_slack_heatmap")
 def fig_slack(t8: TableResult, ctx, inp) -> FigureResult | None:
     P, ray, op = with_slacks(inp.patches)
     col = ray or op
@@ -260,12 +260,7 @@ def fig_slack(t8: TableResult, ctx, inp) -> FigureResult | None:
 
 
 SPEC = TableSpec(
-    "table_8",
+    table_8,
     "(PC) violation by regime",
     "jacobian/patches.csv with pc_slack (or rayleigh / diag_norm and coupling)",
-    table_8,
-    figures=(FigureSpec("pc_slack_heatmap", fig_slack),),
-    headlines=(Headline("pc_onset_t", "pc_onset_t"),),
-    feeds=("P4",),
-    paper=pv.TABLE_8,
 )

@@ -14,7 +14,7 @@ from pipeline.analysis import stats
 from pipeline.analysis.context import AnalysisContext, f_t_matrix, nanmax, nanmin, patch_values
 from pipeline.analysis.evidence import Comparison, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
-from pipeline.analysis.tables.spec import Headline, TableResult, TableSpec, paper_rows, scored
+from pipeline.analysis.tables.spec import TableResult, TableSpec, paper_rows, scored
 from pipeline.analysis.tables.t8_pc_slack import KAPPA_DIAG_READING, kappa_diag_reading, kappa_diag_reads
 
 FDR = 0.05
@@ -131,11 +131,7 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
 
 
 SPEC = TableSpec(
-    "table_9",
+    table_9,
     "ρ(λ_k, κ̂^diag) sign flip",
     "jacobian/patches.csv with rayleigh or diag_norm, and lambda_k",
-    table_9,
-    headlines=(Headline("sign_flip_t", "sign_flip_t"),),
-    feeds=("P4",),
-    paper=pv.TABLE_9,
 )
