@@ -106,11 +106,23 @@ class TableSpec:
         return self.key.replace("table_", "Table ").replace("release_times", "Release times")
 
 
+def paper_scalar(
+    paper: pv.PaperTable, key: str, ours: object, tolerance: Tolerance, derived_from: str = "", **kw
+) -> Comparison:
+    """One scalar the paper prints beside its table (``paper.scalars[key]``) against ours: re-derived when it
+    is computed from rows already compared (``derived_from``), else independent. ``quantity`` defaults to
+    the key."""
+    kind = Kind.REDERIVED if derived_from else Kind.INDEPENDENT
+    quantity = kw.pop("quantity", key.replace("_", " "))
+    table = f"Table {paper.number}"
+    return Comparison(table, quantity, paper.scalars[key], ours, kind, tolerance, derived_from, **kw)
+
+
 def paper_rows(
     paper: pv.PaperTable,
     column: str,
     rows: list[dict],
-    ours: str,
+    ours: str | None = None,
     *,
     tolerance: Callable[[dict], Tolerance],
     label: str | None = None,
@@ -118,7 +130,9 @@ def paper_rows(
     derived_from: str = "",
     note: str = "",
 ) -> list[Comparison]:
-    """One comparison per paper row at its t: our row nearest that t (within T_MATCH_TOL), column ``ours``."""
+    """One comparison per paper row at its t: our row nearest that t (within T_MATCH_TOL), column ``ours``
+    (by default the paper's ``column``)."""
+    ours = ours or column
     import numpy as np
 
     table = f"Table {paper.number}"

@@ -169,7 +169,6 @@ def _comparisons(res: TableResult, rows, ctx) -> None:
         pv.TABLE_10,
         "proxy",
         rows,
-        "proxy",
         tolerance=lambda p: Tolerance(abs=2 * p["proxy_std"], why="2 paper std"),
     )
     res.comparison = scored(cmp, ctx)

@@ -100,21 +100,18 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         pv.TABLE_5,
         "kappa_diag",
         rows,
-        "kappa_diag",
         tolerance=lambda p: Tolerance(abs=max(2 * p["kappa_diag_std"], 0.005), why="2 paper std or 0.005"),
     )
     cmp += paper_rows(
         pv.TABLE_5,
         "delta_cross",
         rows,
-        "delta_cross",
         tolerance=lambda _: Tolerance(abs=0.005, rel=0.5),
     )
     cmp += paper_rows(
         pv.TABLE_5,
         "kappa_global",
         rows,
-        "kappa_global",
         label="global kappa",
         tolerance=lambda _: Tolerance(rel=0.02),
         kind=Kind.REDERIVED,

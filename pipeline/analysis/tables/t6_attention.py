@@ -113,14 +113,11 @@ def table_6(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         "Both series move with t, so their rank correlation across t carries the time course they share. "
         f"Detrended: {a.method}: rho = {a.rho:.3g}, p = {a.p_value:.3g} (raw rho {a.raw_rho:.3g}).",
     ]
-    cmp = paper_rows(
-        pv.TABLE_6, "entropy_nats", rows, "entropy_nats", tolerance=lambda _: Tolerance(rel=0.05)
-    )
+    cmp = paper_rows(pv.TABLE_6, "entropy_nats", rows, tolerance=lambda _: Tolerance(rel=0.05))
     cmp += paper_rows(
         pv.TABLE_6,
         "delta_cross",
         rows,
-        "delta_cross",
         tolerance=lambda _: Tolerance(rel=0.5),
         kind=Kind.REDERIVED,
         derived_from="Table 5's delta_cross",
