@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -211,6 +212,21 @@ def store_init_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def mlflow_failure(exc: BaseException, uri: str | None = None) -> str | None:
+    """One line for a failure MLflow raised (naming the store where it is known); None for any other."""
+    # an MlflowException exists only once mlflow.exceptions is loaded: no import on an error path
+    exceptions = sys.modules.get("mlflow.exceptions")
+    if exceptions is None or not isinstance(exc, exceptions.MlflowException):
+        return None
+    first = first_line(str(getattr(exc, "message", exc)))[:200]
+    what = (
+        f"the MLflow tracking store {uri} refused this run ({first})"
+        if uri
+        else f"MLflow tracking failed: {first}"
+    )
+    return f"{what} — check tracking.uri (or MLFLOW_TRACKING_URI), or run without tracking: tracking.enabled=false"
+
+
 @contextlib.contextmanager
 def _store_errors(uri: str) -> Iterator[None]:
     """A SQLite store failing under MLflow (locked past the retries, corrupt) as one line naming the file."""
@@ -222,16 +238,9 @@ def _store_errors(uri: str) -> Iterator[None]:
         line = None if path is None else store_failure(exc, path, _LOCK_RETRY_S)
         if line is None and path is not None and cause is not None:
             line = store_failure(cause, path, _LOCK_RETRY_S)
-        from mlflow.exceptions import MlflowException  # mlflow is loaded by now: the store block uses it
-
-        if line is None and isinstance(exc, MlflowException):
-            # any other refusal of the store (a server that is not MLflow, a file store MLflow 3 will not
-            # open, a schema of another MLflow version): one line naming the store it is about
-            first = str(getattr(exc, "message", exc)).strip().splitlines()[0][:200]
-            line = (
-                f"the MLflow tracking store {uri} refused this run ({first}) — check tracking.uri "
-                "(or MLFLOW_TRACKING_URI), or run without tracking: tracking.enabled=false"
-            )
+        # any other refusal of the store (a server that is not MLflow, a file store MLflow 3 will not open, a
+        # schema of another MLflow version): one line naming the store it is about
+        line = line or mlflow_failure(exc, uri)
         if line is None:
             raise
         raise TrackingError(line) from None

@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError, first_line
 from pipeline.schema import explain
+from pipeline.tracking import mlflow_failure
 
 EXIT_EXPECTED = 2
 EXIT_BUG = 1
@@ -136,24 +137,11 @@ def _os_line(exc: OSError) -> str | None:
     return f"{what.format(path=path)}{extra} — {fix}"
 
 
-def _mlflow_line(exc: BaseException) -> str | None:
-    try:
-        from mlflow.exceptions import MlflowException
-    except ImportError:  # pragma: no cover - mlflow is a dependency
-        return None
-    if not isinstance(exc, MlflowException):
-        return None
-    return (
-        f"MLflow tracking failed: {first_line(exc.message if hasattr(exc, 'message') else str(exc))} — "
-        "check tracking.uri (or MLFLOW_TRACKING_URI), or run without tracking: tracking.enabled=false"
-    )
-
-
 def one_line(exc: BaseException) -> str | None:
     """``"<what> — <fix>"`` for an expected failure, None for a bug (whose traceback should be shown)."""
     if isinstance(exc, PipelineError):
         return _flat(str(exc))
-    line = _override_line(exc) or _hydra_line(exc) or _mlflow_line(exc)
+    line = _override_line(exc) or _hydra_line(exc) or mlflow_failure(exc)
     if line:
         return line
     if isinstance(exc, OSError) and (line := _os_line(exc)):
