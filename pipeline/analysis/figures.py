@@ -12,7 +12,7 @@ import numpy as np
 from pipeline.analysis.context import AnalysisContext
 from pipeline.analysis.inputs import AnalysisInputs
 from pipeline.analysis.plotting import FigureResult, new_figure, result, time_axis
-from pipeline.analysis.tables import TABLES
+from pipeline.analysis.tables import FIGURES as TABLE_FIGURE_SPECS
 from pipeline.geometry import cosine_schedule, expansion_threshold, full_chain, linear_schedule
 from pipeline.io import load_npz
 
@@ -133,9 +133,7 @@ def fig_samples(tables, ctx, inp: AnalysisInputs) -> FigureResult | None:
 
 # The run-wide figures, after the tables' own (in the registry's order).
 RUN_FIGURES: list[Callable[..., FigureResult | None]] = [fig_lambda_star, fig_lambda_grid, fig_samples]
-FIGURES: list[Callable[..., FigureResult | None]] = [
-    f.draw for spec in TABLES for f in spec.figures
-] + RUN_FIGURES
+FIGURES: list[Callable[..., FigureResult | None]] = [*TABLE_FIGURE_SPECS, *RUN_FIGURES]
 
 
 def build_figures(tables, ctx: AnalysisContext, inp: AnalysisInputs) -> list[FigureResult]:

@@ -96,6 +96,17 @@ class ImageSource(abc.ABC):
         return self._read(0, len(self))
 
 
+class SquareImages:
+    """A mixin for sources of square images: ``channels`` planes of ``resolution`` × ``resolution``."""
+
+    channels: int
+    resolution: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.resolution, self.resolution)
+
+
 class FileSource(ImageSource):
     """A source that reads the image files ``files`` under the folder ``root``: those files are its inputs."""
 

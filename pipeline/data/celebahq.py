@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import InputMissingError
 
-from .base import DatasetError, FileSource, resolve_count, uint8_to_unit
+from .base import DatasetError, FileSource, SquareImages, resolve_count, uint8_to_unit
 
 # Pillow modes of single-channel images deeper than 8 bits (16-bit PNG/TIFF): converting them to "L"
 # clips every value above 255, so they are read at their own depth instead (ImageFolderSource.quantized
@@ -128,7 +128,7 @@ def load_image_unit(path: Path, resolution: int, channels: int, resample: str = 
     return np.repeat(unit[None], channels, axis=0)
 
 
-class ImageFolderSource(FileSource):
+class ImageFolderSource(SquareImages, FileSource):
     """First ``num_images`` images of a folder, sorted by file name, as [C, resolution, resolution]."""
 
     name = "celebahq"
@@ -174,10 +174,6 @@ class ImageFolderSource(FileSource):
 
     def __len__(self) -> int:
         return len(self.files)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.resolution, self.resolution)
 
     def describe(self) -> dict:
         return {

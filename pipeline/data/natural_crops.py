@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base import DatasetError, ImageSource, uint8_to_unit
+from .base import DatasetError, ImageSource, SquareImages, uint8_to_unit
 
 # Colour photographs shipped inside the scikit-image wheel (checked on 0.26): name -> file.
 PHOTOGRAPHS = {
@@ -56,7 +56,7 @@ def _load_photograph(name: str, channels: int) -> np.ndarray:
     return arr
 
 
-class NaturalCropsSource(ImageSource):
+class NaturalCropsSource(SquareImages, ImageSource):
     """``num_images`` seeded crops [C, resolution, resolution] of scikit-image's colour photographs."""
 
     name = "natural_crops"
@@ -122,10 +122,6 @@ class NaturalCropsSource(ImageSource):
 
     def __len__(self) -> int:
         return self._n
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.resolution, self.resolution)
 
     def describe(self) -> dict:
         return {

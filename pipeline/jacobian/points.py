@@ -104,19 +104,8 @@ def measure_points(
         StepMeasurement(r=float(r), b=float(b), n=n, num_patches=M, expansion=f, jvp_method=plan.jvp_method)
         for _ in range(S)
     ]
-    start_pi, start_gk, block_start, block_gens = _draws(seeds, image, plan.blocks, M, nk)
-    batch = Batch(
-        op=points,
-        cfg=cfg,
-        route=plan.blocks,
-        outs=outs,
-        start_pi=start_pi,
-        start_gk=start_gk,
-        block_start=block_start,
-        block_generators=block_gens,
-        v1=v,
-        progress=progress,
-    )
+    # the start vectors, drawn before any estimator runs, in Batch's field order
+    batch = Batch(points, cfg, plan.blocks, outs, *_draws(seeds, image, plan.blocks, M, nk), v, progress)
     for est in REGISTRY:
         if est.enabled(cfg, plan.blocks, have_v1):
             t0 = time.perf_counter()

@@ -5,14 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.models.base import (
-    ModelError,
-    check_alpha_bar,
-    check_input,
-    check_timestep,
-    parse_dtype,
-    resolve_device,
-)
+from .base import ModelError, check_alpha_bar, check_input, check_timestep, parse_dtype, resolve_device
 
 
 def patch_permutation(image_shape: tuple[int, int, int], patch_size: int) -> np.ndarray:

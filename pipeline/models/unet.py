@@ -16,15 +16,9 @@ from safetensors import safe_open
 
 from pipeline.errors import first_line
 from pipeline.models.attention import AttentionRecord, MathAttnProcessor, install_math_attention, recording
-from pipeline.models.base import (
-    ModelError,
-    check_alpha_bar,
-    check_input,
-    check_timestep,
-    parse_dtype,
-    resolve_device,
-)
 from pipeline.models.prediction import PREDICTION_TYPES, check_prediction_type, eps_from_prediction
+
+from .base import ModelError, check_alpha_bar, check_input, check_timestep, parse_dtype, resolve_device
 
 # owner/name as the hub spells repository ids (no leading dot or slash, exactly one slash).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -1,6 +1,7 @@
 """The reproduced Tables 3-11 and the release-time table: one module and one spec per table, and the ONE
-registry (``TABLES``) from which the builders, what each needs, the report's items and figures, the
-sweep's headline columns and the verdicts' inputs are all derived.
+registry (``TABLES``, with the tables' ``FIGURES`` and the sweep's ``HEADLINE_FIELDS`` beside it) from which the
+builders, what each needs and the report's items and figures are derived. Each verdict rule names the tables it
+reads (pipeline.analysis.verdicts).
 
 Every builder takes the loaded stage outputs and an ``AnalysisContext`` and returns a ``TableResult`` (rows
 for table_<N>.csv, a typed summary, comparison rows as data with their kind and tolerance), or None when
@@ -28,7 +29,7 @@ from pipeline.analysis.tables import (
 )
 from pipeline.analysis.tables.kappa import block_per_seed_step, converged_kappa, pi_short
 from pipeline.analysis.tables.lyapunov_prediction import corrected_exponents, sampler_chain
-from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec
+from pipeline.analysis.tables.spec import FigureSpec, TableResult, TableSpec
 
 # Report order: the paper's §7 order, release times beside Table 9 (both §7.5).
 TABLES: tuple[TableSpec, ...] = (
@@ -47,8 +48,41 @@ SPECS: dict[str, TableSpec] = {s.key: s for s in TABLES}
 BUILDERS = {s.key: s.build for s in TABLES}
 NEEDS = {s.key: s.needs for s in TABLES}
 TABLE_ITEMS = {s.key: s.item for s in TABLES}
-TABLE_FIGURES = {s.key: [f.name for f in s.figures] for s in TABLES if s.figures}
-HEADLINES = tuple((h.column, s.key, h.field) for s in TABLES for h in s.headlines)
+# The tables' figures in report order (each names its table).
+FIGURES: tuple[FigureSpec, ...] = (
+    t3_suppression.fig_suppression,
+    t3_suppression.fig_rho,
+    t4_global_norm.fig_kappa_t,
+    t5_block_decomposition.fig_block,
+    t8_pc_slack.fig_slack,
+    _release.fig_release,
+    t10_score_deviation.fig_proxy,
+)
+TABLE_FIGURES = {s.key: [f.name for f in FIGURES if f.table == s.key] for s in TABLES}
+# The sweep table's headline numbers: table -> {column: field of its typed summary (a dotted path)}.
+HEADLINE_FIELDS: dict[str, dict[str, str]] = {
+    "table_3": {"peak_rho_S": "peak_rho", "n_t_rho_S_sig_positive": "n_sig_positive"},
+    "table_4": {
+        "median_s_hat": "median_s_hat",
+        "flagged_seeds": "flagged_seeds",
+        "kappa_max_mean": "kappa_max_mean",
+        "kappa_trend_rho": "trend_rho",
+    },
+    "table_5": {"kappa_diag_max": "kappa_diag_max", "delta_cross_max": "delta_cross_max"},
+    "table_6": {"entropy_rho": "spearman_rho", "entropy_rho_detrended": "detrended_rho"},
+    "table_7": {"coupling_d3_over_d2": "ratio_d3_over_d2"},
+    "table_8": {"pc_onset_t": "pc_onset_t"},
+    "table_9": {"sign_flip_t": "sign_flip_t"},
+    "release_times": {"release_rho": "spearman_lambda_vs_t_rel"},
+    "table_10": {"proxy_slope": "proxy.slope", "exact_slope": "exact.slope"},
+    "table_11": {
+        "sign_agreement_sparse": "sign_agreement_sparse",
+        "sign_agreement_surrogate": "sign_agreement_surrogate",
+        "lambda_double_star": "lambda_double_star",
+        "lambda_triple_star": "lambda_triple_star",
+    },
+}
+HEADLINES = tuple((column, key, f) for key, cols in HEADLINE_FIELDS.items() for column, f in cols.items())
 
 table_3 = t3_suppression.table_3
 table_4 = t4_global_norm.table_4
@@ -60,11 +94,6 @@ table_9 = t9_rank_order.table_9
 release_times = _release.release_times
 table_10 = t10_score_deviation.table_10
 table_11 = t11_lyapunov.table_11
-
-
-def tables_feeding(prediction: str) -> tuple[str, ...]:
-    """The tables a prediction's verdict reads (from each spec's ``feeds``)."""
-    return tuple(s.key for s in TABLES if prediction in s.feeds)
 
 
 def headline_value(result: TableResult, field: str):
@@ -94,6 +123,8 @@ def build_tables(
 
 __all__ = [
     "BUILDERS",
+    "FIGURES",
+    "HEADLINE_FIELDS",
     "HEADLINES",
     "NEEDS",
     "SPECS",
@@ -103,7 +134,6 @@ __all__ = [
     "AnalysisContext",
     "Comparison",
     "FigureSpec",
-    "Headline",
     "TableResult",
     "TableSpec",
     "block_per_seed_step",
@@ -126,5 +156,4 @@ __all__ = [
     "table_9",
     "table_10",
     "table_11",
-    "tables_feeding",
 ]

@@ -15,7 +15,7 @@ from pipeline.analysis.context import AnalysisContext, groups, nanmax, nanmin, p
 from pipeline.analysis.evidence import Comparison, Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
 from pipeline.analysis.plotting import FigureResult, new_figure, result
-from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, scored
+from pipeline.analysis.tables.spec import FigureSpec, TableResult, TableSpec, scored
 
 
 @dataclass
@@ -197,7 +197,7 @@ def release_times(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | No
     return res
 
 
-@FigureSpec.of_table("release_times")
+@FigureSpec.of_table("release_times", "release_times")
 def fig_release(rel: TableResult, ctx, inp) -> FigureResult | None:
     lam = np.array([r["lambda_k"] for r in rel.rows])
     tr = np.array([r["t_rel"] for r in rel.rows])
@@ -227,11 +227,7 @@ def fig_release(rel: TableResult, ctx, inp) -> FigureResult | None:
 
 
 SPEC = TableSpec(
-    "release_times",
+    release_times,
     "release time vs λ_k",
     "jacobian/patches.csv with suppression and f_t (or rayleigh), and lambda_k",
-    release_times,
-    figures=(FigureSpec("release_times", fig_release),),
-    headlines=(Headline("release_rho", "spearman_lambda_vs_t_rel"),),
-    feeds=("P4",),
 )

@@ -1,5 +1,5 @@
-"""The shape every reproduced table has: a spec (what it needs, how it is built, its figures, its headline
-numbers, the predictions it feeds) and a result (rows, a typed summary, comparison rows as data)."""
+"""The shape every reproduced table has: a spec (how it is built, what it is called, what it needs), its figures
+and a result (rows, a typed summary, comparison rows as data)."""
 
 from __future__ import annotations
 
@@ -54,58 +54,77 @@ class TableResult:
 
 
 @dataclass(frozen=True)
-class Headline:
-    """A headline number of a table: its sweep-table column and the summary field it reads."""
-
-    column: str
-    field: str
-
-
-@dataclass(frozen=True)
 class FigureSpec:
-    """A figure drawn from the built tables (None when its inputs are absent)."""
+    """A figure of one table (``table``), drawn from the built tables; None when its inputs are absent."""
 
     name: str
     draw: Callable
+    table: str
+
+    def __call__(self, tables: dict[str, TableResult], ctx: AnalysisContext, inp):
+        return self.draw(tables, ctx, inp)
 
     @staticmethod
-    def of_table(key: str) -> Callable[[Callable], Callable]:
-        """A figure drawn from one built table: ``draw(table, ctx, inp)``; None when that table was not built."""
+    def of_table(key: str, name: str) -> Callable[[Callable], FigureSpec]:
+        """Figure ``name`` drawn from table ``key`` alone: ``draw(table, ctx, inp)``; None when it was not built."""
 
-        def wrap(draw: Callable) -> Callable:
+        def wrap(draw: Callable) -> FigureSpec:
             @functools.wraps(draw)
             def figure(tables: dict[str, TableResult], ctx: AnalysisContext, inp):
                 table = tables.get(key)
                 return None if table is None else draw(table, ctx, inp)
 
-            return figure
+            return FigureSpec(name, figure, key)
 
         return wrap
+
+    @staticmethod
+    def of_tables(key: str, name: str) -> Callable[[Callable], FigureSpec]:
+        """Figure ``name`` of table ``key`` that reads several built tables: ``draw(tables, ctx, inp)``."""
+        return lambda draw: FigureSpec(name, draw, key)
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """Everything the analysis knows about one reproduced table, in one place."""
+    """A reproduced table: its builder (whose name is the table's key), what the summary block calls it (with
+    the paper's symbols) and the input it is built from (the report says this when it is missing)."""
 
-    key: str
-    item: str  # what the summary block calls it, with the paper's symbols
-    needs: str  # the input it is built from (the report says this when it is missing)
     build: Callable
-    figures: tuple[FigureSpec, ...] = ()
-    headlines: tuple[Headline, ...] = ()
-    feeds: tuple[str, ...] = ()  # the predictions P1-P5 whose verdict reads this table
-    paper: pv.PaperTable | None = None
+    item: str
+    needs: str
+
+    @property
+    def key(self) -> str:
+        return self.build.__name__
+
+    @property
+    def paper(self) -> pv.PaperTable | None:
+        """The printed table of the same number (none for the release-time table)."""
+        number = self.key.removeprefix("table_")
+        return pv.PAPER_TABLES.get(int(number)) if number.isdigit() else None
 
     @property
     def label(self) -> str:
         return self.key.replace("table_", "Table ").replace("release_times", "Release times")
 
 
+def paper_scalar(
+    paper: pv.PaperTable, key: str, ours: object, tolerance: Tolerance, derived_from: str = "", **kw
+) -> Comparison:
+    """One scalar the paper prints beside its table (``paper.scalars[key]``) against ours: re-derived when it
+    is computed from rows already compared (``derived_from``), else independent. ``quantity`` defaults to
+    the key."""
+    kind = Kind.REDERIVED if derived_from else Kind.INDEPENDENT
+    quantity = kw.pop("quantity", key.replace("_", " "))
+    table = f"Table {paper.number}"
+    return Comparison(table, quantity, paper.scalars[key], ours, kind, tolerance, derived_from, **kw)
+
+
 def paper_rows(
     paper: pv.PaperTable,
     column: str,
     rows: list[dict],
-    ours: str,
+    ours: str | None = None,
     *,
     tolerance: Callable[[dict], Tolerance],
     label: str | None = None,
@@ -113,7 +132,9 @@ def paper_rows(
     derived_from: str = "",
     note: str = "",
 ) -> list[Comparison]:
-    """One comparison per paper row at its t: our row nearest that t (within T_MATCH_TOL), column ``ours``."""
+    """One comparison per paper row at its t: our row nearest that t (within T_MATCH_TOL), column ``ours``
+    (by default the paper's ``column``)."""
+    ours = ours or column
     table = f"Table {paper.number}"
 
     t_arr = np.array([r["t"] for r in rows], dtype=float)

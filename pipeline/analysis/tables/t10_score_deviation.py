@@ -14,7 +14,7 @@ from pipeline.analysis.context import AnalysisContext, groups, nanmax, nanmin
 from pipeline.analysis.evidence import Comparison, Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
 from pipeline.analysis.plotting import FigureResult, count_t, new_figure, result, time_axis
-from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
+from pipeline.analysis.tables.spec import FigureSpec, TableResult, TableSpec, paper_rows, scored
 from pipeline.geometry import schedule_from_config
 
 
@@ -169,13 +169,12 @@ def _comparisons(res: TableResult, rows, ctx) -> None:
         pv.TABLE_10,
         "proxy",
         rows,
-        "proxy",
         tolerance=lambda p: Tolerance(abs=2 * p["proxy_std"], why="2 paper std"),
     )
     res.comparison = scored(cmp, ctx)
 
 
-@FigureSpec.of_table("table_10")
+@FigureSpec.of_table("table_10", "proxy_loglog")
 def fig_proxy(t10: TableResult, ctx, inp) -> FigureResult | None:
     rows = t10.rows
     t = np.array([r["t"] for r in rows], dtype=float)
@@ -227,12 +226,7 @@ def fig_proxy(t10: TableResult, ctx, inp) -> FigureResult | None:
 
 
 SPEC = TableSpec(
-    "table_10",
+    table_10,
     "score-deviation slope",
     "jacobian/proxy.csv",
-    table_10,
-    figures=(FigureSpec("proxy_loglog", fig_proxy),),
-    headlines=(Headline("proxy_slope", "proxy.slope"), Headline("exact_slope", "exact.slope")),
-    feeds=("P5",),
-    paper=pv.TABLE_10,
 )

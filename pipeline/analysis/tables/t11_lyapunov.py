@@ -21,7 +21,7 @@ from pipeline.analysis.tables.lyapunov_prediction import (
     representative_subset,
     sampler_chain,
 )
-from pipeline.analysis.tables.spec import Headline, TableResult, TableSpec, scored
+from pipeline.analysis.tables.spec import TableResult, TableSpec, scored
 from pipeline.geometry import expansion_function
 
 FDR = 0.05
@@ -370,15 +370,7 @@ def _comparisons(res: TableResult, ctx: AnalysisContext) -> None:
 
 
 SPEC = TableSpec(
-    "table_11",
+    table_11,
     "suppression-corrected Lyapunov Λ",
     "jacobian/lyapunov.csv, or patches.csv suppression plus global.csv chain columns",
-    table_11,
-    headlines=(
-        Headline("sign_agreement_sparse", "sign_agreement_sparse"),
-        Headline("sign_agreement_surrogate", "sign_agreement_surrogate"),
-        Headline("lambda_double_star", "lambda_double_star"),
-        Headline("lambda_triple_star", "lambda_triple_star"),
-    ),
-    paper=pv.TABLE_11,
 )

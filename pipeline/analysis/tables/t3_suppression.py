@@ -12,7 +12,7 @@ from pipeline.analysis import inference as inf
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis import stats
 from pipeline.analysis.context import AnalysisContext, f_t_matrix, nanmax, nanmin, patch_values
-from pipeline.analysis.evidence import Comparison, Kind, Tolerance
+from pipeline.analysis.evidence import Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
 from pipeline.analysis.plotting import (
     FigureResult,
@@ -23,7 +23,7 @@ from pipeline.analysis.plotting import (
     result,
     time_axis,
 )
-from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
+from pipeline.analysis.tables.spec import FigureSpec, TableResult, TableSpec, paper_rows, paper_scalar, scored
 
 # A negative S_k,t no larger than this is the paper's "noise-floor exception" (§7.2: order 1e-5).
 S_NOISE_FLOOR = 1e-4
@@ -188,19 +188,9 @@ def table_3(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
 def _comparisons(res: TableResult, rows: list[dict], exact: bool, ctx: AnalysisContext) -> None:
     s: Table3Summary = res.summary
     tol = Tolerance(abs=0.2, why="0.2 in ρ")
-    cmp = paper_rows(pv.TABLE_3, "rho", rows, "rho", tolerance=lambda _: tol)
+    cmp = paper_rows(pv.TABLE_3, "rho", rows, tolerance=lambda _: tol)
     if s.peak_rho is not None:
-        cmp.append(
-            Comparison(
-                "Table 3",
-                "peak rho",
-                pv.TABLE_3.scalars["peak_rho"],
-                s.peak_rho,
-                Kind.REDERIVED,
-                Tolerance(abs=0.1),
-                "the per-t rho rows",
-            )
-        )
+        cmp.append(paper_scalar(pv.TABLE_3, "peak_rho", s.peak_rho, Tolerance(abs=0.1), "the per-t rho rows"))
     if exact:
         fx = [r for r in rows if math.isfinite(r.get("rho_exact", math.nan))]
         cmp += paper_rows(
@@ -222,7 +212,7 @@ def _comparisons(res: TableResult, rows: list[dict], exact: bool, ctx: AnalysisC
     res.comparison = scored(cmp, ctx)
 
 
-@FigureSpec.of_table("table_3")
+@FigureSpec.of_table("table_3", "suppression_heatmap")
 def fig_suppression(t3: TableResult, ctx, inp) -> FigureResult | None:
     s: Table3Summary = t3.summary
     what = (
@@ -245,6 +235,7 @@ def fig_suppression(t3: TableResult, ctx, inp) -> FigureResult | None:
     )
 
 
+@FigureSpec.of_tables("table_3", "rho_vs_t")
 def fig_rho(tables, ctx, inp) -> FigureResult | None:
     t3, t9 = tables.get("table_3"), tables.get("table_9")
     if t3 is None and t9 is None:
@@ -281,12 +272,7 @@ def fig_rho(tables, ctx, inp) -> FigureResult | None:
 
 
 SPEC = TableSpec(
-    "table_3",
+    table_3,
     "S_k,t vs λ_k (Spearman ρ per t)",
     "jacobian/patches.csv with suppression, and lambda_k",
-    table_3,
-    figures=(FigureSpec("suppression_heatmap", fig_suppression), FigureSpec("rho_vs_t", fig_rho)),
-    headlines=(Headline("peak_rho_S", "peak_rho"), Headline("n_t_rho_S_sig_positive", "n_sig_positive")),
-    feeds=("P1", "P2"),
-    paper=pv.TABLE_3,
 )

@@ -12,11 +12,11 @@ from pipeline.analysis import inference as inf
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis import stats
 from pipeline.analysis.context import AnalysisContext, groups, mean_std, nanmax, nanmin
-from pipeline.analysis.evidence import Comparison, Kind, Tolerance
+from pipeline.analysis.evidence import Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
 from pipeline.analysis.plotting import ONE_LABEL, FigureResult, count_t, new_figure, result, time_axis
 from pipeline.analysis.tables.kappa import converged_kappa, pi_short
-from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
+from pipeline.analysis.tables.spec import FigureSpec, TableResult, TableSpec, paper_rows, paper_scalar, scored
 
 FDR = 0.05
 
@@ -203,22 +203,14 @@ def table_4(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         label="mean kappa",
         tolerance=lambda p: Tolerance(abs=max(2 * p["std"], 0.005), why="2 paper std or 0.005"),
     )
-    cmp.append(
-        Comparison(
-            "Table 4",
-            "median s_hat (unflagged seeds)",
-            pv.TABLE_4.scalars["median_s_hat"],
-            s.median_s_hat_unflagged,
-            Kind.REDERIVED,
-            Tolerance(rel=0.5),
-            "the per-step kappa_t (a product of them)",
-        )
-    )
+    product, quantity = "the per-step kappa_t (a product of them)", "median s_hat (unflagged seeds)"
+    ours = s.median_s_hat_unflagged
+    cmp.append(paper_scalar(pv.TABLE_4, "median_s_hat", ours, Tolerance(rel=0.5), product, quantity=quantity))
     res.comparison = scored(cmp, ctx)
     return res
 
 
-@FigureSpec.of_table("table_4")
+@FigureSpec.of_table("table_4", "kappa_t")
 def fig_kappa_t(t4: TableResult, ctx, inp) -> FigureResult | None:
     G = dict(inp.global_)
     G["kappa"] = converged_kappa(G)[0]
@@ -260,17 +252,7 @@ def fig_kappa_t(t4: TableResult, ctx, inp) -> FigureResult | None:
 
 
 SPEC = TableSpec(
-    "table_4",
+    table_4,
     "global κ̂_t per step",
     "jacobian/global.csv with kappa_dense, kappa_lanczos or kappa_pi",
-    table_4,
-    figures=(FigureSpec("kappa_t", fig_kappa_t),),
-    headlines=(
-        Headline("median_s_hat", "median_s_hat"),
-        Headline("flagged_seeds", "flagged_seeds"),
-        Headline("kappa_max_mean", "kappa_max_mean"),
-        Headline("kappa_trend_rho", "trend_rho"),
-    ),
-    feeds=("P3",),
-    paper=pv.TABLE_4,
 )

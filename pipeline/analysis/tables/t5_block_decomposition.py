@@ -15,7 +15,7 @@ from pipeline.analysis.evidence import Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs
 from pipeline.analysis.plotting import ONE_LABEL, FigureResult, count_t, new_figure, result, time_axis
 from pipeline.analysis.tables.kappa import block_per_seed_step
-from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
+from pipeline.analysis.tables.spec import FigureSpec, TableResult, TableSpec, paper_rows, scored
 
 # the bounds are checked to this relative slack (iterative norms are lower bounds, not exact)
 BOUND_SLACK = 1e-6
@@ -100,21 +100,18 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         pv.TABLE_5,
         "kappa_diag",
         rows,
-        "kappa_diag",
         tolerance=lambda p: Tolerance(abs=max(2 * p["kappa_diag_std"], 0.005), why="2 paper std or 0.005"),
     )
     cmp += paper_rows(
         pv.TABLE_5,
         "delta_cross",
         rows,
-        "delta_cross",
         tolerance=lambda _: Tolerance(abs=0.005, rel=0.5),
     )
     cmp += paper_rows(
         pv.TABLE_5,
         "kappa_global",
         rows,
-        "kappa_global",
         label="global kappa",
         tolerance=lambda _: Tolerance(rel=0.02),
         kind=Kind.REDERIVED,
@@ -124,7 +121,7 @@ def table_5(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     return res
 
 
-@FigureSpec.of_table("table_5")
+@FigureSpec.of_table("table_5", "block_decomposition")
 def fig_block(t5: TableResult, ctx, inp) -> FigureResult | None:
     t = np.array([r["t"] for r in t5.rows])
     fig = new_figure((10, 4))
@@ -166,12 +163,7 @@ def fig_block(t5: TableResult, ctx, inp) -> FigureResult | None:
 
 
 SPEC = TableSpec(
-    "table_5",
+    table_5,
     "κ̂^diag and δ̂^cross",
     "jacobian/global.csv kappa_diag/delta_cross or patches.csv diag_norm/coupling",
-    table_5,
-    figures=(FigureSpec("block_decomposition", fig_block),),
-    headlines=(Headline("kappa_diag_max", "kappa_diag_max"), Headline("delta_cross_max", "delta_cross_max")),
-    feeds=("P3",),
-    paper=pv.TABLE_5,
 )

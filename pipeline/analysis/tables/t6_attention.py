@@ -15,7 +15,7 @@ from pipeline.analysis.context import AnalysisContext, groups, mean_std
 from pipeline.analysis.evidence import Comparison, Kind, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs
 from pipeline.analysis.tables.kappa import block_per_seed_step
-from pipeline.analysis.tables.spec import Headline, TableResult, TableSpec, paper_rows, scored
+from pipeline.analysis.tables.spec import TableResult, TableSpec, paper_rows, scored
 
 PERMUTATION_SEED = 0
 
@@ -113,14 +113,11 @@ def table_6(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         "Both series move with t, so their rank correlation across t carries the time course they share. "
         f"Detrended: {a.method}: rho = {a.rho:.3g}, p = {a.p_value:.3g} (raw rho {a.raw_rho:.3g}).",
     ]
-    cmp = paper_rows(
-        pv.TABLE_6, "entropy_nats", rows, "entropy_nats", tolerance=lambda _: Tolerance(rel=0.05)
-    )
+    cmp = paper_rows(pv.TABLE_6, "entropy_nats", rows, tolerance=lambda _: Tolerance(rel=0.05))
     cmp += paper_rows(
         pv.TABLE_6,
         "delta_cross",
         rows,
-        "delta_cross",
         tolerance=lambda _: Tolerance(rel=0.5),
         kind=Kind.REDERIVED,
         derived_from="Table 5's delta_cross",
@@ -150,11 +147,7 @@ def table_6(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
 
 
 SPEC = TableSpec(
-    "table_6",
+    table_6,
     "attention entropy vs δ̂^cross",
     "jacobian/attention.csv and delta_cross (global.csv or patches.csv)",
-    table_6,
-    headlines=(Headline("entropy_rho", "spearman_rho"), Headline("entropy_rho_detrended", "detrended_rho")),
-    feeds=("P3",),
-    paper=pv.TABLE_6,
 )

@@ -11,7 +11,7 @@ from pipeline.analysis import paper_values as pv
 from pipeline.analysis.context import AnalysisContext, mean_std
 from pipeline.analysis.evidence import Comparison, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, Table, has_values, n_rows
-from pipeline.analysis.tables.spec import Headline, TableResult, TableSpec, scored
+from pipeline.analysis.tables.spec import TableResult, TableSpec, scored
 from pipeline.errors import InputFileError
 
 
@@ -153,10 +153,7 @@ def table_7(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
 
 
 SPEC = TableSpec(
-    "table_7",
+    table_7,
     "coupling by patch distance",
     "jacobian/blocks.csv with frob_norm or op_norm",
-    table_7,
-    headlines=(Headline("coupling_d3_over_d2", "ratio_d3_over_d2"),),
-    paper=pv.TABLE_7,
 )

@@ -14,7 +14,7 @@ from pipeline.analysis.context import AnalysisContext, groups, nanmax, nanmin, p
 from pipeline.analysis.evidence import Comparison, Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, Table, has_values
 from pipeline.analysis.plotting import FigureResult, HeatmapStyle, heatmap
-from pipeline.analysis.tables.spec import FigureSpec, Headline, TableResult, TableSpec, paper_rows, scored
+from pipeline.analysis.tables.spec import FigureSpec, TableResult, TableSpec, paper_rows, scored
 
 FDR = 0.05
 KAPPA_DIAG_READING = (
@@ -25,14 +25,30 @@ KAPPA_DIAG_READING = (
 )
 
 
-def kappa_diag_reading(primary: str, ray: str) -> str:
+def kappa_diag_reading(primary: str, ray: str | None) -> str:
     """How a table reads κ̂^diag: the Rayleigh quotient (eq. 32) where it was measured, else the op-norm."""
     return "Rayleigh quotient (eq. 32)" if primary == ray else "operator norm (no Rayleigh quotient measured)"
 
 
-def kappa_diag_reads(primary: str, reading: str, beside: str) -> str:
-    """What a κ̂^diag table reads: patches.csv's column in its reading, what stands beside it, the averaging."""
-    return f"jacobian/patches.csv: {primary} (kappa^diag = {reading})" + beside + "; seed-mean per (t, k)"
+def kappa_diag_result(
+    key: str, title: str, readings: tuple[str, str | None], beside: str, rows: list[dict], summary, uses: str
+) -> TableResult:
+    """A κ̂^diag table (8, 9) read as the Rayleigh quotient (eq. 32) where it was measured, else as the op-norm:
+    what it reads and, first in its notes, which columns use which reading (``uses``: '<columns>; <op columns>')."""
+    primary, ray = readings
+    rayleigh = primary == ray
+    reads = (
+        f"jacobian/patches.csv: {primary} (kappa^diag = {kappa_diag_reading(primary, ray)})"
+        + beside
+        + "; seed-mean per (t, k)"
+    )
+    res = TableResult.of_rows(
+        key, title, reads, rows, summary, paper=pv.PAPER_TABLES[int(key.removeprefix("table_"))]
+    )
+    cols, op_cols = uses.split("; ")
+    used = "the Rayleigh reading" if rayleigh else "the op-norm (no Rayleigh quotient was measured)"
+    res.notes.append(f"{KAPPA_DIAG_READING} {cols} use {used}; {op_cols} the operator norm.")
+    return res
 
 
 @dataclass
@@ -162,7 +178,6 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     rows = _rows(ctx, P, primary, op, ray)
     if not rows:
         return None
-    reading = kappa_diag_reading(primary, ray)
     s = Table8Summary(
         slack_reading="rayleigh" if primary == ray else "op_norm",
         pc_onset_t=pc_onset(rows),
@@ -175,22 +190,19 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         s.kappa_diag_regime_II_min = nanmin([r["kappa_diag_min"] for r in rII])
         s.kappa_diag_regime_II_max = nanmax([r["kappa_diag_max"] for r in rII])
     _cell_tests(ctx, P, primary, s)
-    res = TableResult.of_rows(
+    reading = kappa_diag_reading(primary, ray)
+    res = kappa_diag_result(
         "table_8",
         "Per-patch (PC) margin slack (1 - kappa_k,t^diag) - C_k,t",
-        kappa_diag_reads(
-            primary, reading, f"; {op} beside it (operator-norm reading)" if op and op != primary else ""
-        ),
+        (primary, ray),
+        f"; {op} beside it (operator-norm reading)" if op and op != primary else "",
         rows,
         s,
-        paper=pv.TABLE_8,
+        "mean_slack, min_slack, n_violated, frac_violated and kappa_diag_min/max; mean_slack_op, min_slack_op, "
+        "n_violated_op",
     )
+    res.notes[-1] += " C_k,t = |b_t| sum_j!=k ||[J eps]_kj||_op (eq. 16) in both."
     res.notes += [
-        KAPPA_DIAG_READING
-        + " mean_slack, min_slack, n_violated, frac_violated and kappa_diag_min/max use the Rayleigh reading"
-        + ("" if primary == ray else " — NOT here: no Rayleigh quotient was measured, the op-norm is used")
-        + "; mean_slack_op, min_slack_op, n_violated_op the operator norm. C_k,t = |b_t| sum_j!=k "
-        "||[J eps]_kj||_op (eq. 16) in both.",
         "PC onset rule: the largest measured t such that no patch violates (PC) at it or at any smaller "
         "measured t.",
         f"Per-cell tests: {s.cell_test}.",
@@ -199,7 +211,6 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         pv.TABLE_8,
         "mean_slack",
         rows,
-        "mean_slack",
         label="mean slack",
         tolerance=lambda _: Tolerance(abs=0.002),
         note=f"kappa^diag read as the {reading}",
@@ -235,7 +246,7 @@ def _frac_regime(rows, regime) -> float:
     return float(np.mean(sel)) if sel else math.nan
 
 
-@FigureSpec.of_table("table_8")
+@FigureSpec.of_table("table_8", "pc_slack_heatmap")
 def fig_slack(t8: TableResult, ctx, inp) -> FigureResult | None:
     P, ray, op = with_slacks(inp.patches)
     col = ray or op
@@ -260,12 +271,7 @@ def fig_slack(t8: TableResult, ctx, inp) -> FigureResult | None:
 
 
 SPEC = TableSpec(
-    "table_8",
+    table_8,
     "(PC) violation by regime",
     "jacobian/patches.csv with pc_slack (or rayleigh / diag_norm and coupling)",
-    table_8,
-    figures=(FigureSpec("pc_slack_heatmap", fig_slack),),
-    headlines=(Headline("pc_onset_t", "pc_onset_t"),),
-    feeds=("P4",),
-    paper=pv.TABLE_8,
 )

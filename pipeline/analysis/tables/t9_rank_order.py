@@ -12,10 +12,10 @@ from pipeline.analysis import inference as inf
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis import stats
 from pipeline.analysis.context import AnalysisContext, f_t_matrix, nanmax, nanmin, patch_values
-from pipeline.analysis.evidence import Comparison, Tolerance
+from pipeline.analysis.evidence import Tolerance
 from pipeline.analysis.inputs import AnalysisInputs, has_values
-from pipeline.analysis.tables.spec import Headline, TableResult, TableSpec, paper_rows, scored
-from pipeline.analysis.tables.t8_pc_slack import KAPPA_DIAG_READING, kappa_diag_reading, kappa_diag_reads
+from pipeline.analysis.tables.spec import TableResult, TableSpec, paper_rows, paper_scalar, scored
+from pipeline.analysis.tables.t8_pc_slack import kappa_diag_reading, kappa_diag_result
 
 FDR = 0.05
 
@@ -71,7 +71,6 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     sig = [math.isfinite(r["p_adj"]) and r["p_adj"] < FDR for r in rows]
     flip = stats.sign_flip(K.ts, [r["rho"] for r in rows], sig)
     raw = stats.sign_flip(K.ts, [r["rho"] for r in rows])
-    reading = kappa_diag_reading(primary, ray)
     s = Table9Summary(
         kappa_diag_reading="rayleigh" if primary == ray else "op_norm",
         n_timesteps=len(rows),
@@ -87,21 +86,17 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         s.sign_flip_t_op = stats.sign_flip(K.ts, [r["rho_op"] for r in rows], np.isfinite(qo) & (qo < FDR))[
             "sign_flip_t"
         ]
-    res = TableResult.of_rows(
+    reading = kappa_diag_reading(primary, ray)
+    res = kappa_diag_result(
         "table_9",
         "Spearman rho(lambda_k, kappa_k,t^diag) per timestep and the sign flip",
-        kappa_diag_reads(
-            primary, reading, "; diag_norm = ||[J Phi_t]_kk||_op beside it (rho_op)" if KO is not None else ""
-        ),
+        (primary, ray),
+        "; diag_norm = ||[J Phi_t]_kk||_op beside it (rho_op)" if KO is not None else "",
         rows,
         s,
-        paper=pv.TABLE_9,
+        "rho, p_value, sig and the sign flip; rho_op, p_op",
     )
     res.notes += [
-        KAPPA_DIAG_READING
-        + " rho, p_value, sig and the sign flip use "
-        + ("the Rayleigh reading" if primary == ray else "the op-norm (no Rayleigh quotient was measured)")
-        + "; rho_op, p_op the operator norm.",
         "Sign-flip rule: the midpoint of the last pair of consecutive SIGNIFICANT values (p_adj: "
         f"{s.correction}) going down the chain with rho < 0 then rho > 0; a sign change between two "
         f"insignificant values is not a flip ({s.n_raw_sign_changes} raw sign changes of rho, "
@@ -112,30 +107,21 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
         pv.TABLE_9,
         "rho",
         rows,
-        "rho",
         tolerance=lambda _: Tolerance(abs=0.2),
         note=f"kappa^diag read as the {reading}",
     )
+    flip = s.sign_flip_t if s.sign_flip_t is not None else math.nan
+    between = "the paper's 110 lies between two insignificant values (t = 120: p = 0.812; t = 100: p = 0.090)"
+    quantity = "sign-flip t (between significant rho)"
     cmp.append(
-        Comparison(
-            "Table 9",
-            "sign-flip t (between significant rho)",
-            pv.TABLE_9.scalars["sign_flip_t"],
-            s.sign_flip_t if s.sign_flip_t is not None else math.nan,
-            tolerance=Tolerance(abs=30),
-            note="the paper's 110 lies between two insignificant values (t = 120: p = 0.812; t = 100: p = 0.090)",
-        )
+        paper_scalar(pv.TABLE_9, "sign_flip_t", flip, Tolerance(abs=30), quantity=quantity, note=between)
     )
     res.comparison = scored(cmp, ctx)
     return res
 
 
 SPEC = TableSpec(
-    "table_9",
+    table_9,
     "ρ(λ_k, κ̂^diag) sign flip",
     "jacobian/patches.csv with rayleigh or diag_norm, and lambda_k",
-    table_9,
-    headlines=(Headline("sign_flip_t", "sign_flip_t"),),
-    feeds=("P4",),
-    paper=pv.TABLE_9,
 )

@@ -1,14 +1,13 @@
 """A verdict per prediction P1-P5 of §7 on the scale supported / partly supported / not supported /
 inconclusive, each part with its test, n, effect and interval and the correction for testing many t.
 
-Each rule reads only the tables whose spec lists it in ``feeds`` (the one registry in
-pipeline.analysis.tables), through their typed summaries.
+Each rule reads only the tables it names in ``RULES``, through their typed summaries.
 """
 
 from __future__ import annotations
 
 from pipeline.analysis.context import AnalysisContext
-from pipeline.analysis.tables import TableResult, tables_feeding
+from pipeline.analysis.tables import TableResult
 from pipeline.analysis.verdicts.deviation import p5
 from pipeline.analysis.verdicts.regimes import p3, p4
 from pipeline.analysis.verdicts.scale import (
@@ -26,12 +25,13 @@ from pipeline.analysis.verdicts.scale import (
 )
 from pipeline.analysis.verdicts.suppression import p1, p2
 
+# prediction -> (the tables its rule reads, the rule)
 RULES = {
-    "P1": lambda tabs, ctx: p1(tabs),
-    "P2": lambda tabs, ctx: p2(tabs, ctx.roundoff),
-    "P3": lambda tabs, ctx: p3(tabs),
-    "P4": lambda tabs, ctx: p4(tabs),
-    "P5": lambda tabs, ctx: p5(tabs),
+    "P1": (("table_3",), lambda tabs, ctx: p1(tabs)),
+    "P2": (("table_3",), lambda tabs, ctx: p2(tabs, ctx.roundoff)),
+    "P3": (("table_4", "table_5", "table_6"), lambda tabs, ctx: p3(tabs)),
+    "P4": (("table_8", "table_9", "release_times"), lambda tabs, ctx: p4(tabs)),
+    "P5": (("table_10",), lambda tabs, ctx: p5(tabs)),
 }
 # What the block-diagonal Gaussian oracle itself predicts for the learned-model claims P3-P5.
 ORACLE_EXPECTS = {
@@ -73,8 +73,8 @@ def all_verdicts(
 ) -> list[Verdict]:
     """P1-P5 from the built tables (``inp`` is accepted for callers of the earlier signature)."""
     out = []
-    for key, rule in RULES.items():
-        fed = {k: tables[k] for k in tables_feeding(key) if k in tables}
+    for reads, rule in RULES.values():
+        fed = {k: tables[k] for k in reads if k in tables}
         v = rule(fed, ctx)
         out.append(_for_oracle(v, tables, ctx) if oracle is not None else v)
     return out

@@ -6,16 +6,8 @@ from __future__ import annotations
 
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis.tables.t10_score_deviation import Table10Summary
-from pipeline.analysis.verdicts.scale import (
-    FAILS,
-    HOLDS,
-    NOT_TESTABLE,
-    UNDECIDED,
-    Part,
-    Verdict,
-    fmt,
-    verdict,
-)
+
+from .scale import FAILS, HOLDS, NOT_TESTABLE, UNDECIDED, Part, Verdict, fmt, verdict
 
 # The slope is "consistent with 1" only when its interval also rules out the neighbouring powers
 # ᾱ^(3/8) and ᾱ^(5/8) of √ᾱ: a wider interval cannot decide.

@@ -5,7 +5,8 @@ and P4 (§7.5: (PC) violated in Regime I and satisfied in Regime II; low-varianc
 from __future__ import annotations
 
 from pipeline.analysis import paper_values as pv
-from pipeline.analysis.verdicts.scale import (
+
+from .scale import (
     FAILS,
     HOLDS,
     NOT_TESTABLE,

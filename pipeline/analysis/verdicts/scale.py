@@ -62,14 +62,9 @@ class Verdict:
     rule: str = ""
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "key": self.key,
-            "claim": self.claim,
-            "status": self.status,
-            "evidence": self.evidence,
-            "rule": self.rule,
-            "parts": [p.__dict__ for p in self.parts],
-        }
+        """verdicts.json's entry: the scalars, then the parts."""
+        plain = {k: getattr(self, k) for k in ("key", "claim", "status", "evidence", "rule")}
+        return {**plain, "parts": [p.__dict__ for p in self.parts]}
 
 
 def combine(parts: list[Part]) -> str:

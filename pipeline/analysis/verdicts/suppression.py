@@ -5,17 +5,8 @@ from __future__ import annotations
 
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis.tables.t3_suppression import FDR, S_NOISE_FLOOR, Table3Summary
-from pipeline.analysis.verdicts.scale import (
-    FAILS,
-    HOLDS,
-    MIXED,
-    NOT_TESTABLE,
-    UNDECIDED,
-    Part,
-    Verdict,
-    fmt,
-    verdict,
-)
+
+from .scale import FAILS, HOLDS, MIXED, NOT_TESTABLE, UNDECIDED, Part, Verdict, fmt, verdict
 
 P1_RULE = (
     "(a) holds when f_t(λ_k) > 1 (λ_k > λ*(t), eq. 27) at every measured (t, k), fails otherwise; (b) holds "
