@@ -33,6 +33,7 @@ def image_shape(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
 
 def dataset(cfg: Mapping[str, Any], **changes: Any):
     """The configured image source (``changes`` override dataset keys, e.g. num_images)."""
+    # PIL (via pipeline.data) only when a dataset is built: importing a stage stays light
     from pipeline.data import dataset_from_config
 
     return dataset_from_config({**cfg["dataset"], **changes})
@@ -99,6 +100,7 @@ def build_model(
 ) -> BuiltModel:
     """The configured noise predictor; fails before any work on a bad path, an offline hub id, or a
     model/data shape mismatch. A Gaussian oracle is fitted from ``covariance`` (resolved when None)."""
+    # torch, scipy (pipeline.models, .geometry) only when a model is built: importing a stage stays light
     from pipeline.geometry import schedule_from_config
     from pipeline.models import model_from_config
     from pipeline.models.base import resolve_device
@@ -127,6 +129,7 @@ def build_model(
 
 def build_chain(cfg: Mapping[str, Any], model):
     """The sampler chain on the model's own ᾱ_t (its scheduler config) or the configured schedule."""
+    # scipy (via pipeline.geometry) only when a chain is built: importing a stage stays light
     from pipeline.geometry import chain_from_config, schedule_from_alpha_bar, schedule_from_config
 
     if getattr(model, "alpha_bar", None) is not None:

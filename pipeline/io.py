@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, reading
 
 # A fixed timestamp makes .npz bytes depend only on the arrays, so DVC sees an unchanged
 # file when a stage reruns and produces the same numbers (downstream stages are skipped).
@@ -74,8 +74,6 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Read every array of an .npz file into memory (no pickles)."""
-    from pipeline.errors import reading
-
     with reading(path, "delete it (or its folder) and rerun the stage that wrote it"):
         with np.load(Path(path), allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -234,7 +232,7 @@ def _lock_holder(fd: int) -> str:
 
 def _try_flock(fd: int) -> bool:
     try:
-        import fcntl
+        import fcntl  # POSIX only: without it there is no OS lock, handled below
     except ImportError:  # not POSIX: no OS lock to take (the project's targets are Linux and SLURM)
         return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -57,8 +58,7 @@ def git_revision(root: str | Path | None = None) -> str:
 
 
 def machine() -> dict[str, str]:
-    import os
-
+    # torch only when the machine is described: importing provenance stays torch-free
     import torch
 
     info = {"host": platform.node(), "platform": platform.platform(), "processor": platform.machine()}

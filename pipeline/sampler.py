@@ -143,6 +143,7 @@ def ddim_sample(
     DDIMScheduler.step (η = 0) arithmetic for a diffusers checkpoint: ᾱ rounded to float32 and its square
     roots taken in float32 (see diffusers_float32_update); the stored eps is still the model's ε̂.
     """
+    # scipy (via pipeline.geometry) only when a chain is sampled: importing the sampler stays without it
     from pipeline.geometry import step_coefficients
 
     if update not in UPDATES:
@@ -173,6 +174,7 @@ def ddim_sample(
     xs[0] = x.cpu()
     compat = None
     if update == "diffusers_float32":
+        # scipy (via pipeline.geometry) only when a chain is sampled, as above
         from pipeline.geometry import schedule_from_diffusers_config
 
         sched_cfg = getattr(model, "scheduler_config", None)
@@ -388,6 +390,7 @@ def sample_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad:
 
 def save_sample_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None) -> Path:
     """Write the final samples as one PNG grid (atomic); returns the path."""
+    # PIL only when the grid is written: importing the trajectories stage stays without it
     from PIL import Image
 
     buf = io.BytesIO()

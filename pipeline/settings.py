@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import schema
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.runkeys import check_run_key
+from pipeline.tracking import check_reachable, check_store, default_tracking_uri
 
 # Keys a params file (dvc.yaml's params.yaml) never sets: they choose where and how a run executes, not
 # what it computes, and dvc.yaml sets them on the command line.
@@ -48,6 +50,7 @@ def prepare_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     validate_config(out)
     preflight(out)
     if out.get("torch_threads"):
+        # torch only when torch_threads is set: preparing a config stays torch-free
         import torch
 
         torch.set_num_threads(int(out["torch_threads"]))
@@ -151,9 +154,6 @@ def _override_keys(path: str, overrides: list[str], choices: Mapping[str, Any]) 
     """
     if not overrides:
         return []
-    # the override grammar's ANTLR parser, loaded only for a params_file run
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     keys = []
     for o in OverridesParser.create().parse_overrides(overrides):
         key = o.key_or_group
@@ -202,8 +202,6 @@ def check_tracking(cfg: Mapping[str, Any]) -> None:
     tcfg = cfg["tracking"]
     if not tcfg["enabled"]:
         return
-    from pipeline.tracking import check_reachable, check_store, default_tracking_uri
-
     uri = str(tcfg["uri"] or default_tracking_uri())
     check_reachable(uri)
     check_store(uri)

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import CommandLineParser
+from pipeline.io import write_csv
 from pipeline.outputs import read_meta, read_run_info
+from pipeline.tracking import default_tracking_uri, flatten, store_init_lock
 
 SWEEP_TAG = "sweep_id"
 ROLE_TAG = "pifs.role"
@@ -63,9 +65,8 @@ class SweepRun:
 
 
 def _client(tracking_uri: str | None):
+    # mlflow only when the store is read: importing sweeps (pifs, the callbacks) stays fast
     from mlflow.tracking import MlflowClient
-
-    from pipeline.tracking import default_tracking_uri, store_init_lock
 
     uri = tracking_uri or default_tracking_uri()
     with store_init_lock(uri):
@@ -95,6 +96,7 @@ def runs_from_mlflow(sweep_id: str, tracking_uri: str | None = None) -> list[Swe
     """The job runs (not the parent) tagged with ``sweep_id``, in Hydra job order."""
     if not sweep_id or "'" in sweep_id:
         raise ValueError(f"bad sweep id {sweep_id!r}; pass the id printed by the sweep (tag sweep_id)")
+    # mlflow only when the store is read: importing sweeps (pifs, the callbacks) stays fast
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
@@ -143,8 +145,6 @@ def parent_run(sweep_id: str, tracking_uri: str | None = None):
 def latest_sweep_id(tracking_uri: str | None = None) -> str | None:
     """The sweep id of the most recently started sweep parent run in the store (None without a store:
     a SQLite file that does not exist is not created by looking)."""
-    from pipeline.tracking import default_tracking_uri
-
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :].split("?", 1)[0]).is_file():
         return None
@@ -189,8 +189,6 @@ def runs_from_sweep_dir(sweep_dir: str | Path) -> list[SweepRun]:
             info = read_run_info(run.out_dir) or {}
             metrics = {**m.get("metrics", {}), **info.get("metrics", {})}
             run.metrics = {k: float(v) for k, v in metrics.items()}
-            from pipeline.tracking import flatten
-
             run.params = {k: str(v) for k, v in flatten(m.get("config", {})).items()}
         runs.append(run)
     runs.sort(key=lambda r: r.job_num if r.job_num is not None else -1)
@@ -259,8 +257,6 @@ def main(argv: list[str], prog: str = "python -m pipeline.sweeps") -> int:
         for row in rows:
             print("\t".join(str(row.get(c, "")) for c in cols))
     if a.csv:
-        from pipeline.io import write_csv
-
         write_csv(a.csv, rows)
     return 0
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
 import math
 import os
 import random
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -16,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.errors import PipelineError, first_line
+from pipeline.invocation import open_parent
 
 # MLflow caps a batch at 1000 metrics / 100 params / 100 tags.
 _PARAM_BATCH = 100
@@ -51,6 +54,7 @@ def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
     """
     if not _is_http(uri):
         return
+    # urllib.request (http, ssl, email) only for an http store: importing tracking stays fast
     import urllib.error
     import urllib.request
 
@@ -104,8 +108,6 @@ def system_tags(run_name: str, source_name: str, git_revision: str) -> dict[str,
     ``git_revision`` is provenance's HEAD commit, '-dirty' suffixed when tracked code differs;
     MLflow's commit column takes the bare commit, the suffix stays in the ``git_revision`` tag.
     """
-    import getpass
-
     tags = {
         "mlflow.runName": run_name,
         "mlflow.source.name": source_name,
@@ -168,8 +170,6 @@ def check_store(uri: str, timeout: float = STORE_LOCK_TIMEOUT_S) -> None:
         raise TrackingError(
             f"the MLflow store {path} is a folder, not an SQLite file — move it away, or {_STORE_FIX}"
         )
-    import sqlite3
-
     with open(path, "rb") as fh:
         head = fh.read(16)
     try:
@@ -197,7 +197,7 @@ def store_init_lock(uri: str) -> Iterator[None]:
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        import fcntl
+        import fcntl  # POSIX only: without it there is no lock, handled below
     except ImportError:  # not POSIX: no cross-process lock available
         fcntl = None
     if path is None or fcntl is None:
@@ -267,6 +267,7 @@ def retry_on_lock(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def _max_param_length() -> int:
     try:
+        # mlflow only when a run is tracked: with tracking off nothing imports it
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
         return int(MAX_PARAM_VAL_LENGTH)
@@ -302,6 +303,7 @@ class Tracker:
         (a pipeline.invocation.DvcInvocation: found or created here, closed again by ``finish``)."""
         if not enabled:
             return cls()
+        # mlflow only when a run is tracked: with tracking off nothing imports it
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
@@ -330,8 +332,6 @@ class Tracker:
         all_tags = dict(tags)
         parent = None
         if not parent_run_id and invocation is not None:
-            from pipeline.invocation import open_parent
-
             keep = ("mlflow.user", "mlflow.source.type", "mlflow.source.git.commit", "git_revision")
             parent = open_parent(
                 client,
@@ -356,6 +356,7 @@ class Tracker:
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
+        # mlflow only when a run is tracked: with tracking off nothing imports it
         from mlflow.entities import Param
 
         limit = _max_param_length()
@@ -366,6 +367,7 @@ class Tracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         if not self.enabled:
             return
+        # mlflow only when a run is tracked: with tracking off nothing imports it
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -381,6 +383,7 @@ class Tracker:
         """One metric over steps (e.g. per paper timestep t)."""
         if not self.enabled:
             return
+        # mlflow only when a run is tracked: with tracking off nothing imports it
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

@@ -13,6 +13,7 @@ checkpoint continues bit for bit as if it had not stopped.
 from __future__ import annotations
 
 import copy
+import io as _io
 import json
 import math
 import pickle
@@ -29,7 +30,9 @@ from tqdm.auto import tqdm
 from pipeline import io
 from pipeline.collage import collage_penalty, heldout_per_t
 from pipeline.errors import PipelineError, SettingError
+from pipeline.models.attention import install_math_attention
 from pipeline.models.prediction import check_prediction_type, eps_from_prediction
+from pipeline.patches import extract_patches
 
 
 @dataclass
@@ -105,13 +108,12 @@ class TrainConfig:
 
 def build_unet(cfg: TrainConfig, image_shape: tuple[int, int, int]):
     """A fresh UNet2DModel for ``image_shape`` (seeded by cfg.seed)."""
+    # diffusers only when a UNet is built: importing the trainer skips its slow import
     from diffusers import UNet2DModel
 
     C, H, W = image_shape
     if H != W:
         raise ValueError(f"square images only, got {H}x{W}")
-    from pipeline.models.attention import install_math_attention
-
     torch.manual_seed(int(cfg.seed))
     unet = UNet2DModel(
         sample_size=H,
@@ -229,8 +231,6 @@ CHECKPOINT = "checkpoint.pt"
 
 def save_checkpoint(state: TrainState, folder: str | Path) -> Path:
     """Model, EMA, optimizer, step and loss history in folder/checkpoint.pt (atomic replace)."""
-    import io as _io
-
     buf = _io.BytesIO()
     torch.save(
         {
@@ -410,6 +410,7 @@ def heldout_dsm(
 
 def plot_loss_curve(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
     """Running-mean DSM (and collage) loss against step, log scale, as PNG."""
+    # matplotlib only for the loss plot: training imports without it
     import matplotlib
 
     matplotlib.use("Agg")
@@ -430,8 +431,6 @@ def plot_loss_curve(history: list[dict[str, float]], path: str | Path, title: st
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    import io as _io
-
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -445,8 +444,6 @@ def patch_covariance_distance(samples: np.ndarray, data: np.ndarray, patch_size:
     Returns the mean over patches k of ‖Σ_k^samples − Σ_k^data‖_F / ‖Σ_k^data‖_F (``cov_rel``), of
     ‖μ_k^s − μ_k^d‖ / √tr Σ_k^d (``mean_rel``) and the ratio of total variances (``var_ratio``).
     """
-    from pipeline.patches import extract_patches
-
     ps = extract_patches(np.asarray(samples, dtype=np.float64), patch_size)
     pd = extract_patches(np.asarray(data, dtype=np.float64), patch_size)
     cov_rel, mean_rel, var_s, var_d = [], [], 0.0, 0.0

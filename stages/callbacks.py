@@ -31,10 +31,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.io import write_json
 from pipeline.outputs import UnreadableMetaError, read_meta, read_run_info
+from pipeline.provenance import git_revision
+from pipeline.runkeys import STAGES
+from pipeline.runs import stage_dir
+from pipeline.settings import prepare_config
+from pipeline.sweeps import runs_from_mlflow
+from pipeline.tracking import Tracker, retry_on_lock, system_tags
 
 log = logging.getLogger("pifs")
 
@@ -55,8 +64,6 @@ def _tracking(config: DictConfig) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from pipeline.io import write_json
-
     write_json(path, data)
 
 
@@ -74,8 +81,6 @@ def overlapping_seeds(ranges: list[tuple[int, int]]) -> list[tuple[int, int, lis
 def fixed_key_sweep(run_key: Any, overrides: list[str]) -> str | None:
     """Why a sweep cannot run: several jobs that would all write one fixed run_key folder (each job
     would replace the one before, all COMPLETED); None when every job gets its own folder."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     swept = [o for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
     keyed = [o for o in swept if o.key_or_group == "run_key"]
     others = [o.input_line for o in swept if o.key_or_group != "run_key"]
@@ -90,8 +95,6 @@ def fixed_key_sweep(run_key: Any, overrides: list[str]) -> str | None:
 
 def _swept_values(overrides: list[str], key: str, default: Any) -> list[Any]:
     """The values a sweep gives ``key`` (its sweep override, or the single configured value)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     for o in OverridesParser.create().parse_overrides(overrides):
         if o.key_or_group == key:
             return list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
@@ -155,9 +158,6 @@ class SweepTracking(Callback):
         warn_overlapping_seed_sweep(config, overrides)
         tcfg = _tracking(config)
         if tcfg.get("enabled", True):
-            from pipeline.provenance import git_revision
-            from pipeline.tracking import Tracker, system_tags
-
             run_name = f"sweep:{config.hydra.job.name}:{self.sweep_id}"
             rev = git_revision()
             tracker = Tracker.start(
@@ -216,14 +216,11 @@ class SweepTracking(Callback):
             return
         self._closed = True
         try:
+            # mlflow only when a tracked sweep closes: importing the callbacks stays fast
             from mlflow.tracking import MlflowClient
-
-            from pipeline.sweeps import runs_from_mlflow
 
             runs = runs_from_mlflow(self.sweep_id, self.tracking_uri)
             failed = sum(r.status not in ("FINISHED",) for r in runs)
-            from pipeline.tracking import retry_on_lock
-
             client = MlflowClient(tracking_uri=self.tracking_uri)
             retry_on_lock(client.log_metric, self.parent_run_id, "num_runs", float(len(runs)))
             retry_on_lock(client.log_metric, self.parent_run_id, "num_not_finished", float(failed))
@@ -253,8 +250,6 @@ class SweepTracking(Callback):
             log.warning("sweep %s: could not record job: %s", self.sweep_id, exc)
 
     def _record_job(self, config: DictConfig, job_return: Any) -> None:
-        from hydra.core.utils import JobStatus
-
         stage = str(config.hydra.job.name)
         ok = job_return.status == JobStatus.COMPLETED
         record: dict[str, Any] = {
@@ -290,13 +285,8 @@ class SweepTracking(Callback):
 
     @staticmethod
     def _output_folder(stage: str, config: DictConfig) -> Path | None:
-        from pipeline.runkeys import STAGES
-
         if stage not in STAGES:
             return None
-        from pipeline.runs import stage_dir
-        from pipeline.settings import prepare_config
-
         try:
             # the config with its hydra node: prepare_config reads the job's command line from it
             return stage_dir(stage, prepare_config(config))
@@ -307,6 +297,7 @@ class SweepTracking(Callback):
         self, record: dict[str, Any], meta: dict[str, Any], info: dict[str, Any]
     ) -> tuple[bool, str]:
         """Tag this job's run; a reused result gets a child run pointing at the original."""
+        # mlflow only when a tracked job is tagged: importing the callbacks stays fast
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=self.tracking_uri)
@@ -317,8 +308,6 @@ class SweepTracking(Callback):
         except Exception:
             reused = True  # the original run is in another store
         if reused:
-            from pipeline.tracking import Tracker
-
             tracker = Tracker.start(
                 enabled=True,
                 uri=self.tracking_uri,
@@ -336,8 +325,6 @@ class SweepTracking(Callback):
             tracker.log_metrics({**meta.get("metrics", {}), **info.get("metrics", {})})
             tracker.finish("FINISHED")
             run_id = tracker.run_id
-        from pipeline.tracking import retry_on_lock
-
         retry_on_lock(client.set_tag, run_id, "hydra_job_num", str(record["job_num"]))
         retry_on_lock(client.set_tag, run_id, "hydra_overrides", " ".join(record["overrides"])[:5000])
         return reused, run_id

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import CommandLineParser
+from stages import params
+from stages.cli_errors import call
 
 STAGES = {
     "covariance": "Run the covariance stage: per-patch covariance Σ_k, λ_k and v_k⁽¹⁾ of the dataset (and the "
@@ -68,24 +70,25 @@ def _run_module(module: str, args: list[str]) -> int:
 
 
 def _params(args: list[str]) -> int:
-    from stages.params import main
-
-    return main(args, prog="pifs params")
+    return params.main(args, prog="pifs params")
 
 
 def _sweeps(args: list[str]) -> int:
+    # numpy (via pipeline.io) only for this tool: every other pifs command starts fast
     from pipeline.sweeps import main
 
     return main(args, prog="pifs sweeps")
 
 
 def _pair(args: list[str]) -> int:
+    # matplotlib (via pipeline.analysis) only for this tool: every other pifs command starts fast
     from pipeline.analysis.pair import main
 
     return main(args, prog="pifs pair")
 
 
 def _geometry(args: list[str]) -> int:
+    # scipy (via pipeline.geometry) only for this tool: every other pifs command starts fast
     from pipeline.geometry.__main__ import main
 
     return main(args, prog="pifs geometry")
@@ -137,8 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _tool(fn: Callable[[list[str]], int], args: list[str]) -> int:
     """A tool's own exit status; an expected failure (a path that is a file, a corrupt table) in one line."""
-    from stages.cli_errors import call
-
     codes: list[int] = []
     failed = call(lambda: codes.append(fn(args)))
     return failed or codes[0]

@@ -21,6 +21,11 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf.errors import OmegaConfBaseException
+
 from pipeline.errors import PipelineError, first_line
 from pipeline.schema import explain
 from pipeline.tracking import mlflow_failure
@@ -69,11 +74,6 @@ def _with_fix(message: str, fix: str) -> str:
 
 def _hydra_line(exc: BaseException) -> str | None:
     """Hydra's own composition errors (unknown key, unknown group option) kept with their options list."""
-    try:
-        from hydra.errors import HydraException, OverrideParseException
-        from omegaconf.errors import OmegaConfBaseException
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        return None
     if not isinstance(exc, (HydraException, OmegaConfBaseException)):
         return None
     # a value the config schema refuses (wrong type, unknown key): the key, its value and the fix
@@ -106,10 +106,6 @@ def _hydra_line(exc: BaseException) -> str | None:
 
 def _override_line(exc: BaseException) -> str | None:
     """An override Hydra's grammar cannot read: name it, say why in words, and how to write it."""
-    try:
-        from hydra.errors import OverrideParseException
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        return None
     if not isinstance(exc, OverrideParseException):
         return None
     lines = [ln.strip() for ln in str(exc.message).splitlines()]
@@ -218,11 +214,8 @@ class _JobFailed(BaseException):
 
 def _single_run() -> bool:
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         return HydraConfig.get().mode == RunMode.RUN
-    except (ImportError, ValueError):  # not inside a Hydra job
+    except ValueError:  # not inside a Hydra job
         return False
 
 

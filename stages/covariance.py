@@ -18,6 +18,7 @@ from stages.cli_errors import in_job, run_cli
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
+    # scipy, PIL (pipeline.covariance) only once the stage runs: --help and the config check stay fast
     from pipeline.covariance import compute_patch_statistics, summary_metrics, write_covariance_outputs
 
     # Opening the source checks the data (root, archive, counts) before a run folder exists.

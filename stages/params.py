@@ -67,6 +67,7 @@ def _write_or_check(overrides: list[str], check: bool) -> int:
             return 1
         print(f"{', '.join(texts)} match conf/")
         return 0
+    # numpy (via pipeline.io) only when the files are written: pifs and --check start without it
     from pipeline.io import write_text
 
     for name, text in texts.items():

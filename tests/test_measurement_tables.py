@@ -76,16 +76,16 @@ def test_exact_deviation_vanishes_when_the_model_is_the_surrogate(tmp_path):
 def test_seed_batch_gives_the_tables_of_one_point_at_a_time(tmp_path, monkeypatch):
     """points.seed_batch=2 stacks the seeds' points per step (pipeline.jacobian.points): same tables.
     Three seeds: the second stack of each step holds one point, padded to two."""
-    from pipeline.jacobian import points
+    from pipeline.jacobian import loop
 
     stacks = []
-    original = points.measure_points
+    original = loop.measure_points
 
     def counted(eps_fn, xs, *args, **kwargs):
         stacks.append(int(xs.shape[0]))
         return original(eps_fn, xs, *args, **kwargs)
 
-    monkeypatch.setattr(points, "measure_points", counted)
+    monkeypatch.setattr(loop, "measure_points", counted)
     common = ["points.steps=[1000,500,100]", "proxy.images=0", "num_seeds=3"]
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()

@@ -7,9 +7,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from pipeline import io as pio
+from pipeline.analysis.companions import load_companion
 from pipeline.analysis.figures import build_figures
 from pipeline.analysis.geometry_check import schedule_geometry_check
 from pipeline.analysis.headline import PLOT_COLUMNS, by_t_rows, headline_metrics
@@ -73,13 +75,8 @@ def _metrics(tables: dict[str, TableResult], oracle: OracleCheck | None) -> dict
 
 def _plain(obj):
     """run_info may hold OmegaConf containers and Paths (the Hydra stage passes them): make them JSON-able."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(obj, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(obj, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a project dependency
-        pass
+    if isinstance(obj, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(obj, resolve=True)
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -191,8 +188,6 @@ def build_analysis(
     the report as the analysis run's own metadata. Geometry CSVs already in out_dir are embedded too.
     ``title`` defaults to the run's model, data and patch size ("Gaussian oracle — natural crops 32×32, P=8").
     """
-    from pipeline.analysis.companions import load_companion
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = tqdm(total=4, desc="analysis", disable=not progress)

@@ -11,6 +11,7 @@ from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from pipeline import io
 from pipeline.analysis.presentation import RunSetting, fmt_mean_se
@@ -55,8 +56,6 @@ def _mean_se(values: list[float]) -> str:
 def upscale_png(png: bytes, min_width: int = SAMPLES_MIN_WIDTH_PX) -> tuple[bytes, int]:
     """(PNG, factor): the image repeated ``factor`` times along each axis (nearest-neighbour), the smallest
     integer factor that makes it at least ``min_width`` pixels wide; factor 1 returns the bytes unchanged."""
-    from PIL import Image
-
     img = Image.open(BytesIO(png))
     factor = max(1, math.ceil(min_width / img.width))
     if factor == 1:

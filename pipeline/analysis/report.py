@@ -5,6 +5,7 @@ summary block with each claim and table beside the paper and every run, then the
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -198,8 +199,6 @@ def _table_view(c: ReportContent, key: str, t: TableResult, fig_by_name: dict, p
 
 def _summary_value(v) -> str:
     """A summary field as text: nested results (a fit, per-regime counts) as name = value pairs."""
-    import dataclasses
-
     if dataclasses.is_dataclass(v):
         return "(" + ", ".join(f"{f.name} {fmt(getattr(v, f.name))}" for f in dataclasses.fields(v)) + ")"
     if isinstance(v, dict):

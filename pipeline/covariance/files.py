@@ -165,6 +165,7 @@ def plot_lambda_grid(stats: PatchStats, path: str | Path | None = None, title: s
 
     Uses the Agg canvas directly (no pyplot state), so it is safe in headless and parallel runs.
     """
+    # matplotlib only when the λ grid is plotted: importing the covariance code stays without it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

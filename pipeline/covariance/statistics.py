@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..data.base import DatasetError, ImageSource
 from ..data.gaussian import fix_eigenvector_signs
@@ -351,6 +352,7 @@ def _blas_limit(n: int | None):
     if n is None:
         return contextlib.nullcontext()
     try:
+        # optional, and only when blas_threads is set: without it the except below warns
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl is optional
         warnings.warn(
@@ -363,8 +365,6 @@ def _blas_limit(n: int | None):
 def _compute_patch_statistics(
     source, patch_size, chunk_size, full_cov, checkpoint_path, checkpoint_interval_s, progress, exact
 ) -> PatchStats:
-    from tqdm.auto import tqdm
-
     shape = tuple(source.image_shape)
     check_patch_size(shape, patch_size)
     total = len(source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,8 +168,6 @@ class ArraySource(ImageSource):
         # The content hash ties a resume checkpoint to these exact pixels (computed once: the array is
         # taken to be immutable while the source is in use).
         if self._digest is None:
-            import hashlib
-
             self._digest = hashlib.sha256(
                 memoryview(np.ascontiguousarray(self.images)).cast("B")
             ).hexdigest()[:16]

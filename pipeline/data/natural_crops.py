@@ -35,6 +35,7 @@ _PARAM_BLOCK = 1024
 
 
 def skimage_data_dir() -> Path:
+    # skimage only to find its bundled photographs: the other datasets import without it
     import skimage
 
     return Path(os.path.dirname(skimage.__file__)) / "data"

@@ -13,6 +13,7 @@ import math
 import sys
 
 from pipeline.errors import CommandLineParser
+from pipeline.io import write_csv
 
 from .table import COLUMNS, default_geometry_rows
 
@@ -90,8 +91,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipeline.geometry
     args = build_parser(prog).parse_args(argv)
     rows = default_geometry_rows()
     if args.out:
-        from pipeline.io import write_csv
-
         write_csv(args.out, rows, COLUMNS)
         print(f"wrote {args.out}")
         return 0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.optimize import brentq
 
 from .chains import Chain, chain_from_timesteps, full_chain, stride_chain, strided_chain
 from .coefficients import contraction_threshold, expansion_function
@@ -155,8 +156,6 @@ class ShiftCheck:
 
 def moran_shift_check(schedule: Schedule, shift: float) -> ShiftCheck:
     """Compare Prop. 33's λ**(shifted) = e^{-c} λ** with the actual shifted schedule's λ** (full chains)."""
-    from scipy.optimize import brentq
-
     base = full_chain(schedule)
     lb = moran_threshold(base).lambda_starstar
     pred = math.exp(-shift) * lb

@@ -160,7 +160,7 @@ def _diffusers_betas(cfg: Mapping[str, Any], float32: bool) -> np.ndarray:
         return np.asarray(list(cfg["trained_betas"]), dtype=np.float32 if float32 else np.float64)
     if float32:
         # Replay diffusers' own float32 torch ops so ᾱ matches DDIMScheduler.alphas_cumprod bit for bit.
-        import torch
+        import torch  # torch only for the float32 replay: pipeline.geometry stays torch-free
 
         if kind == "linear":
             return torch.linspace(b0, b1, T, dtype=torch.float32).numpy()
@@ -204,6 +204,7 @@ def schedule_from_diffusers_config(
     if cfg.get("rescale_betas_zero_snr", False):
         betas = _rescale_zero_terminal_snr(betas.astype(np.float64)).astype(betas.dtype)
     if float32:
+        # torch only for the float32 replay: pipeline.geometry stays torch-free
         import torch  # diffusers' own cumprod order in float32, so ᾱ matches it bit for bit
 
         ab = torch.cumprod(1.0 - torch.from_numpy(np.asarray(betas, dtype=np.float32)), dim=0).numpy()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .operators import PointsStep
 
@@ -122,8 +123,6 @@ def dense_step(points: PointsStep, progress: bool = False) -> DenseStep:
     perm = index.reshape(-1)
     it = range(M)
     if progress:
-        from tqdm import tqdm  # only for interactive runs
-
         it = tqdm(it, desc="dense block rows", leave=False)
     for k in it:
         cot = torch.zeros(nk, S, n, dtype=points.dtype, device=points.device)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.covariance import read_gaussian_fit
 from pipeline.outputs import CovarianceFolder
 
 from .patches import patch_index
@@ -151,8 +152,6 @@ def measure_proxy(model, alpha_bar: np.ndarray, x0, timesteps, seed: int, surrog
 def proxy_table(model, source, covariance_dir: Path, proxy_cfg: Mapping[str, Any]) -> list[dict]:
     """Table 10's rows on the first ``proxy.images`` images of ``source`` at ``proxy.timesteps`` (those on
     the model's schedule), with the exact ‖Δ_t‖ where the covariance stage fitted Σ₀."""
-    from pipeline.covariance import read_gaussian_fit
-
     n = int(proxy_cfg["images"])
     x0 = np.concatenate(list(source.iter_chunks(n)))[:n]
     surrogate = None

@@ -15,13 +15,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from pipeline import io
+from pipeline.covariance import read_gaussian_fit, read_patch_stats
 from pipeline.errors import ConfigError, InputMissingError, NonFiniteError, PipelineError
-from pipeline.geometry import representative_timesteps
+from pipeline.geometry import expansion_function, representative_timesteps, step_coefficients
+from pipeline.jacobian import rows
+from pipeline.jacobian.attention import attention_entropy
+from pipeline.jacobian.deviation import GaussianSurrogate, proxy_table
+from pipeline.jacobian.estimators import non_finite, series_columns
+from pipeline.jacobian.lyapunov import rayleigh_exponents
+from pipeline.jacobian.measure import MeasureConfig, measurement_seed
+from pipeline.jacobian.memory import calibrate, plan_for_device
+from pipeline.jacobian.operators import ScoreLinearization, StepJacobian
+from pipeline.jacobian.plan import plan_measurement
+from pipeline.jacobian.points import measure_points
 from pipeline.jacobian.protocol import REPRESENTATIVE_STEPS, steps_for_tables
 from pipeline.jacobian.shards import Shard, ShardRecord, shard_stacks, stack_points
 from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder
+from pipeline.patches import patch_grid
 from pipeline.sampler import read_trajectory_arrays
 
 log = logging.getLogger("pifs")
@@ -70,11 +84,6 @@ def _seed_files(trajectories_dir: Path) -> list[tuple[int, Path]]:
 
 def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step):
     """The engine (pipeline.jacobian.points) on the points of ``seeds`` at one chain step, batched."""
-    import torch
-
-    from pipeline.jacobian.measure import measurement_seed
-    from pipeline.jacobian.points import measure_points
-
     xs = torch.as_tensor(xs, dtype=model.dtype, device=model.device)
     return measure_points(
         lambda z: model(z, t),
@@ -92,13 +101,6 @@ def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step)
 def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, measure: dict, patch_size: int):
     """Resolve measure.chunk_size / points.seed_batch = auto: calibrated at the first selected point; on the
     exact route each point also holds its n x n Jacobian (float64) while it is measured."""
-    import torch
-
-    from pipeline.jacobian.measure import MeasureConfig
-    from pipeline.jacobian.memory import calibrate, plan_for_device
-    from pipeline.jacobian.operators import ScoreLinearization, StepJacobian
-    from pipeline.jacobian.plan import plan_measurement
-
     chunk_size, tables = measure.get("chunk_size"), measure.get("tables")
     C, H, W = model.image_shape
     n, M = C * H * W, (H // patch_size) * (W // patch_size)
@@ -166,11 +168,6 @@ def _plan_run(
 ) -> _RunPlan:
     """Resolve the settings (chunk size / seed batch = auto from the device), check the patch statistics
     against the model, and select the points."""
-    from pipeline.covariance import read_patch_stats
-    from pipeline.geometry import expansion_function, step_coefficients
-    from pipeline.jacobian.measure import MeasureConfig
-    from pipeline.patches import patch_grid
-
     mcfg = dict(measure_cfg)
     selection = {k: (points_cfg or {}).get(k) for k in POINT_KEYS}
     memory = None
@@ -232,8 +229,6 @@ def _plan_run(
 
 def _unit(run: _RunPlan, model, m, seed: int, i: int, x_point) -> dict:
     """One measured point as its rows of the three tables (and its attention row and wall time)."""
-    from pipeline.jacobian import rows  # the registry's columns (imports torch)
-
     t, ts, grid = int(run.ts[i]), run.ts, run.grid
     head = {
         "seed": seed,
@@ -294,8 +289,6 @@ def _unit_ready(work_dir: Path, seed: int, i: int) -> bool:
 
 def _measure_missing(run: _RunPlan, model, patch_size: int, work_dir: Path, progress: bool) -> None:
     """Measure every selected point without a unit file, seed_batch points of one step per engine call."""
-    from tqdm.auto import tqdm
-
     needed = {seed for seed, _ in run.mine}
     trajs = {seed: read_trajectory_arrays(path)["x"] for seed, path in run.seeds if seed in needed}
     groups = [(i, [seed for seed in stack if not _unit_ready(work_dir, seed, i)]) for i, stack in run.stacks]
@@ -406,9 +399,6 @@ def surrogate_rayleigh(covariance_dir: Path, image_shape, chain, coeffs, steps, 
     """{chain step: [M] ⟨v_k, [JΦ_t^N]_kk v_k⟩} of the full-Σ₀ Gaussian surrogate, or None without Σ₀."""
     if not CovarianceFolder(covariance_dir).has_gaussian_fit():
         return None
-    from pipeline.covariance import read_gaussian_fit
-    from pipeline.jacobian.deviation import GaussianSurrogate
-
     fit = read_gaussian_fit(covariance_dir)
     if tuple(fit.image_shape) != tuple(image_shape):
         return None
@@ -432,8 +422,6 @@ def with_exact_suppression(rows: list[dict], rho_surrogate: dict | None) -> list
 
 def _check_measured(m, config, seed: int, step: int, t: int) -> None:
     """Stop on a NaN/inf estimate of an estimator that ran: a table must never hold one as a measurement."""
-    from pipeline.jacobian.estimators import non_finite
-
     bad = non_finite(m, config, m.block_method, m.rayleigh is not None)
     if bad:
         raise NonFiniteError(
@@ -447,10 +435,6 @@ def _attention_row(model, x, t: int, head: dict) -> dict | None:
     """Mean attention entropy (nats) of one plain forward pass at x_t (Table 6); None without attention."""
     if not hasattr(model, "record_attention"):
         return None
-    import torch
-
-    from pipeline.jacobian.attention import attention_entropy
-
     xt = torch.as_tensor(x, dtype=model.dtype, device=model.device)[None]
     with torch.no_grad(), model.record_attention() as rec:
         model(xt, t)
@@ -479,8 +463,6 @@ def lyapunov_rows(
     steps of the 49; ``chain_t`` gives the chain's paper t), S_k,t = f_t(λ_k) − ρ_k,t is interpolated
     linearly in t onto every chain step (held at the nearest measured value beyond them), as the paper
     interpolates S, and ρ_k,t = f_t(λ_k) − S_k,t there; `measured_steps` says how many were measured."""
-    from pipeline.jacobian.lyapunov import rayleigh_exponents
-
     lyap_gauss = np.log(f).mean(axis=0)  # [M] Gaussian Λ(λ_k); the corrected Λ_pred of eq. 49 is Table 11's
     by_seed: dict[int, dict[tuple[int, int], float]] = defaultdict(dict)
     for r in patch_rows:
@@ -539,8 +521,6 @@ def measurement_body(setup, cfg: Mapping[str, Any]):
         )
         ctx.metrics.update(summary.metrics)
         if setup.proxy_source is not None:
-            from pipeline.jacobian.deviation import proxy_table  # Table 10 (imports torch)
-
             rows = proxy_table(setup.model, setup.proxy_source, setup.covariance.path, cfg["proxy"])
             out = JacobianFolder(ctx.out_dir)
             out.write_table(out.PROXY, rows)
@@ -558,8 +538,6 @@ def _finite(vals) -> list[float]:
 def _summarise(global_rows, patch_rows, num_seeds, num_steps) -> MeasurementSummary:
     out = MeasurementSummary()
     out.metrics.update(num_seeds=float(num_seeds), num_steps_measured=float(num_steps))
-    from pipeline.jacobian.estimators import series_columns  # the registry (imports torch)
-
     by_t: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for g in global_rows:
         for name in series_columns():

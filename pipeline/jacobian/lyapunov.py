@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .operators import ScoreLinearization, StepJacobian
 from .patches import embed_patches, patch_index, take_patches
@@ -90,8 +91,6 @@ def trajectory_rayleigh(
     out = np.zeros((S, M, q))
     it = range(S)
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(it, desc="Rayleigh quotients along trajectory", leave=False)
     for s in it:
         score = ScoreLinearization(eps_at(s), xs[s], chunk_size=chunk_size)
@@ -148,8 +147,6 @@ def benettin_spectrum(
     jvps = 0
     it = range(S)
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(it, desc="Benettin QR", leave=False)
     for s in it:
         score = ScoreLinearization(

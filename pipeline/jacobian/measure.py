@@ -18,6 +18,7 @@ from pipeline.errors import SettingError
 
 from .operators import JVP_METHODS
 from .protocol import TABLES, switches_for_tables
+from .rows import global_row, patch_rows
 
 BLOCK_METHODS = ("auto", "dense", "power", "lanczos", "diag", "off")
 FROB_METHODS = ("hutchinson", "hutchpp")
@@ -156,14 +157,10 @@ class StepMeasurement:
 
     def global_row(self) -> dict[str, Any]:
         """global.csv's measured columns (pipeline.jacobian.rows) plus the wall time, key ``seconds``."""
-        from .rows import global_row  # the registry's columns: imports torch, which this module does not
-
         return {**global_row(self), "seconds": float(sum(self.seconds.values()))}
 
     def patch_rows(self) -> list[dict[str, Any]]:
         """patches.csv's measured columns, one row per patch (pipeline.jacobian.rows)."""
-        from .rows import patch_rows  # imports torch, see global_row
-
         return patch_rows(self)
 
     # ---- derived quantities (paper names) ----

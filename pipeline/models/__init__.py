@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import reading
+from pipeline.io import load_npz
+from pipeline.models.assets import resolve_asset_path
 from pipeline.models.attention import AttentionRecord, MathAttnProcessor, install_math_attention
 from pipeline.models.base import ModelError, NoisePredictor
 from pipeline.models.oracle import GaussianOracle, patch_permutation
@@ -36,8 +38,6 @@ def _gaussian_arrays(gaussian: Mapping[str, Any] | str | Path | None) -> tuple[n
             "gaussian=<gaussian_fit.npz or patch_stats.npz path, or a mapping with 'mean' and 'cov'>"
         )
     if isinstance(gaussian, (str, Path)):
-        from pipeline.io import load_npz
-
         with reading(gaussian, "rerun the covariance stage with force=true"):
             gaussian = load_npz(gaussian)
     if "mean" not in gaussian or "cov" not in gaussian:
@@ -94,8 +94,6 @@ def model_from_config(
             )
         path = cfg["path"]
         if str(path).startswith("pkg://"):  # a checkpoint shipped inside the package (model=pifs_ddpm16)
-            from pipeline.models.assets import resolve_asset_path
-
             path = str(resolve_asset_path(path))
         return load_unet(
             path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pipeline
 from pipeline.errors import InputMissingError, SettingError
 
 PKG_PREFIX = "pkg://"
@@ -20,8 +21,6 @@ def resolve_asset_path(path: str | Path) -> Path:
         raise SettingError(
             f"{s}: a pkg:// path outside the package — start it with pkg://pipeline/ (e.g. pkg://pipeline/assets/...)"
         )
-    import pipeline
-
     folder = Path(pipeline.__file__).resolve().parent.joinpath(*parts[1:])
     if not folder.exists():
         raise InputMissingError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from pipeline.errors import first_line
 from pipeline.models.attention import AttentionRecord, MathAttnProcessor, install_math_attention, recording
@@ -109,6 +111,7 @@ def _hub_offline(local_files_only: bool | None) -> bool:
         return bool(local_files_only)
     env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
     try:
+        # huggingface_hub only for a hub id: importing the models stays without it
         from huggingface_hub import constants
 
         return env or bool(constants.HF_HUB_OFFLINE)
@@ -144,6 +147,7 @@ def resolve_checkpoint_dir(
         f"download it once where there is network (`hf download {raw} --local-dir <dir>`) "
         f"and set model.path=<dir>"
     )
+    # huggingface_hub only for a hub id: importing the models stays without it
     from huggingface_hub import snapshot_download
 
     try:
@@ -212,6 +216,7 @@ def find_scheduler_config(root: Path, unet_dir: Path | None = None) -> dict | No
 
 def alpha_bar_from_scheduler_config(cfg: dict) -> np.ndarray:
     """ᾱ_t (float64 [T+1], paper t) of a diffusers scheduler config, via pipeline.geometry."""
+    # scipy (via pipeline.geometry) only for a checkpoint's schedule: importing the models stays without it
     from pipeline.geometry import schedule_from_diffusers_config
 
     return np.asarray(schedule_from_diffusers_config(dict(cfg)).alpha_bar, dtype=np.float64)
@@ -278,8 +283,6 @@ def weights_files(unet_dir: Path) -> tuple[list[Path], bool]:
 
 def _check_safetensors_header(path: Path) -> None:
     """Open a safetensors file's header: a truncated or foreign file fails here, naming it."""
-    from safetensors import safe_open
-
     if not path.is_file():
         raise CheckpointNotFoundError(f"weight shard {path} is missing — re-download the checkpoint")
     try:
@@ -295,8 +298,6 @@ def _check_safetensors_header(path: Path) -> None:
 @contextlib.contextmanager
 def _quiet_diffusers() -> Iterator[None]:
     """Silence diffusers' loading warnings (missing keys are refused below with their names instead)."""
-    import logging
-
     logger = logging.getLogger("diffusers")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -313,6 +314,7 @@ def _load_checked_weights(unet_dir: Path, dtype: torch.dtype) -> torch.nn.Module
     non-finite weights are each a ModelError naming the keys. Safetensors are used whenever present;
     a pickled .bin is read by diffusers with torch.load(weights_only=True).
     """
+    # diffusers only when a checkpoint is loaded: the oracle models import without it
     from diffusers import UNet2DModel
 
     files, safe = weights_files(unet_dir)

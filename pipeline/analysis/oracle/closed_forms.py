@@ -13,9 +13,10 @@ import numpy as np
 
 from pipeline.analysis.context import AnalysisContext
 from pipeline.analysis.inputs import AnalysisInputs, Table
-from pipeline.geometry import expansion_function, step_coefficients
+from pipeline.geometry import expansion_function, representative_timesteps, step_coefficients
 from pipeline.io import load_npz
 from pipeline.outputs import CovarianceFolder
+from pipeline.patches import patch_indices
 
 
 def step_index(ctx: AnalysisContext, t_col) -> np.ndarray:
@@ -96,15 +97,11 @@ def exact_suppression(ctx: AnalysisContext, inp: AnalysisInputs) -> dict[float, 
     """t -> [M] exact S_k,t on the block oracle: ρ_k^N − f_t(λ_k), with the full-Σ₀ surrogate's
     ρ_k^N = r_t + b_t √v_t e_kᵀ(ᾱ_t Σ₀ + v_t I)⁻¹e_k / |v_k|², e_k = v_k embedded in patch k (a linear solve,
     independent of the stage's eigendecomposition), at EXACT_S_TIMESTEPS t spread evenly over the chain."""
-    from pipeline.geometry import representative_timesteps
-
     if inp.covariance_dir is None or inp.patch_stats_path is None or ctx.chain is None:
         return None
     fit_path = CovarianceFolder(inp.covariance_dir).gaussian_fit
     if not fit_path.exists():
         return None
-    from pipeline.patches import patch_indices
-
     fit = load_npz(fit_path)
     cov = np.asarray(fit["cov"], dtype=np.float64)
     v1 = np.asarray(load_npz(inp.patch_stats_path)["v1"], dtype=np.float64)

@@ -9,6 +9,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from pipeline.analysis import paper_values as pv
 from pipeline.analysis.context import AnalysisContext, nearest
 from pipeline.analysis.evidence import Comparison, EvidenceCount, Kind, Tolerance, count_evidence, score
@@ -133,8 +135,6 @@ def paper_rows(
     """One comparison per paper row at its t: our row nearest that t (within T_MATCH_TOL), column ``ours``
     (by default the paper's ``column``)."""
     ours = ours or column
-    import numpy as np
-
     table = f"Table {paper.number}"
 
     t_arr = np.array([r["t"] for r in rows], dtype=float)
