@@ -51,7 +51,7 @@ def test_auto_on_a_cpu_takes_the_measured_cpu_choices_without_calibrating():
 
 
 def _predicted_and_measured_rows() -> list[tuple[int, float, float]]:
-    """(chunk, predicted MiB, measured MiB) at chunks 8, 16, 32, the model calibrated at chunks 2 and 4."""
+    """(chunk, predicted MiB, measured MiB) at chunks 16, 32, 64, the model calibrated at chunks 4 and 8."""
     from diffusers import UNet2DModel
 
     from pipeline.jacobian.operators import ScoreLinearization, StepJacobian
@@ -76,22 +76,23 @@ def _predicted_and_measured_rows() -> list[tuple[int, float, float]]:
         )
         return StepJacobian(score, 1.0, -0.1).gram(torch.randn(c, 3, 32, 32))
 
-    model = calibrate(products, "cpu", chunks=(2, 4))
+    # On a CPU the resident peaks of 2 and 4 vectors differ by about the allocator's jitter between calls
+    # (predictions at chunk 16 from five calibrations at (2, 4): 137-169 MiB against 149-154 measured), so the
+    # line is fitted where the per-vector memory stands out of it; CUDA's counters are exact at (2, 4).
+    model = calibrate(products, "cpu", chunks=(4, 8))
     rows = []
-    for c in (8, 16, 32):
+    for c in (16, 32, 64):
         measured = measure_peak_bytes(lambda c=c: products(c), "cpu")
         rows.append((c, model.peak(c) / MiB, measured / MiB))
     return rows
 
 
-# 14 calls of a small attention UNet's products in a fresh process: 13 s on the idle 2-core CPU
+# 14 calls of a small attention UNet's products in a fresh process: 19-21 s on the idle 2-core CPU
 @pytest.mark.skipif(not cpu_peak_supported(), reason="needs Linux /proc/self/clear_refs to reset VmHWM")
 def test_predicted_vs_measured_peak_at_three_chunk_sizes_on_cpu():
-    """Calibrated at chunks 2 and 4, the model predicts chunks 8, 16 and 32 of JΦᵀJΦ products through a
+    """Calibrated at chunks 4 and 8, the model predicts chunks 16, 32 and 64 of JΦᵀJΦ products through a
     UNet2DModel with attention (the stage's products): never more than 10% below the measured resident peak
-    (an under-prediction is what runs a device out of memory) and at most 1.5× above it. On this CPU the resident
-    peak grew less than linearly in the chunk in one run (over-predictions 16% at chunk 8, 30% at 16, 41% at
-    32) and within 30% at all three in others.
+    (an under-prediction is what runs a device out of memory) and at most 1.5× above it.
 
     Measured in a fresh process: a CPU peak is read from the resident set, which a long-lived test worker's
     freed-but-kept heap would hide.
