@@ -63,10 +63,6 @@ def _tracking(config: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {"enabled": False}
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_json(path, data)
-
-
 def overlapping_seeds(ranges: list[tuple[int, int]]) -> list[tuple[int, int, list[int]]]:
     """Pairs (i, j, shared seeds) of seed ranges [seed, seed + num_seeds) that share seeds."""
     sets = [set(range(int(s), int(s) + int(n))) for s, n in ranges]
@@ -183,7 +179,7 @@ class SweepTracking(Callback):
         os.environ[SWEEP_ENV] = self.sweep_id
         if self.parent_run_id:
             os.environ[PARENT_ENV] = self.parent_run_id
-        _write_json(
+        write_json(
             Path(self.sweep_dir) / SWEEP_RECORD,
             {
                 "sweep_id": self.sweep_id,
@@ -281,7 +277,7 @@ class SweepTracking(Callback):
                     record["mlflow_run_id"] = info.get("mlflow_run_id")
         if meta is not None and self.tracking_uri and record["mlflow_run_id"]:
             record["reused"], record["mlflow_run_id"] = self._tag_run(record, meta, info)
-        _write_json(Path(str(config.hydra.runtime.output_dir)) / JOB_RECORD, record)
+        write_json(Path(str(config.hydra.runtime.output_dir)) / JOB_RECORD, record)
 
     @staticmethod
     def _output_folder(stage: str, config: DictConfig) -> Path | None:

@@ -354,6 +354,13 @@ PAPER_TABLES: dict[int, PaperTable] = {
     )
 }
 
+
+def paper_table(key: str) -> PaperTable | None:
+    """The printed table a reproduced table's key names ('table_8' -> Table 8); None for any other key."""
+    number = key.removeprefix("table_")
+    return PAPER_TABLES.get(int(number)) if number.isdigit() else None
+
+
 # §7.5, after Table 9: the eq. (36) estimate of the stratified release-time spread.
 RELEASE_SPREAD = {
     "citation": f"{PAPER}, §7.5 (eq. 36)",

@@ -75,8 +75,8 @@ def paper_ref(key: str) -> str:
     """'§7.3, Table 3' for table_3 (also when this run did not build it); release times: eq. (36)."""
     if key == "release_times":
         cite = pv.RELEASE_SPREAD["citation"]
-    elif key.startswith("table_") and key[6:].isdigit() and int(key[6:]) in pv.PAPER_TABLES:
-        cite = pv.PAPER_TABLES[int(key[6:])].citation
+    elif (paper := pv.paper_table(key)) is not None:
+        cite = paper.citation
     else:
         return ""
     return cite.replace(f"{pv.PAPER}, ", "")

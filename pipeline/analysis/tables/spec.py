@@ -100,8 +100,7 @@ class TableSpec:
     @property
     def paper(self) -> pv.PaperTable | None:
         """The printed table of the same number (none for the release-time table)."""
-        number = self.key.removeprefix("table_")
-        return pv.PAPER_TABLES.get(int(number)) if number.isdigit() else None
+        return pv.paper_table(self.key)
 
     @property
     def label(self) -> str:
@@ -109,15 +108,22 @@ class TableSpec:
 
 
 def paper_scalar(
-    paper: pv.PaperTable, key: str, ours: object, tolerance: Tolerance, derived_from: str = "", **kw
+    paper: pv.PaperTable,
+    key: str,
+    ours: object,
+    tolerance: Tolerance,
+    derived_from: str = "",
+    *,
+    quantity: str = "",
+    note: str = "",
 ) -> Comparison:
     """One scalar the paper prints beside its table (``paper.scalars[key]``) against ours: re-derived when it
     is computed from rows already compared (``derived_from``), else independent. ``quantity`` defaults to
     the key."""
     kind = Kind.REDERIVED if derived_from else Kind.INDEPENDENT
-    quantity = kw.pop("quantity", key.replace("_", " "))
+    quantity = quantity or key.replace("_", " ")
     table = f"Table {paper.number}"
-    return Comparison(table, quantity, paper.scalars[key], ours, kind, tolerance, derived_from, **kw)
+    return Comparison(table, quantity, paper.scalars[key], ours, kind, tolerance, derived_from, note)
 
 
 def paper_rows(

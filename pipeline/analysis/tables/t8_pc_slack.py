@@ -31,23 +31,29 @@ def kappa_diag_reading(primary: str, ray: str | None) -> str:
 
 
 def kappa_diag_result(
-    key: str, title: str, readings: tuple[str, str | None], beside: str, rows: list[dict], summary, uses: str
+    key: str,
+    title: str,
+    primary: str,
+    ray: str | None,
+    beside: str,
+    rows: list[dict],
+    summary,
+    *,
+    cols: str,
+    op_cols: str,
+    also: str = "",
 ) -> TableResult:
     """A κ̂^diag table (8, 9) read as the Rayleigh quotient (eq. 32) where it was measured, else as the op-norm:
-    what it reads and, first in its notes, which columns use which reading (``uses``: '<columns>; <op columns>')."""
-    primary, ray = readings
-    rayleigh = primary == ray
+    what it reads and, first in its notes, which columns use that reading (``cols``) and which the op-norm
+    (``op_cols``), then ``also``."""
     reads = (
         f"jacobian/patches.csv: {primary} (kappa^diag = {kappa_diag_reading(primary, ray)})"
         + beside
         + "; seed-mean per (t, k)"
     )
-    res = TableResult.of_rows(
-        key, title, reads, rows, summary, paper=pv.PAPER_TABLES[int(key.removeprefix("table_"))]
-    )
-    cols, op_cols = uses.split("; ")
-    used = "the Rayleigh reading" if rayleigh else "the op-norm (no Rayleigh quotient was measured)"
-    res.notes.append(f"{KAPPA_DIAG_READING} {cols} use {used}; {op_cols} the operator norm.")
+    res = TableResult.of_rows(key, title, reads, rows, summary, paper=pv.paper_table(key))
+    used = "the Rayleigh reading" if primary == ray else "the op-norm (no Rayleigh quotient was measured)"
+    res.notes.append(f"{KAPPA_DIAG_READING} {cols} use {used}; {op_cols} the operator norm." + also)
     return res
 
 
@@ -194,14 +200,15 @@ def table_8(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     res = kappa_diag_result(
         "table_8",
         "Per-patch (PC) margin slack (1 - kappa_k,t^diag) - C_k,t",
-        (primary, ray),
+        primary,
+        ray,
         f"; {op} beside it (operator-norm reading)" if op and op != primary else "",
         rows,
         s,
-        "mean_slack, min_slack, n_violated, frac_violated and kappa_diag_min/max; mean_slack_op, min_slack_op, "
-        "n_violated_op",
+        cols="mean_slack, min_slack, n_violated, frac_violated and kappa_diag_min/max",
+        op_cols="mean_slack_op, min_slack_op, n_violated_op",
+        also=" C_k,t = |b_t| sum_j!=k ||[J eps]_kj||_op (eq. 16) in both.",
     )
-    res.notes[-1] += " C_k,t = |b_t| sum_j!=k ||[J eps]_kj||_op (eq. 16) in both."
     res.notes += [
         "PC onset rule: the largest measured t such that no patch violates (PC) at it or at any smaller "
         "measured t.",

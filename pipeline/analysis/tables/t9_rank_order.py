@@ -90,11 +90,13 @@ def table_9(inp: AnalysisInputs, ctx: AnalysisContext) -> TableResult | None:
     res = kappa_diag_result(
         "table_9",
         "Spearman rho(lambda_k, kappa_k,t^diag) per timestep and the sign flip",
-        (primary, ray),
+        primary,
+        ray,
         "; diag_norm = ||[J Phi_t]_kk||_op beside it (rho_op)" if KO is not None else "",
         rows,
         s,
-        "rho, p_value, sig and the sign flip; rho_op, p_op",
+        cols="rho, p_value, sig and the sign flip",
+        op_cols="rho_op, p_op",
     )
     res.notes += [
         "Sign-flip rule: the midpoint of the last pair of consecutive SIGNIFICANT values (p_adj: "
