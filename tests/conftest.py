@@ -10,6 +10,7 @@ under pytest 9 with pytest-xdist 3.8: the group suffix it writes into the node i
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -48,6 +49,20 @@ def _restore_run_environment():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """An in-process Hydra job configures logging (its job_logging puts a handler on the root logger, bound to
+    the stream pytest captured for that test): a later test's records would reach it after the capture
+    closed and print a 'Logging error' traceback on stderr. Hand the root logger back as it was."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers and not type(h).__module__.startswith("_pytest"):
+            root.removeHandler(h)
+    root.setLevel(level)
 
 
 def compose_config(
