@@ -3,8 +3,10 @@ about, hold a lock, start a server. Each returns a setup step for a case."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +36,19 @@ def write(rel: str, data: str | bytes) -> Plant:
     return Plant(fn)
 
 
+_COMPOSING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _smoke_params() -> str:
+    """params.yaml of experiment=smoke, composed once: Hydra's composition is one global per process, and the
+    harness's worker threads plant these files at the same time."""
+    from stages.params import composed_params
+
+    with _COMPOSING:
+        return composed_params(["experiment=smoke"])
+
+
 def params_over_smoke(rel: str, text: str) -> Plant:
     """A params file as a user edits one: the smoke chain's composed config (what `pifs params
     experiment=smoke` writes) with ``text``'s mapping merged into it, key by key. A preset cannot stand
@@ -42,8 +57,6 @@ def params_over_smoke(rel: str, text: str) -> Plant:
 
     def fn(root: Path) -> None:
         import yaml
-
-        from stages.params import composed_params
 
         try:
             edit = yaml.safe_load(text)
@@ -61,7 +74,7 @@ def params_over_smoke(rel: str, text: str) -> Plant:
                 )
             return into
 
-        base = yaml.safe_load(composed_params(["experiment=smoke"]))
+        base = yaml.safe_load(_smoke_params())
         path.write_text(yaml.safe_dump(merge(base, edit), sort_keys=False))
 
     return Plant(fn)
