@@ -1,7 +1,8 @@
 """Config → objects, in one place: the dataset, the model, the sampler chain, the seeds, each upstream
 folder (resolved and verified once) and the inputs whose content a stage's outputs depend on.
 
-Stages call these and hand the objects to pipeline.runs.run_stage; nothing here writes outputs.
+Stages call these and hand the objects, with the run spec (pipeline.runkeys.RunSpec), to
+pipeline.runs.run_stage; nothing here writes outputs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 from pipeline.errors import ConfigError, InputMissingError, PipelineError
 from pipeline.lineage import InputSpec, input_record, stale_problem
 from pipeline.outputs import META, CovarianceFolder, JacobianFolder, TrajectoriesFolder
-from pipeline.runkeys import STAGES, shard_of, with_shard
-from pipeline.runs import stage_dir, upstream_dir, verified_upstream
+from pipeline.runkeys import STAGES, RunSpec, chain_specs, run_spec, shard_of, stage_dir, with_shard
+from pipeline.runs import upstream_dir, verified_upstream
 from pipeline.settings import image_resolution
 
 MODEL_KINDS = ("gaussian_oracle", "unet")
@@ -55,7 +56,7 @@ def check_not_stale(folders: Mapping[str, tuple[Path, Mapping[str, Any]]], neede
 
 def covariance_folder(cfg: Mapping[str, Any], needed_by: str) -> CovarianceFolder:
     """The covariance stage's finished, unaltered folder for this config (verified once per run)."""
-    return CovarianceFolder(verified_upstream("covariance", cfg, needed_by)[0])
+    return CovarianceFolder(upstream_dir(run_spec("covariance", cfg), needed_by))
 
 
 def _with_all_seeds(folder: TrajectoriesFolder, cfg: Mapping[str, Any]) -> TrajectoriesFolder:
@@ -70,18 +71,17 @@ def _with_all_seeds(folder: TrajectoriesFolder, cfg: Mapping[str, Any]) -> Traje
 
 def trajectories_folder(cfg: Mapping[str, Any], needed_by: str) -> TrajectoriesFolder:
     """The trajectories stage's finished folder, refused when it lacks one of this config's seeds."""
-    return _with_all_seeds(TrajectoriesFolder(verified_upstream("trajectories", cfg, needed_by)[0]), cfg)
+    return _with_all_seeds(TrajectoriesFolder(upstream_dir(run_spec("trajectories", cfg), needed_by)), cfg)
 
 
 def analysis_upstream(cfg: Mapping[str, Any]) -> dict[str, Path | None]:
     """The upstream folders the analysis reads: each one that exists verified once (its record, its
     files, the config keys it was made under), and all made from one another's current outputs."""
     found = {}
-    for stage in STAGES[:-1]:
-        folder = stage_dir(stage, cfg)
+    for stage, spec in chain_specs("jacobian", cfg).items():
         # a folder whose meta.json is unreadable is refused, never read as absent
-        if folder.is_dir() and any(folder.iterdir()):
-            found[stage] = verified_upstream(stage, cfg, needed_by="analysis")
+        if spec.final.is_dir() and any(spec.final.iterdir()):
+            found[stage] = verified_upstream(spec, needed_by="analysis")
     check_not_stale(found, "analysis")
     return {stage: found[stage][0] if stage in found else None for stage in STAGES[:-1]}
 
@@ -143,6 +143,7 @@ def build_chain(cfg: Mapping[str, Any], model):
 class JacobianSetup:
     """Everything the jacobian stage measures with, assembled from the config before any work."""
 
+    run: RunSpec
     covariance: CovarianceFolder
     trajectories: TrajectoriesFolder
     model: Any
@@ -153,7 +154,8 @@ class JacobianSetup:
 
 def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
     """Upstream folders (each verified once), the model and its chain, the proxy images, the inputs to hash."""
-    upstream = {s: verified_upstream(s, cfg, needed_by="jacobian") for s in ("covariance", "trajectories")}
+    specs = chain_specs("jacobian", cfg)
+    upstream = {s: verified_upstream(specs[s], needed_by="jacobian") for s in ("covariance", "trajectories")}
     check_not_stale(upstream, "jacobian")
     cov = CovarianceFolder(upstream["covariance"][0])
     traj = _with_all_seeds(TrajectoriesFolder(upstream["trajectories"][0]), cfg)
@@ -165,6 +167,7 @@ def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
     wanted = tables is None or "table_10" in tables
     n_proxy = int(cfg["proxy"].get("images") or 0) if shard_of(cfg)[0] == 0 and wanted else 0
     return JacobianSetup(
+        run=specs["jacobian"],
         covariance=cov,
         trajectories=traj,
         model=built.model,
@@ -193,7 +196,8 @@ def jacobian_shards(cfg: Mapping[str, Any], needed_by: str) -> list[JacobianFold
             f"finished — run them: python -m stages.jacobian -m <the same overrides> points.shard={listed}"
         )
     found = [
-        JacobianFolder(upstream_dir("jacobian", with_shard(cfg, i, shards), needed_by)) for i in range(shards)
+        JacobianFolder(upstream_dir(run_spec("jacobian", with_shard(cfg, i, shards)), needed_by))
+        for i in range(shards)
     ]
     # every shard measured the trajectories and covariance this config reads now (not an older run's)
     for name, upstream in (

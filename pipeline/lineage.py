@@ -23,27 +23,17 @@ from typing import Any
 
 from pipeline import io
 from pipeline.outputs import META, RUN, UnreadableMetaError, read_meta
-from pipeline.runkeys import key_sections
+from pipeline.runkeys import key_sections, plain_values
 
 RECORD_HASH = "record_sha256"
 
 InputSpec = Path | str | Sequence[Path]
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as JSON reads it back (tuples become lists, Paths strings): what a record compares."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def record_config(stage: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The config values ``stage``'s outputs depend on (its key sections, upstream stages' included)."""
-    return {s: _plain(cfg[s]) for s in key_sections(stage) if s in cfg}
-
-
 def seal(record: Mapping[str, Any]) -> dict[str, Any]:
     """``record`` with its ``record_sha256``: the hash of everything else in it."""
     body = {k: v for k, v in record.items() if k != RECORD_HASH}
-    return {**body, RECORD_HASH: io.digest_of(_plain(body))}
+    return {**body, RECORD_HASH: io.digest_of(plain_values(body))}
 
 
 def record_problem(meta: Mapping[str, Any]) -> str | None:
@@ -136,10 +126,11 @@ def _show(value: Any) -> str:
 
 
 def key_differences(
-    stage: str, meta: Mapping[str, Any], cfg: Mapping[str, Any], needed_by: str
+    stage: str, meta: Mapping[str, Any], values: Mapping[str, Any], needed_by: str
 ) -> list[tuple[str, Any, Any]]:
     """(key, value the upstream ``stage`` was made with, this run's value) for every key that both
-    ``needed_by`` and ``stage`` depend on and that differs, in config order."""
+    ``needed_by`` and ``stage`` depend on and that differs, in config order. ``values``: this run's
+    record values of (at least) those sections (pipeline.runkeys.RunSpec.values)."""
     made = meta.get("config") or {}
     try:
         shared = [s for s in key_sections(needed_by) if s in key_sections(stage)]
@@ -149,7 +140,7 @@ def key_differences(
     ours: dict[str, Any] = {}
     for s in shared:
         theirs.update(_flat(made.get(s), s))
-        ours.update(_flat(_plain(cfg.get(s)), s))
+        ours.update(_flat(values.get(s), s))
     keys = list(dict.fromkeys([*ours, *theirs]))
     return [(k, theirs.get(k), ours.get(k)) for k in keys if theirs.get(k) != ours.get(k)]
 
@@ -162,11 +153,11 @@ def rerun_hint(stage: str) -> str:
 
 
 def lineage_problem(
-    stage: str, folder: Path, meta: Mapping[str, Any], cfg: Mapping[str, Any], needed_by: str
+    stage: str, folder: Path, meta: Mapping[str, Any], values: Mapping[str, Any], needed_by: str
 ) -> str | None:
     """None when ``folder`` was made under this run's values of every key both stages depend on,
     else a one-line "<what> — <fix>" naming the first differing key and both values."""
-    diffs = key_differences(stage, meta, cfg, needed_by)
+    diffs = key_differences(stage, meta, values, needed_by)
     if not diffs:
         return None
     key, theirs, ours = diffs[0]

@@ -1,4 +1,5 @@
-"""Run-keys: output folder names derived from the config values that matter to a stage."""
+"""Run-keys: output folder names derived from the config values that matter to a stage, and the run spec —
+a stage run's identity resolved from the config once (folder, digest, the values its record holds, flags)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
@@ -37,7 +40,7 @@ def check_run_key(name: object, what: str = "run_key") -> str:
     return text
 
 
-def _plain(label: str) -> str:
+def _safe_label(label: str) -> str:
     """A derived label made safe as a folder name (model names like org/model keep their parts)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "run"
 
@@ -122,4 +125,89 @@ def run_key(stage: str, cfg: Mapping[str, Any]) -> str:
         "trajectories": f"{dataset}-{model}-{sampler}-{seeds}",
         TRAIN_STAGE: str((cfg.get("train") or {}).get("name", "train")),
     }.get(stage, f"{dataset}-P{patch}-{model}-{sampler}-{seeds}")
-    return check_run_key(f"{_plain(label)[:150]}-{config_digest(cfg, key_sections(stage))}")
+    return check_run_key(f"{_safe_label(label)[:150]}-{config_digest(cfg, key_sections(stage))}")
+
+
+def plain_values(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists, Paths strings): what a record compares."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def record_config(stage: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config values ``stage``'s outputs depend on (its key sections, upstream stages' included)."""
+    return {s: plain_values(cfg[s]) for s in key_sections(stage) if s in cfg}
+
+
+def outputs_root(cfg: Mapping[str, Any]) -> Path:
+    return Path(cfg.get("paths", {}).get("outputs", "outputs"))
+
+
+def stage_dir(stage: str, cfg: Mapping[str, Any]) -> Path:
+    """outputs/<stage>/<run-key>/ for this config."""
+    return outputs_root(cfg) / stage / run_key(stage, cfg)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where and whether a run is tracked in MLflow (the ``tracking`` group)."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "pifs-repro"
+    artifact_location: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One stage run as the lifecycle (pipeline.runs) sees it: the config resolved once into what names,
+    keys and records the run. The lifecycle reads nothing else of the config: ``values`` is the record's
+    ``config`` (the key sections as JSON reads them back, what a downstream stage compares), and
+    ``config_json`` is the whole config as text, archived in run.json and MLflow, never read."""
+
+    stage: str
+    key: str
+    final: Path
+    what: str  # the config key that names the folder (for messages)
+    digest: str  # config_digest over the key sections: a reuse needs the same one
+    values: dict[str, Any]
+    config_json: str
+    force: bool = False
+    progress: bool = True
+    tracking: TrackingSettings = TrackingSettings()
+
+    @property
+    def unit_config(self) -> dict[str, Any]:
+        """Every key section by name (None where the config has none): what keys the resumable units."""
+        return {s: self.values.get(s) for s in key_sections(self.stage)}
+
+
+def run_spec(stage: str, cfg: Mapping[str, Any], final: Path | None = None) -> RunSpec:
+    """``stage``'s run under ``cfg``: <paths.outputs>/<stage>/<run_key>, or ``final`` (train.out_dir)."""
+    if final is None:
+        key, what = run_key(stage, cfg), "run_key"
+        final = outputs_root(cfg) / stage / key
+    else:
+        key, what = final.name, f"{stage}.out_dir"
+    track = cfg.get("tracking") or {}
+    return RunSpec(
+        stage=stage,
+        key=key,
+        final=Path(final),
+        what=what,
+        digest=config_digest(cfg, key_sections(stage)),
+        values=record_config(stage, cfg),
+        config_json=json.dumps(dict(cfg), default=str),
+        force=bool(cfg.get("force")),
+        progress=bool(cfg.get("progress", True)),
+        tracking=TrackingSettings(
+            enabled=bool(track.get("enabled", True)),
+            uri=track.get("uri"),
+            experiment=track.get("experiment", "pifs-repro"),
+            artifact_location=track.get("artifact_location"),
+        ),
+    )
+
+
+def chain_specs(stage: str, cfg: Mapping[str, Any]) -> dict[str, RunSpec]:
+    """The run specs of ``stage`` and of every stage before it in the chain, under one config."""
+    return {s: run_spec(s, cfg) for s in STAGES[: STAGES.index(stage) + 1]}

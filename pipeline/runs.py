@@ -1,15 +1,18 @@
 """The run lifecycle every stage goes through: one writer per folder, resumable work, reuse, meta.json,
-signals, MLflow — ``run_stage(stage, cfg, body, ...)``.
+signals, MLflow — ``run_stage(spec, body, ...)``.
 
-A stage is an adapter: it assembles its objects (pipeline.assemble) and hands a body to run_stage,
-which owns everything around it. The entries beside a run folder (lock, work, scratch) and what a run
-may remove are pipeline.workspace's; what its record holds is pipeline.lineage's. A run folder holds
-its outputs, meta.json (the record: deterministic, hashed by DVC) and run.json (how this execution
-went: wall time, host, absolute paths, MLflow run, versions; .dvcignore leaves it out).
+A stage is an adapter: it assembles its objects and its run spec (pipeline.assemble, pipeline.runkeys)
+and hands a body to run_stage, which owns everything around it. The lifecycle never reads the config:
+the spec is the config resolved into what names, keys and records a run. The entries beside a run
+folder (lock, work, scratch) and what a run may remove are pipeline.workspace's; what its record holds
+is pipeline.lineage's. A run folder holds its outputs, meta.json (the record: deterministic, hashed by
+DVC) and run.json (how this execution went: wall time, host, absolute paths, MLflow run, versions;
+.dvcignore leaves it out).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -31,7 +34,6 @@ from pipeline.lineage import (
     input_record,
     key_differences,
     lineage_problem,
-    record_config,
     record_problem,
     rerun_hint,
     seal,
@@ -39,7 +41,7 @@ from pipeline.lineage import (
 )
 from pipeline.outputs import META, RUN, UnreadableMetaError, read_meta, read_run_info
 from pipeline.provenance import git_revision, machine, package_versions
-from pipeline.runkeys import config_digest, key_sections, run_key
+from pipeline.runkeys import RunSpec
 from pipeline.tracking import Tracker, system_tags
 from pipeline.workspace import (
     claim_scratch,
@@ -55,15 +57,6 @@ from pipeline.workspace import (
 )
 
 log = logging.getLogger("pifs")
-
-
-def outputs_root(cfg: Mapping[str, Any]) -> Path:
-    return Path(cfg.get("paths", {}).get("outputs", "outputs"))
-
-
-def stage_dir(stage: str, cfg: Mapping[str, Any]) -> Path:
-    """outputs/<stage>/<run-key>/ for this config."""
-    return outputs_root(cfg) / stage / run_key(stage, cfg)
 
 
 def _meta_or_none(folder: Path) -> dict[str, Any] | None:
@@ -113,10 +106,11 @@ def verify_outputs(folder: Path, meta: Mapping[str, Any]) -> str | None:
     return None
 
 
-def verified_upstream(stage: str, cfg: Mapping[str, Any], needed_by: str) -> tuple[Path, dict[str, Any]]:
+def verified_upstream(upstream: RunSpec, needed_by: str) -> tuple[Path, dict[str, Any]]:
     """The completed, unaltered output folder of an upstream stage made under this run's values of
-    every key both stages depend on, with its record; else a one-line error saying what to run."""
-    folder = stage_dir(stage, cfg)
+    every key both stages depend on, with its record; else a one-line error saying what to run.
+    ``upstream``: the upstream stage's run spec under this run's config."""
+    stage, folder = upstream.stage, upstream.final
     rerun = f"rerun `python -m stages.{stage}` with the same overrides (or `dvc repro`)"
     try:
         meta = read_meta(folder)
@@ -142,15 +136,15 @@ def verified_upstream(stage: str, cfg: Mapping[str, Any], needed_by: str) -> tup
     problem = record_problem(meta) or verify_outputs(folder, meta)
     if problem is not None:
         raise PipelineError(f"{needed_by} cannot use {folder}: {problem} — {rerun_hint(stage)}")
-    problem = lineage_problem(stage, folder, meta, cfg, needed_by)
+    problem = lineage_problem(stage, folder, meta, upstream.values, needed_by)
     if problem is not None:
         raise PipelineError(problem)
     return folder, meta
 
 
-def upstream_dir(stage: str, cfg: Mapping[str, Any], needed_by: str) -> Path:
+def upstream_dir(upstream: RunSpec, needed_by: str) -> Path:
     """The upstream folder of :func:`verified_upstream`, without its record."""
-    return verified_upstream(stage, cfg, needed_by)[0]
+    return verified_upstream(upstream, needed_by)[0]
 
 
 def _input_digests(inputs: Mapping[str, InputSpec]) -> dict[str, dict[str, Any]]:
@@ -220,18 +214,14 @@ class StageContext:
     """What a stage body gets: where to write, where to keep resumable work, the tracker."""
 
     stage: str
-    cfg: dict[str, Any]
     key: str
     out_dir: Path  # scratch folder; becomes final_dir atomically when the body returns
     final_dir: Path
     work_dir: Path  # survives failures: per-unit checkpoints for resume
     tracker: Tracker
+    progress: bool = True  # progress bars on long work (the config's `progress`)
     metrics: dict[str, float] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def progress(self) -> bool:
-        return bool(self.cfg.get("progress", True))
 
 
 @dataclass
@@ -245,50 +235,25 @@ class StageResult:
 
 
 def run_stage(
-    stage: str,
-    cfg: Mapping[str, Any],
+    spec: RunSpec,
     body: Callable[[StageContext], None],
     artifacts: tuple[str, ...] = (),
     inputs: Mapping[str, InputSpec] | None = None,
-    final: Path | None = None,
 ) -> StageResult:
-    """Run ``body`` for ``stage`` with an atomic output folder, meta.json and an MLflow run.
+    """Run ``body`` for ``spec.stage`` with an atomic output folder, meta.json and an MLflow run.
 
     One writer per folder (an OS lock beside it). A complete folder is reused when its config,
     its inputs' sha256 and its own files' sha256 all still match (unless ``force``); otherwise it
     is recomputed and the log says why. Resumable units live in a work folder keyed to the config
     sections and inputs that determine them; units of another key are discarded, never merged.
     A failed or interrupted run leaves no output folder, only its work folder. ``inputs``: files,
-    folders or upstream stage folders whose content the outputs depend on. ``final``: the output
-    folder when it is not <paths.outputs>/<stage>/<run_key> (train.out_dir).
+    folders or upstream stage folders whose content the outputs depend on. ``spec``: the run under
+    its config (pipeline.runkeys.run_spec), its folder <paths.outputs>/<stage>/<run_key> or train.out_dir.
     """
-    cfg = dict(cfg)
-    if final is None:
-        key = run_key(stage, cfg)
-        final = outputs_root(cfg) / stage / key
-        what = "run_key"
-    else:
-        key = final.name
-        what = f"{stage}.out_dir"
-    check_replaceable(final, stage, what)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with io.writer_lock(lock_path(final), str(final)):
-        return _run_locked(_Run(stage, cfg, key, final, what), body, artifacts, inputs or {})
-
-
-@dataclass
-class _Run:
-    """One execution of a stage: what it is asked to produce and where."""
-
-    stage: str
-    cfg: dict[str, Any]
-    key: str
-    final: Path
-    what: str  # the config key that names the folder (for messages)
-
-    @property
-    def work(self) -> Path:
-        return work_path(self.final)
+    check_replaceable(spec.final, spec.stage, spec.what)
+    spec.final.parent.mkdir(parents=True, exist_ok=True)
+    with io.writer_lock(lock_path(spec.final), str(spec.final)):
+        return _run_locked(spec, body, artifacts, inputs or {})
 
 
 # where a run was started from (a SLURM job, a DVC experiment, a Hydra sweep): MLflow tags and run.json
@@ -300,12 +265,12 @@ _ENV_TAGS = (
 )
 
 
-def _tags(run: _Run, digest: str, rev: str) -> dict[str, str]:
+def _tags(run: RunSpec, rev: str) -> dict[str, str]:
     tags = {
         "stage": run.stage,
         "run_key": run.key,
         "git_revision": rev,
-        "config_digest": digest,
+        "config_digest": run.digest,
         "host": socket.gethostname(),
         **system_tags(f"{run.stage}:{run.key}", f"stages.{run.stage}", rev),
     }
@@ -315,21 +280,20 @@ def _tags(run: _Run, digest: str, rev: str) -> dict[str, str]:
     return tags
 
 
-def _start_tracker(run: _Run, digest: str, rev: str) -> Tracker:
-    tcfg = run.cfg.get("tracking", {})
+def _start_tracker(run: RunSpec, rev: str) -> Tracker:
     tracker = Tracker.start(
-        enabled=bool(tcfg.get("enabled", True)),
-        uri=tcfg.get("uri"),
-        experiment=tcfg.get("experiment", "pifs-repro"),
+        enabled=run.tracking.enabled,
+        uri=run.tracking.uri,
+        experiment=run.tracking.experiment,
         run_name=f"{run.stage}:{run.key}",
-        tags=_tags(run, digest, rev),
-        artifact_location=tcfg.get("artifact_location"),
+        tags=_tags(run, rev),
+        artifact_location=run.tracking.artifact_location,
         parent_run_id=os.environ.get("PIFS_PARENT_RUN_ID") or None,
         invocation=dvc_invocation(),  # under `dvc repro`: nest in the invocation's parent run
     )
     # params: the sections that determine this stage's outputs; the whole config as an artifact
-    tracker.log_params({s: run.cfg[s] for s in key_sections(run.stage) if s in run.cfg})
-    tracker.log_dict(run.cfg, "config.yaml")
+    tracker.log_params(run.values)
+    tracker.log_dict(json.loads(run.config_json), "config.yaml")
     return tracker
 
 
@@ -348,15 +312,15 @@ EXECUTION_METRICS = frozenset(
 )
 
 
-def _record(run: _Run, ctx: StageContext, digests: dict[str, Any]) -> dict[str, Any]:
+def _record(run: RunSpec, ctx: StageContext, digests: dict[str, Any]) -> dict[str, Any]:
     """meta.json: what the outputs are and what made them, sealed; the same bytes on any machine."""
     return seal(
         {
             "stage": run.stage,
             "run_key": run.key,
-            "config_digest": digests["config"],
+            "config_digest": run.digest,
             "unit_digest": digests["unit"],
-            "config": record_config(run.stage, run.cfg),
+            "config": run.values,
             "input_hashes": digests["inputs"],
             "outputs": io.tree_sha256(ctx.out_dir, exclude=UNHASHED),
             "metrics": {k: v for k, v in sorted(ctx.metrics.items()) if k not in EXECUTION_METRICS},
@@ -365,17 +329,16 @@ def _record(run: _Run, ctx: StageContext, digests: dict[str, Any]) -> dict[str, 
 
 
 def _run_info(
-    run: _Run, ctx: StageContext, record: Mapping[str, Any], where: dict[str, Any], rev: str, wall: float
+    run: RunSpec, ctx: StageContext, record: Mapping[str, Any], where: dict[str, Any], rev: str, wall: float
 ) -> dict:
     """run.json: how this execution went, for the record it produced (never hashed by DVC)."""
-    tcfg = run.cfg.get("tracking") or {}
     return {
         "record_sha256": record["record_sha256"],
         "stage": run.stage,
         "run_key": run.key,
         "folder": str(run.final.absolute()),
         "inputs": {**where, **ctx.inputs},
-        "config": run.cfg,
+        "config": json.loads(run.config_json),
         "metrics": {k: v for k, v in sorted(ctx.metrics.items()) if k in EXECUTION_METRICS},
         "versions": package_versions(),
         "git_revision": rev,
@@ -384,20 +347,20 @@ def _run_info(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "mlflow_run_id": ctx.tracker.run_id,
         "mlflow_tracking_uri": ctx.tracker.tracking_uri,
-        "mlflow_experiment": tcfg.get("experiment", "pifs-repro") if tcfg.get("enabled", True) else None,
+        "mlflow_experiment": run.tracking.experiment if run.tracking.enabled else None,
         **{tag: os.environ[env] for env, tag in _ENV_TAGS if os.environ.get(env)},
     }
 
 
-def _refuse_replacing_a_sibling_job(run: _Run, meta: Mapping[str, Any] | None, digest: str) -> None:
+def _refuse_replacing_a_sibling_job(run: RunSpec, meta: Mapping[str, Any] | None) -> None:
     """A sweep's job never replaces the result another job of the same sweep wrote under other values
     (a fixed run_key over ``seed=0,5``): that job's folder is its result, not stale output."""
     sweep = os.environ.get("PIFS_SWEEP_ID")
-    if not sweep or meta is None or meta.get("config_digest") == digest:
+    if not sweep or meta is None or meta.get("config_digest") == run.digest:
         return
     if (read_run_info(run.final) or {}).get("sweep_id") != sweep:
         return
-    diffs = key_differences(run.stage, meta, run.cfg, run.stage)
+    diffs = key_differences(run.stage, meta, run.values, run.stage)
     what = f" ({diffs[0][0]}={diffs[0][1]!r} there, {diffs[0][2]!r} here)" if diffs else ""
     raise ConfigError(
         f"run_key={run.key}: {run.final} holds the result of another job of this sweep ({sweep}) made under "
@@ -405,19 +368,18 @@ def _refuse_replacing_a_sibling_job(run: _Run, meta: Mapping[str, Any] | None, d
     )
 
 
-def _run_locked(run: _Run, body, artifacts, inputs) -> StageResult:
+def _run_locked(run: RunSpec, body, artifacts, inputs) -> StageResult:
     check_replaceable(
         run.final, run.stage, run.what
     )  # again under the lock: another writer may have been first
     claim_scratch(run.final, run.stage)  # a killed run's scratch; nobody else can be writing it now
     if run.what == "run_key":  # <paths.outputs>/<stage>/ holds only runs' folders; a chosen out_dir's may not
         clean_stale(run.final.parent, run.stage)
-    digest = config_digest(run.cfg, key_sections(run.stage))
     input_hashes = _input_digests(inputs)
     meta = _meta_or_none(run.final)
-    _refuse_replacing_a_sibling_job(run, meta, digest)
-    why = _reuse_problem(run.final, meta, digest, input_hashes)
-    if why is None and not run.cfg.get("force"):
+    _refuse_replacing_a_sibling_job(run, meta)
+    why = _reuse_problem(run.final, meta, run.digest, input_hashes)
+    if why is None and not run.force:
         log.info(
             "%s: %s is complete for this config and inputs; reusing it (force=true recomputes)",
             run.stage,
@@ -440,13 +402,12 @@ def _run_locked(run: _Run, body, artifacts, inputs) -> StageResult:
     unit_digest = io.digest_of(
         {
             "stage": run.stage,
-            "config": {s: run.cfg.get(s) for s in key_sections(run.stage)},
+            "config": run.unit_config,
             "inputs": input_hashes,
         }
     )
-    prepare_work(run.work, run.stage, unit_digest)
+    prepare_work(work_path(run.final), run.stage, unit_digest)
     digests = {
-        "config": digest,
         "unit": unit_digest,
         "inputs": input_hashes,
         "where": where_inputs_are(inputs),
@@ -454,18 +415,19 @@ def _run_locked(run: _Run, body, artifacts, inputs) -> StageResult:
     return _execute(run, body, artifacts, digests)
 
 
-def _execute(run: _Run, body, artifacts, digests: dict[str, Any]) -> StageResult:
+def _execute(run: RunSpec, body, artifacts, digests: dict[str, Any]) -> StageResult:
     """Run the body in scratch, publish it atomically with its meta.json, and close the MLflow run."""
     rev = git_revision()
+    work = work_path(run.final)
     t0 = time.time()
     signals = _SignalsAsExit()
     tracker = Tracker()  # a no-op until the run exists
     try:
         with signals:
-            tracker = _start_tracker(run, digests["config"], rev)
+            tracker = _start_tracker(run, rev)
             with io.atomic_dir(run.final, scratch=scratch_path(run.final)) as tmp:
                 mark_scratch(tmp, run.stage)  # so that only a run of this stage ever removes it
-                ctx = StageContext(run.stage, run.cfg, run.key, tmp, run.final, run.work, tracker)
+                ctx = StageContext(run.stage, run.key, tmp, run.final, work, tracker, run.progress)
                 body(ctx)
                 unmark_scratch(tmp)
                 wall = time.time() - t0
@@ -481,9 +443,9 @@ def _execute(run: _Run, body, artifacts, digests: dict[str, Any]) -> StageResult
                     tracker.log_artifact(path)
             tracker.finish("FINISHED")
     except StageInterrupted as exc:
-        drop_unitless_work(run.work)
+        drop_unitless_work(work)
         tracker.set_tags(
-            {"error": f"stopped by signal {exc.signum}; the work folder {run.work} is kept for resume"}
+            {"error": f"stopped by signal {exc.signum}; the work folder {work} is kept for resume"}
         )
         tracker.finish("KILLED")
         log.error(
@@ -491,15 +453,15 @@ def _execute(run: _Run, body, artifacts, digests: dict[str, Any]) -> StageResult
             "to resume)",
             run.stage,
             exc.signum,
-            run.work,
+            work,
         )
         raise
     except BaseException as exc:
         tracker.set_tags({"error": "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]})
         tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        drop_unitless_work(run.work)
+        drop_unitless_work(work)
         raise
-    io.remove_path(run.work)
+    io.remove_path(work)
     log.info("%s: wrote %s in %.1f s (MLflow run %s)", run.stage, run.final, wall, tracker.run_id)
     if signals.pending is not None:
         raise StageInterrupted(signals.pending)  # asked to stop while publishing: stop now, result complete

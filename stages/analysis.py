@@ -19,8 +19,8 @@ from pipeline.analysis.build import analysis_body
 from pipeline.assemble import analysis_upstream
 from pipeline.errors import ConfigError, InputMissingError
 from pipeline.outputs import META, AnalysisFolder, read_meta
-from pipeline.runkeys import POOL, shard_of, unsharded, with_shard
-from pipeline.runs import StageResult, run_stage, stage_dir
+from pipeline.runkeys import POOL, run_spec, shard_of, stage_dir, unsharded, with_shard
+from pipeline.runs import StageResult, run_stage
 from pipeline.settings import prepare_config
 from stages.cli_errors import in_job, run_cli
 
@@ -58,8 +58,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
     upstream = analysis_upstream(cfg)
 
     return run_stage(
-        "analysis",
-        cfg,
+        run_spec("analysis", cfg),
         analysis_body(cfg, upstream),
         artifacts=(
             AnalysisFolder.REPORT_HTML,

@@ -39,8 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.io import write_json
 from pipeline.outputs import UnreadableMetaError, read_meta, read_run_info
 from pipeline.provenance import git_revision
-from pipeline.runkeys import STAGES
-from pipeline.runs import stage_dir
+from pipeline.runkeys import STAGES, stage_dir
 from pipeline.settings import prepare_config
 from pipeline.sweeps import runs_from_mlflow
 from pipeline.tracking import Tracker, retry_on_lock, system_tags

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from pipeline.assemble import dataset, dataset_inputs
 from pipeline.outputs import CovarianceFolder
+from pipeline.runkeys import run_spec
 from pipeline.runs import StageContext, StageResult, run_stage
 from pipeline.settings import prepare_config
 from stages.cli_errors import in_job, run_cli
@@ -38,8 +39,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
         ctx.metrics.update(summary_metrics(stats))
 
     return run_stage(
-        "covariance",
-        cfg,
+        run_spec("covariance", cfg),
         body,
         artifacts=(CovarianceFolder.PATCHES, CovarianceFolder.LAMBDA_FIGURE),
         inputs=dataset_inputs(source),

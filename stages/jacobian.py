@@ -24,8 +24,8 @@ from pipeline.io import FolderBusyError
 from pipeline.jacobian.loop import measurement_body
 from pipeline.jacobian.pool import pool_body
 from pipeline.outputs import JacobianFolder
-from pipeline.runkeys import POOL, shard_of, unsharded
-from pipeline.runs import StageResult, run_stage, stage_dir
+from pipeline.runkeys import POOL, run_spec, shard_of, stage_dir, unsharded
+from pipeline.runs import StageResult, run_stage
 from pipeline.settings import prepare_config
 from stages.cli_errors import in_job, run_cli
 
@@ -38,7 +38,8 @@ def pool(cfg: dict) -> StageResult:
     inputs = {f"shard-{i}": p for i, p in enumerate(shards)}
     inputs.update(covariance=stage_dir("covariance", cfg), trajectories=stage_dir("trajectories", cfg))
     body = pool_body(shards)
-    return run_stage("jacobian", unsharded(cfg), body, artifacts=(JacobianFolder.GLOBAL,), inputs=inputs)
+    whole = run_spec("jacobian", unsharded(cfg))
+    return run_stage(whole, body, artifacts=(JacobianFolder.GLOBAL,), inputs=inputs)
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
@@ -48,7 +49,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
         return pool(cfg)
     setup = jacobian_setup(cfg)
     body = measurement_body(setup, cfg)
-    result = run_stage("jacobian", cfg, body, artifacts=(JacobianFolder.GLOBAL,), inputs=setup.inputs)
+    result = run_stage(setup.run, body, artifacts=(JacobianFolder.GLOBAL,), inputs=setup.inputs)
     if shards > 1 and not unfinished_shards(cfg):
         try:  # every shard is finished: this one (the last to finish) pools them
             pool(cfg)

@@ -19,8 +19,8 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.assemble import dataset_inputs
-from pipeline.runkeys import TRAIN_STAGE, run_key
-from pipeline.runs import check_replaceable, outputs_root, run_stage
+from pipeline.runkeys import TRAIN_STAGE, outputs_root, run_key, run_spec
+from pipeline.runs import check_replaceable, run_stage
 from pipeline.settings import check_output_location, prepare_config
 from pipeline.training_run import training_body, training_setup
 from stages.cli_errors import in_job, run_cli
@@ -44,12 +44,10 @@ def run(cfg: DictConfig | dict) -> Path:
     check_replaceable(final, TRAIN_STAGE, "train.out_dir")
     setup = training_setup(cfg)
     result = run_stage(
-        TRAIN_STAGE,
-        cfg,
+        run_spec(TRAIN_STAGE, cfg, final=final),
         training_body(setup),
         artifacts=("samples.png", "loss_curve.png", "MODEL_CARD.md", "train_summary.json"),
         inputs=dataset_inputs(setup.source),
-        final=final,
     )
     return result.out_dir
 

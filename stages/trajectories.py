@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from pipeline.assemble import build_chain, build_model, seeds_of
 from pipeline.outputs import TrajectoriesFolder
+from pipeline.runkeys import run_spec
 from pipeline.runs import StageContext, StageResult, run_stage
 from pipeline.sampler import publish_trajectories
 from pipeline.settings import prepare_config
@@ -40,7 +41,8 @@ def run(cfg: DictConfig | dict) -> StageResult:
             )
         )
 
-    return run_stage("trajectories", cfg, body, artifacts=(TrajectoriesFolder.SAMPLES,), inputs=built.inputs)
+    spec = run_spec("trajectories", cfg)
+    return run_stage(spec, body, artifacts=(TrajectoriesFolder.SAMPLES,), inputs=built.inputs)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline import io
+from pipeline.runkeys import run_spec
 from pipeline.runs import StageContext, run_stage
 from pipeline.tracking import flatten
 
@@ -65,7 +66,7 @@ def test_run_stage_writes_meta_logs_mlflow_and_reuses(project):
         ctx.metrics["answer"] = 42.0
 
     cfg = _cfg(tmp_path)
-    r1 = run_stage("covariance", cfg, body, artifacts=("x.txt",))
+    r1 = run_stage(run_spec("covariance", cfg), body, artifacts=("x.txt",))
     meta = json.loads((r1.out_dir / "meta.json").read_text())
     assert meta["metrics"]["answer"] == 42.0 and meta["config"]["patch"]["size"] == 4
     # how the run went (its MLflow run, versions) is run.json's, outside the record DVC hashes
@@ -79,9 +80,9 @@ def test_run_stage_writes_meta_logs_mlflow_and_reuses(project):
     assert run.data.metrics["answer"] == 42.0
     assert run.data.params["patch.size"] == "4"
     assert run.data.tags["stage"] == "covariance" and run.info.status == "FINISHED"
-    r2 = run_stage("covariance", cfg, body)
+    r2 = run_stage(run_spec("covariance", cfg), body)
     assert r2.skipped and len(calls) == 1 and r2.run_id == r1.run_id
-    r3 = run_stage("covariance", {**cfg, "force": True}, body)
+    r3 = run_stage(run_spec("covariance", {**cfg, "force": True}), body)
     assert not r3.skipped and len(calls) == 2
 
 
@@ -94,7 +95,7 @@ def test_failed_stage_marks_the_run_failed_and_keeps_work(project):
 
     cfg = _cfg(tmp_path)
     with pytest.raises(ValueError):
-        run_stage("covariance", cfg, body)
+        run_stage(run_spec("covariance", cfg), body)
     stage_root = tmp_path / "outputs" / "covariance"
     names = sorted(p.name for p in stage_root.iterdir())
     # only the resumable work folder: the lock file goes with the run that held it

@@ -23,6 +23,7 @@ import pytest
 
 from pipeline import io
 from pipeline.errors import PipelineError
+from pipeline.runkeys import run_spec
 from pipeline.runs import lock_path, run_stage, upstream_dir
 from tests.conftest import compose_config
 
@@ -91,7 +92,7 @@ def test_a_folder_that_is_not_an_output_of_the_stage_is_never_replaced(project):
     # another stage's output is not this stage's either
     io.write_json(mine / "meta.json", {"stage": "jacobian"})
     with pytest.raises(PipelineError, match="not a completed output of the covariance stage"):
-        run_stage("covariance", _toy_cfg(project, run_key="mine"), lambda ctx: None)
+        run_stage(run_spec("covariance", _toy_cfg(project, run_key="mine")), lambda ctx: None)
     assert (mine / "thesis.tex").read_text() == "not an output"
 
 
@@ -115,7 +116,7 @@ def test_outputs_get_the_users_umask(tmp_path):
     old = os.umask(0o022)
     try:
         res = run_stage(
-            "covariance", _toy_cfg(tmp_path), lambda ctx: io.write_text(ctx.out_dir / "a.txt", "a")
+            run_spec("covariance", _toy_cfg(tmp_path)), lambda ctx: io.write_text(ctx.out_dir / "a.txt", "a")
         )
     finally:
         os.umask(old)
@@ -148,13 +149,13 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
         with pytest.raises(
             io.FolderBusyError, match=rf"being written by another run \(host .*, pid {holder.pid},"
         ):
-            run_stage("covariance", cfg, lambda ctx: calls.append(1))
+            run_stage(run_spec("covariance", cfg), lambda ctx: calls.append(1))
         assert calls == [] and not final.exists()
     finally:
         holder.kill()
         holder.wait()
     # the kernel freed the lock with its holder: the next writer goes ahead
-    res = run_stage("covariance", cfg, lambda ctx: io.write_text(ctx.out_dir / "a.txt", "a"))
+    res = run_stage(run_spec("covariance", cfg), lambda ctx: io.write_text(ctx.out_dir / "a.txt", "a"))
     assert (res.out_dir / "a.txt").read_text() == "a"
 
 
@@ -198,7 +199,7 @@ def test_stale_scratch_and_resumeless_work_folders_are_cleaned_when_their_lock_i
     io.write_text(parent / ".partial-someones" / "draft.tex", "draft")
     io.write_text(parent / ".work-someones" / "unit.npz", "not a run's")
     with io.writer_lock(parent / ".lock-busy", "busy"):
-        run_stage("covariance", _toy_cfg(tmp_path), lambda ctx: None)
+        run_stage(run_spec("covariance", _toy_cfg(tmp_path)), lambda ctx: None)
         left = sorted(p.name for p in parent.iterdir() if not p.name.startswith(".lock-"))
     assert left == [".partial-busy", ".partial-someones", ".work-resumable", ".work-someones", "toy"]
 
@@ -214,21 +215,21 @@ def test_work_units_of_another_config_are_discarded_not_merged(tmp_path, caplog)
         raise RuntimeError("preempted")
 
     with pytest.raises(RuntimeError):
-        run_stage("covariance", _toy_cfg(tmp_path), failing)
+        run_stage(run_spec("covariance", _toy_cfg(tmp_path)), failing)
     seen = []
 
     def body(ctx):
         seen.extend(sorted(p.name for p in ctx.work_dir.iterdir()))
 
     with caplog.at_level(logging.WARNING, logger="pifs"):
-        run_stage("covariance", _toy_cfg(tmp_path, patch={"size": 2}), body)
+        run_stage(run_spec("covariance", _toy_cfg(tmp_path, patch={"size": 2})), body)
     assert seen == ["work.json"]
     assert "discarding 1 resumable file(s)" in caplog.text and "never mixed" in caplog.text
     # under an unchanged config the units are kept
     with pytest.raises(RuntimeError):
-        run_stage("covariance", _toy_cfg(tmp_path, run_key="again"), failing)
+        run_stage(run_spec("covariance", _toy_cfg(tmp_path, run_key="again")), failing)
     seen.clear()
-    run_stage("covariance", _toy_cfg(tmp_path, run_key="again"), body)
+    run_stage(run_spec("covariance", _toy_cfg(tmp_path, run_key="again")), body)
     assert seen == ["unit-0.txt", "work.json"]
 
 
@@ -271,7 +272,7 @@ def test_a_signal_mid_body_stops_cleanly_keeps_work_and_marks_the_run_killed(pro
         pytest.fail("the signal did not stop the body")
 
     with pytest.raises(StageInterrupted) as info:
-        run_stage("covariance", _toy_cfg(project), body)
+        run_stage(run_spec("covariance", _toy_cfg(project)), body)
     assert info.value.code == 128 + sig
     parent = project / "outputs" / "covariance"
     assert sorted(p.name for p in parent.iterdir()) == [".work-toy"]  # no scratch, no output, no lock
@@ -450,25 +451,25 @@ def test_an_edited_output_is_detected_recomputed_and_refused_downstream(tmp_path
         io.write_csv(ctx.out_dir / "global.csv", [{"t": 1, "kappa": 0.5}])
 
     cfg = _toy_cfg(tmp_path)
-    res = run_stage("covariance", cfg, body)
+    res = run_stage(run_spec("covariance", cfg), body)
     meta = json.loads((res.out_dir / "meta.json").read_text())
     assert meta["outputs"] == {"global.csv": io.sha256_file(res.out_dir / "global.csv")}
-    assert run_stage("covariance", cfg, body).skipped and len(calls) == 1
+    assert run_stage(run_spec("covariance", cfg), body).skipped and len(calls) == 1
     # a hand edit: the downstream stage refuses it, naming the file and the command to rerun
     (res.out_dir / "global.csv").write_text("t,kappa\n1,0.9\n")
     with pytest.raises(
         PipelineError, match=r"global\.csv differs from the sha256.*python -m stages\.covariance"
     ):
-        upstream_dir("covariance", cfg, needed_by="jacobian")
+        upstream_dir(run_spec("covariance", cfg), needed_by="jacobian")
     # the stage itself recomputes it, and says why
     with caplog.at_level(logging.INFO, logger="pifs"):
-        again = run_stage("covariance", cfg, body)
+        again = run_stage(run_spec("covariance", cfg), body)
     assert not again.skipped and len(calls) == 2 and "global.csv differs from the sha256" in caplog.text
     assert io.read_csv(again.out_dir / "global.csv") == [{"t": "1", "kappa": "0.5"}]
     # a file slipped into the folder is noticed too
     (again.out_dir / "extra.csv").write_text("x\n")
     with pytest.raises(PipelineError, match="extra.csv is not one of the outputs"):
-        upstream_dir("covariance", cfg, needed_by="jacobian")
+        upstream_dir(run_spec("covariance", cfg), needed_by="jacobian")
 
 
 def test_a_changed_input_file_makes_the_folder_recompute(tmp_path):
@@ -476,15 +477,19 @@ def test_a_changed_input_file_makes_the_folder_recompute(tmp_path):
     data.write_bytes(b"a")
     calls = []
     cfg = _toy_cfg(tmp_path)
-    res = run_stage("covariance", cfg, lambda ctx: calls.append(1), inputs={"dataset": [data]})
+    res = run_stage(run_spec("covariance", cfg), lambda ctx: calls.append(1), inputs={"dataset": [data]})
     hashes = json.loads((res.out_dir / "meta.json").read_text())["input_hashes"]
     # keyed by a portable name (below the files' common folder), never by an absolute path
     assert hashes["dataset"]["files"] == {"data.bin": io.sha256_file(data)}
     where = json.loads((res.out_dir / "run.json").read_text())["inputs"]
     assert where["dataset"] == [str(data)]  # where it lay on this machine: an execution detail
-    assert run_stage("covariance", cfg, lambda ctx: calls.append(1), inputs={"dataset": [data]}).skipped
+    assert run_stage(
+        run_spec("covariance", cfg), lambda ctx: calls.append(1), inputs={"dataset": [data]}
+    ).skipped
     data.write_bytes(b"b")
-    assert not run_stage("covariance", cfg, lambda ctx: calls.append(1), inputs={"dataset": [data]}).skipped
+    assert not run_stage(
+        run_spec("covariance", cfg), lambda ctx: calls.append(1), inputs={"dataset": [data]}
+    ).skipped
     assert len(calls) == 2
 
 

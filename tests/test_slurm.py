@@ -193,8 +193,7 @@ def test_a_protocol_split_over_a_four_task_array_gives_the_unsplit_analysis_tabl
     import filecmp
     import shutil
 
-    from pipeline.runkeys import with_shard
-    from pipeline.runs import stage_dir
+    from pipeline.runkeys import stage_dir, with_shard
     from pipeline.settings import prepare_config
     from pipeline.sweeps import runs_from_sweep_dir
     from stages import analysis, covariance, jacobian, trajectories

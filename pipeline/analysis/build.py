@@ -24,8 +24,8 @@ from pipeline.analysis.sweep import compare_runs
 from pipeline.analysis.tables import TableResult
 from pipeline.analysis.verdicts import Verdict
 from pipeline.geometry import default_geometry_rows
-from pipeline.lineage import record_config
 from pipeline.outputs import AnalysisFolder, CovarianceFolder, read_meta
+from pipeline.runkeys import record_config
 
 # The schedule-geometry table the analysis stage writes before the report; embedded when present.
 GEOMETRY_FILES = (AnalysisFolder.SCHEDULE_GEOMETRY,)
