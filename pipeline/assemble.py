@@ -15,9 +15,18 @@ from typing import Any
 from pipeline.errors import ConfigError, InputMissingError, PipelineError
 from pipeline.lineage import InputSpec, input_record, stale_problem
 from pipeline.outputs import META, CovarianceFolder, JacobianFolder, TrajectoriesFolder
-from pipeline.runkeys import STAGES, RunSpec, chain_specs, run_spec, shard_of, stage_dir, with_shard
+from pipeline.runkeys import (
+    POOL,
+    STAGES,
+    RunSpec,
+    chain_specs,
+    run_spec,
+    shard_of,
+    stage_dir,
+    unsharded,
+    with_shard,
+)
 from pipeline.runs import upstream_dir, verified_upstream
-from pipeline.settings import image_resolution
 
 MODEL_KINDS = ("gaussian_oracle", "unet")
 
@@ -28,8 +37,9 @@ def seeds_of(cfg: Mapping[str, Any]) -> list[int]:
 
 
 def image_shape(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
-    res = image_resolution(cfg)
-    return (int(cfg["dataset"]["channels"]), res, res)
+    """(channels, resolution, resolution) of the configured dataset: the shape the model sees."""
+    data = cfg["dataset"]
+    return (int(data["channels"]), int(data["resolution"]), int(data["resolution"]))
 
 
 def dataset(cfg: Mapping[str, Any], **changes: Any):
@@ -150,10 +160,12 @@ class JacobianSetup:
     chain: Any
     inputs: dict[str, InputSpec]
     proxy_source: Any = None  # the first proxy.images images of the dataset (Table 10), when on
+    shards: int = 1  # points.shards: the last shard to finish pools them
 
 
-def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
-    """Upstream folders (each verified once), the model and its chain, the proxy images, the inputs to hash."""
+def jacobian_setup(cfg: Mapping[str, Any], shard: int = 0, shards: int = 1) -> JacobianSetup:
+    """Upstream folders (each verified once), the model and its chain, the proxy images, the inputs to hash,
+    for shard ``shard`` of ``shards`` (points.shard, points.shards)."""
     specs = chain_specs("jacobian", cfg)
     upstream = {s: verified_upstream(specs[s], needed_by="jacobian") for s in ("covariance", "trajectories")}
     check_not_stale(upstream, "jacobian")
@@ -165,7 +177,7 @@ def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
     # the other stages' import closures stay free of the jacobian package)
     tables = cfg["measure"].get("tables")
     wanted = tables is None or "table_10" in tables
-    n_proxy = int(cfg["proxy"].get("images") or 0) if shard_of(cfg)[0] == 0 and wanted else 0
+    n_proxy = int(cfg["proxy"].get("images") or 0) if shard == 0 and wanted else 0
     return JacobianSetup(
         run=specs["jacobian"],
         covariance=cov,
@@ -174,7 +186,31 @@ def jacobian_setup(cfg: Mapping[str, Any]) -> JacobianSetup:
         chain=build_chain(cfg, built.model),
         inputs={**built.inputs, "covariance": cov.path, "trajectories": traj.path},
         proxy_source=dataset(cfg, num_images=n_proxy) if n_proxy > 0 else None,
+        shards=shards,
     )
+
+
+@dataclass
+class PoolSetup:
+    """A split protocol's finished shards and the unsplit run they pool into (points.shard=pool)."""
+
+    run: RunSpec
+    shards: list[Path]
+    inputs: dict[str, InputSpec]
+
+
+def pool_setup(cfg: Mapping[str, Any]) -> PoolSetup:
+    """The shards of this config's protocol (each verified as an upstream) and the unsplit run's spec."""
+    shards = [s.path for s in jacobian_shards(cfg, needed_by="pooling")]
+    inputs: dict[str, InputSpec] = {f"shard-{i}": p for i, p in enumerate(shards)}
+    inputs.update(covariance=stage_dir("covariance", cfg), trajectories=stage_dir("trajectories", cfg))
+    return PoolSetup(run_spec("jacobian", unsharded(cfg)), shards, inputs)
+
+
+def jacobian_job(cfg: Mapping[str, Any]) -> JacobianSetup | PoolSetup:
+    """What one jacobian run does under ``cfg``: pool a split protocol's shards (points.shard=pool), or measure."""
+    shard, shards = shard_of(cfg)
+    return pool_setup(cfg) if shard == POOL else jacobian_setup(cfg, int(shard), shards)
 
 
 def unfinished_shards(cfg: Mapping[str, Any]) -> list[int]:

@@ -24,10 +24,6 @@ from pipeline.tracking import check_reachable, check_store, default_tracking_uri
 _RUNTIME_KEYS = frozenset({"run_key", "params_file", "force", "progress"})
 
 
-def image_resolution(cfg: Mapping[str, Any]) -> int:
-    return int(cfg["dataset"]["resolution"])
-
-
 def validate_config(cfg: Mapping[str, Any]) -> None:
     """Refuse configs that cannot work, naming the key and the fix (before any work starts)."""
     if "train" in cfg:  # training checks what it reads, not the measurement keys a preset gave it

@@ -19,12 +19,12 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.assemble import jacobian_setup, jacobian_shards, unfinished_shards
+from pipeline.assemble import PoolSetup, jacobian_job, pool_setup, unfinished_shards
 from pipeline.io import FolderBusyError
 from pipeline.jacobian.loop import measurement_body
 from pipeline.jacobian.pool import pool_body
+from pipeline.jacobian.run_settings import MeasurementSettings
 from pipeline.outputs import JacobianFolder
-from pipeline.runkeys import POOL, run_spec, shard_of, stage_dir, unsharded
 from pipeline.runs import StageResult, run_stage
 from pipeline.settings import prepare_config
 from stages.cli_errors import in_job, run_cli
@@ -32,29 +32,23 @@ from stages.cli_errors import in_job, run_cli
 log = logging.getLogger("pifs")
 
 
-def pool(cfg: dict) -> StageResult:
+def pool(job: PoolSetup) -> StageResult:
     """The shards of a split protocol pooled into the unsplit run's folder (pipeline.jacobian.pool)."""
-    shards = [s.path for s in jacobian_shards(cfg, needed_by="pooling")]
-    inputs = {f"shard-{i}": p for i, p in enumerate(shards)}
-    inputs.update(covariance=stage_dir("covariance", cfg), trajectories=stage_dir("trajectories", cfg))
-    body = pool_body(shards)
-    whole = run_spec("jacobian", unsharded(cfg))
-    return run_stage(whole, body, artifacts=(JacobianFolder.GLOBAL,), inputs=inputs)
+    return run_stage(job.run, pool_body(job.shards), artifacts=(JacobianFolder.GLOBAL,), inputs=job.inputs)
 
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
-    shard, shards = shard_of(cfg)
-    if shard == POOL:
-        return pool(cfg)
-    setup = jacobian_setup(cfg)
-    body = measurement_body(setup, cfg)
-    result = run_stage(setup.run, body, artifacts=(JacobianFolder.GLOBAL,), inputs=setup.inputs)
-    if shards > 1 and not unfinished_shards(cfg):
+    job = jacobian_job(cfg)
+    if isinstance(job, PoolSetup):
+        return pool(job)
+    body = measurement_body(job, MeasurementSettings.from_config(cfg))
+    result = run_stage(job.run, body, artifacts=(JacobianFolder.GLOBAL,), inputs=job.inputs)
+    if job.shards > 1 and not unfinished_shards(cfg):
         try:  # every shard is finished: this one (the last to finish) pools them
-            pool(cfg)
+            pool(pool_setup(cfg))
         except FolderBusyError:
-            log.info("jacobian: another job is pooling the %d shards; leaving it to that one", shards)
+            log.info("jacobian: another job is pooling the %d shards; leaving it to that one", job.shards)
     return result
 
 

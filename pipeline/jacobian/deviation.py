@@ -14,9 +14,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from pipeline.covariance import read_gaussian_fit
 from pipeline.outputs import CovarianceFolder
 
 from .patches import patch_index
+from .run_settings import ProxySettings
 
 
 class GaussianSurrogate:
@@ -149,15 +149,15 @@ def measure_proxy(model, alpha_bar: np.ndarray, x0, timesteps, seed: int, surrog
     return rows
 
 
-def proxy_table(model, source, covariance_dir: Path, proxy_cfg: Mapping[str, Any]) -> list[dict]:
+def proxy_table(model, source, covariance_dir: Path, proxy: ProxySettings) -> list[dict]:
     """Table 10's rows on the first ``proxy.images`` images of ``source`` at ``proxy.timesteps`` (those on
     the model's schedule), with the exact ‖Δ_t‖ where the covariance stage fitted Σ₀."""
-    n = int(proxy_cfg["images"])
+    n = proxy.images
     x0 = np.concatenate(list(source.iter_chunks(n)))[:n]
     surrogate = None
     if CovarianceFolder(covariance_dir).has_gaussian_fit():
         fit = read_gaussian_fit(covariance_dir)
         surrogate = GaussianSurrogate(fit.mean, fit.cov, model.image_shape)
     T = len(model.alpha_bar) - 1
-    ts = [int(t) for t in proxy_cfg["timesteps"] if 1 <= int(t) <= T]
-    return measure_proxy(model, model.alpha_bar, x0, ts, int(proxy_cfg.get("seed") or 0), surrogate)
+    ts = [int(t) for t in proxy.timesteps if 1 <= int(t) <= T]
+    return measure_proxy(model, model.alpha_bar, x0, ts, proxy.seed, surrogate)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,13 @@ from pipeline.jacobian.operators import ScoreLinearization, StepJacobian
 from pipeline.jacobian.plan import plan_measurement
 from pipeline.jacobian.points import measure_points
 from pipeline.jacobian.protocol import REPRESENTATIVE_STEPS, steps_for_tables
+from pipeline.jacobian.run_settings import MeasurementSettings
 from pipeline.jacobian.shards import Shard, ShardRecord, shard_stacks, stack_points
 from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder
 from pipeline.patches import patch_grid
 from pipeline.sampler import read_trajectory_arrays
 
 log = logging.getLogger("pifs")
-
-# The `points` config node: which (seed, step) points are measured (pipeline.jacobian.MeasureConfig says how).
-POINT_KEYS = ("steps", "max_seeds", "block_steps", "light_blocks", "seed_batch", "shards", "shard")
 
 
 @dataclass
@@ -163,13 +160,12 @@ class _RunPlan:
         return self.config if i in self.block_steps else self.light
 
 
-def _plan_run(
-    model, chain, covariance_dir, trajectories_dir, patch_size, measure_cfg, points_cfg
-) -> _RunPlan:
+def _plan_run(model, chain, covariance_dir, trajectories_dir, settings: MeasurementSettings) -> _RunPlan:
     """Resolve the settings (chunk size / seed batch = auto from the device), check the patch statistics
     against the model, and select the points."""
-    mcfg = dict(measure_cfg)
-    selection = {k: (points_cfg or {}).get(k) for k in POINT_KEYS}
+    patch_size = settings.patch_size
+    mcfg = settings.measure.to_dict()
+    selection = asdict(settings.points)
     memory = None
     if mcfg.get("chunk_size") == "auto" or selection["seed_batch"] == "auto":
         # chunk size and seed batch from the device's free memory (pipeline.jacobian.memory)
@@ -204,7 +200,7 @@ def _plan_run(
         seeds = seeds[: int(selection["max_seeds"])]
     seed_batch = int(selection["seed_batch"])
     # the stacks of points this run measures: all of them, or one shard's (pipeline.jacobian.shards)
-    shard = Shard.from_points(points_cfg)
+    shard = Shard.from_points(selection)
     stacks = shard_stacks([s for s, _ in seeds], steps, seed_batch, shard)
     return _RunPlan(
         config=config,
@@ -314,15 +310,14 @@ def measure_trajectories(
     chain,
     covariance_dir: Path,
     trajectories_dir: Path,
-    patch_size: int,
-    measure_cfg: Mapping[str, Any],
-    points_cfg: Mapping[str, Any],
+    settings: MeasurementSettings,
     out_dir: Path,
     work_dir: Path,
     progress: bool = True,
 ) -> MeasurementSummary:
     """Measure JΦ_t at every selected (seed, step) of the saved trajectories; write the CSV tables."""
-    run = _plan_run(model, chain, covariance_dir, trajectories_dir, patch_size, measure_cfg, points_cfg)
+    run = _plan_run(model, chain, covariance_dir, trajectories_dir, settings)
+    patch_size = settings.patch_size
     # Points of several seeds at one step share t, r_t, b_t: the engine measures them as one stack through
     # the model's batch dimension (points.seed_batch of them; 1 = one point at a time); each point is a
     # unit file, so a killed run resumes where it stopped.
@@ -501,7 +496,7 @@ def lyapunov_rows(
     return rows
 
 
-def measurement_body(setup, cfg: Mapping[str, Any]):
+def measurement_body(setup, settings: MeasurementSettings):
     """The jacobian stage's body for pipeline.runs.run_stage: the tables of every selected point, Table 10's
     proxy where it is on, and the per-t series for MLflow. ``setup``: pipeline.assemble.JacobianSetup."""
 
@@ -512,16 +507,14 @@ def measurement_body(setup, cfg: Mapping[str, Any]):
             chain=setup.chain,
             covariance_dir=setup.covariance.path,
             trajectories_dir=setup.trajectories.path,
-            patch_size=int(cfg["patch"]["size"]),
-            measure_cfg=cfg["measure"],
-            points_cfg=cfg["points"],
+            settings=settings,
             out_dir=ctx.out_dir,
             work_dir=ctx.work_dir,
             progress=ctx.progress,
         )
         ctx.metrics.update(summary.metrics)
         if setup.proxy_source is not None:
-            rows = proxy_table(setup.model, setup.proxy_source, setup.covariance.path, cfg["proxy"])
+            rows = proxy_table(setup.model, setup.proxy_source, setup.covariance.path, settings.proxy)
             out = JacobianFolder(ctx.out_dir)
             out.write_table(out.PROXY, rows)
             ctx.tracker.log_metric_series("proxy_by_t", {r["t"]: r["proxy"] for r in rows})
