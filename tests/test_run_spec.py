@@ -1,0 +1,108 @@
+"""The config is resolved once at the stage's edge: a run spec for the lifecycle, typed settings for the
+measurement loop. Neither keeps a reference into the config it was resolved from."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import pytest
+
+from pipeline.jacobian.loop import measurement_body
+from pipeline.jacobian.run_settings import MeasurementSettings, PointSelection, ProxySettings
+from pipeline.runkeys import POOL, chain_specs, config_digest, key_sections, run_key, run_spec
+from pipeline.settings import prepare_config
+from tests.conftest import compose_config
+
+
+@pytest.fixture(scope="module")
+def smoke() -> dict:
+    return prepare_config(compose_config(["experiment=smoke", "tracking.enabled=false"]))
+
+
+def test_a_run_spec_names_keys_and_records_the_run_as_the_config_does(smoke):
+    spec = run_spec("jacobian", smoke)
+    assert spec.final == Path(smoke["paths"]["outputs"]) / "jacobian" / run_key("jacobian", smoke)
+    assert spec.key == spec.final.name and spec.what == "run_key"
+    assert spec.digest == config_digest(smoke, key_sections("jacobian"))
+    # the record holds exactly the key sections, as JSON reads them back
+    assert list(spec.values) == [s for s in key_sections("jacobian") if s in smoke]
+    assert spec.values == json.loads(json.dumps({s: smoke[s] for s in spec.values}, default=str))
+    assert json.loads(spec.config_json) == json.loads(json.dumps(smoke, default=str))
+    assert (spec.force, spec.progress, spec.tracking.enabled) == (
+        bool(smoke["force"]),
+        bool(smoke["progress"]),
+        False,
+    )
+
+
+def test_a_run_spec_is_the_config_at_resolve_time(smoke):
+    cfg = copy.deepcopy(smoke)
+    spec = run_spec("jacobian", cfg)
+    before = copy.deepcopy(spec.values)
+    cfg["patch"]["size"] = 99  # a later edit of the config cannot reach the record
+    cfg["measure"]["power_iters"] = 1
+    assert spec.values == before
+    with pytest.raises(FrozenInstanceError):
+        spec.key = "other"  # type: ignore[misc]
+
+
+def test_the_chain_specs_are_each_stages_own_under_one_config(smoke):
+    specs = chain_specs("jacobian", smoke)
+    assert list(specs) == ["covariance", "trajectories", "jacobian"]
+    for stage, spec in specs.items():
+        assert spec == run_spec(stage, smoke)
+    # trajectories leave out `patch`: a patch-size sweep shares them
+    assert "patch" not in specs["trajectories"].values and "patch" in specs["covariance"].values
+
+
+def test_a_chosen_output_folder_names_the_run(tmp_path, smoke):
+    spec = run_spec("train", {**smoke, "train": {"name": "t"}}, final=tmp_path / "my-model")
+    assert (spec.key, spec.final, spec.what) == ("my-model", tmp_path / "my-model", "train.out_dir")
+
+
+def test_measurement_settings_are_typed_values_of_the_four_groups():
+    cfg = prepare_config(
+        compose_config(
+            [
+                "experiment=smoke",
+                "points.steps=[9,5]",
+                "points.seed_batch=auto",
+                "measure.chunk_size=auto",
+                "measure.tables=[table_4]",
+            ]
+        )
+    )
+    s = MeasurementSettings.from_config(cfg)
+    assert s.patch_size == cfg["patch"]["size"]
+    assert s.points == PointSelection(
+        steps=(9, 5),
+        max_seeds=cfg["points"]["max_seeds"],
+        block_steps=None if cfg["points"]["block_steps"] is None else tuple(cfg["points"]["block_steps"]),
+        light_blocks=cfg["points"]["light_blocks"],
+        seed_batch="auto",
+        shards=1,
+        shard=0,
+    )
+    assert s.proxy == ProxySettings(
+        int(cfg["proxy"]["images"]), tuple(cfg["proxy"]["timesteps"]), int(cfg["proxy"]["seed"])
+    )
+    # chunk_size=auto waits for the device; measure.tables already chose the estimators
+    assert s.measure.chunk_size == "auto" and s.measure.tables == ["table_4"]
+
+
+def test_the_pooling_shard_is_kept_by_name():
+    assert PointSelection.from_config({"shard": POOL, "shards": 4}).shard == POOL
+    assert PointSelection.from_config({"shard": "2", "shards": "4"}) == PointSelection(shard=2, shards=4)
+
+
+def test_the_measurement_body_holds_no_config(smoke):
+    """Everything the loop reads was resolved before the body exists: its closure holds the setup and the
+    typed settings, never a mapping of config values."""
+    settings = MeasurementSettings.from_config(smoke)
+    body = measurement_body(object(), settings)
+    held = [c.cell_contents for c in body.__closure__ or ()]
+    assert settings in held
+    assert not any(isinstance(v, dict) for v in held)
