@@ -1,12 +1,16 @@
 """Where the composed config travels in one jacobian stage run, and how often it climbs back up a layer.
 
-python -m benchmarks.cfg_walk [--scratch DIR] [--show]
+python -m benchmarks.cfg_walk [--scratch DIR] [--show] [--follow-records]
 
 Runs the covariance and trajectories stages of ``experiment=smoke`` in a scratch folder, then profiles the
 jacobian stage. A frame *holds the config* when one of its locals is the composed config, the prepared dict,
 a container inside it (by identity), a dict holding such a container (a copy of the config), or an object
-whose attributes carry one (a run record). The walk's location is the file of the innermost project frame
-that holds the config; it moves on calls into such frames and on their returns. Reported:
+whose attributes carry one. Objects resolved from the config (the run spec, the measurement settings,
+the model, the chain) are not the config and are not followed; ``--follow-records`` also follows the
+record values a run spec carries (``RunSpec.values``: a JSON copy of the stage's key sections, which the
+lifecycle only uses as a record: writes, hashes, compares with an upstream's), for the stricter count.
+The walk's location is the file of the innermost project frame that holds the config; it moves on calls
+into such frames and on their returns. Reported:
 
 - stays: the locations in order with repeats collapsed; files: how many different files;
 - climbs: moves from a file to one of a higher layer (a return to a caller up the stack, or a call up);
@@ -50,7 +54,7 @@ def layer_of(rel: str, layers: list[set[str]]) -> int:
     return next((i for i, names in enumerate(layers) if name in names), -1)
 
 
-def walk(scratch: Path, show: bool) -> dict[str, int]:
+def walk(scratch: Path, show: bool, follow_records: bool = False) -> dict[str, int]:
     from hydra import compose, initialize_config_dir
 
     import stages  # noqa: F401  registers the config schema
@@ -86,6 +90,21 @@ def walk(scratch: Path, show: bool) -> dict[str, int]:
 
     settings.prepare_config = prepared
     jacobian.prepare_config = prepared
+    patched = [(settings, "prepare_config", real), (jacobian, "prepare_config", real)]
+    if follow_records:
+        import pipeline.assemble as assemble
+        import pipeline.runkeys as runkeys
+
+        real_spec = runkeys.run_spec
+
+        def spec(*args, **kwargs):
+            out = real_spec(*args, **kwargs)
+            track(out.values)
+            return out
+
+        for module in (runkeys, assemble):
+            patched.append((module, "run_spec", module.run_spec))
+            module.run_spec = spec
 
     def carries(v, depth: int = 2) -> bool:
         if id(v) in tracked:
@@ -135,7 +154,8 @@ def walk(scratch: Path, show: bool) -> dict[str, int]:
         jacobian.run(cfg)
     finally:
         sys.setprofile(None)
-        settings.prepare_config = real
+        for module, name, original in patched:
+            setattr(module, name, original)
     stays = [f for i, f in enumerate(seq) if i == 0 or f != seq[i - 1]]
     climbs = [
         (a, b) for a, b in zip(stays, stays[1:], strict=False) if layer_of(b, layers) > layer_of(a, layers)
@@ -160,12 +180,17 @@ def main(argv: list[str] | None = None) -> None:
         "--scratch", type=Path, help="folder for the smoke run's outputs (default: a temporary one)"
     )
     p.add_argument("--show", action="store_true", help="list every climb and call up")
+    p.add_argument(
+        "--follow-records",
+        action="store_true",
+        help="also follow the record values a run spec carries (a JSON copy of the key sections)",
+    )
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         scratch = (args.scratch or Path(tmp)).resolve()
         scratch.mkdir(parents=True, exist_ok=True)
-        counts = walk(scratch, args.show)
+        counts = walk(scratch, args.show, args.follow_records)
     print(" ".join(f"{k} {v}" for k, v in counts.items()))
 
 
