@@ -10,7 +10,8 @@ the model, the chain) are not the config and are not followed; ``--follow-record
 record values a run spec carries (``RunSpec.values``: a JSON copy of the stage's key sections, which the
 lifecycle only uses as a record: writes, hashes, compares with an upstream's), for the stricter count.
 The walk's location is the file of the innermost project frame that holds the config; it moves on calls
-into such frames and on their returns. Reported:
+into such frames and on their returns (a frame that held it when called counts on its return even when it
+has rebound its parameter to a copy meanwhile). Reported:
 
 - stays: the locations in order with repeats collapsed; files: how many different files;
 - climbs: moves from a file to one of a higher layer (a return to a caller up the stack, or a call up);
@@ -136,15 +137,19 @@ def walk(scratch: Path, show: bool, follow_records: bool = False) -> dict[str, i
     seq: list[str] = []
     calls_up: list[tuple[str, str]] = []
 
+    entered: set[int] = (
+        set()
+    )  # frames that held the config when called (a return counts even if it rebound it)
+
     def profile(frame, event, arg) -> None:
-        if event not in ("call", "return") or not holds(frame):
-            return
-        if event == "call":
+        if event == "call" and holds(frame):
+            entered.add(id(frame))
             caller = holder(frame.f_back)
             if caller is not None and layer_of(rel(frame), layers) > layer_of(rel(caller), layers):
                 calls_up.append((rel(caller), f"{rel(frame)}:{frame.f_code.co_name}"))
             seq.append(rel(frame))
-        else:
+        elif event == "return" and (id(frame) in entered or holds(frame)):
+            entered.discard(id(frame))
             caller = holder(frame.f_back)
             if caller is not None:
                 seq.append(rel(caller))
