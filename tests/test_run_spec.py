@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import FrozenInstanceError
+from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from pipeline.jacobian.loop import measurement_body
 from pipeline.jacobian.run_settings import MeasurementSettings, PointSelection, ProxySettings
 from pipeline.runkeys import POOL, chain_specs, config_digest, key_sections, run_key, run_spec
+from pipeline.schema import nodes
 from pipeline.settings import prepare_config
 from tests.conftest import compose_config
 
@@ -106,3 +107,10 @@ def test_the_measurement_body_holds_no_config(smoke):
     held = [c.cell_contents for c in body.__closure__ or ()]
     assert settings in held
     assert not any(isinstance(v, dict) for v in held)
+
+
+def test_the_typed_settings_have_every_key_of_their_config_node():
+    """A key added to the `points` or `proxy` schema node and not to its typed settings would be accepted by
+    the config and then ignored by the loop."""
+    for typed, node in ((PointSelection, nodes.Points), (ProxySettings, nodes.Proxy)):
+        assert [f.name for f in fields(typed)] == [f.name for f in fields(node)], typed.__name__
