@@ -1,14 +1,16 @@
 """Where the composed config travels in one jacobian stage run, and how often it climbs back up a layer.
 
-python -m benchmarks.cfg_walk [--scratch DIR] [--show] [--follow-records]
+python -m benchmarks.cfg_walk [--scratch DIR] [--show] [--follow-mirrors]
 
 Runs the covariance and trajectories stages of ``experiment=smoke`` in a scratch folder, then profiles the
 jacobian stage. A frame *holds the config* when one of its locals is the composed config, the prepared dict,
 a container inside it (by identity), a dict holding such a container (a copy of the config), or an object
 whose attributes carry one. Objects resolved from the config (the run spec, the measurement settings,
-the model, the chain) are not the config and are not followed; ``--follow-records`` also follows the
-record values a run spec carries (``RunSpec.values``: a JSON copy of the stage's key sections, which the
-lifecycle only uses as a record: writes, hashes, compares with an upstream's), for the stricter count.
+the model, the chain) are not the config and are not followed. ``--follow-mirrors`` also follows what
+copies the config key for key: the record values a run spec carries (``RunSpec.values``: a JSON copy of
+the stage's key sections, written into meta.json and compared with an upstream's) and the jacobian loop's
+typed settings (``MeasurementSettings``: the patch, measure, points and proxy groups as dataclasses), for
+the stricter count.
 The walk's location is the file of the innermost project frame that holds the config; it moves on calls
 into such frames and on their returns (a frame that held it when called counts on its return even when it
 has rebound its parameter to a copy meanwhile). Reported:
@@ -55,7 +57,38 @@ def layer_of(rel: str, layers: list[set[str]]) -> int:
     return next((i for i, names in enumerate(layers) if name in names), -1)
 
 
-def walk(scratch: Path, show: bool, follow_records: bool = False) -> dict[str, int]:
+def _follow_mirrors(track, tracked: set[int], patched: list) -> None:
+    """Also hold the config where a copy of it key for key is held: a run spec's record values and the
+    jacobian loop's typed settings (their fields are the schema nodes' fields). Code from before these
+    existed has nothing to patch."""
+    try:
+        import pipeline.assemble as assemble
+        import pipeline.runkeys as runkeys
+        from pipeline.jacobian.run_settings import MeasurementSettings
+    except ImportError:
+        return
+    real_spec = runkeys.run_spec
+
+    def spec(*args, **kwargs):
+        out = real_spec(*args, **kwargs)
+        track(out.values)
+        return out
+
+    for module in (runkeys, assemble):
+        patched.append((module, "run_spec", module.run_spec))
+        module.run_spec = spec
+    real_settings = MeasurementSettings.__dict__["from_config"]
+
+    def settings(cls, cfg):
+        out = real_settings.__func__(cls, cfg)
+        tracked.update({id(out), id(out.measure), id(out.points), id(out.proxy)})
+        return out
+
+    patched.append((MeasurementSettings, "from_config", real_settings))
+    MeasurementSettings.from_config = classmethod(settings)
+
+
+def walk(scratch: Path, show: bool, follow_mirrors: bool = False) -> dict[str, int]:
     from hydra import compose, initialize_config_dir
 
     import stages  # noqa: F401  registers the config schema
@@ -92,20 +125,8 @@ def walk(scratch: Path, show: bool, follow_records: bool = False) -> dict[str, i
     settings.prepare_config = prepared
     jacobian.prepare_config = prepared
     patched = [(settings, "prepare_config", real), (jacobian, "prepare_config", real)]
-    if follow_records:
-        import pipeline.assemble as assemble
-        import pipeline.runkeys as runkeys
-
-        real_spec = runkeys.run_spec
-
-        def spec(*args, **kwargs):
-            out = real_spec(*args, **kwargs)
-            track(out.values)
-            return out
-
-        for module in (runkeys, assemble):
-            patched.append((module, "run_spec", module.run_spec))
-            module.run_spec = spec
+    if follow_mirrors:
+        _follow_mirrors(track, tracked, patched)
 
     def carries(v, depth: int = 2) -> bool:
         if id(v) in tracked:
@@ -186,16 +207,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--show", action="store_true", help="list every climb and call up")
     p.add_argument(
-        "--follow-records",
+        "--follow-mirrors",
         action="store_true",
-        help="also follow the record values a run spec carries (a JSON copy of the key sections)",
+        help="also follow what copies the config key for key (a run spec's record values, the loop's settings)",
     )
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         scratch = (args.scratch or Path(tmp)).resolve()
         scratch.mkdir(parents=True, exist_ok=True)
-        counts = walk(scratch, args.show, args.follow_records)
+        counts = walk(scratch, args.show, args.follow_mirrors)
     print(" ".join(f"{k} {v}" for k, v in counts.items()))
 
 
