@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import MISSING as MISSING_FIELD
 from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
 
@@ -94,9 +95,21 @@ def test_measurement_settings_are_typed_values_of_the_four_groups():
     assert s.measure.chunk_size == "auto" and s.measure.tables == ["table_4"]
 
 
-def test_the_pooling_shard_is_kept_by_name():
-    assert PointSelection.from_config({"shard": POOL, "shards": 4}).shard == POOL
-    assert PointSelection.from_config({"shard": "2", "shards": "4"}) == PointSelection(shard=2, shards=4)
+def test_the_pooling_shard_is_kept_by_name(smoke):
+    points = smoke["points"]
+    assert PointSelection.from_config({**points, "shard": POOL, "shards": 4}).shard == POOL
+    two = PointSelection.from_config({**points, "shard": "2", "shards": "4"})
+    assert (two.shard, two.shards) == (2, 4)
+
+
+def test_the_typed_settings_default_nothing(smoke):
+    """The values come from the composed node alone (conf/ holds them): a node missing a key is refused,
+    never filled with a second, code-side default."""
+    for typed, node in ((PointSelection, smoke["points"]), (ProxySettings, smoke["proxy"])):
+        assert all(f.default is MISSING_FIELD for f in fields(typed)), typed.__name__
+        for key in node:
+            with pytest.raises(KeyError, match=key):
+                typed.from_config({k: v for k, v in node.items() if k != key})
 
 
 def test_the_measurement_body_holds_no_config(smoke):

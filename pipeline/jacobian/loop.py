@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from pipeline.jacobian.operators import ScoreLinearization, StepJacobian
 from pipeline.jacobian.plan import plan_measurement
 from pipeline.jacobian.points import measure_points
 from pipeline.jacobian.protocol import REPRESENTATIVE_STEPS, steps_for_tables
-from pipeline.jacobian.run_settings import MeasurementSettings
+from pipeline.jacobian.run_settings import MeasurementSettings, PointSelection
 from pipeline.jacobian.shards import Shard, ShardRecord, shard_stacks, stack_points
 from pipeline.outputs import CovarianceFolder, JacobianFolder, TrajectoriesFolder
 from pipeline.patches import patch_grid
@@ -95,20 +95,21 @@ def _measure_group(model, xs, t, r, b, patch_size, v1, f_t, config, seeds, step)
     )
 
 
-def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, measure: dict, patch_size: int):
+def _memory_plan(
+    model, chain, trajectories_dir: Path, points: PointSelection, measure: MeasureConfig, patch_size: int
+):
     """Resolve measure.chunk_size / points.seed_batch = auto: calibrated at the first selected point; on the
     exact route each point also holds its n x n Jacobian (float64) while it is measured."""
-    chunk_size, tables = measure.get("chunk_size"), measure.get("tables")
     C, H, W = model.image_shape
     n, M = C * H * W, (H // patch_size) * (W // patch_size)
-    cfg = MeasureConfig.from_dict({**measure, "chunk_size": 16})
+    cfg = replace(measure, chunk_size=16)
     stored = 8.0 * n * n if plan_measurement(n, M, cfg, True).blocks == "dense" else 0.0
 
     seeds = _seed_files(trajectories_dir)
-    if selection["max_seeds"]:
-        seeds = seeds[: int(selection["max_seeds"])]
+    if points.max_seeds:
+        seeds = seeds[: int(points.max_seeds)]
     ts = np.asarray(chain.timesteps)
-    i = selected_steps(ts, selection["steps"], tables=tables)[0]
+    i = selected_steps(ts, points.steps, tables=measure.tables)[0]
     t = int(ts[i])
 
     def calibrate_here():
@@ -128,8 +129,8 @@ def _memory_plan(model, chain, trajectories_dir: Path, selection: dict, measure:
         calibrate_here,
         model.device,
         len(seeds),
-        chunk_size,
-        selection["seed_batch"],
+        measure.chunk_size,
+        points.seed_batch,
         stored_bytes_per_point=stored,
     )
 
@@ -164,14 +165,13 @@ def _plan_run(model, chain, covariance_dir, trajectories_dir, settings: Measurem
     """Resolve the settings (chunk size / seed batch = auto from the device), check the patch statistics
     against the model, and select the points."""
     patch_size = settings.patch_size
-    mcfg = settings.measure.to_dict()
-    selection = asdict(settings.points)
+    points, config = settings.points, settings.measure
     memory = None
-    if mcfg.get("chunk_size") == "auto" or selection["seed_batch"] == "auto":
+    if config.chunk_size == "auto" or points.seed_batch == "auto":
         # chunk size and seed batch from the device's free memory (pipeline.jacobian.memory)
-        memory = _memory_plan(model, chain, Path(trajectories_dir), selection, mcfg, int(patch_size))
-        mcfg["chunk_size"], selection["seed_batch"] = memory.chunk_size, memory.seed_batch
-    config = MeasureConfig.from_dict(mcfg)
+        memory = _memory_plan(model, chain, Path(trajectories_dir), points, config, int(patch_size))
+        config = replace(config, chunk_size=memory.chunk_size)
+        points = replace(points, seed_batch=memory.seed_batch)
     stats = read_patch_stats(covariance_dir, with_full=False)
     if int(stats.patch_size) != int(patch_size):
         raise ConfigError(
@@ -185,22 +185,20 @@ def _plan_run(model, chain, covariance_dir, trajectories_dir, settings: Measurem
         )
     lam = np.asarray(stats.lambda_k, dtype=np.float64)
     ts = np.asarray(chain.timesteps)
-    steps = selected_steps(ts, selection["steps"], tables=config.tables)
+    steps = selected_steps(ts, points.steps, tables=config.tables)
     # The full M² block decomposition is the expensive part: measure it at block_steps only and
     # the diagonal blocks everywhere else (null = the configured method at every step).
     block_steps = set(
-        steps
-        if selection["block_steps"] is None
-        else selected_steps(ts, selection["block_steps"], "points.block_steps")
+        steps if points.block_steps is None else selected_steps(ts, points.block_steps, "points.block_steps")
     )
     # light_blocks and seed_batch were range-checked with the config, before the run (pipeline.schema)
-    light_blocks = selection["light_blocks"]
+    light_blocks = points.light_blocks
     seeds = _seed_files(Path(trajectories_dir))
-    if selection["max_seeds"]:
-        seeds = seeds[: int(selection["max_seeds"])]
-    seed_batch = int(selection["seed_batch"])
+    if points.max_seeds:
+        seeds = seeds[: int(points.max_seeds)]
+    seed_batch = int(points.seed_batch)
     # the stacks of points this run measures: all of them, or one shard's (pipeline.jacobian.shards)
-    shard = Shard.from_points(selection)
+    shard = Shard(int(points.shard), points.shards)
     stacks = shard_stacks([s for s, _ in seeds], steps, seed_batch, shard)
     return _RunPlan(
         config=config,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -97,9 +97,6 @@ class MeasureConfig:
         cfg = dict(cfg or {})
         cfg.pop("name", None)
         return cls(**cfg)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class StepMeasurement:

@@ -21,26 +21,27 @@ def _ints(values: Any) -> tuple[int, ...] | Any:
 class PointSelection:
     """Which trajectory points a run measures, how many seeds at once, and which shard (``points``)."""
 
-    steps: tuple[int, ...] | str | None = None
-    max_seeds: int | None = None
-    block_steps: tuple[int, ...] | str | None = None
-    light_blocks: str = "diag"
-    seed_batch: int | str = 1  # a positive integer or "auto" (from the device's free memory)
-    shards: int = 1
-    shard: int | str = 0  # 0 .. shards-1, or pool
+    steps: tuple[int, ...] | str | None
+    max_seeds: int | None
+    block_steps: tuple[int, ...] | str | None
+    light_blocks: str
+    seed_batch: int | str  # a positive integer or "auto" (from the device's free memory)
+    shards: int
+    shard: int | str  # 0 .. shards-1, or pool
 
     @classmethod
-    def from_config(cls, points: Mapping[str, Any] | None) -> PointSelection:
-        points = points or {}
-        seed_batch = points.get("seed_batch", 1)
+    def from_config(cls, points: Mapping[str, Any]) -> PointSelection:
+        """From a composed ``points`` node: every key is there (conf/config.yaml holds the values, the schema
+        their types and ranges), so nothing here defaults one."""
+        seed_batch, shard = points["seed_batch"], points["shard"]
         return cls(
-            steps=_ints(points.get("steps")),
-            max_seeds=None if points.get("max_seeds") is None else int(points["max_seeds"]),
-            block_steps=_ints(points.get("block_steps")),
-            light_blocks=str(points.get("light_blocks", "diag")),
-            seed_batch=seed_batch if seed_batch == "auto" else int(seed_batch or 1),
-            shards=int(points.get("shards") or 1),
-            shard=POOL if points.get("shard") == POOL else int(points.get("shard") or 0),
+            steps=_ints(points["steps"]),
+            max_seeds=None if points["max_seeds"] is None else int(points["max_seeds"]),
+            block_steps=_ints(points["block_steps"]),
+            light_blocks=str(points["light_blocks"]),
+            seed_batch=seed_batch if seed_batch == "auto" else int(seed_batch),
+            shards=int(points["shards"]),
+            shard=shard if shard == POOL else int(shard),
         )
 
 
@@ -48,18 +49,14 @@ class PointSelection:
 class ProxySettings:
     """Table 10's diffusion-proxy measurement (``proxy``): images, paper timesteps, noise seed."""
 
-    images: int = 0
-    timesteps: tuple[int, ...] = ()
-    seed: int = 0
+    images: int
+    timesteps: tuple[int, ...]
+    seed: int
 
     @classmethod
-    def from_config(cls, proxy: Mapping[str, Any] | None) -> ProxySettings:
-        proxy = proxy or {}
-        return cls(
-            images=int(proxy.get("images") or 0),
-            timesteps=_ints(proxy.get("timesteps") or ()),
-            seed=int(proxy.get("seed") or 0),
-        )
+    def from_config(cls, proxy: Mapping[str, Any]) -> ProxySettings:
+        """From a composed ``proxy`` node (every key there; no default here)."""
+        return cls(images=int(proxy["images"]), timesteps=_ints(proxy["timesteps"]), seed=int(proxy["seed"]))
 
 
 @dataclass(frozen=True)
@@ -77,6 +74,6 @@ class MeasurementSettings:
         return cls(
             patch_size=int(cfg["patch"]["size"]),
             measure=MeasureConfig.from_dict(cfg["measure"]),
-            points=PointSelection.from_config(cfg.get("points")),
-            proxy=ProxySettings.from_config(cfg.get("proxy")),
+            points=PointSelection.from_config(cfg["points"]),
+            proxy=ProxySettings.from_config(cfg["proxy"]),
         )

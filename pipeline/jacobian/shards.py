@@ -29,12 +29,6 @@ class Shard:
     index: int = 0
     count: int = 1
 
-    @classmethod
-    def from_points(cls, points: Mapping[str, Any] | None) -> Shard:
-        """The shard a `points` config node asks for (points.shard of points.shards)."""
-        points = points or {}
-        return cls(int(points.get("shard") or 0), int(points.get("shards") or 1))
-
     @property
     def split(self) -> bool:
         return self.count > 1
