@@ -19,32 +19,27 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.assemble import dataset_inputs
-from pipeline.runkeys import TRAIN_STAGE, outputs_root, run_key, run_spec
+from pipeline.runkeys import TRAIN_STAGE, run_spec, stage_dir
 from pipeline.runs import check_replaceable, run_stage
 from pipeline.settings import check_output_location, prepare_config
 from pipeline.training_run import training_body, training_setup
 from stages.cli_errors import in_job, run_cli
 
 
-def output_folder(cfg: dict) -> Path:
-    """train.out_dir, or outputs/train/<train.name>-<digest of dataset + schedule + train>."""
-    tcfg = cfg["train"]
-    if tcfg.get("out_dir"):
-        return Path(tcfg["out_dir"])
-    return outputs_root(cfg) / TRAIN_STAGE / run_key(TRAIN_STAGE, cfg)
-
-
 def run(cfg: DictConfig | dict) -> Path:
     """Train (resuming from the work folder), then publish the model folder through the stage lifecycle."""
     cfg = prepare_config(cfg)
-    if cfg["train"].get("out_dir"):
-        check_output_location(cfg["train"]["out_dir"], "train.out_dir")
+    out_dir = cfg["train"].get("out_dir")
+    if out_dir:
+        check_output_location(out_dir, "train.out_dir")
+    # train.out_dir, or outputs/train/<train.name>-<digest of dataset + schedule + train>; either way the
+    # folder is named by train.out_dir in messages (training has no run_key)
+    spec = run_spec(TRAIN_STAGE, cfg, final=Path(out_dir) if out_dir else stage_dir(TRAIN_STAGE, cfg))
     # an output folder that is not a finished model of this stage is refused before any work
-    final = output_folder(cfg)
-    check_replaceable(final, TRAIN_STAGE, "train.out_dir")
+    check_replaceable(spec.final, TRAIN_STAGE, "train.out_dir")
     setup = training_setup(cfg)
     result = run_stage(
-        run_spec(TRAIN_STAGE, cfg, final=final),
+        spec,
         training_body(setup),
         artifacts=("samples.png", "loss_curve.png", "MODEL_CARD.md", "train_summary.json"),
         inputs=dataset_inputs(setup.source),
