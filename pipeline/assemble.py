@@ -109,15 +109,16 @@ def build_model(
     cfg: Mapping[str, Any], needed_by: str, covariance: CovarianceFolder | None = None
 ) -> BuiltModel:
     """The configured noise predictor; fails before any work on a bad path, an offline hub id, or a
-    model/data shape mismatch. A Gaussian oracle is fitted from ``covariance`` (resolved when None)."""
+    model/data shape mismatch. A Gaussian oracle is fitted from ``covariance`` (resolved when None).
+    The one place that turns model.kind into a model."""
     # torch, scipy (pipeline.models, .geometry) only when a model is built: importing a stage stays light
     from pipeline.geometry import schedule_from_config
-    from pipeline.models import model_from_config
+    from pipeline.models import gaussian_oracle_from_fit, load_unet
     from pipeline.models.base import resolve_device
 
     mcfg = cfg["model"]
     kind = mcfg.get("kind")
-    common = dict(image_shape=image_shape(cfg), device=resolve_device(cfg.get("device")))
+    common = dict(image_shape=image_shape(cfg), dtype=mcfg["dtype"], device=resolve_device(cfg.get("device")))
     if kind == "gaussian_oracle":
         cov = covariance or covariance_folder(cfg, needed_by)
         if not cov.has_gaussian_fit():
@@ -125,14 +126,25 @@ def build_model(
                 f"model=gaussian_oracle needs the full Gaussian fit {cov.gaussian_fit} — "
                 "rerun the covariance stage with covariance.full_cov=true"
             )
-        schedule = schedule_from_config(cfg["schedule"])
-        model = model_from_config(mcfg, schedule=schedule, gaussian=cov.gaussian_fit, **common)
+        model = gaussian_oracle_from_fit(
+            cov.gaussian_fit,
+            structure=mcfg["structure"],
+            block_size=mcfg["block_size"],
+            schedule=schedule_from_config(cfg["schedule"]),
+            **common,
+        )
         # the oracle is the P-independent fit alone: a patch-size change of the covariance stage leaves it
         return BuiltModel(model, {"model": cov.gaussian_fit}, cov)
     if kind == "unet":
-        # the schedule group is used only by checkpoints without a scheduler config of their own
-        schedule = schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None
-        model = model_from_config(mcfg, schedule=schedule, **common)
+        model = load_unet(
+            mcfg["path"],
+            allow_resolution_change=bool(mcfg["allow_resolution_change"]),
+            local_files_only=mcfg["local_files_only"],
+            revision=mcfg["revision"],
+            # the schedule group is used only by checkpoints without a scheduler config of their own
+            schedule=schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None,
+            **common,
+        )
         return BuiltModel(model, dict(model.input_files()))
     raise ConfigError(f"model.kind={kind!r} is not known — use one of {', '.join(MODEL_KINDS)}")
 
@@ -160,13 +172,11 @@ class JacobianSetup:
     chain: Any
     inputs: dict[str, InputSpec]
     proxy_source: Any = None  # the first proxy.images images of the dataset (Table 10), when on
-    shards: int = 1  # points.shards: the last shard to finish pools them
 
 
-def jacobian_setup(cfg: Mapping[str, Any], shard: int = 0, shards: int = 1) -> JacobianSetup:
+def jacobian_setup(cfg: Mapping[str, Any], specs: Mapping[str, RunSpec]) -> JacobianSetup:
     """Upstream folders (each verified once), the model and its chain, the proxy images, the inputs to hash,
-    for shard ``shard`` of ``shards`` (points.shard, points.shards)."""
-    specs = chain_specs("jacobian", cfg)
+    for the jacobian run of ``specs`` (chain_specs: this run's and its upstream stages')."""
     upstream = {s: verified_upstream(specs[s], needed_by="jacobian") for s in ("covariance", "trajectories")}
     check_not_stale(upstream, "jacobian")
     cov = CovarianceFolder(upstream["covariance"][0])
@@ -177,7 +187,7 @@ def jacobian_setup(cfg: Mapping[str, Any], shard: int = 0, shards: int = 1) -> J
     # the other stages' import closures stay free of the jacobian package)
     tables = cfg["measure"].get("tables")
     wanted = tables is None or "table_10" in tables
-    n_proxy = int(cfg["proxy"].get("images") or 0) if shard == 0 and wanted else 0
+    n_proxy = int(cfg["proxy"].get("images") or 0) if specs["jacobian"].shard == 0 and wanted else 0
     return JacobianSetup(
         run=specs["jacobian"],
         covariance=cov,
@@ -186,7 +196,6 @@ def jacobian_setup(cfg: Mapping[str, Any], shard: int = 0, shards: int = 1) -> J
         chain=build_chain(cfg, built.model),
         inputs={**built.inputs, "covariance": cov.path, "trajectories": traj.path},
         proxy_source=dataset(cfg, num_images=n_proxy) if n_proxy > 0 else None,
-        shards=shards,
     )
 
 
@@ -209,8 +218,8 @@ def pool_setup(cfg: Mapping[str, Any]) -> PoolSetup:
 
 def jacobian_job(cfg: Mapping[str, Any]) -> JacobianSetup | PoolSetup:
     """What one jacobian run does under ``cfg``: pool a split protocol's shards (points.shard=pool), or measure."""
-    shard, shards = shard_of(cfg)
-    return pool_setup(cfg) if shard == POOL else jacobian_setup(cfg, int(shard), shards)
+    specs = chain_specs("jacobian", cfg)
+    return pool_setup(cfg) if specs["jacobian"].shard == POOL else jacobian_setup(cfg, specs)
 
 
 def unfinished_shards(cfg: Mapping[str, Any]) -> list[int]:

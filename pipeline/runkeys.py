@@ -174,6 +174,9 @@ class RunSpec:
     force: bool = False
     progress: bool = True
     tracking: TrackingSettings = TrackingSettings()
+    # a jacobian run's place in a split protocol: points.shard (0 .. shards-1, or pool) of points.shards
+    shard: int | str = 0
+    shards: int = 1
 
     @property
     def unit_config(self) -> dict[str, Any]:
@@ -189,6 +192,7 @@ def run_spec(stage: str, cfg: Mapping[str, Any], final: Path | None = None) -> R
     else:
         key, what = final.name, f"{stage}.out_dir"
     track = cfg.get("tracking") or {}
+    shard, shards = shard_of(cfg) if stage == "jacobian" else (0, 1)
     return RunSpec(
         stage=stage,
         key=key,
@@ -205,6 +209,8 @@ def run_spec(stage: str, cfg: Mapping[str, Any], final: Path | None = None) -> R
             experiment=track.get("experiment", "pifs-repro"),
             artifact_location=track.get("artifact_location"),
         ),
+        shard=shard,
+        shards=shards,
     )
 
 

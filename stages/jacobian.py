@@ -44,11 +44,12 @@ def run(cfg: DictConfig | dict) -> StageResult:
         return pool(job)
     body = measurement_body(job, MeasurementSettings.from_config(cfg))
     result = run_stage(job.run, body, artifacts=(JacobianFolder.GLOBAL,), inputs=job.inputs)
-    if job.shards > 1 and not unfinished_shards(cfg):
+    # the last shard of a split protocol (points.shards) to finish pools them
+    if job.run.shards > 1 and not unfinished_shards(cfg):
         try:  # every shard is finished: this one (the last to finish) pools them
             pool(pool_setup(cfg))
         except FolderBusyError:
-            log.info("jacobian: another job is pooling the %d shards; leaving it to that one", job.shards)
+            log.info("jacobian: another job is pooling the %d shards; leaving it to that one", job.run.shards)
     return result
 
 

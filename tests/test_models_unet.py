@@ -16,15 +16,18 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from pipeline.assemble import build_model  # noqa: E402
+from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.geometry import linear_schedule, schedule_from_diffusers_config  # noqa: E402
 from pipeline.models import (  # noqa: E402
     CheckpointNotFoundError,
     DiffusersNoisePredictor,
     GaussianOracle,
     ModelError,
+    gaussian_oracle_from_fit,
     load_unet,
-    model_from_config,
 )
+from pipeline.schema import check_ranges  # noqa: E402
 from tests.conftest import compose_config  # noqa: E402
 
 CONF = os.path.join(os.path.dirname(__file__), "..", "conf", "model")
@@ -243,28 +246,38 @@ def test_model_presets_and_factory(ckpt):
         "dtype": "float64",
     }
     assert presets["unet"]["kind"] == "unet"
-    m = model_from_config({**presets["unet"], "path": str(ckpt)}, image_shape=(3, 8, 8))
-    assert isinstance(m, DiffusersNoisePredictor)
-    with pytest.raises(ModelError, match="needs model.path"):
-        model_from_config(presets["unet"], image_shape=(3, 8, 8))
+
+    def built(model: dict, channels: int = 3):
+        """The model a stage builds from these config values (assemble: the one switch on model.kind)."""
+        cfg = {"model": model, "dataset": {"channels": channels, "resolution": 8}, "schedule": None}
+        return build_model({**cfg, "device": "cpu"}, needed_by="test").model
+
+    assert isinstance(built({**presets["unet"], "path": str(ckpt)}), DiffusersNoisePredictor)
+    with pytest.raises(ConfigError, match="needs model.path"):  # refused with the config, before any stage
+        check_ranges({"model": presets["unet"]})
     with pytest.raises(ModelError, match="maps 3 -> 3 channels"):
-        model_from_config({**presets["ddpm_cifar10"], "path": str(ckpt)}, image_shape=(1, 8, 8))
+        built({**presets["ddpm_cifar10"], "path": str(ckpt)}, channels=1)
+    with pytest.raises(ConfigError, match="model.kind='vae' is not known"):
+        built({**presets["unet"], "kind": "vae"})
 
     rng = np.random.default_rng(0)
     A = rng.normal(size=(48, 48))
     fit = {"mean": rng.normal(size=48), "cov": A @ A.T / 48}
     sched = linear_schedule(1000)
-    cfg = {**presets["gaussian_oracle"], "block_size": 2}
-    o = model_from_config(cfg, image_shape=(3, 4, 4), schedule=sched, gaussian=fit)
+    oracle = {k: presets["gaussian_oracle"][k] for k in ("structure", "block_size", "dtype")} | {
+        "block_size": 2,
+        "image_shape": (3, 4, 4),
+    }
+    o = gaussian_oracle_from_fit(fit, schedule=sched, **oracle)
     assert isinstance(o, GaussianOracle) and o.structure == "block_diagonal" and o.dtype == torch.float64
-    full = model_from_config(
-        {**cfg, "structure": "full"}, image_shape=(3, 4, 4), schedule=sched, gaussian=fit
-    )
+    full = gaussian_oracle_from_fit(fit, schedule=sched, **{**oracle, "structure": "full"})
     assert full.structure == "full"
     with pytest.raises(ModelError, match="pass schedule="):
-        model_from_config(cfg, image_shape=(3, 4, 4), gaussian=fit)
+        gaussian_oracle_from_fit(fit, schedule=None, **oracle)
     with pytest.raises(ModelError, match="needs the Gaussian fit"):
-        model_from_config(cfg, image_shape=(3, 4, 4), schedule=sched)
+        gaussian_oracle_from_fit(None, schedule=sched, **oracle)
+    with pytest.raises(ModelError, match="needs model.block_size"):
+        gaussian_oracle_from_fit(fit, schedule=sched, **{**oracle, "block_size": None})
 
 
 def test_alpha_bar_comes_from_geometry_reading_of_the_scheduler_config(ckpt):
@@ -275,11 +288,10 @@ def test_alpha_bar_comes_from_geometry_reading_of_the_scheduler_config(ckpt):
 
 @pytest.mark.parametrize("preset", ["pifs_ddpm16", "pifs_ddpm16_collage"])
 def test_shipped_models_load_offline_from_their_presets(preset):
-    from pipeline.models import model_from_config
     from pipeline.models.assets import resolve_asset_path
 
     cfg = _model_preset(preset)
-    m = model_from_config(cfg, image_shape=(3, 16, 16), device="cpu")
+    m = load_unet(cfg["path"], image_shape=(3, 16, 16), dtype=cfg["dtype"], device="cpu")
     assert m.prediction_type == "v_prediction" and m.image_shape == (3, 16, 16)
     folder = resolve_asset_path(cfg["path"])
     assert (

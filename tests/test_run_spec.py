@@ -127,3 +127,14 @@ def test_the_typed_settings_have_every_key_of_their_config_node():
     the config and then ignored by the loop."""
     for typed, node in ((PointSelection, nodes.Points), (ProxySettings, nodes.Proxy)):
         assert [f.name for f in fields(typed)] == [f.name for f in fields(node)], typed.__name__
+
+
+def test_a_jacobian_spec_knows_its_place_in_a_split_protocol(smoke):
+    split = {**smoke, "points": {**smoke["points"], "shard": 2, "shards": 4}}
+    specs = chain_specs("jacobian", split)
+    assert (specs["jacobian"].shard, specs["jacobian"].shards) == (2, 4)
+    assert specs["jacobian"].key == f"{run_key('jacobian', smoke)}-shard2of4"
+    assert all((specs[s].shard, specs[s].shards) == (0, 1) for s in ("covariance", "trajectories"))
+    pooled = run_spec("jacobian", {**split, "points": {**split["points"], "shard": POOL}})
+    # the pooled result is the unsplit run's folder
+    assert (pooled.shard, pooled.shards, pooled.key) == (POOL, 4, run_key("jacobian", smoke))

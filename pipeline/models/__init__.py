@@ -10,7 +10,6 @@ import numpy as np
 
 from pipeline.errors import reading
 from pipeline.io import load_npz
-from pipeline.models.assets import resolve_asset_path
 from pipeline.models.attention import AttentionRecord, MathAttnProcessor, install_math_attention
 from pipeline.models.base import ModelError, NoisePredictor
 from pipeline.models.oracle import GaussianOracle, patch_permutation
@@ -27,7 +26,7 @@ __all__ = [
     "install_math_attention",
     "load_unet",
     "patch_permutation",
-    "model_from_config",
+    "gaussian_oracle_from_fit",
 ]
 
 
@@ -48,61 +47,36 @@ def _gaussian_arrays(gaussian: Mapping[str, Any] | str | Path | None) -> tuple[n
     return np.asarray(gaussian["mean"], dtype=np.float64), np.asarray(gaussian["cov"], dtype=np.float64)
 
 
-def model_from_config(
-    cfg: Mapping[str, Any],
+def gaussian_oracle_from_fit(
+    gaussian: Mapping[str, Any] | str | Path | None,
     *,
+    structure: str,
+    block_size: int | None,
+    schedule: Any,
     image_shape: tuple[int, int, int],
-    schedule: Any = None,
-    gaussian: Mapping[str, Any] | str | Path | None = None,
+    dtype: str,
     device: str | None = None,
-) -> NoisePredictor:
-    """Build the noise predictor of a `model` config group (conf/model/*.yaml), without Hydra.
+) -> GaussianOracle:
+    """The exact Gaussian oracle (eq. 20) of the covariance stage's fit on the ᾱ_t of ``schedule``.
 
-    kind=gaussian_oracle: ``schedule`` (Schedule or alpha_bar) is required; ``gaussian`` holds the fit:
-    a full mean [n] and cov [n, n] (gaussian_fit.npz), or per-patch mean [M, n_k] and cov [M, n_k, n_k]
-    (patch_stats.npz, block_diagonal only). structure=block_diagonal keeps Σ's block_size patch blocks.
-    kind=unet: load_unet(cfg.path, ...); ``schedule`` is used only if the checkpoint has no scheduler config.
+    ``gaussian`` holds the fit: a full mean [n] and cov [n, n] (gaussian_fit.npz), or per-patch mean [M, n_k]
+    and cov [M, n_k, n_k] (patch_stats.npz, block_diagonal only). structure=full keeps Σ whole;
+    structure=block_diagonal keeps its block_size patch blocks (Theorem 17's independent-patch Gaussian).
     """
-    cfg = dict(cfg)
-    kind = cfg.get("kind")
-    dtype = cfg["dtype"]
-    if kind == "gaussian_oracle":
-        if schedule is None:
-            raise ModelError(
-                "model kind=gaussian_oracle has no schedule of its own; pass schedule=<Schedule>"
-            )
-        alpha_bar = getattr(schedule, "alpha_bar", schedule)
-        mean, cov = _gaussian_arrays(gaussian)
-        structure = cfg["structure"]
-        common = dict(alpha_bar=alpha_bar, image_shape=image_shape, dtype=dtype, device=device)
-        if structure == "full":
-            return GaussianOracle(mean, cov, **common)
-        if structure != "block_diagonal":
-            raise ModelError(f"model.structure={structure!r} is unknown — use block_diagonal or full")
-        if cfg.get("block_size") is None:
-            raise ModelError(
-                "model.structure=block_diagonal needs model.block_size — set it (usually to patch.size)"
-            )
-        P = int(cfg["block_size"])
-        if cov.ndim == 3:
-            return GaussianOracle.from_patch_blocks(mean, cov, P, **common)
-        return GaussianOracle.block_diagonal(mean, cov, P, **common)
-    if kind == "unet":
-        if not cfg.get("path"):
-            raise ModelError(
-                "model kind=unet needs model.path — set it to a local checkpoint folder or a hub id"
-            )
-        path = cfg["path"]
-        if str(path).startswith("pkg://"):  # a checkpoint shipped inside the package (model=pifs_ddpm16)
-            path = str(resolve_asset_path(path))
-        return load_unet(
-            path,
-            image_shape=image_shape,
-            dtype=dtype,
-            device=device,
-            allow_resolution_change=bool(cfg["allow_resolution_change"]),
-            schedule=schedule,
-            local_files_only=cfg["local_files_only"],
-            revision=cfg["revision"],
+    if schedule is None:
+        raise ModelError("model kind=gaussian_oracle has no schedule of its own; pass schedule=<Schedule>")
+    alpha_bar = getattr(schedule, "alpha_bar", schedule)
+    mean, cov = _gaussian_arrays(gaussian)
+    common = dict(alpha_bar=alpha_bar, image_shape=image_shape, dtype=dtype, device=device)
+    if structure == "full":
+        return GaussianOracle(mean, cov, **common)
+    if structure != "block_diagonal":
+        raise ModelError(f"model.structure={structure!r} is unknown — use block_diagonal or full")
+    if block_size is None:
+        raise ModelError(
+            "model.structure=block_diagonal needs model.block_size — set it (usually to patch.size)"
         )
-    raise ModelError(f"model.kind={kind!r} is unknown — use gaussian_oracle or unet")
+    P = int(block_size)
+    if cov.ndim == 3:
+        return GaussianOracle.from_patch_blocks(mean, cov, P, **common)
+    return GaussianOracle.block_diagonal(mean, cov, P, **common)
