@@ -18,7 +18,7 @@ from pipeline.errors import first_line
 from pipeline.models.attention import AttentionRecord, MathAttnProcessor, install_math_attention, recording
 from pipeline.models.prediction import PREDICTION_TYPES, check_prediction_type, eps_from_prediction
 
-from .assets import resolve_asset_path
+from .assets import PKG_PREFIX, resolve_asset_path
 from .base import ModelError, check_alpha_bar, check_input, check_timestep, parse_dtype, resolve_device
 
 # owner/name as the hub spells repository ids (no leading dot or slash, exactly one slash).
@@ -394,9 +394,8 @@ def load_unet(
     is used only when the checkpoint has none. Hub ids are looked up in the local cache first; with
     HF_HUB_OFFLINE=1 (or local_files_only=True) nothing touches the network.
     """
-    if str(path_or_hub_id).startswith(
-        "pkg://"
-    ):  # a checkpoint shipped inside the package (model=pifs_ddpm16)
+    # a checkpoint shipped inside the package (model=pifs_ddpm16); hub ids and folders pass unchanged
+    if str(path_or_hub_id).startswith(PKG_PREFIX):
         path_or_hub_id = str(resolve_asset_path(path_or_hub_id))
     root = resolve_checkpoint_dir(
         path_or_hub_id, local_files_only=local_files_only, cache_dir=cache_dir, revision=revision
