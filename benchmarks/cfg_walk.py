@@ -158,9 +158,8 @@ def walk(scratch: Path, show: bool, follow_mirrors: bool = False) -> dict[str, i
     seq: list[str] = []
     calls_up: list[tuple[str, str]] = []
 
-    entered: set[int] = (
-        set()
-    )  # frames that held the config when called (a return counts even if it rebound it)
+    # frames that held the config when called: their return counts even if they rebound it meanwhile
+    entered: set[int] = set()
 
     def profile(frame, event, arg) -> None:
         if event == "call" and holds(frame):

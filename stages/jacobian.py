@@ -44,7 +44,6 @@ def run(cfg: DictConfig | dict) -> StageResult:
         return pool(job)
     body = measurement_body(job, MeasurementSettings.from_config(cfg))
     result = run_stage(job.run, body, artifacts=(JacobianFolder.GLOBAL,), inputs=job.inputs)
-    # the last shard of a split protocol (points.shards) to finish pools them
     if job.run.shards > 1 and not unfinished_shards(cfg):
         try:  # every shard is finished: this one (the last to finish) pools them
             pool(pool_setup(cfg))
