@@ -186,6 +186,7 @@ def walk(scratch: Path, show: bool, follow_mirrors: bool = False) -> dict[str, i
         (a, b) for a, b in zip(stays, stays[1:], strict=False) if layer_of(b, layers) > layer_of(a, layers)
     ]
     if show:
+        print("  stays: " + " > ".join(stays))
         for a, b in climbs:
             print(f"  climb {a} -> {b}")
         for a, b in calls_up:
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--scratch", type=Path, help="folder for the smoke run's outputs (default: a temporary one)"
     )
-    p.add_argument("--show", action="store_true", help="list every climb and call up")
+    p.add_argument("--show", action="store_true", help="list the stays, every climb and call up")
     p.add_argument(
         "--follow-mirrors",
         action="store_true",
