@@ -43,11 +43,16 @@ def image_shape(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
 
 
 def dataset(cfg: Mapping[str, Any], **changes: Any):
-    """The configured image source (``changes`` override dataset keys, e.g. num_images)."""
+    """The configured image source of a prepared config (``changes`` override dataset keys, e.g. num_images)."""
     # PIL (via pipeline.data) only when a dataset is built: importing a stage stays light
-    from pipeline.data import dataset_from_config
+    from pipeline.data import dataset_from_checked
 
-    return dataset_from_config({**cfg["dataset"], **changes})
+    node = cfg["dataset"]
+    unknown = sorted(set(changes) - set(node))
+    if unknown:  # a caller's slip, not a user's: the dataset node has no such key to change
+        raise TypeError(f"dataset() got keys the {node['name']} dataset node does not have: {unknown}")
+    # prepare_config checked the node against the schema once; a change is a value derived from a checked one
+    return dataset_from_checked({**node, **changes})
 
 
 def dataset_inputs(source) -> dict[str, InputSpec]:
@@ -174,20 +179,16 @@ class JacobianSetup:
     proxy_source: Any = None  # the first proxy.images images of the dataset (Table 10), when on
 
 
-def jacobian_setup(cfg: Mapping[str, Any], specs: Mapping[str, RunSpec]) -> JacobianSetup:
+def jacobian_setup(cfg: Mapping[str, Any], specs: Mapping[str, RunSpec], settings: Any) -> JacobianSetup:
     """Upstream folders (each verified once), the model and its chain, the proxy images, the inputs to hash,
-    for the jacobian run of ``specs`` (chain_specs: this run's and its upstream stages')."""
+    for the jacobian run of ``specs`` (chain_specs: this run's and its upstream stages') measuring with
+    ``settings`` (pipeline.jacobian.run_settings.MeasurementSettings; typed Any so that the other stages'
+    import closures stay free of the jacobian package)."""
     upstream = {s: verified_upstream(specs[s], needed_by="jacobian") for s in ("covariance", "trajectories")}
     check_not_stale(upstream, "jacobian")
     cov = CovarianceFolder(upstream["covariance"][0])
     traj = _with_all_seeds(TrajectoriesFolder(upstream["trajectories"][0]), cfg)
     built = build_model(cfg, needed_by="jacobian", covariance=cov)
-    # Table 10's proxy is not a point measurement: of a split protocol, shard 0 alone measures it; with
-    # measure.tables, only for Table 10 (pipeline.jacobian.protocol.runs_proxy's rule, not imported so that
-    # the other stages' import closures stay free of the jacobian package)
-    tables = cfg["measure"].get("tables")
-    wanted = tables is None or "table_10" in tables
-    n_proxy = int(cfg["proxy"].get("images") or 0) if specs["jacobian"].shard == 0 and wanted else 0
     return JacobianSetup(
         run=specs["jacobian"],
         covariance=cov,
@@ -195,7 +196,7 @@ def jacobian_setup(cfg: Mapping[str, Any], specs: Mapping[str, RunSpec]) -> Jaco
         model=built.model,
         chain=build_chain(cfg, built.model),
         inputs={**built.inputs, "covariance": cov.path, "trajectories": traj.path},
-        proxy_source=dataset(cfg, num_images=n_proxy) if n_proxy > 0 else None,
+        proxy_source=dataset(cfg, num_images=settings.proxy_images) if settings.proxy_images else None,
     )
 
 
@@ -216,10 +217,11 @@ def pool_setup(cfg: Mapping[str, Any]) -> PoolSetup:
     return PoolSetup(run_spec("jacobian", unsharded(cfg)), shards, inputs)
 
 
-def jacobian_job(cfg: Mapping[str, Any]) -> JacobianSetup | PoolSetup:
-    """What one jacobian run does under ``cfg``: pool a split protocol's shards (points.shard=pool), or measure."""
+def jacobian_job(cfg: Mapping[str, Any], settings: Any) -> JacobianSetup | PoolSetup:
+    """What one jacobian run does under ``cfg``: pool a split protocol's shards (points.shard=pool), or measure
+    with ``settings`` (the run's MeasurementSettings)."""
     specs = chain_specs("jacobian", cfg)
-    return pool_setup(cfg) if specs["jacobian"].shard == POOL else jacobian_setup(cfg, specs)
+    return pool_setup(cfg) if specs["jacobian"].shard == POOL else jacobian_setup(cfg, specs, settings)
 
 
 def unfinished_shards(cfg: Mapping[str, Any]) -> list[int]:

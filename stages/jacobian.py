@@ -39,10 +39,11 @@ def pool(job: PoolSetup) -> StageResult:
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
-    job = jacobian_job(cfg)
+    settings = MeasurementSettings.from_config(cfg)
+    job = jacobian_job(cfg, settings)
     if isinstance(job, PoolSetup):
         return pool(job)
-    body = measurement_body(job, MeasurementSettings.from_config(cfg))
+    body = measurement_body(job, settings)
     result = run_stage(job.run, body, artifacts=(JacobianFolder.GLOBAL,), inputs=job.inputs)
     if job.run.shards > 1 and not unfinished_shards(cfg):
         try:  # every shard is finished: this one (the last to finish) pools them

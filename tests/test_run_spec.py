@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.assemble import dataset
 from pipeline.jacobian.loop import measurement_body
 from pipeline.jacobian.run_settings import MeasurementSettings, PointSelection, ProxySettings
 from pipeline.runkeys import POOL, chain_specs, config_digest, key_sections, run_key, run_spec
@@ -100,6 +101,31 @@ def test_the_pooling_shard_is_kept_by_name(smoke):
     assert PointSelection.from_config({**points, "shard": POOL, "shards": 4}).shard == POOL
     two = PointSelection.from_config({**points, "shard": "2", "shards": "4"})
     assert (two.shard, two.shards) == (2, 4)
+
+
+def test_the_proxy_runs_in_shard_zero_for_table_10_alone(smoke):
+    """Table 10's proxy is not a point measurement: of a split protocol only shard 0 measures it, and with
+    measure.tables only when Table 10 is among them (every table when unset)."""
+    images = int(smoke["proxy"]["images"])
+    assert images > 0
+
+    def measured(shard: int, tables: list[str] | None) -> int:
+        points = {**smoke["points"], "shards": 2, "shard": shard}
+        return MeasurementSettings.from_config(
+            {**smoke, "points": points, "measure": {**smoke["measure"], "tables": tables}}
+        ).proxy_images
+
+    assert measured(0, None) == images and measured(0, ["table_10", "table_4"]) == images
+    assert measured(1, None) == 0 and measured(1, ["table_10"]) == 0
+    assert measured(0, ["table_4"]) == 0
+
+
+def test_the_prepared_dataset_node_builds_its_source_with_a_derived_size(smoke):
+    """A prepared config's dataset node (checked once, by prepare_config) builds its source directly; a change
+    may only set a key the node has (a misspelt one would silently leave the size as configured)."""
+    assert len(dataset(smoke, num_images=3)) == 3
+    with pytest.raises(TypeError, match="num_image"):
+        dataset(smoke, num_image=3)
 
 
 def test_the_typed_settings_default_nothing(smoke):

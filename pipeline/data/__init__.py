@@ -19,6 +19,7 @@ __all__ = [
     "ImageSource",
     "NaturalCropsSource",
     "dataset_from_config",
+    "dataset_from_checked",
     "download_cifar10",
     "uint8_to_unit",
 ]
@@ -30,7 +31,12 @@ def dataset_from_config(cfg) -> ImageSource:
     The node is checked against the config schema (pipeline.schema: its kind's keys, their types and ranges);
     the values come from the node alone (conf/dataset/*.yaml holds them).
     """
-    ds = checked_node("dataset", cfg)
+    return dataset_from_checked(checked_node("dataset", cfg))
+
+
+def dataset_from_checked(ds: dict) -> ImageSource:
+    """The ImageSource of a ``dataset`` node the schema has already checked (a prepared stage config's, whose
+    whole config pipeline.settings.prepare_config checked once): built without checking it a second time."""
     source, keys = _SOURCES[ds["name"]]
     if source is GaussianSource:
         r = ds["resolution"]

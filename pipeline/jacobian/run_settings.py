@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.schema import POOL
 
 from .measure import MeasureConfig
+from .protocol import runs_proxy
 
 
 def _ints(values: Any) -> tuple[int, ...] | Any:
@@ -68,6 +69,13 @@ class MeasurementSettings:
     measure: MeasureConfig
     points: PointSelection
     proxy: ProxySettings
+
+    @property
+    def proxy_images(self) -> int:
+        """How many images Table 10's proxy measures in this run: proxy.images where the proxy runs (for
+        Table 10, or every table when measure.tables is unset) and, of a split protocol, in shard 0 alone
+        (it is not a point measurement); else 0."""
+        return self.proxy.images if self.points.shard == 0 and runs_proxy(self.measure.tables) else 0
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> MeasurementSettings:
