@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError, InputMissingError, PipelineError
 from pipeline.lineage import InputSpec, input_record, stale_problem
-from pipeline.outputs import META, CovarianceFolder, JacobianFolder, TrajectoriesFolder
+from pipeline.outputs import META, CovarianceFolder, JacobianFolder, TrajectoriesFolder, read_meta
 from pipeline.runkeys import (
     POOL,
     STAGES,
@@ -261,3 +261,48 @@ def jacobian_shards(cfg: Mapping[str, Any], needed_by: str) -> list[JacobianFold
                     f"points.shards={shards} points.shard={','.join(map(str, range(shards)))} force=true"
                 )
     return found
+
+
+def pooled_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The unsplit config of a split protocol, whose jacobian folder holds its pooled shards; one line naming
+    the unfinished shards, or the pooling command, when that folder does not exist yet."""
+    whole = unsharded(cfg)
+    if (stage_dir("jacobian", whole) / META).is_file():
+        return whole
+    _, shards = shard_of(cfg)
+    todo = unfinished_shards(cfg)
+    if todo:
+        listed = ",".join(map(str, todo))
+        fix = f"run them: python -m stages.jacobian -m <the same overrides> points.shard={listed} (the last pools them)"
+        raise InputMissingError(f"analysis: jacobian shard(s) {listed} of {shards} are not finished — {fix}")
+    raise InputMissingError(
+        f"analysis: the {shards} jacobian shards are finished but not pooled into {stage_dir('jacobian', whole)} "
+        f"— pool them: python -m stages.jacobian <the same overrides> points.shard={POOL}"
+    )
+
+
+@dataclass
+class AnalysisSetup:
+    """What the analysis reads: the config of the run it reports on (a split protocol's pooled run), the
+    upstream folders that exist (each verified once), and its own run spec."""
+
+    run: RunSpec
+    cfg: Mapping[str, Any]
+    upstream: dict[str, Path | None]
+    inputs: dict[str, InputSpec]
+
+
+def analysis_job(cfg: Mapping[str, Any]) -> AnalysisSetup:
+    """The analysis of ``cfg``'s run (of a split protocol: its pooled run); every analysis.compare folder must
+    be a finished jacobian run."""
+    if shard_of(cfg)[1] > 1:
+        cfg = pooled_config(cfg)
+    for folder in cfg["analysis"].get("compare") or []:
+        if read_meta(Path(folder)) is None:
+            raise ConfigError(
+                f"analysis.compare lists {folder}, which is not a finished jacobian run folder — "
+                "list outputs/jacobian/ for the run keys and fix analysis.compare"
+            )
+    upstream = analysis_upstream(cfg)
+    inputs: dict[str, InputSpec] = {k: v for k, v in upstream.items() if v is not None}
+    return AnalysisSetup(run_spec("analysis", cfg), cfg, upstream, inputs)

@@ -10,56 +10,23 @@ points.shard=0,...,N-1 pools them when the last shard finishes): the unsplit run
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 from pipeline.analysis.build import analysis_body
-from pipeline.assemble import analysis_upstream
-from pipeline.errors import ConfigError, InputMissingError
-from pipeline.outputs import META, AnalysisFolder, read_meta
-from pipeline.runkeys import POOL, run_spec, shard_of, stage_dir, unsharded, with_shard
+from pipeline.assemble import analysis_job
+from pipeline.outputs import AnalysisFolder
 from pipeline.runs import StageResult, run_stage
 from pipeline.settings import prepare_config
 from stages.cli_errors import in_job, run_cli
 
 
-def pooled(cfg: dict) -> dict:
-    """The unsplit config of a split protocol, whose jacobian folder holds its pooled shards; one line
-    naming the unfinished shards, or the pooling command, when that folder does not exist yet."""
-    whole = unsharded(cfg)
-    if (stage_dir("jacobian", whole) / META).is_file():
-        return whole
-    _, shards = shard_of(cfg)
-    todo = [
-        i for i in range(shards) if not (stage_dir("jacobian", with_shard(cfg, i, shards)) / META).is_file()
-    ]
-    if todo:
-        listed = ",".join(map(str, todo))
-        fix = f"run them: python -m stages.jacobian -m <the same overrides> points.shard={listed} (the last pools them)"
-        raise InputMissingError(f"analysis: jacobian shard(s) {listed} of {shards} are not finished — {fix}")
-    raise InputMissingError(
-        f"analysis: the {shards} jacobian shards are finished but not pooled into {stage_dir('jacobian', whole)} "
-        f"— pool them: python -m stages.jacobian <the same overrides> points.shard={POOL}"
-    )
-
-
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
-    if shard_of(cfg)[1] > 1:
-        cfg = pooled(cfg)
-    for folder in cfg["analysis"].get("compare") or []:
-        if read_meta(Path(folder)) is None:
-            raise ConfigError(
-                f"analysis.compare lists {folder}, which is not a finished jacobian run folder — "
-                "list outputs/jacobian/ for the run keys and fix analysis.compare"
-            )
-    upstream = analysis_upstream(cfg)
-
+    job = analysis_job(cfg)
     return run_stage(
-        run_spec("analysis", cfg),
-        analysis_body(cfg, upstream),
+        job.run,
+        analysis_body(job.cfg, job.upstream),
         artifacts=(
             AnalysisFolder.REPORT_HTML,
             AnalysisFolder.REPORT_MD,
@@ -67,7 +34,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
             "figures",
             "plots",
         ),
-        inputs={k: v for k, v in upstream.items() if v is not None},
+        inputs=job.inputs,
     )
 
 
