@@ -134,12 +134,16 @@ def build_unet(cfg: TrainConfig, image_shape: tuple[int, int, int]):
 def diffusers_scheduler_config(
     schedule_cfg: Mapping[str, Any], prediction_type: str = "epsilon"
 ) -> dict[str, Any]:
-    """scheduler_config.json (DDPMScheduler) for the `schedule` group, so load_unet recovers the same ᾱ_t."""
-    kind = schedule_cfg.get("kind", "linear")
-    T = int(schedule_cfg.get("num_train_timesteps", 1000))
+    """scheduler_config.json (DDPMScheduler) for the `schedule` group, so load_unet recovers the same ᾱ_t.
+    Reads the keys of the schema's linear / cosine nodes, every one set (conf/schedule/ holds the values)."""
+    kind = schedule_cfg["kind"]
+    if kind not in ("linear", "cosine"):
+        raise ValueError(
+            f"schedule kind={kind!r} has no diffusers scheduler equivalent here; train with schedule=linear or cosine"
+        )
     base = {
         "_class_name": "DDPMScheduler",
-        "num_train_timesteps": T,
+        "num_train_timesteps": int(schedule_cfg["num_train_timesteps"]),
         "prediction_type": check_prediction_type(prediction_type),
         "clip_sample": False,
     }
@@ -147,13 +151,15 @@ def diffusers_scheduler_config(
         return {
             **base,
             "beta_schedule": "linear",
-            "beta_start": float(schedule_cfg.get("beta_start", 1e-4)),
-            "beta_end": float(schedule_cfg.get("beta_end", 0.02)),
+            "beta_start": float(schedule_cfg["beta_start"]),
+            "beta_end": float(schedule_cfg["beta_end"]),
         }
-    if kind == "cosine" and schedule_cfg.get("max_beta") in (None, 0.999):
+    # squaredcos_cap_v2 fixes s_off at 0.008: training_run refuses a config whose ᾱ_t it would not give back
+    if schedule_cfg["max_beta"] in (None, 0.999):
         return {**base, "beta_schedule": "squaredcos_cap_v2"}
     raise ValueError(
-        f"schedule kind={kind!r} has no diffusers scheduler equivalent here; train with schedule=linear or cosine"
+        f"schedule max_beta={schedule_cfg['max_beta']} has no diffusers scheduler equivalent (squaredcos_cap_v2 "
+        "clips at 0.999); train with max_beta null or 0.999, or schedule=linear"
     )
 
 
