@@ -774,7 +774,9 @@ def test_nan_trajectory_stops_with_the_seed_and_step():
     sched = schedule_from_config(
         {"kind": "linear", "num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
     )
-    chain = chain_from_config(sched, {"num_steps": 10, "spacing": "trailing"})
+    chain = chain_from_config(
+        sched, {"num_steps": 10, "spacing": "trailing", "steps_offset": 0, "final_alpha_bar": 1.0}
+    )
     with pytest.raises(NonFiniteError, match=r"seed\(s\) \[3, 4\].*step 6 \(paper t=400\)"):
         sample_seeds(Overflow(), chain, [3, 4], Path("unused"), batch_size=2, progress=False)
 

@@ -218,3 +218,26 @@ def test_representative_timesteps_are_twenty_evenly_spaced_chain_steps_with_both
     gaps = np.diff([int(np.where(ts == t)[0][0]) for t in rep])
     assert gaps.min() >= 2 and gaps.max() <= 3  # 48 index steps over 19 gaps: 2 or 3 each
     assert representative_timesteps(ts[:7], 20) == ts[:7].tolist()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "sampler"), [("linear", "ddim50"), ("cosine", "ddim50_leading"), ("cosine", "full")]
+)
+def test_the_config_readers_default_no_key_of_the_schema(schedule, sampler):
+    """Every schedule / sampler key the schema gives these nodes is read from the node (conf/ holds the
+    values): a node without one is refused, never filled with a second, code-side default."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_config
+
+    cfg = compose_config([f"schedule={schedule}", f"sampler={sampler}"])
+    sched_node = OmegaConf.to_container(cfg.schedule, resolve=True)
+    sampler_node = OmegaConf.to_container(cfg.sampler, resolve=True)
+    s = schedule_from_config(sched_node)
+    chain_from_config(s, sampler_node)
+    for key in set(sched_node) - {"name"}:  # a missing kind is an unknown kind (ValueError naming it)
+        with pytest.raises((KeyError, ValueError), match=key):
+            schedule_from_config({k: v for k, v in sched_node.items() if k != key})
+    for key in set(sampler_node) - {"name"}:
+        with pytest.raises(KeyError, match=key):
+            chain_from_config(s, {k: v for k, v in sampler_node.items() if k != key})

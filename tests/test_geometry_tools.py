@@ -142,7 +142,7 @@ def test_optimal_chain_theorem35():
     assert step_loads(s, np.arange(1000, 0, -1)).sum() == pytest.approx(
         np.sum(1 / contraction_threshold(full_chain(s))) / 1000
     )
-    ch2 = chain_from_config(s, {"name": "opt", "num_steps": 20, "spacing": "optimal"})
+    ch2 = chain_from_config(s, {"name": "opt", "num_steps": 20, "spacing": "optimal", "final_alpha_bar": 1.0})
     assert len(ch2) == 20
 
 

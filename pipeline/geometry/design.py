@@ -208,13 +208,15 @@ def chain_from_config(schedule: Schedule, cfg: Mapping[str, Any]) -> Chain:
     num_steps null or spacing=full gives the full stride-1 chain (num_steps = T with any spacing and
     steps_offset 0 gives the same timesteps). spacing=explicit takes `timesteps` (paper t, decreasing).
     spacing=stride takes `stride` and `start` (paper t; default T) — see stride_chain. spacing=optimal builds
-    the Theorem 35 allocation chain.
+    the Theorem 35 allocation chain. spacing, num_steps and final_alpha_bar are always read, and steps_offset
+    for the diffusers grids (leading | trailing | linspace): the schema's nodes set them (conf/sampler/);
+    ``prev`` (the grid's ᾱ_prev rule, default grid) is a library option the config does not offer.
     """
     cfg = dict(cfg)
-    spacing = cfg.get("spacing", "leading")
-    n = cfg.get("num_steps")
+    spacing = cfg["spacing"]
+    n = cfg["num_steps"]
     name = cfg.get("name")
-    final = cfg.get("final_alpha_bar", 1.0)
+    final = cfg["final_alpha_bar"]
     if spacing == "full" or n is None:
         ch = full_chain(schedule)
         return Chain(
@@ -243,7 +245,7 @@ def chain_from_config(schedule: Schedule, cfg: Mapping[str, Any]) -> Chain:
         int(n),
         spacing=spacing,
         final_alpha_bar=final,
-        steps_offset=int(cfg.get("steps_offset", 0) or 0),
+        steps_offset=int(cfg["steps_offset"]),
         prev=cfg.get("prev", "grid"),
         name=full_name,
     )

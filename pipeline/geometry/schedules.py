@@ -233,25 +233,26 @@ def _rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
 KINDS = ("linear", "cosine", "explicit", "diffusers")
 
 
-def _check_config(cfg: Mapping[str, Any], kind: Any, T: int) -> None:
+def _check_config(cfg: Mapping[str, Any], kind: Any) -> None:
     """The `schedule` group's numbers that a schedule cannot be built from, named by key."""
+    if kind not in ("linear", "cosine"):
+        return
+    T = int(cfg["num_train_timesteps"])
     if T < 1:
         raise SettingError(
             f"schedule.num_train_timesteps={T} — set it to a positive number of steps (e.g. 1000)"
         )
     if kind == "linear":
-        for key, default in (("beta_start", 1e-4), ("beta_end", 0.02)):
-            beta = float(cfg.get(key, default))
+        for key in ("beta_start", "beta_end"):
+            beta = float(cfg[key])
             if not 0.0 < beta <= 1.0:
                 raise SettingError(
                     f"schedule.{key}={beta} — set it in (0, 1] (the paper's linear: 1e-4 to 0.02)"
                 )
     if kind == "cosine":
-        if float(cfg.get("s_off", 0.008)) < 0:
-            raise SettingError(
-                f"schedule.s_off={cfg.get('s_off')} — set it to at least 0 (eq. 2; 0.008 usual)"
-            )
-        mb = cfg.get("max_beta")
+        if float(cfg["s_off"]) < 0:
+            raise SettingError(f"schedule.s_off={cfg['s_off']} — set it to at least 0 (eq. 2; 0.008 usual)")
+        mb = cfg["max_beta"]
         if mb is not None and not 0.0 < float(mb) <= 1.0:
             raise SettingError(f"schedule.max_beta={mb} — set it in (0, 1], or null for no clipping")
 
@@ -260,22 +261,23 @@ def schedule_from_config(cfg: Mapping[str, Any]) -> Schedule:
     """Schedule from the Hydra `schedule` group: {name, kind: linear|cosine|explicit|diffusers, ...}.
 
     kind=linear: num_train_timesteps, beta_start, beta_end. kind=cosine: num_train_timesteps, s_off,
-    max_beta (null = no clipping). kind=explicit: alpha_bar (list, ᾱ_1..ᾱ_T or ᾱ_0..ᾱ_T) or betas.
+    max_beta (null = no clipping); each of these keys set (the schema's nodes; conf/schedule/ holds the values).
+    Library kinds the config does not offer: kind=explicit: alpha_bar (list, ᾱ_1..ᾱ_T or ᾱ_0..ᾱ_T) or betas.
     kind=diffusers: a diffusers scheduler config under `config` (or inline keys), optional float32.
     Any kind accepts logsnr_shift (eq. 61) applied last.
     """
     cfg = dict(cfg)
     kind = cfg.get("kind")
     name = cfg.get("name") or str(kind)
-    T = int(cfg.get("num_train_timesteps", 1000))
-    _check_config(cfg, kind, T)
+    _check_config(cfg, kind)
     if kind == "linear":
-        s = linear_schedule(
-            T, float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02)), name=name
-        )
+        T = int(cfg["num_train_timesteps"])
+        s = linear_schedule(T, float(cfg["beta_start"]), float(cfg["beta_end"]), name=name)
     elif kind == "cosine":
-        mb = cfg.get("max_beta")
-        s = cosine_schedule(T, float(cfg.get("s_off", 0.008)), None if mb is None else float(mb), name=name)
+        mb = cfg["max_beta"]
+        s = cosine_schedule(
+            int(cfg["num_train_timesteps"]), float(cfg["s_off"]), None if mb is None else float(mb), name=name
+        )
     elif kind == "explicit":
         if cfg.get("alpha_bar") is not None:
             s = schedule_from_alpha_bar(np.asarray(list(cfg["alpha_bar"]), dtype=np.float64), name=name)
