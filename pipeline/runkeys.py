@@ -86,12 +86,16 @@ def sampler_label(sampler: Mapping[str, Any]) -> str:
     return f"{name[: count.start()]}{int(n)}{name[count.end() :]}"
 
 
+def points_shard(points: Mapping[str, Any]) -> tuple[int | str, int]:
+    """(shard, shards) of a ``points`` node: which of how many jacobian shards it measures (or POOL), both
+    keys read from the node (conf/config.yaml sets shard 0 of 1: the unsplit protocol)."""
+    shard = points["shard"]
+    return (POOL if shard == POOL else int(shard)), int(points["shards"])
+
+
 def shard_of(cfg: Mapping[str, Any]) -> tuple[int | str, int]:
-    """(points.shard, points.shards): which of how many jacobian shards this config measures (or POOL);
-    (0, 1) for an unsplit protocol."""
-    points = cfg.get("points") or {}
-    shard = points.get("shard")
-    return (POOL if shard == POOL else int(shard or 0)), int(points.get("shards") or 1)
+    """(points.shard, points.shards) of a jacobian config: which of how many shards it measures (or POOL)."""
+    return points_shard(cfg["points"])
 
 
 def with_shard(cfg: Mapping[str, Any], shard: int, shards: int) -> dict[str, Any]:
@@ -108,8 +112,8 @@ def run_key(stage: str, cfg: Mapping[str, Any]) -> str:
     """Folder name under outputs/<stage>/: ``cfg['run_key']`` if set, else a readable digest. A jacobian
     shard adds ``-shard<i>of<N>`` (so shards of one fixed run_key never share a folder); its pooled
     result (points.shard=pool) is the unsplit run's folder."""
-    shard, shards = shard_of(cfg)
-    if stage == "jacobian" and shards > 1:
+    shard, shards = shard_of(cfg) if stage == "jacobian" else (0, 1)
+    if shards > 1:
         whole = run_key(stage, unsharded(cfg))
         return whole if shard == POOL else check_run_key(f"{whole}-shard{shard}of{shards}")
     fixed = cfg.get("run_key")

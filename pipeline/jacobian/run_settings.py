@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.schema import POOL
+from pipeline.runkeys import points_shard
 
 from .measure import MeasureConfig
 from .protocol import runs_proxy
@@ -34,15 +34,16 @@ class PointSelection:
     def from_config(cls, points: Mapping[str, Any]) -> PointSelection:
         """From a composed ``points`` node: every key is there (conf/config.yaml holds the values, the schema
         their types and ranges), so nothing here defaults one."""
-        seed_batch, shard = points["seed_batch"], points["shard"]
+        seed_batch = points["seed_batch"]
+        shard, shards = points_shard(points)
         return cls(
             steps=_ints(points["steps"]),
             max_seeds=None if points["max_seeds"] is None else int(points["max_seeds"]),
             block_steps=_ints(points["block_steps"]),
             light_blocks=str(points["light_blocks"]),
             seed_batch=seed_batch if seed_batch == "auto" else int(seed_batch),
-            shards=int(points["shards"]),
-            shard=shard if shard == POOL else int(shard),
+            shards=shards,
+            shard=shard,
         )
 
 
