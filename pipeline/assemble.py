@@ -84,11 +84,6 @@ def _with_all_seeds(folder: TrajectoriesFolder, cfg: Mapping[str, Any]) -> Traje
     return folder
 
 
-def trajectories_folder(cfg: Mapping[str, Any], needed_by: str) -> TrajectoriesFolder:
-    """The trajectories stage's finished folder, refused when it lacks one of this config's seeds."""
-    return _with_all_seeds(TrajectoriesFolder(upstream_dir(run_spec("trajectories", cfg), needed_by)), cfg)
-
-
 def analysis_upstream(cfg: Mapping[str, Any]) -> dict[str, Path | None]:
     """The upstream folders the analysis reads: each one that exists verified once (its record, its
     files, the config keys it was made under), and all made from one another's current outputs."""
@@ -209,11 +204,14 @@ class PoolSetup:
     inputs: dict[str, InputSpec]
 
 
-def pool_setup(cfg: Mapping[str, Any]) -> PoolSetup:
-    """The shards of this config's protocol (each verified as an upstream) and the unsplit run's spec."""
-    shards = [s.path for s in jacobian_shards(cfg, needed_by="pooling")]
+def pool_setup(cfg: Mapping[str, Any], specs: Mapping[str, RunSpec] | None = None) -> PoolSetup:
+    """The shards of this config's protocol and the upstream folders they measured (each verified as an
+    upstream), and the unsplit run's spec; ``specs``: chain_specs("jacobian", cfg) where already resolved."""
+    specs = specs or chain_specs("jacobian", cfg)
+    found, upstream = jacobian_shards(cfg, "pooling", specs)
+    shards = [s.path for s in found]
     inputs: dict[str, InputSpec] = {f"shard-{i}": p for i, p in enumerate(shards)}
-    inputs.update(covariance=stage_dir("covariance", cfg), trajectories=stage_dir("trajectories", cfg))
+    inputs.update(upstream)
     return PoolSetup(run_spec("jacobian", unsharded(cfg)), shards, inputs)
 
 
@@ -221,7 +219,7 @@ def jacobian_job(cfg: Mapping[str, Any], settings: Any) -> JacobianSetup | PoolS
     """What one jacobian run does under ``cfg``: pool a split protocol's shards (points.shard=pool), or measure
     with ``settings`` (the run's MeasurementSettings)."""
     specs = chain_specs("jacobian", cfg)
-    return pool_setup(cfg) if specs["jacobian"].shard == POOL else jacobian_setup(cfg, specs, settings)
+    return pool_setup(cfg, specs) if specs["jacobian"].shard == POOL else jacobian_setup(cfg, specs, settings)
 
 
 def unfinished_shards(cfg: Mapping[str, Any]) -> list[int]:
@@ -231,9 +229,12 @@ def unfinished_shards(cfg: Mapping[str, Any]) -> list[int]:
     return [i for i, f in enumerate(folders) if not (f / META).is_file()]
 
 
-def jacobian_shards(cfg: Mapping[str, Any], needed_by: str) -> list[JacobianFolder]:
+def jacobian_shards(
+    cfg: Mapping[str, Any], needed_by: str, specs: Mapping[str, RunSpec]
+) -> tuple[list[JacobianFolder], dict[str, Path]]:
     """The finished, unaltered folders of every jacobian shard of this config's protocol (points.shards),
-    each verified as an upstream; a missing shard is one line naming it."""
+    each verified as an upstream, and the covariance and trajectories folders (``specs``', verified) that
+    every one of them measured; a missing shard is one line naming it."""
     _, shards = shard_of(cfg)
     missing = unfinished_shards(cfg)
     if missing:
@@ -247,20 +248,23 @@ def jacobian_shards(cfg: Mapping[str, Any], needed_by: str) -> list[JacobianFold
         for i in range(shards)
     ]
     # every shard measured the trajectories and covariance this config reads now (not an older run's)
-    for name, upstream in (
-        ("covariance", covariance_folder(cfg, needed_by)),
-        ("trajectories", trajectories_folder(cfg, needed_by)),
-    ):
-        now = input_record(upstream.path)["sha256"]
+    upstream = {
+        "covariance": upstream_dir(specs["covariance"], needed_by),
+        "trajectories": _with_all_seeds(
+            TrajectoriesFolder(upstream_dir(specs["trajectories"], needed_by)), cfg
+        ).path,
+    }
+    for name, path in upstream.items():
+        now = input_record(path)["sha256"]
         for i, folder in enumerate(found):
             held = ((folder.read_meta() or {}).get("input_hashes") or {}).get(name) or {}
             if held.get("sha256") != now:
                 raise PipelineError(
-                    f"jacobian shard {i} ({folder.path}) was measured on other {name} than {upstream.path} "
+                    f"jacobian shard {i} ({folder.path}) was measured on other {name} than {path} "
                     f"holds now — rerun the shards with force=true: python -m stages.jacobian -m "
                     f"points.shards={shards} points.shard={','.join(map(str, range(shards)))} force=true"
                 )
-    return found
+    return found, upstream
 
 
 def pooled_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
