@@ -184,6 +184,7 @@ def jacobian_setup(cfg: Mapping[str, Any], specs: Mapping[str, RunSpec], setting
     cov = CovarianceFolder(upstream["covariance"][0])
     traj = _with_all_seeds(TrajectoriesFolder(upstream["trajectories"][0]), cfg)
     built = build_model(cfg, needed_by="jacobian", covariance=cov)
+    n_proxy = settings.proxy_images(specs["jacobian"].shard)
     return JacobianSetup(
         run=specs["jacobian"],
         covariance=cov,
@@ -191,7 +192,7 @@ def jacobian_setup(cfg: Mapping[str, Any], specs: Mapping[str, RunSpec], setting
         model=built.model,
         chain=build_chain(cfg, built.model),
         inputs={**built.inputs, "covariance": cov.path, "trajectories": traj.path},
-        proxy_source=dataset(cfg, num_images=settings.proxy_images) if settings.proxy_images else None,
+        proxy_source=dataset(cfg, num_images=n_proxy) if n_proxy else None,
     )
 
 

@@ -86,16 +86,13 @@ def sampler_label(sampler: Mapping[str, Any]) -> str:
     return f"{name[: count.start()]}{int(n)}{name[count.end() :]}"
 
 
-def points_shard(points: Mapping[str, Any]) -> tuple[int | str, int]:
-    """(shard, shards) of a ``points`` node: which of how many jacobian shards it measures (or POOL), both
-    keys read from the node (conf/config.yaml sets shard 0 of 1: the unsplit protocol)."""
+def shard_of(cfg: Mapping[str, Any]) -> tuple[int | str, int]:
+    """(points.shard, points.shards) of a jacobian config: which of how many shards it measures (or POOL).
+    The one reader of the two keys (conf/config.yaml sets shard 0 of 1: the unsplit protocol); a jacobian
+    run carries them in its run spec (RunSpec.shard, .shards)."""
+    points = cfg["points"]
     shard = points["shard"]
     return (POOL if shard == POOL else int(shard)), int(points["shards"])
-
-
-def shard_of(cfg: Mapping[str, Any]) -> tuple[int | str, int]:
-    """(points.shard, points.shards) of a jacobian config: which of how many shards it measures (or POOL)."""
-    return points_shard(cfg["points"])
 
 
 def with_shard(cfg: Mapping[str, Any], shard: int, shards: int) -> dict[str, Any]:

@@ -14,10 +14,13 @@ import pytest
 from pipeline.assemble import dataset
 from pipeline.jacobian.loop import measurement_body
 from pipeline.jacobian.run_settings import MeasurementSettings, PointSelection, ProxySettings
-from pipeline.runkeys import POOL, chain_specs, config_digest, key_sections, run_key, run_spec
+from pipeline.runkeys import POOL, chain_specs, config_digest, key_sections, run_key, run_spec, shard_of
 from pipeline.schema import nodes
 from pipeline.settings import prepare_config
 from tests.conftest import compose_config
+
+# the points keys a run spec carries (RunSpec.shard, .shards), not the typed measurement settings
+RUN_PLACE = {"shard", "shards"}
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +89,6 @@ def test_measurement_settings_are_typed_values_of_the_four_groups():
         block_steps=None if cfg["points"]["block_steps"] is None else tuple(cfg["points"]["block_steps"]),
         light_blocks=cfg["points"]["light_blocks"],
         seed_batch="auto",
-        shards=1,
-        shard=0,
     )
     assert s.proxy == ProxySettings(
         int(cfg["proxy"]["images"]), tuple(cfg["proxy"]["timesteps"]), int(cfg["proxy"]["seed"])
@@ -96,11 +97,15 @@ def test_measurement_settings_are_typed_values_of_the_four_groups():
     assert s.measure.chunk_size == "auto" and s.measure.tables == ["table_4"]
 
 
-def test_the_pooling_shard_is_kept_by_name(smoke):
-    points = smoke["points"]
-    assert PointSelection.from_config({**points, "shard": POOL, "shards": 4}).shard == POOL
-    two = PointSelection.from_config({**points, "shard": "2", "shards": "4"})
-    assert (two.shard, two.shards) == (2, 4)
+def test_the_shard_has_one_reader_and_the_pooling_shard_is_kept_by_name(smoke):
+    def shard(**points):
+        return shard_of({**smoke, "points": {**smoke["points"], **points}})
+
+    assert shard(shard=POOL, shards=4) == (POOL, 4)
+    assert shard(shard="2", shards="4") == (2, 4)
+    for key in ("shard", "shards"):  # read from the node, never defaulted
+        with pytest.raises(KeyError, match=key):
+            shard_of({**smoke, "points": {k: v for k, v in smoke["points"].items() if k != key}})
 
 
 def test_the_proxy_runs_in_shard_zero_for_table_10_alone(smoke):
@@ -110,10 +115,10 @@ def test_the_proxy_runs_in_shard_zero_for_table_10_alone(smoke):
     assert images > 0
 
     def measured(shard: int, tables: list[str] | None) -> int:
-        points = {**smoke["points"], "shards": 2, "shard": shard}
-        return MeasurementSettings.from_config(
-            {**smoke, "points": points, "measure": {**smoke["measure"], "tables": tables}}
-        ).proxy_images
+        settings = MeasurementSettings.from_config(
+            {**smoke, "measure": {**smoke["measure"], "tables": tables}}
+        )
+        return settings.proxy_images(shard)
 
     assert measured(0, None) == images and measured(0, ["table_10", "table_4"]) == images
     assert measured(1, None) == 0 and measured(1, ["table_10"]) == 0
@@ -133,7 +138,7 @@ def test_the_typed_settings_default_nothing(smoke):
     never filled with a second, code-side default."""
     for typed, node in ((PointSelection, smoke["points"]), (ProxySettings, smoke["proxy"])):
         assert all(f.default is MISSING_FIELD for f in fields(typed)), typed.__name__
-        for key in node:
+        for key in set(node) - RUN_PLACE:
             with pytest.raises(KeyError, match=key):
                 typed.from_config({k: v for k, v in node.items() if k != key})
 
@@ -150,9 +155,10 @@ def test_the_measurement_body_holds_no_config(smoke):
 
 def test_the_typed_settings_have_every_key_of_their_config_node():
     """A key added to the `points` or `proxy` schema node and not to its typed settings would be accepted by
-    the config and then ignored by the loop."""
+    the config and then ignored by the loop; the shard keys are the run's place (its run spec's)."""
     for typed, node in ((PointSelection, nodes.Points), (ProxySettings, nodes.Proxy)):
-        assert [f.name for f in fields(typed)] == [f.name for f in fields(node)], typed.__name__
+        wanted = [f.name for f in fields(node) if f.name not in RUN_PLACE]
+        assert [f.name for f in fields(typed)] == wanted, typed.__name__
 
 
 def test_a_jacobian_spec_knows_its_place_in_a_split_protocol(smoke):

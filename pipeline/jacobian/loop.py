@@ -161,9 +161,11 @@ class _RunPlan:
         return self.config if i in self.block_steps else self.light
 
 
-def _plan_run(model, chain, covariance_dir, trajectories_dir, settings: MeasurementSettings) -> _RunPlan:
+def _plan_run(
+    model, chain, covariance_dir, trajectories_dir, settings: MeasurementSettings, shard: Shard
+) -> _RunPlan:
     """Resolve the settings (chunk size / seed batch = auto from the device), check the patch statistics
-    against the model, and select the points."""
+    against the model, and select the points (of a split protocol: shard ``shard``'s)."""
     patch_size = settings.patch_size
     points, config = settings.points, settings.measure
     memory = None
@@ -198,7 +200,6 @@ def _plan_run(model, chain, covariance_dir, trajectories_dir, settings: Measurem
         seeds = seeds[: int(points.max_seeds)]
     seed_batch = int(points.seed_batch)
     # the stacks of points this run measures: all of them, or one shard's (pipeline.jacobian.shards)
-    shard = Shard(int(points.shard), points.shards)
     stacks = shard_stacks([s for s, _ in seeds], steps, seed_batch, shard)
     return _RunPlan(
         config=config,
@@ -309,12 +310,14 @@ def measure_trajectories(
     covariance_dir: Path,
     trajectories_dir: Path,
     settings: MeasurementSettings,
+    shard: Shard,
     out_dir: Path,
     work_dir: Path,
     progress: bool = True,
 ) -> MeasurementSummary:
-    """Measure JΦ_t at every selected (seed, step) of the saved trajectories; write the CSV tables."""
-    run = _plan_run(model, chain, covariance_dir, trajectories_dir, settings)
+    """Measure JΦ_t at every selected (seed, step) of the saved trajectories (of a split protocol, shard
+    ``shard``'s); write the CSV tables."""
+    run = _plan_run(model, chain, covariance_dir, trajectories_dir, settings, shard)
     patch_size = settings.patch_size
     # Points of several seeds at one step share t, r_t, b_t: the engine measures them as one stack through
     # the model's batch dimension (points.seed_batch of them; 1 = one point at a time); each point is a
@@ -506,6 +509,7 @@ def measurement_body(setup, settings: MeasurementSettings):
             covariance_dir=setup.covariance.path,
             trajectories_dir=setup.trajectories.path,
             settings=settings,
+            shard=Shard(int(setup.run.shard), setup.run.shards),
             out_dir=ctx.out_dir,
             work_dir=ctx.work_dir,
             progress=ctx.progress,

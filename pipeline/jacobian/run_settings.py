@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.runkeys import points_shard
-
 from .measure import MeasureConfig
 from .protocol import runs_proxy
 
@@ -20,30 +18,27 @@ def _ints(values: Any) -> tuple[int, ...] | Any:
 
 @dataclass(frozen=True)
 class PointSelection:
-    """Which trajectory points a run measures, how many seeds at once, and which shard (``points``)."""
+    """Which trajectory points a run measures and how many seeds at once (``points``). Which shard of a split
+    protocol it measures (points.shard, points.shards) is the run's place, carried by its run spec
+    (pipeline.runkeys.shard_of), not a measurement setting."""
 
     steps: tuple[int, ...] | str | None
     max_seeds: int | None
     block_steps: tuple[int, ...] | str | None
     light_blocks: str
     seed_batch: int | str  # a positive integer or "auto" (from the device's free memory)
-    shards: int
-    shard: int | str  # 0 .. shards-1, or pool
 
     @classmethod
     def from_config(cls, points: Mapping[str, Any]) -> PointSelection:
         """From a composed ``points`` node: every key is there (conf/config.yaml holds the values, the schema
         their types and ranges), so nothing here defaults one."""
         seed_batch = points["seed_batch"]
-        shard, shards = points_shard(points)
         return cls(
             steps=_ints(points["steps"]),
             max_seeds=None if points["max_seeds"] is None else int(points["max_seeds"]),
             block_steps=_ints(points["block_steps"]),
             light_blocks=str(points["light_blocks"]),
             seed_batch=seed_batch if seed_batch == "auto" else int(seed_batch),
-            shards=shards,
-            shard=shard,
         )
 
 
@@ -71,12 +66,11 @@ class MeasurementSettings:
     points: PointSelection
     proxy: ProxySettings
 
-    @property
-    def proxy_images(self) -> int:
-        """How many images Table 10's proxy measures in this run: proxy.images where the proxy runs (for
-        Table 10, or every table when measure.tables is unset) and, of a split protocol, in shard 0 alone
-        (it is not a point measurement); else 0."""
-        return self.proxy.images if self.points.shard == 0 and runs_proxy(self.measure.tables) else 0
+    def proxy_images(self, shard: int) -> int:
+        """How many images Table 10's proxy measures in shard ``shard`` of the run: proxy.images where the
+        proxy runs (for Table 10, or every table when measure.tables is unset) and, of a split protocol, in
+        shard 0 alone (it is not a point measurement); else 0."""
+        return self.proxy.images if shard == 0 and runs_proxy(self.measure.tables) else 0
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> MeasurementSettings:
