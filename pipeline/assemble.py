@@ -117,8 +117,8 @@ def build_model(
     from pipeline.models.base import resolve_device
 
     mcfg = cfg["model"]
-    kind = mcfg.get("kind")
-    common = dict(image_shape=image_shape(cfg), dtype=mcfg["dtype"], device=resolve_device(cfg.get("device")))
+    kind = mcfg["kind"]
+    common = dict(image_shape=image_shape(cfg), dtype=mcfg["dtype"], device=resolve_device(cfg["device"]))
     if kind == "gaussian_oracle":
         cov = covariance or covariance_folder(cfg, needed_by)
         if not cov.has_gaussian_fit():
@@ -155,7 +155,7 @@ def build_chain(cfg: Mapping[str, Any], model):
     from pipeline.geometry import chain_from_config, schedule_from_alpha_bar, schedule_from_config
 
     if getattr(model, "alpha_bar", None) is not None:
-        schedule = schedule_from_alpha_bar(model.alpha_bar, name=str(cfg["model"].get("name", "model")))
+        schedule = schedule_from_alpha_bar(model.alpha_bar, name=str(cfg["model"]["name"]))
     else:
         schedule = schedule_from_config(cfg["schedule"])
     return chain_from_config(schedule, cfg["sampler"])
@@ -302,7 +302,7 @@ def analysis_job(cfg: Mapping[str, Any]) -> AnalysisSetup:
     be a finished jacobian run."""
     if shard_of(cfg)[1] > 1:
         cfg = pooled_config(cfg)
-    for folder in cfg["analysis"].get("compare") or []:
+    for folder in cfg["analysis"]["compare"]:
         if read_meta(Path(folder)) is None:
             raise ConfigError(
                 f"analysis.compare lists {folder}, which is not a finished jacobian run folder — "

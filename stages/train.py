@@ -29,7 +29,7 @@ from stages.cli_errors import in_job, run_cli
 def run(cfg: DictConfig | dict) -> Path:
     """Train (resuming from the work folder), then publish the model folder through the stage lifecycle."""
     cfg = prepare_config(cfg)
-    out_dir = cfg["train"].get("out_dir")
+    out_dir = cfg["train"]["out_dir"]
     if out_dir:
         check_output_location(out_dir, "train.out_dir")
     # train.out_dir, or outputs/train/<train.name>-<digest of dataset + schedule + train>; either way the

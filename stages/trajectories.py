@@ -36,7 +36,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
                 work_dir=ctx.work_dir,
                 out=TrajectoriesFolder(ctx.out_dir),
                 batch_size=int(cfg["trajectories"]["batch_size"]),
-                update=str(cfg["trajectories"].get("update") or "exact"),
+                update=str(cfg["trajectories"]["update"]),
                 progress=ctx.progress,
             )
         )
