@@ -28,7 +28,9 @@ pyproject.toml.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import pkgutil
 import sys
 import tempfile
 from pathlib import Path
@@ -67,6 +69,11 @@ def _follow_mirrors(track, tracked: set[int], patched: list) -> None:
         from pipeline.jacobian.run_settings import MeasurementSettings
     except ImportError:
         return
+    # assemble is one module in older code and a package of one module per stage's needs in newer code
+    holders = [runkeys, assemble] + [
+        importlib.import_module(f"pipeline.assemble.{m.name}")
+        for m in pkgutil.iter_modules(getattr(assemble, "__path__", []))
+    ]
     real_spec = runkeys.run_spec
 
     def spec(*args, **kwargs):
@@ -74,7 +81,7 @@ def _follow_mirrors(track, tracked: set[int], patched: list) -> None:
         track(out.values)
         return out
 
-    for module in (runkeys, assemble):
+    for module in (m for m in holders if hasattr(m, "run_spec")):
         patched.append((module, "run_spec", module.run_spec))
         module.run_spec = spec
     real_settings = MeasurementSettings.__dict__["from_config"]

@@ -1,7 +1,7 @@
 """The run lifecycle every stage goes through: one writer per folder, resumable work, reuse, meta.json,
 signals, MLflow — ``run_stage(spec, body, ...)``.
 
-A stage is an adapter: it assembles its objects and its run spec (pipeline.assemble, pipeline.runkeys)
+A stage is an adapter: it assembles its objects and its run spec (pipeline.assemble's modules, pipeline.runkeys)
 and hands a body to run_stage, which owns everything around it. The lifecycle never reads the config:
 the spec is the config resolved into what names, keys and records a run. The entries beside a run
 folder (lock, work, scratch) and what a run may remove are pipeline.workspace's; what its record holds

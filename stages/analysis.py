@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.analysis.build import analysis_body
-from pipeline.assemble import analysis_job
+from pipeline.assemble.analysis import analysis_job
 from pipeline.outputs import AnalysisFolder
 from pipeline.runs import StageResult, run_stage
 from pipeline.settings import prepare_config

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.assemble import dataset, dataset_inputs
+from pipeline.assemble.sources import dataset, dataset_inputs
 from pipeline.outputs import CovarianceFolder
 from pipeline.runkeys import run_spec
 from pipeline.runs import StageContext, StageResult, run_stage

@@ -19,11 +19,11 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.assemble import PoolSetup, jacobian_job, pool_setup, unfinished_shards
+from pipeline.assemble.jacobian import PoolSetup, jacobian_job, pool_setup
+from pipeline.assemble.shards import unfinished_shards
 from pipeline.io import FolderBusyError
 from pipeline.jacobian.loop import measurement_body
 from pipeline.jacobian.pool import pool_body
-from pipeline.jacobian.run_settings import MeasurementSettings
 from pipeline.outputs import JacobianFolder
 from pipeline.runs import StageResult, run_stage
 from pipeline.settings import prepare_config
@@ -39,11 +39,10 @@ def pool(job: PoolSetup) -> StageResult:
 
 def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
-    settings = MeasurementSettings.from_config(cfg)
-    job = jacobian_job(cfg, settings)
+    job = jacobian_job(cfg)
     if isinstance(job, PoolSetup):
         return pool(job)
-    body = measurement_body(job, settings)
+    body = measurement_body(job, job.settings)
     result = run_stage(job.run, body, artifacts=(JacobianFolder.GLOBAL,), inputs=job.inputs)
     if job.run.shards > 1 and not unfinished_shards(cfg):
         try:  # every shard is finished: this one (the last to finish) pools them

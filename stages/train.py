@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.assemble import dataset_inputs
+from pipeline.assemble.sources import dataset_inputs
 from pipeline.runkeys import TRAIN_STAGE, run_spec, stage_dir
 from pipeline.runs import check_replaceable, run_stage
 from pipeline.settings import check_output_location, prepare_config

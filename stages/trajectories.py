@@ -10,7 +10,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.assemble import build_chain, build_model, seeds_of
+from pipeline.assemble.models import build_chain, build_model
+from pipeline.assemble.sources import seeds_of
 from pipeline.outputs import TrajectoriesFolder
 from pipeline.runkeys import run_spec
 from pipeline.runs import StageContext, StageResult, run_stage

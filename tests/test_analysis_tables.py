@@ -236,7 +236,7 @@ def test_learned_tables_8_and_9_rayleigh_equal_the_dense_jacobian(learned_stage_
     kappa_diag_min/max and mean_slack = mean_k(1 − κ̄_k − C̄_k) follow from the same matrices."""
     import torch
 
-    from pipeline.assemble import build_model
+    from pipeline.assemble.models import build_model
     from pipeline.jacobian.patches import patch_index
     from tests.conftest import LEARNED_STAGE_OVERRIDES, compose_config
 

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from pipeline.assemble import build_model  # noqa: E402
+from pipeline.assemble.models import build_model  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.geometry import linear_schedule, schedule_from_diffusers_config  # noqa: E402
 from pipeline.models import (  # noqa: E402

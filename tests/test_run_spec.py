@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.assemble import dataset
+from pipeline.assemble.sources import dataset
 from pipeline.jacobian.loop import measurement_body
 from pipeline.jacobian.run_settings import MeasurementSettings, PointSelection, ProxySettings
 from pipeline.runkeys import POOL, chain_specs, config_digest, key_sections, run_key, run_spec, shard_of

@@ -499,7 +499,7 @@ def lyapunov_rows(
 
 def measurement_body(setup, settings: MeasurementSettings):
     """The jacobian stage's body for pipeline.runs.run_stage: the tables of every selected point, Table 10's
-    proxy where it is on, and the per-t series for MLflow. ``setup``: pipeline.assemble.JacobianSetup."""
+    proxy where it is on, and the per-t series for MLflow. ``setup``: pipeline.assemble.jacobian.JacobianSetup."""
 
     def body(ctx) -> None:
         ctx.inputs.update(covariance=str(setup.covariance.path), trajectories=str(setup.trajectories.path))

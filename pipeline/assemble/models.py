@@ -1,0 +1,88 @@
+"""The configured noise predictor ε̂(x, t), the one place that turns model.kind into a model, and the
+sampler chain on its ᾱ_t."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.lineage import InputSpec
+from pipeline.outputs import CovarianceFolder
+from pipeline.runkeys import run_spec
+from pipeline.runs import upstream_dir
+
+from .sources import image_shape
+
+MODEL_KINDS = ("gaussian_oracle", "unet")
+
+
+def covariance_folder(cfg: Mapping[str, Any], needed_by: str) -> CovarianceFolder:
+    """The covariance stage's finished, unaltered folder for this config (verified once per run)."""
+    return CovarianceFolder(upstream_dir(run_spec("covariance", cfg), needed_by))
+
+
+@dataclass
+class BuiltModel:
+    """The configured noise predictor ε̂(x, t) with the inputs its numbers come from."""
+
+    model: Any
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    covariance: CovarianceFolder | None = None  # the folder a Gaussian oracle is fitted from
+
+
+def build_model(
+    cfg: Mapping[str, Any], needed_by: str, covariance: CovarianceFolder | None = None
+) -> BuiltModel:
+    """The configured noise predictor; fails before any work on a bad path, an offline hub id, or a
+    model/data shape mismatch. A Gaussian oracle is fitted from ``covariance`` (resolved when None).
+    The one place that turns model.kind into a model."""
+    # torch, scipy (pipeline.models, .geometry) only when a model is built: importing a stage stays light
+    from pipeline.geometry import schedule_from_config
+    from pipeline.models import gaussian_oracle_from_fit, load_unet
+    from pipeline.models.base import resolve_device
+
+    mcfg = cfg["model"]
+    kind = mcfg["kind"]
+    common = dict(image_shape=image_shape(cfg), dtype=mcfg["dtype"], device=resolve_device(cfg["device"]))
+    if kind == "gaussian_oracle":
+        cov = covariance or covariance_folder(cfg, needed_by)
+        if not cov.has_gaussian_fit():
+            raise ConfigError(
+                f"model=gaussian_oracle needs the full Gaussian fit {cov.gaussian_fit} — "
+                "rerun the covariance stage with covariance.full_cov=true"
+            )
+        model = gaussian_oracle_from_fit(
+            cov.gaussian_fit,
+            structure=mcfg["structure"],
+            block_size=mcfg["block_size"],
+            schedule=schedule_from_config(cfg["schedule"]),
+            **common,
+        )
+        # the oracle is the P-independent fit alone: a patch-size change of the covariance stage leaves it
+        return BuiltModel(model, {"model": cov.gaussian_fit}, cov)
+    if kind == "unet":
+        model = load_unet(
+            mcfg["path"],
+            allow_resolution_change=bool(mcfg["allow_resolution_change"]),
+            local_files_only=mcfg["local_files_only"],
+            revision=mcfg["revision"],
+            # the schedule group is used only by checkpoints without a scheduler config of their own
+            schedule=schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None,
+            **common,
+        )
+        return BuiltModel(model, dict(model.input_files()))
+    raise ConfigError(f"model.kind={kind!r} is not known — use one of {', '.join(MODEL_KINDS)}")
+
+
+def build_chain(cfg: Mapping[str, Any], model):
+    """The sampler chain on the model's own ᾱ_t (its scheduler config) or the configured schedule."""
+    # scipy (via pipeline.geometry) only when a chain is built: importing a stage stays light
+    from pipeline.geometry import chain_from_config, schedule_from_alpha_bar, schedule_from_config
+
+    if getattr(model, "alpha_bar", None) is not None:
+        schedule = schedule_from_alpha_bar(model.alpha_bar, name=str(cfg["model"]["name"]))
+    else:
+        schedule = schedule_from_config(cfg["schedule"])
+    return chain_from_config(schedule, cfg["sampler"])
