@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.assemble.models import build_chain, build_model
+from pipeline.assemble.models import build_model
 from pipeline.assemble.sources import seeds_of
 from pipeline.outputs import TrajectoriesFolder
 from pipeline.runkeys import run_spec
@@ -24,7 +24,6 @@ def run(cfg: DictConfig | dict) -> StageResult:
     cfg = prepare_config(cfg)
     # Build model and chain first: bad model paths and shape mismatches fail before any work.
     built = build_model(cfg, needed_by="trajectories")
-    chain = build_chain(cfg, built.model)
 
     def body(ctx: StageContext) -> None:
         if built.covariance is not None:
@@ -32,7 +31,7 @@ def run(cfg: DictConfig | dict) -> StageResult:
         ctx.metrics.update(
             publish_trajectories(
                 built.model,
-                chain,
+                built.chain,
                 seeds_of(cfg),
                 work_dir=ctx.work_dir,
                 out=TrajectoriesFolder(ctx.out_dir),

@@ -241,3 +241,25 @@ def test_the_config_readers_default_no_key_of_the_schema(schedule, sampler):
     for key in set(sampler_node) - {"name"}:
         with pytest.raises(KeyError, match=key):
             chain_from_config(s, {k: v for k, v in sampler_node.items() if k != key})
+
+
+def test_the_sampler_group_is_read_once_and_laid_on_any_schedule():
+    """sampling_from_config reads both groups; the sampler's timesteps (ddim50: paper t = 1000, 980, ..., 20,
+    conf/sampler/ddim50.yaml) are then laid on whichever ᾱ_t a model carries, and the read spec keeps no
+    reference into the node it was read from."""
+    from omegaconf import OmegaConf
+
+    from pipeline.geometry import sampling_from_config
+    from tests.conftest import compose_config
+
+    cfg = OmegaConf.to_container(compose_config(["schedule=linear", "sampler=ddim50"]), resolve=True)
+    sampling = sampling_from_config(cfg["schedule"], cfg["sampler"])
+    np.testing.assert_array_equal(sampling.schedule.alpha_bar, linear_schedule().alpha_bar)
+    cfg["sampler"]["num_steps"] = 7  # an edit after the read changes nothing
+    for schedule in (linear_schedule(), cosine_schedule(s_off=0.008)):
+        ch = sampling.sampler.chain(schedule)
+        np.testing.assert_array_equal(ch.timesteps, np.arange(1000, 0, -20))
+        np.testing.assert_array_equal(ch.alpha_bar_t, schedule.alpha_bar[ch.timesteps])
+        # trailing spacing, set_alpha_to_one: each step goes to the next one's ᾱ, the last to ᾱ_0 = 1
+        np.testing.assert_array_equal(ch.alpha_bar_prev, np.append(schedule.alpha_bar[ch.timesteps[1:]], 1.0))
+        assert ch.name == f"{schedule.name}_ddim50"

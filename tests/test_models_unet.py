@@ -247,12 +247,22 @@ def test_model_presets_and_factory(ckpt):
     }
     assert presets["unet"]["kind"] == "unet"
 
-    def built(model: dict, channels: int = 3):
-        """The model a stage builds from these config values (assemble: the one switch on model.kind)."""
-        cfg = {"model": model, "dataset": {"channels": channels, "resolution": 8}, "schedule": None}
-        return build_model({**cfg, "device": "cpu"}, needed_by="test").model
+    # a configured schedule other than the checkpoint's own (linear, as DDPM's): the chain must not use it
+    sampling = OmegaConf.to_container(compose_config(["schedule=cosine"]), resolve=True)
 
-    assert isinstance(built({**presets["unet"], "path": str(ckpt)}), DiffusersNoisePredictor)
+    def build(model: dict, channels: int = 3):
+        """What a stage builds from these config values (assemble: the one switch on model.kind)."""
+        cfg = {"model": model, "dataset": {"channels": channels, "resolution": 8}, "device": "cpu"}
+        return build_model({**cfg, "schedule": sampling["schedule"], "sampler": sampling["sampler"]}, "test")
+
+    def built(model: dict, channels: int = 3):
+        return build(model, channels).model
+
+    unet = build({**presets["unet"], "path": str(ckpt)})
+    assert isinstance(unet.model, DiffusersNoisePredictor)
+    # the chain is laid on the checkpoint's own ᾱ_t (its scheduler config), at the sampler's timesteps
+    np.testing.assert_array_equal(unet.chain.alpha_bar_t, unet.model.alpha_bar[unet.chain.timesteps])
+    assert len(unet.chain.timesteps) == sampling["sampler"]["num_steps"]
     with pytest.raises(ConfigError, match="needs model.path"):  # refused with the config, before any stage
         check_ranges({"model": presets["unet"]})
     with pytest.raises(ModelError, match="maps 3 -> 3 channels"):

@@ -14,7 +14,7 @@ from pipeline.outputs import CovarianceFolder, TrajectoriesFolder
 from pipeline.runkeys import POOL, RunSpec, chain_specs, run_spec, unsharded
 from pipeline.runs import verified_upstream
 
-from .models import build_chain, build_model
+from .models import build_model
 from .shards import jacobian_shards
 from .sources import dataset
 from .upstream import check_not_stale, trajectories_with_all_seeds
@@ -51,7 +51,7 @@ def jacobian_setup(cfg: Mapping[str, Any], specs: Mapping[str, RunSpec]) -> Jaco
         covariance=cov,
         trajectories=traj,
         model=built.model,
-        chain=build_chain(cfg, built.model),
+        chain=built.chain,
         inputs={**built.inputs, "covariance": cov.path, "trajectories": traj.path},
         proxy_source=dataset(cfg, num_images=n_proxy) if n_proxy else None,
     )

@@ -1,5 +1,5 @@
-"""The configured noise predictor ε̂(x, t), the one place that turns model.kind into a model, and the
-sampler chain on its ᾱ_t."""
+"""The configured noise predictor ε̂(x, t) and its sampler chain: the one place that turns model.kind into a
+model."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ def covariance_folder(cfg: Mapping[str, Any], needed_by: str) -> CovarianceFolde
 
 @dataclass
 class BuiltModel:
-    """The configured noise predictor ε̂(x, t) with the inputs its numbers come from."""
+    """The configured noise predictor ε̂(x, t), its sampler chain, and the inputs its numbers come from."""
 
     model: Any
+    chain: Any  # pipeline.geometry.Chain on the model's ᾱ_t
     inputs: dict[str, InputSpec] = field(default_factory=dict)
     covariance: CovarianceFolder | None = None  # the folder a Gaussian oracle is fitted from
 
@@ -35,16 +36,21 @@ class BuiltModel:
 def build_model(
     cfg: Mapping[str, Any], needed_by: str, covariance: CovarianceFolder | None = None
 ) -> BuiltModel:
-    """The configured noise predictor; fails before any work on a bad path, an offline hub id, or a
-    model/data shape mismatch. A Gaussian oracle is fitted from ``covariance`` (resolved when None).
-    The one place that turns model.kind into a model."""
+    """The configured noise predictor and its sampler chain; fails before any work on a bad path, an offline
+    hub id, or a model/data shape mismatch. A Gaussian oracle is fitted from ``covariance`` (resolved when
+    None). The one place that turns model.kind into a model, and the schedule and sampler groups into a
+    chain: on the model's own ᾱ_t (a checkpoint's scheduler config, the oracle's schedule) where it has one,
+    else on the configured schedule."""
     # torch, scipy (pipeline.models, .geometry) only when a model is built: importing a stage stays light
-    from pipeline.geometry import schedule_from_config
+    from pipeline.geometry import sampling_from_config, schedule_from_alpha_bar
     from pipeline.models import gaussian_oracle_from_fit, load_unet
     from pipeline.models.base import resolve_device
 
     mcfg = cfg["model"]
     kind = mcfg["kind"]
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"model.kind={kind!r} is not known — use one of {', '.join(MODEL_KINDS)}")
+    sampling = sampling_from_config(cfg["schedule"], cfg["sampler"])
     common = dict(image_shape=image_shape(cfg), dtype=mcfg["dtype"], device=resolve_device(cfg["device"]))
     if kind == "gaussian_oracle":
         cov = covariance or covariance_folder(cfg, needed_by)
@@ -57,32 +63,25 @@ def build_model(
             cov.gaussian_fit,
             structure=mcfg["structure"],
             block_size=mcfg["block_size"],
-            schedule=schedule_from_config(cfg["schedule"]),
+            schedule=sampling.schedule,
             **common,
         )
         # the oracle is the P-independent fit alone: a patch-size change of the covariance stage leaves it
-        return BuiltModel(model, {"model": cov.gaussian_fit}, cov)
-    if kind == "unet":
+        inputs: dict[str, InputSpec] = {"model": cov.gaussian_fit}
+    else:
+        cov = None
         model = load_unet(
             mcfg["path"],
             allow_resolution_change=bool(mcfg["allow_resolution_change"]),
             local_files_only=mcfg["local_files_only"],
             revision=mcfg["revision"],
             # the schedule group is used only by checkpoints without a scheduler config of their own
-            schedule=schedule_from_config(cfg["schedule"]) if cfg.get("schedule") else None,
+            schedule=sampling.schedule,
             **common,
         )
-        return BuiltModel(model, dict(model.input_files()))
-    raise ConfigError(f"model.kind={kind!r} is not known — use one of {', '.join(MODEL_KINDS)}")
-
-
-def build_chain(cfg: Mapping[str, Any], model):
-    """The sampler chain on the model's own ᾱ_t (its scheduler config) or the configured schedule."""
-    # scipy (via pipeline.geometry) only when a chain is built: importing a stage stays light
-    from pipeline.geometry import chain_from_config, schedule_from_alpha_bar, schedule_from_config
-
+        inputs = dict(model.input_files())
     if getattr(model, "alpha_bar", None) is not None:
-        schedule = schedule_from_alpha_bar(model.alpha_bar, name=str(cfg["model"]["name"]))
+        schedule = schedule_from_alpha_bar(model.alpha_bar, name=str(mcfg["name"]))
     else:
-        schedule = schedule_from_config(cfg["schedule"])
-    return chain_from_config(schedule, cfg["sampler"])
+        schedule = sampling.schedule
+    return BuiltModel(model, sampling.sampler.chain(schedule), inputs, cov)

@@ -25,6 +25,8 @@ from .coefficients import (
 from .design import (
     CosineOffset,
     DesignCriteria,
+    SamplerSpec,
+    Sampling,
     ShiftCheck,
     SNRCrossing,
     chain_from_config,
@@ -38,6 +40,7 @@ from .design import (
     optimal_chain,
     optimal_step_density,
     resolution_shift,
+    sampling_from_config,
     snr_crossing,
     step_loads,
 )
@@ -95,6 +98,9 @@ __all__ = [
     "stride_chain",
     "chain_from_timesteps",
     "chain_from_config",
+    "SamplerSpec",
+    "Sampling",
+    "sampling_from_config",
     "diffusers_timesteps",
     "StepCoefficients",
     "step_coefficients",

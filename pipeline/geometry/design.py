@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,7 @@ from scipy.optimize import brentq
 from .chains import Chain, chain_from_timesteps, full_chain, stride_chain, strided_chain
 from .coefficients import contraction_threshold, expansion_function
 from .moran import moran_threshold
-from .schedules import Schedule, cosine_schedule, shifted_schedule
+from .schedules import Schedule, cosine_schedule, schedule_from_config, shifted_schedule
 
 # ---------------------------------------------------------------- §6.4 criteria
 
@@ -202,8 +202,9 @@ def snr_crossing(schedule: Schedule, gamma: float = 5.0) -> SNRCrossing:
     return SNRCrossing(float(gamma), t, float(L), float(math.sqrt(1.0 - ab[t - 1])))
 
 
-def chain_from_config(schedule: Schedule, cfg: Mapping[str, Any]) -> Chain:
-    """Chain from the Hydra `sampler` group: {name, num_steps, spacing, final_alpha_bar, steps_offset, prev}.
+@dataclass(frozen=True)
+class SamplerSpec:
+    """The Hydra `sampler` group read once: which timesteps a chain takes, laid on a schedule by ``chain``.
 
     num_steps null or spacing=full gives the full stride-1 chain (num_steps = T with any spacing and
     steps_offset 0 gives the same timesteps). spacing=explicit takes `timesteps` (paper t, decreasing).
@@ -212,40 +213,77 @@ def chain_from_config(schedule: Schedule, cfg: Mapping[str, Any]) -> Chain:
     for the diffusers grids (leading | trailing | linspace): the schema's nodes set them (conf/sampler/);
     ``prev`` (the grid's ᾱ_prev rule, default grid) is a library option the config does not offer.
     """
-    cfg = dict(cfg)
-    spacing = cfg["spacing"]
-    n = cfg["num_steps"]
-    name = cfg.get("name")
-    final = cfg["final_alpha_bar"]
-    if spacing == "full" or n is None:
-        ch = full_chain(schedule)
-        return Chain(
-            f"{schedule.name}_{name}" if name else ch.name, ch.timesteps, ch.alpha_bar_t, ch.alpha_bar_prev
-        )
-    full_name = f"{schedule.name}_{name}" if name else None
-    if spacing == "explicit":
-        if cfg.get("timesteps") is None:
-            raise ValueError("sampler spacing=explicit needs `timesteps` (decreasing paper t)")
-        return chain_from_timesteps(schedule, list(cfg["timesteps"]), final, name=full_name)
-    if spacing == "stride":
-        if cfg.get("stride") is None:
-            raise ValueError("sampler spacing=stride needs `stride` (and optionally `start`, paper t)")
-        return stride_chain(
+
+    spacing: str
+    num_steps: int | None
+    final_alpha_bar: float | None
+    name: str | None = None
+    steps_offset: int | None = None  # the diffusers grids' only
+    timesteps: tuple[int, ...] | None = None  # spacing=explicit
+    stride: int | None = None  # spacing=stride, with start
+    start: int | None = None
+    prev: str = "grid"
+
+    @property
+    def full(self) -> bool:
+        return self.spacing == "full" or self.num_steps is None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> SamplerSpec:
+        cfg = dict(cfg)
+        spacing, n = cfg["spacing"], cfg["num_steps"]
+        spec = cls(spacing, None if n is None else int(n), cfg["final_alpha_bar"], cfg.get("name"))
+        if spec.full or spacing == "optimal":
+            return spec
+        if spacing == "explicit":
+            if cfg.get("timesteps") is None:
+                raise ValueError("sampler spacing=explicit needs `timesteps` (decreasing paper t)")
+            return replace(spec, timesteps=tuple(cfg["timesteps"]))
+        if spacing == "stride":
+            if cfg.get("stride") is None:
+                raise ValueError("sampler spacing=stride needs `stride` (and optionally `start`, paper t)")
+            return replace(spec, stride=int(cfg["stride"]), start=cfg.get("start"))
+        return replace(spec, steps_offset=int(cfg["steps_offset"]), prev=cfg.get("prev", "grid"))
+
+    def chain(self, schedule: Schedule) -> Chain:
+        """The chain these timesteps make on ``schedule``, named <schedule>_<sampler>."""
+        full_name = f"{schedule.name}_{self.name}" if self.name else None
+        final = self.final_alpha_bar
+        if self.full:
+            ch = full_chain(schedule)
+            return Chain(full_name or ch.name, ch.timesteps, ch.alpha_bar_t, ch.alpha_bar_prev)
+        if self.spacing == "explicit":
+            return chain_from_timesteps(schedule, list(self.timesteps or ()), final, name=full_name)
+        if self.spacing == "stride":
+            return stride_chain(
+                schedule, int(self.stride or 0), self.start, self.num_steps, final, name=full_name
+            )
+        if self.spacing == "optimal":
+            return optimal_chain(schedule, int(self.num_steps), final_alpha_bar=final, name=full_name)
+        return strided_chain(
             schedule,
-            int(cfg["stride"]),
-            cfg.get("start"),
-            None if n is None else int(n),
-            final,
+            int(self.num_steps),
+            spacing=self.spacing,
+            final_alpha_bar=final,
+            steps_offset=int(self.steps_offset or 0),
+            prev=self.prev,
             name=full_name,
         )
-    if spacing == "optimal":
-        return optimal_chain(schedule, int(n), final_alpha_bar=final, name=full_name)
-    return strided_chain(
-        schedule,
-        int(n),
-        spacing=spacing,
-        final_alpha_bar=final,
-        steps_offset=int(cfg["steps_offset"]),
-        prev=cfg.get("prev", "grid"),
-        name=full_name,
-    )
+
+
+def chain_from_config(schedule: Schedule, cfg: Mapping[str, Any]) -> Chain:
+    """Chain from the Hydra `sampler` group on ``schedule`` (see SamplerSpec)."""
+    return SamplerSpec.from_config(cfg).chain(schedule)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The `schedule` and `sampler` groups read: the configured ᾱ_t and the timesteps a chain takes."""
+
+    schedule: Schedule
+    sampler: SamplerSpec
+
+
+def sampling_from_config(schedule_cfg: Mapping[str, Any], sampler_cfg: Mapping[str, Any]) -> Sampling:
+    """Both sampling groups read at once (a model's own ᾱ_t may replace the schedule: SamplerSpec.chain)."""
+    return Sampling(schedule_from_config(schedule_cfg), SamplerSpec.from_config(sampler_cfg))
