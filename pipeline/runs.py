@@ -106,36 +106,50 @@ def verify_outputs(folder: Path, meta: Mapping[str, Any]) -> str | None:
     return None
 
 
+def finished_record(
+    folder: Path, stage: str, needed_by: str, fix: str, altered_fix: str | None = None
+) -> dict[str, Any]:
+    """The record of ``folder`` when it is a finished, unaltered ``stage`` output (its meta.json intact
+    and every file matching the hash it records); else a one-line error ending in ``fix`` (``altered_fix``
+    when the folder is a finished run whose files or record were altered)."""
+    try:
+        meta = read_meta(folder)
+    except UnreadableMetaError as e:
+        raise InputMissingError(
+            f"{needed_by} cannot use {folder}: its meta.json is unreadable, so it is not a finished "
+            f"{stage} run — {fix}"
+        ) from e
+    if meta is None and folder.is_dir() and any(folder.iterdir()):
+        raise InputMissingError(
+            f"{needed_by} cannot use {folder}: its meta.json is missing, so it is not a finished {stage} run — {fix}"
+        )
+    if meta is None:
+        raise InputMissingError(
+            f"{needed_by} needs the {stage} stage's outputs at {folder}, which do not exist — {fix}"
+        )
+    if meta.get("stage") != stage:
+        raise PipelineError(
+            f"{needed_by} cannot use {folder}: its meta.json says it is a {meta.get('stage')!r} output, "
+            f"not a {stage} one — {fix}"
+        )
+    problem = record_problem(meta) or verify_outputs(folder, meta)
+    if problem is not None:
+        raise PipelineError(f"{needed_by} cannot use {folder}: {problem} — {altered_fix or fix}")
+    return meta
+
+
 def verified_upstream(upstream: RunSpec, needed_by: str) -> tuple[Path, dict[str, Any]]:
     """The completed, unaltered output folder of an upstream stage made under this run's values of
     every key both stages depend on, with its record; else a one-line error saying what to run.
     ``upstream``: the upstream stage's run spec under this run's config."""
     stage, folder = upstream.stage, upstream.final
     rerun = f"rerun `python -m stages.{stage}` with the same overrides (or `dvc repro`)"
-    try:
-        meta = read_meta(folder)
-    except UnreadableMetaError as e:
-        raise InputMissingError(
-            f"{needed_by} cannot use {folder}: its meta.json is unreadable, so it is not a finished "
-            f"{stage} run — {rerun}"
-        ) from e
-    if meta is None and folder.is_dir() and any(folder.iterdir()):
-        raise InputMissingError(
-            f"{needed_by} cannot use {folder}: its meta.json is missing, so it is not a finished {stage} run — {rerun}"
-        )
-    if meta is None:
+    if not folder.is_dir() or not any(folder.iterdir()):
         raise InputMissingError(
             f"{needed_by} needs the {stage} stage's outputs at {folder}, which do not exist — run "
             f"`python -m stages.{stage}` with the same overrides first (or `dvc repro`)"
         )
-    if meta.get("stage") != stage:
-        raise PipelineError(
-            f"{needed_by} cannot use {folder}: its meta.json says it is a {meta.get('stage')!r} output, "
-            f"not a {stage} one — {rerun}"
-        )
-    problem = record_problem(meta) or verify_outputs(folder, meta)
-    if problem is not None:
-        raise PipelineError(f"{needed_by} cannot use {folder}: {problem} — {rerun_hint(stage)}")
+    meta = finished_record(folder, stage, needed_by, rerun, rerun_hint(stage))
     problem = lineage_problem(stage, folder, meta, upstream.values, needed_by)
     if problem is not None:
         raise PipelineError(problem)

@@ -260,6 +260,35 @@ def _corrupt(pattern: str, data: bytes = b"garbage") -> Callable[[Path], None]:
     return lambda root: _first(root, pattern).write_bytes(data)
 
 
+def _copy_edited(stage: str, dest: str, name: str) -> Callable[[Path], None]:
+    """A finished stage folder copied to ``dest`` (a valid run in another place), then one of its files
+    edited by hand, its meta.json left as the run wrote it."""
+
+    def setup(root: Path) -> None:
+        shutil.copytree(_first(root, f"outputs/{stage}/*/meta.json").parent, root / dest)
+        with open(root / dest / name, "ab") as f:
+            f.write(b" ")
+
+    return setup
+
+
+def _trained_then_edited(root: Path) -> None:
+    """A train stage's folder (the shipped model with the record a train run writes), then its model card
+    edited by hand: the record no longer vouches for the folder."""
+    import json
+
+    from pipeline import io
+    from pipeline.lineage import UNHASHED, seal
+
+    def as_trained(ck: Path) -> None:
+        record = {"stage": "train", "outputs": io.tree_sha256(ck, exclude=UNHASHED)}
+        (ck / "meta.json").write_text(json.dumps(seal(record)))
+        with open(ck / "MODEL_CARD.md", "a") as f:
+            f.write("edited\n")
+
+    _checkpoint(root, as_trained)
+
+
 CASES = [
     # --- configuration ---------------------------------------------------------------------------
     Case(
@@ -485,6 +514,13 @@ CASES = [
         _write("afile", "x"),
     ),
     Case(
+        "unet_trained_folder_edited",
+        "trajectories",
+        [*LEARNED, "model.path=ck"],
+        ("ck", "MODEL_CARD.md", "retrain"),
+        _trained_then_edited,
+    ),
+    Case(
         "unet_config_missing",
         "trajectories",
         [*LEARNED, "model.path=ck"],
@@ -657,6 +693,20 @@ CASES = [
         "analysis",
         [*SMOKE, "force=true", "analysis.compare=[nope]"],
         ("nope", "analysis.compare"),
+    ),
+    Case(
+        "analysis_compare_edited",
+        "analysis",
+        [*SMOKE, "force=true", "analysis.compare=[cmpjac]"],
+        ("cmpjac", "global.csv", "analysis.compare"),
+        _copy_edited("jacobian", "cmpjac", "global.csv"),
+    ),
+    Case(
+        "analysis_companion_edited",
+        "analysis",
+        [*SMOKE, "force=true", "analysis.companions=[compan]"],
+        ("compan", "summary.json", "analysis.companions"),
+        _copy_edited("analysis", "compan", "summary.json"),
     ),
     Case(
         "analysis_outputs_is_a_file",
@@ -879,3 +929,25 @@ def test_loading_a_checkpoint_prints_no_accelerate_warning(capfd, caplog):
         load_unet(ASSET)
     out, err = capfd.readouterr()
     assert "accelerate" not in (out + err + caplog.text).lower()
+
+
+def test_every_folder_and_file_a_run_reads_is_one_of_its_inputs(smoke_project, monkeypatch):
+    """The folders an analysis compares or embeds and the images the jacobian's proxy reads are inputs of
+    the run, so a recomputed or edited one makes the run's record differ (never reused); a companion that
+    does not exist yet is recorded as absent, so its appearance does too."""
+    from pipeline.assemble.analysis import analysis_job
+    from pipeline.assemble.jacobian import jacobian_job
+    from pipeline.lineage import input_record
+    from pipeline.settings import prepare_config
+
+    monkeypatch.chdir(smoke_project)
+    jac = _first(smoke_project, "outputs/jacobian/*/meta.json").parent
+    ana = _first(smoke_project, "outputs/analysis/*/meta.json").parent
+    overrides = [*SMOKE, f"analysis.compare=[{jac}]", f"analysis.companions=[{ana},nowhere]"]
+    job = analysis_job(prepare_config(compose_config(overrides)))
+    assert job.inputs["compare-0"] == jac and job.inputs["companion-0"] == ana
+    assert input_record(job.inputs["companion-1"])["value"] == "absent: nowhere"
+    measure = jacobian_job(prepare_config(compose_config(SMOKE)))
+    assert measure.proxy_source is not None  # experiment=smoke measures Table 10's proxy on 16 images
+    files = measure.inputs["proxy_images"]
+    assert files and sorted(map(Path, files)) == sorted(map(Path, measure.proxy_source.input_files()))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.jacobian.pool import PROXY_INPUT
 from pipeline.jacobian.run_settings import MeasurementSettings
 from pipeline.lineage import InputSpec
 from pipeline.outputs import CovarianceFolder, TrajectoriesFolder
@@ -16,7 +17,7 @@ from pipeline.runs import verified_upstream
 
 from .models import build_model
 from .shards import jacobian_shards
-from .sources import dataset
+from .sources import dataset, dataset_inputs
 from .upstream import check_not_stale, trajectories_with_all_seeds
 
 
@@ -45,6 +46,10 @@ def jacobian_setup(cfg: Mapping[str, Any], specs: Mapping[str, RunSpec]) -> Jaco
     traj = trajectories_with_all_seeds(upstream["trajectories"][0], cfg)
     built = build_model(cfg, needed_by="jacobian", covariance=cov)
     n_proxy = settings.proxy_images(specs["jacobian"].shard)
+    proxy = dataset(cfg, num_images=n_proxy) if n_proxy else None
+    # the proxy's images are read by this run: their files are its inputs as much as the upstream folders
+    files = dataset_inputs(proxy).get("dataset") if proxy is not None else None
+    proxy_inputs = {PROXY_INPUT: files} if files else {}
     return JacobianSetup(
         run=specs["jacobian"],
         settings=settings,
@@ -52,8 +57,8 @@ def jacobian_setup(cfg: Mapping[str, Any], specs: Mapping[str, RunSpec]) -> Jaco
         trajectories=traj,
         model=built.model,
         chain=built.chain,
-        inputs={**built.inputs, "covariance": cov.path, "trajectories": traj.path},
-        proxy_source=dataset(cfg, num_images=n_proxy) if n_proxy else None,
+        inputs={**built.inputs, **proxy_inputs, "covariance": cov.path, "trajectories": traj.path},
+        proxy_source=proxy,
     )
 
 

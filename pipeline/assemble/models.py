@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.lineage import InputSpec
-from pipeline.outputs import CovarianceFolder
-from pipeline.runkeys import run_spec
-from pipeline.runs import upstream_dir
+from pipeline.outputs import META, CovarianceFolder
+from pipeline.runkeys import TRAIN_STAGE, run_spec
+from pipeline.runs import finished_record, upstream_dir
 
 from .sources import image_shape
 
@@ -80,6 +81,11 @@ def build_model(
             **common,
         )
         inputs = dict(model.input_files())
+        folder = inputs.get("model")
+        if isinstance(folder, Path) and (folder / META).is_file():
+            # a train stage's folder: its record vouches for the weights only while they are the ones it hashed
+            fix = "retrain it (python -m stages.train) or point model.path at an unaltered copy"
+            finished_record(folder, TRAIN_STAGE, needed_by, fix)
     if getattr(model, "alpha_bar", None) is not None:
         schedule = schedule_from_alpha_bar(model.alpha_bar, name=str(mcfg["name"]))
     else:

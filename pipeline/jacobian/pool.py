@@ -103,6 +103,10 @@ def check_shards(shards: Sequence[ShardFolder]) -> list[ShardFolder]:
     return ordered
 
 
+# the input label of the images Table 10's proxy reads: shard 0 alone reads them (run_settings.runs_proxy)
+PROXY_INPUT = "proxy_images"
+
+
 def _check_same_protocol(shards: Sequence[ShardFolder]) -> None:
     """Same config but the shard index, same upstream inputs, same stack size and vmap chunk."""
     first = shards[0]
@@ -114,7 +118,8 @@ def _check_same_protocol(shards: Sequence[ShardFolder]) -> None:
         )
 
     def inputs_of(s: ShardFolder) -> dict:
-        return {k: (v or {}).get("sha256") for k, v in (s.meta.get("input_hashes") or {}).items()}
+        held = (s.meta.get("input_hashes") or {}).items()
+        return {k: (v or {}).get("sha256") for k, v in held if k != PROXY_INPUT}
 
     for s in shards[1:]:
         for what, same in (
