@@ -11,7 +11,6 @@ from pipeline.analysis.inputs import load_stage_outputs
 from pipeline.analysis.report import markdown_table, render_table_page
 from pipeline.analysis.scoring import analyse
 from pipeline.analysis.tables import HEADLINES, headline_value
-from pipeline.outputs import read_run_info
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
@@ -61,12 +60,12 @@ def compare_runs(
         if len(set(names)) == len(names):
             break
     rows = []
-    for name, (path, _inp, ctx, tables, oracle, verdicts), f in zip(names, runs, flat, strict=True):
+    for name, (_path, _inp, ctx, tables, oracle, verdicts), f in zip(names, runs, flat, strict=True):
         row: dict[str, object] = {
             "run": name,
+            # no run ids: how a run went is its run.json's, and this table must be the same bytes for the
+            # same config and inputs
             "model_kind": ctx.model_kind,
-            # how the run went lives in its run.json (the record holds no run ids)
-            "mlflow_run_id": (read_run_info(path) or {}).get("mlflow_run_id"),
         }
         for k in varying:
             row[k] = f.get(k)
