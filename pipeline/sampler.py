@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.errors import InputFileError, NonFiniteError, SettingError
-from pipeline.io import load_npz, save_npz, write_bytes
+from pipeline.io import load_npz, read_sealed_json, save_npz, sha256_file, write_bytes, write_sealed_json
 from pipeline.models.base import ModelError, NoisePredictor
 from pipeline.models.prediction import eps_from_prediction
 from pipeline.outputs import TrajectoriesFolder
@@ -294,8 +294,26 @@ def load_trajectory(path: str | Path) -> Trajectory:
     )
 
 
-def _complete(path: Path, chain, image_shape: tuple[int, ...]) -> bool:
-    if not path.is_file():
+def _unit_record(path: Path) -> Path:
+    """The sealed record beside a seed file of a resumable run: which seed it is and the sha256 it was
+    written with, so a unit edited, swapped or copied in while the run was away is sampled again."""
+    return path.with_name(path.name + ".unit.json")
+
+
+def _seal_unit(path: Path, seed: int) -> None:
+    write_sealed_json(_unit_record(path), {"seed": seed, "sha256": sha256_file(path)})
+
+
+def _sealed(path: Path, seed: int) -> bool:
+    """A seed file written by a run, unchanged since (a unit killed between the file and its seal is not)."""
+    return path.is_file() and read_sealed_json(_unit_record(path)) == {
+        "seed": seed,
+        "sha256": sha256_file(path),
+    }
+
+
+def _complete(path: Path, seed: int, chain, image_shape: tuple[int, ...]) -> bool:
+    if not _sealed(path, seed):
         return False
     try:
         d = load_npz(path)
@@ -320,7 +338,8 @@ def sample_seeds(
     progress: bool = True,
     update: str = "exact",
 ) -> list[Path]:
-    """Sample each seed's trajectory into out_dir/seed-<s>.npz, batched; seeds whose file is complete are skipped.
+    """Sample each seed's trajectory into out_dir/seed-<s>.npz, batched; seeds whose file is complete (and
+    matches the sealed record written beside it) are skipped.
 
     Resumable per seed: a run killed mid-way keeps every finished seed (files are written
     atomically) and a rerun only samples the rest. A seed's x_T depends only on the seed. The
@@ -343,7 +362,7 @@ def sample_seeds(
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
     b = min(int(batch_size), len(seeds))
-    todo = [s for s in seeds if not _complete(seed_path(out_dir, s), chain, tuple(model.image_shape))]
+    todo = [s for s in seeds if not _complete(seed_path(out_dir, s), s, chain, tuple(model.image_shape))]
     batches = [todo[i : i + b] for i in range(0, len(todo), b)]
     for batch in tqdm(batches, desc="seed batches", disable=not progress or len(batches) < 2):
         padded = batch + [batch[-1]] * (b - len(batch))
@@ -366,6 +385,7 @@ def sample_seeds(
             ) from None
         for i, s in enumerate(batch):
             save_trajectory(seed_path(out_dir, s), traj, i)
+            _seal_unit(seed_path(out_dir, s), s)
     return [seed_path(out_dir, s) for s in seeds]
 
 
@@ -412,7 +432,7 @@ def publish_trajectories(
 ) -> dict[str, float]:
     """The trajectories stage's outputs: every seed sampled into ``work_dir`` (resumable per seed), copied
     into ``out`` with the grid of final samples; returns the stage's metrics."""
-    resumed = sum(seed_path(work_dir, s).exists() for s in seeds)
+    resumed = sum(_sealed(seed_path(work_dir, s), s) for s in seeds)
     paths = sample_seeds(
         model, chain, seeds, work_dir, batch_size=batch_size, progress=progress, update=update
     )

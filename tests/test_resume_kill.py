@@ -111,7 +111,8 @@ def test_killed_trajectories_stage_resumes_to_the_uninterrupted_outputs(tmp_path
     monkeypatch.chdir(run)
 
     total = 6
-    killed = _kill_half_way("trajectories", COMMON + TRAJECTORIES, run, ".work-*/seed-*.npz", total)
+    # a seed is finished once its sealed unit record is written beside its file
+    killed = _kill_half_way("trajectories", COMMON + TRAJECTORIES, run, ".work-*/seed-*.npz.unit.json", total)
     assert not (run / "outputs" / "trajectories" / traj_ref.name).exists()  # nothing published
     calls = []
     real_sample = sampler.ddim_sample

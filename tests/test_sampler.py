@@ -18,7 +18,7 @@ from pipeline.geometry import (  # noqa: E402
     schedule_from_diffusers_config,
     strided_chain,
 )
-from pipeline.io import load_npz  # noqa: E402
+from pipeline.io import load_npz, save_npz  # noqa: E402
 from pipeline.models import GaussianOracle, ModelError, load_unet  # noqa: E402
 from pipeline.sampler import (  # noqa: E402
     Trajectory,
@@ -260,6 +260,18 @@ def test_sample_seeds_resumes_per_seed_and_writes_the_trajectory_contract(tmp_pa
     paths[3].write_bytes(first[paths[3].name][:100])
     sample_seeds(model, chain, seeds, tmp_path, batch_size=2, progress=False)
     assert model.evaluated == 2 * 5
+    assert {p.name: p.read_bytes() for p in paths} == first
+
+    # a unit edited while the run was away (a valid file with other numbers), and two units swapped, are
+    # sampled again, never resumed: each seed file is checked against the sealed record written beside it
+    model.evaluated = 0
+    d0 = load_npz(paths[0])
+    save_npz(paths[0], t=d0["t"], x=d0["x"] * np.float32(1.001), eps=d0["eps"])
+    b2, b4 = paths[2].read_bytes(), paths[4].read_bytes()
+    paths[2].write_bytes(b4)
+    paths[4].write_bytes(b2)
+    sample_seeds(model, chain, seeds, tmp_path, batch_size=2, progress=False)
+    assert model.evaluated == 4 * 5  # seeds 10, 12 and 14: two batches of 2 (the last padded)
     assert {p.name: p.read_bytes() for p in paths} == first
 
     traj = load_trajectory(paths[2])
