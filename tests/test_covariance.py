@@ -292,6 +292,26 @@ def test_checkpoint_for_other_inputs_is_ignored(crops, tmp_path):
     np.testing.assert_array_equal(st.cov, ref.cov)
 
 
+def test_an_edited_checkpoint_is_not_resumed(crops, tmp_path):
+    """Running sums changed while the run was away (sumsq scaled, the seal left as written) would be
+    finished into another covariance under the same record: the run starts over instead."""
+    from pipeline.io import load_npz, save_npz
+
+    ckpt = tmp_path / "c.npz"
+    with pytest.raises(Interrupted):
+        compute_patch_statistics(FailAfter(crops, 2), 8, chunk_size=64, checkpoint_path=ckpt,
+                                 checkpoint_interval_s=0.0, progress=False)  # fmt: skip
+    state = load_npz(ckpt)
+    save_npz(ckpt, **{**state, "sumsq": state["sumsq"] * 1.5})
+    ref = compute_patch_statistics(crops, 8, chunk_size=64, progress=False)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        st = compute_patch_statistics(crops, 8, chunk_size=64, checkpoint_path=ckpt, progress=False)
+    assert any("does not match its seal" in str(x.message) for x in w)
+    assert st.timing["resumed_from"] == 0
+    np.testing.assert_array_equal(st.cov, ref.cov)
+
+
 def test_data_error_mid_stream_leaves_no_checkpoint(crops, tmp_path):
     ckpt = tmp_path / "c.npz"
     with pytest.raises(DatasetError):

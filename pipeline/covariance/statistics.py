@@ -20,6 +20,7 @@ Two arithmetic paths:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -298,12 +299,36 @@ def _fingerprint(source: ImageSource, patch_size: int, full_cov: bool, exact: bo
     )
 
 
+def _state_seal(fingerprint: str, state: dict[str, np.ndarray]) -> str:
+    """sha256 of a checkpoint's inputs and running sums: an edited checkpoint is not resumed from."""
+    h = hashlib.sha256(fingerprint.encode())
+    for name in sorted(state):
+        a = np.ascontiguousarray(state[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, fingerprint: str, acc: PatchCovarianceAccumulator) -> None:
+    state = acc.state()
+    seal = np.array(_state_seal(fingerprint, state))
+    save_npz(path, fingerprint=np.array(fingerprint), sealed_sha256=seal, **state)
+
+
 def _load_checkpoint(path: Path, fingerprint: str, acc: PatchCovarianceAccumulator) -> bool:
     try:
         state = load_npz(path)
         if str(state["fingerprint"]) != fingerprint:
             warnings.warn(
                 f"checkpoint {path} was written for different inputs; ignoring it and starting over",
+                stacklevel=4,
+            )
+            return False
+        sums = {k: v for k, v in state.items() if k not in ("fingerprint", "sealed_sha256")}
+        if str(state.get("sealed_sha256", "")) != _state_seal(fingerprint, sums):
+            warnings.warn(
+                f"checkpoint {path} does not match its seal (edited, or written by an older version); "
+                "ignoring it and starting over",
                 stacklevel=4,
             )
             return False
@@ -392,7 +417,7 @@ def _compute_patch_statistics(
                 and acc.count < total
                 and time.monotonic() - last_save >= checkpoint_interval_s
             ):
-                save_npz(ckpt, fingerprint=np.array(fingerprint), **acc.state())
+                _save_checkpoint(ckpt, fingerprint, acc)
                 last_save = time.monotonic()
     except DatasetError:
         # The data themselves are broken: a checkpoint of them is not worth resuming from.
