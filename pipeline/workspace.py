@@ -94,7 +94,12 @@ def foreign_files(final: Path, meta: Mapping[str, Any] | None) -> list[str]:
     recorded = (meta or {}).get("outputs")
     if not final.is_dir() or not isinstance(recorded, dict):
         return []  # no folder, or one of an older version whose record cannot tell
-    return [rel for rel in io.tree_sha256(final, exclude=UNHASHED) if rel not in recorded]
+    files = [rel for rel in io.tree_sha256(final, exclude=UNHASHED) if rel not in recorded]
+    # a link to a folder is not hashed (nothing walks into it), and replacing the folder would delete it
+    links = [
+        p.relative_to(final).as_posix() for p in sorted(final.rglob("*")) if p.is_symlink() and p.is_dir()
+    ]
+    return files + links
 
 
 def _held_unit_digest(work: Path) -> str | None:

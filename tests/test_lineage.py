@@ -165,6 +165,18 @@ def test_a_recompute_never_deletes_a_file_it_did_not_write(project, capsys):
     assert _snapshot(project / "outputs") == before
 
 
+def test_a_recompute_never_deletes_a_link_to_a_folder_it_did_not_make(project, capsys):
+    """A link to someone's folder inside an output folder is not hashed (nothing walks into it), so it is
+    named as foreign like a file: replacing the folder would delete the link without a word."""
+    res = _run("covariance")
+    (project / "mine").mkdir()
+    (project / "mine" / "data.txt").write_text("keep")
+    (res.out_dir / "userlink").symlink_to(project / "mine", target_is_directory=True)
+    line = _refusal(capsys, "covariance", "dataset.num_images=256")
+    assert "userlink, which no covariance run wrote" in line and "move them out of it" in line
+    assert (res.out_dir / "userlink").is_symlink() and (project / "mine" / "data.txt").read_text() == "keep"
+
+
 def test_hidden_entries_no_run_of_the_stage_made_are_never_removed(project, capsys):
     parent = project / "outputs" / "covariance"
     mine = {".partial-notes": "draft", ".work-notes": "drafts", ".partial-x.old": "old"}
