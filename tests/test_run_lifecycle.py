@@ -419,7 +419,7 @@ def test_sigterm_marks_the_mlflow_run_killed_and_the_rerun_resumes(tmp_path, mon
     done = _kill_when(
         proc,
         tmp_path / "outputs/trajectories",
-        ".work-*/seed-*.npz",
+        ".work-*/seed-*.npz.unit.json",  # a seed is finished once its sealed unit record is written
         2,
         signal.SIGTERM,
         meanwhile=second_writer,
